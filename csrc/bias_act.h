@@ -1,0 +1,83 @@
+// bias_act: y = clamp(act(x + b[c]) * gain, -clamp, clamp), and its gradient.
+//
+// Memory layout (contiguous x viewed as [outer, channels, inner]): the bias index of flat element
+// i is (i / inner) % channels. `clamp < 0` means no clamping (the NVlabs convention).
+//
+// The element-wise math below is shared by the CPU kernel (bias_act.cpp) and the CUDA kernels
+// (bias_act_kernels.cuh), so both paths compute exactly the same expression.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common.h"
+
+namespace navcuda {
+
+enum class Act : int { kLinear = 0, kLrelu = 1 };
+
+// act(v) * gain.
+template <typename T, int kAct>
+NAVCUDA_HD T bias_act_value(T v, T alpha, T gain) {
+  if (kAct == static_cast<int>(Act::kLrelu)) v = v > T(0) ? v : v * alpha;
+  return v * gain;
+}
+
+// Clamp to [-c, c]; NaN stays NaN (like torch.clamp).
+template <typename T>
+NAVCUDA_HD T bias_act_clamp(T v, T c) {
+  return v > c ? c : (v < -c ? -c : v);
+}
+
+// dx for one element from dy and the saved output y. The slope of lrelu is read from the sign of
+// the pre-activation, which equals the sign of y * gain (gain may be negative). Clamped outputs
+// (|y| >= clamp) get zero gradient, as in NVlabs stylegan2-ada.
+template <typename T, int kAct, bool kClamp>
+NAVCUDA_HD T bias_act_grad_value(T dy, T y, T alpha, T gain, T clamp) {
+  T g = dy * gain;
+  if (kAct == static_cast<int>(Act::kLrelu)) g = (y * gain > T(0)) ? g : g * alpha;
+  if (kClamp) g = (y > -clamp && y < clamp) ? g : T(0);
+  return g;
+}
+
+// Turn the runtime (act, has_clamp) into compile-time constants: calls
+// fn(std::integral_constant<int, act>{}, std::bool_constant<has_clamp>{}). Host code only.
+template <typename Fn>
+inline void dispatch_act(int act, bool has_clamp, Fn&& fn) {
+  using Linear = std::integral_constant<int, static_cast<int>(Act::kLinear)>;
+  using Lrelu = std::integral_constant<int, static_cast<int>(Act::kLrelu)>;
+  if (act == static_cast<int>(Act::kLinear)) {
+    has_clamp ? fn(Linear{}, std::true_type{}) : fn(Linear{}, std::false_type{});
+  } else if (act == static_cast<int>(Act::kLrelu)) {
+    has_clamp ? fn(Lrelu{}, std::true_type{}) : fn(Lrelu{}, std::false_type{});
+  } else {
+    throw_invalid(
+        NAVCUDA_MSG("bias_act: unknown activation code " << act << " (0=linear, 1=lrelu)"));
+  }
+}
+
+// ----------------------------------------------------------------- CPU entry points (bias_act.cpp)
+// All pointers are to contiguous buffers of `dtype`; b may be 0 (no bias).
+void bias_act_cpu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
+                  int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
+                  double clamp);
+void bias_act_grad_cpu(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
+                       int act, double alpha, double gain, double clamp);
+
+#if defined(NAVCUDA_WITH_CUDA)
+// ----------------------------------------------------------------- CUDA entry points (bias_act.cu)
+// Enqueue on `stream` (a cudaStream_t passed as an integer; 0 = legacy default stream). The caller
+// makes the tensors' device current. Errors from the launch are thrown as std::runtime_error.
+void bias_act_cuda(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
+                   int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
+                   double clamp, std::uintptr_t stream);
+void bias_act_grad_cuda(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n,
+                        int dtype, int act, double alpha, double gain, double clamp,
+                        std::uintptr_t stream);
+#endif
+
+// Shared argument checks (throw std::invalid_argument with a clear message).
+void bias_act_check_args(const char* op, std::uintptr_t x, std::uintptr_t y, int64_t outer,
+                         int64_t channels, int64_t inner, int act);
+
+}  // namespace navcuda

@@ -1,0 +1,36 @@
+// CUDA kernel bodies for bias_act. Launch code lives in bias_act.cu.
+//
+// Kept to the subset a small CUDA-emulation header can provide on the host: __global__,
+// blockIdx/blockDim/gridDim/threadIdx and plain arithmetic (no intrinsics, no warp functions), so
+// the same bodies can later be compiled as host C++ and tested without a GPU.
+#pragma once
+
+#include "bias_act.h"
+
+namespace navcuda {
+
+// y[i] = clamp(act(x[i] + b[(i / inner) % channels]) * gain). Grid-stride loop over n elements.
+template <typename T, int kAct, bool kClamp>
+__global__ void bias_act_forward_kernel(const T* x, const T* b, T* y, long long n,
+                                        long long channels, long long inner, T alpha, T gain,
+                                        T clamp) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    T v = x[i];
+    if (b) v += b[(i / inner) % channels];
+    v = bias_act_value<T, kAct>(v, alpha, gain);
+    y[i] = kClamp ? bias_act_clamp(v, clamp) : v;
+  }
+}
+
+// dx[i] = dy[i] * gain * act'(.) * clamp mask, read from the saved output y[i].
+template <typename T, int kAct, bool kClamp>
+__global__ void bias_act_grad_kernel(const T* dy, const T* y, T* dx, long long n, T alpha, T gain,
+                                     T clamp) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    dx[i] = bias_act_grad_value<T, kAct, kClamp>(dy[i], y[i], alpha, gain, clamp);
+  }
+}
+
+}  // namespace navcuda

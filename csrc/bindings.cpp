@@ -1,0 +1,128 @@
+// The one pybind11 module, navcuda._C. It sees raw pointers (tensor.data_ptr()), sizes, dtype
+// codes and CUDA stream handles as integers, never torch: navcuda/ops/_native.py validates every
+// argument before calling in. Long-running entry points release the GIL.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bias_act.h"
+#include "common.h"
+
+#if defined(NAVCUDA_WITH_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+
+namespace py = pybind11;
+
+namespace {
+
+// Devices visible to the (statically linked) CUDA runtime; 0 when not compiled with CUDA, when no
+// driver is installed or when no device is visible. Never throws.
+int cuda_device_count() {
+#if defined(NAVCUDA_WITH_CUDA)
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // reset the runtime's last-error state so later calls start clean
+    return 0;
+  }
+  return count;
+#else
+  return 0;
+#endif
+}
+
+#if defined(NAVCUDA_WITH_CUDA)
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(ch);
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+#endif
+
+py::dict build_info() {
+  py::dict d;
+  d["compiler"] = std::string(NAVCUDA_CXX_COMPILER);
+  d["cxx_standard"] = static_cast<int>(NAVCUDA_CXX_STANDARD);
+#if defined(NAVCUDA_WITH_OPENMP)
+  d["openmp"] = true;
+#else
+  d["openmp"] = false;
+#endif
+#if defined(NAVCUDA_WITH_CUDA)
+  const int count = cuda_device_count();
+  d["cuda_compiled"] = true;
+  d["cuda_version"] = std::string(NAVCUDA_CUDA_VERSION);
+  d["cuda_compiler"] = std::string(NAVCUDA_CUDA_COMPILER);
+  d["cuda_archs"] = split_commas(NAVCUDA_CUDA_ARCHS);
+  d["cuda_runtime_ok"] = count > 0;
+  d["cuda_device_count"] = count;
+#else
+  d["cuda_compiled"] = false;
+  d["cuda_version"] = py::none();
+  d["cuda_compiler"] = py::none();
+  d["cuda_archs"] = std::vector<std::string>{};
+  d["cuda_runtime_ok"] = false;
+  d["cuda_device_count"] = 0;
+#endif
+  return d;
+}
+
+#if !defined(NAVCUDA_WITH_CUDA)
+[[noreturn]] void no_cuda(const char* op) {
+  navcuda::throw_runtime(std::string(op) +
+                         ": navcuda._C was built without CUDA; reinstall with nvcc on PATH or use "
+                         "CPU tensors / impl='ref'");
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "navcuda native kernels (raw-pointer API; use navcuda.ops, not this module)";
+
+  m.def(
+      "has_cuda", [] { return cuda_device_count() > 0; },
+      "True only if compiled with CUDA and at least one CUDA device is usable now.");
+  m.def("build_info", &build_info, "How this module was built, and what the CUDA runtime sees.");
+  m.def("dtype_codes", [] {
+    py::dict d;
+    d["float32"] = static_cast<int>(navcuda::DType::kFloat32);
+    d["float64"] = static_cast<int>(navcuda::DType::kFloat64);
+    d["float16"] = static_cast<int>(navcuda::DType::kFloat16);
+    return d;
+  });
+
+  // ---------------------------------------------------------------- bias_act
+  using py::arg;
+  auto nogil = py::call_guard<py::gil_scoped_release>();
+  m.def("bias_act_cpu", &navcuda::bias_act_cpu, nogil, arg("x"), arg("b"), arg("y"), arg("outer"),
+        arg("channels"), arg("inner"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"),
+        arg("clamp"),
+        "y = clamp(act(x + b) * gain) over contiguous [outer, channels, inner]; b=0: no bias; "
+        "clamp<0: no clamp.");
+  m.def("bias_act_grad_cpu", &navcuda::bias_act_grad_cpu, nogil, arg("dy"), arg("y"), arg("dx"),
+        arg("n"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"), arg("clamp"),
+        "dx = dy * gain * act'(y) * clamp mask, element-wise over n elements.");
+#if defined(NAVCUDA_WITH_CUDA)
+  m.def("bias_act_cuda", &navcuda::bias_act_cuda, nogil, arg("x"), arg("b"), arg("y"), arg("outer"),
+        arg("channels"), arg("inner"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"),
+        arg("clamp"), arg("stream"));
+  m.def("bias_act_grad_cuda", &navcuda::bias_act_grad_cuda, nogil, arg("dy"), arg("y"), arg("dx"),
+        arg("n"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"), arg("clamp"), arg("stream"));
+#else
+  m.def("bias_act_cuda", [](py::args, py::kwargs) { no_cuda("bias_act_cuda"); });
+  m.def("bias_act_grad_cuda", [](py::args, py::kwargs) { no_cuda("bias_act_grad_cuda"); });
+#endif
+}

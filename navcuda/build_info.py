@@ -1,0 +1,46 @@
+"""What navcuda was built with and what it can use now: ``navcuda.build_info()``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from navcuda.ops import _native
+
+__all__ = ["build_info"]
+
+
+def build_info() -> dict[str, Any]:
+    """Build and run-time facts, for bug reports and ``navcuda info``.
+
+    Keys: ``native_available`` (bool: ``navcuda._C`` imported), ``native_import_error`` (str or
+    None), ``torch_version``, ``torch_cuda_available``, ``torch_cuda_version``, ``has_cuda`` (the
+    native kernels can run on a CUDA device now), and, when ``_C`` imported, its own
+    ``build_info()``: ``compiler``, ``cxx_standard``, ``openmp``, ``cuda_compiled``,
+    ``cuda_version``, ``cuda_archs``, ``cuda_runtime_ok``, ``cuda_device_count``. Those native keys
+    are present with empty values (None / False / 0 / []) when ``_C`` did not import.
+    """
+    mod = _native.native_module()
+    info: dict[str, Any] = {
+        "compiler": None,
+        "cxx_standard": None,
+        "openmp": False,
+        "cuda_compiled": False,
+        "cuda_version": None,
+        "cuda_archs": [],
+        "cuda_runtime_ok": False,
+        "cuda_device_count": 0,
+    }
+    if mod is not None:
+        info.update(mod.build_info())
+    info.update(
+        native_available=mod is not None,
+        native_import_error=_native.import_error(),
+        has_cuda=_native.has_cuda(),
+        torch_version=torch.__version__,
+        torch_cuda_available=torch.cuda.is_available(),
+        torch_cuda_version=torch.version.cuda,
+        failed_native_ops={f"{op}/{dev}": r for (op, dev), r in _native.failed_ops().items()},
+    )
+    return info

@@ -1,0 +1,391 @@
+"""Load and save generators: navcuda ``.safetensors``, rosinality ``.pt``, NVlabs ``.pkl``.
+
+- **navcuda** (:func:`save_generator`): one ``.safetensors`` file with the float32 state dict and, in
+  the safetensors string metadata under the key ``"navcuda"``, the JSON
+  ``{"format": "navcuda-generator", "version": 1, "config": GeneratorConfig.to_dict(),
+  "user": metadata}``. Written atomically (temporary file in the same folder, then ``os.replace``).
+- **rosinality** ``.pt`` (stylegan2-pytorch): ``torch.load(weights_only=True)`` of a dict with
+  ``g_ema`` and optionally ``latent_avg``. Training checkpoints also hold ``args``, an
+  ``argparse.Namespace``; it is allowed (and only it) through
+  ``torch.serialization.safe_globals([argparse.Namespace])``: a Namespace is rebuilt by setting
+  attributes on an empty instance, so it runs no code. The architecture is inferred from the
+  tensor shapes.
+- **NVlabs** network pickles (stylegan2-ada-pytorch, stylegan3 repo with ``--cfg=stylegan2``): read
+  by the restricted unpickler of :mod:`navcuda.models.nvlabs_pickle` (never executes the pickled
+  source code) and converted to the rosinality layout.
+
+Every problem raises :class:`CheckpointError` (a ``ValueError``) that names the file and the first
+offending key, with expected and found shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import struct
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from navcuda.models.nvlabs_pickle import (
+    CheckpointError,
+    nvlabs_config,
+    nvlabs_to_rosinality,
+    read_nvlabs_pickle,
+)
+from navcuda.models.stylegan2 import Generator, GeneratorConfig
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "detect_format",
+    "load_generator",
+    "read_metadata",
+    "save_generator",
+]
+
+FORMAT_NAME = "navcuda-generator"
+FORMAT_VERSION = 1
+_META_KEY = "navcuda"
+
+CheckpointFormat = Literal["navcuda", "rosinality", "nvlabs-pickle"]
+
+# torch.save's legacy (non-zip) format starts with a protocol-2 pickle of this magic number.
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+_HOW_TO = (
+    "pass a navcuda .safetensors file, a rosinality stylegan2-pytorch .pt checkpoint (with "
+    "'g_ema') or an NVlabs stylegan2-ada-pytorch network pickle (.pkl)"
+)
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; {_HOW_TO}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a file; {_HOW_TO}")
+
+
+def detect_format(path: str | os.PathLike) -> CheckpointFormat:
+    """The format of a checkpoint file, from its first bytes (not its name).
+
+    ``"navcuda"`` (safetensors), ``"rosinality"`` (a ``torch.save`` file, zip or legacy) or
+    ``"nvlabs-pickle"`` (a plain pickle). Raises :class:`CheckpointError` otherwise.
+    """
+    path = Path(path)
+    _check_file(path)
+    with path.open("rb") as f:
+        head = f.read(64)
+        size = path.stat().st_size
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 0 < n <= size - 8 and head[8:9] == b"{":
+            return "navcuda"
+    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
+        return "rosinality"
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return "rosinality"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "nvlabs-pickle"
+    raise CheckpointError(
+        f"{str(path)!r} is not a recognised checkpoint (first bytes {head[:16]!r}); {_HOW_TO}"
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate_state(
+    generator: Generator, state: dict[str, torch.Tensor], path: Path, optional: set[str] = frozenset()
+) -> None:
+    """Raise CheckpointError for the first missing/unexpected key or shape mismatch."""
+    expected = generator.state_dict()
+    missing = [k for k in expected if k not in state and k not in optional]
+    if missing:
+        raise CheckpointError(
+            f"{str(path)!r}: missing tensor '{missing[0]}' (expected shape "
+            f"{list(expected[missing[0]].shape)}; {len(missing)} missing in all) for the inferred "
+            f"architecture {_describe(generator.config)}"
+        )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise CheckpointError(
+            f"{str(path)!r}: unexpected tensor '{unexpected[0]}' ({len(unexpected)} unexpected in "
+            f"all) for the architecture {_describe(generator.config)}"
+        )
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{str(path)!r}: '{k}' is a {type(v).__name__}, not a tensor")
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise CheckpointError(
+                f"{str(path)!r}: shape mismatch for '{k}': expected {list(expected[k].shape)}, "
+                f"found {list(v.shape)} (architecture {_describe(generator.config)})"
+            )
+        if not v.is_floating_point():
+            raise CheckpointError(f"{str(path)!r}: '{k}' has dtype {v.dtype}, expected floats")
+
+
+def _describe(cfg: GeneratorConfig) -> str:
+    ch = {r: cfg.channels(r) for r in cfg.resolutions}
+    return (
+        f"(resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, n_mlp {cfg.n_mlp}, "
+        f"channels {ch})"
+    )
+
+
+def _build(
+    config: GeneratorConfig,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    device: str | torch.device,
+    optional: set[str] = frozenset(),
+) -> Generator:
+    g = Generator(config)
+    _validate_state(g, state, path, optional)
+    expected = g.state_dict()
+    for k in state:
+        if k.endswith(".kernel") and not torch.allclose(
+            state[k].float(), expected[k], rtol=1e-5, atol=1e-7
+        ):
+            raise CheckpointError(
+                f"{str(path)!r}: resampling filter '{k}' differs from the filter of blur_taps "
+                f"{list(config.blur_taps)} navcuda uses"
+            )
+    with torch.no_grad():
+        g.load_state_dict({k: v.float() for k, v in state.items()}, strict=not optional)
+    return g.to(device).eval()
+
+
+# --------------------------------------------------------------------------- navcuda format
+
+
+def save_generator(
+    generator: Generator, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Save ``generator`` as one navcuda ``.safetensors`` file (atomically); returns the path.
+
+    ``metadata`` is any JSON-serialisable dict, returned by :func:`read_metadata`.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if not isinstance(generator, Generator):
+        raise TypeError(f"expected a navcuda Generator, got {type(generator).__name__}")
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "config": generator.config.to_dict(),
+        "user": metadata if metadata is not None else {},
+    }
+    try:
+        text = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
+    tensors = {
+        k: v.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
+        for k, v in generator.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={_META_KEY: text})
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _read_header(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"{str(path)!r}: not a readable safetensors file: {e}") from e
+    if _META_KEY not in meta:
+        raise CheckpointError(
+            f"{str(path)!r} is a safetensors file without navcuda metadata (metadata keys "
+            f"{sorted(meta)}); write it with navcuda.save_generator"
+        )
+    try:
+        header = json.loads(meta[_META_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{str(path)!r}: corrupt navcuda metadata: {e}") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        fmt = header.get("format") if isinstance(header, dict) else None
+        raise CheckpointError(f"{str(path)!r}: format {fmt!r}, expected {FORMAT_NAME!r}")
+    version = header.get("version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise CheckpointError(
+            f"{str(path)!r}: navcuda generator format version {version!r}, this navcuda reads "
+            f"version {FORMAT_VERSION}" + ("; upgrade navcuda" if newer else "")
+        )
+    return header
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The user metadata stored by :func:`save_generator` in a navcuda file."""
+    path = Path(path)
+    _check_file(path)
+    return _read_header(path).get("user") or {}
+
+
+def _load_navcuda(path: Path, device: str | torch.device) -> Generator:
+    from safetensors.torch import load_file
+
+    header = _read_header(path)
+    try:
+        config = GeneratorConfig.from_dict(header["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r}: invalid generator config: {e}") from e
+    state = load_file(str(path), device="cpu")
+    return _build(config, state, path, device)
+
+
+# --------------------------------------------------------------------------- rosinality
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, ...
+        raise CheckpointError(
+            f"{str(path)!r} could not be read as a torch checkpoint with weights_only=True (navcuda "
+            f"never unpickles arbitrary objects): {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
+
+
+def _infer_channels(channels: dict[int, int], resolution: int) -> dict[str, Any]:
+    """channel_base/channel_max reproducing ``channels`` if any (rosinality form first)."""
+    cmax = max(channels.values())
+    candidates = [16384 * m for m in (2, 1, 4, 8)] + [32768 // 2**i for i in range(2, 8)]
+    candidates += [c * r for r, c in channels.items()]
+    for base in candidates:
+        if all(min(base // r, cmax) == c for r, c in channels.items()):
+            return {"channel_base": base, "channel_max": cmax}
+    return {"channel_map": dict(channels)}
+
+
+def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> GeneratorConfig:
+    """The :class:`GeneratorConfig` of a rosinality-layout state dict, from its shapes."""
+
+    def need(key: str) -> torch.Tensor:
+        if key not in state:
+            raise CheckpointError(f"missing tensor '{key}' needed to infer the architecture")
+        return state[key]
+
+    n_mlp = 0
+    while f"style.{n_mlp + 1}.weight" in state:
+        n_mlp += 1
+    s1 = need("style.1.weight")
+    n_rgbs = len({m.group(1) for k in state if (m := re.match(r"^to_rgbs\.(\d+)\.", k))})
+    resolution = 4 * 2**n_rgbs
+    channels = {4: int(need("input.input").shape[1])}
+    for j in range(n_rgbs):
+        channels[8 * 2**j] = int(need(f"convs.{2 * j}.conv.weight").shape[1])
+    kw: dict[str, Any] = dict(
+        resolution=resolution,
+        z_dim=int(s1.shape[1]),
+        w_dim=int(s1.shape[0]),
+        n_mlp=n_mlp,
+        img_channels=int(need("to_rgb1.conv.weight").shape[1]),
+    )
+    kw.update(_infer_channels(channels, resolution))
+    kw.update(overrides)
+    try:
+        return GeneratorConfig(**kw)
+    except ValueError as e:
+        raise CheckpointError(f"cannot build a generator from the checkpoint's shapes: {e}") from e
+
+
+def _load_rosinality(path: Path, device: str | torch.device) -> Generator:
+    ckpt = _torch_load(path)
+    if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
+        found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{str(path)!r} is not a generator checkpoint: no 'g_ema' entry (found: {found}); "
+            f"{_HOW_TO}"
+        )
+    state = ckpt["g_ema"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{str(path)!r}: 'g_ema' is a {type(state).__name__}, not a dict")
+    state = dict(state)
+    try:
+        config = infer_config(state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{str(path)!r}: {e}") from e
+    latent_avg = ckpt.get("latent_avg")
+    if latent_avg is not None and "w_avg" not in state:
+        if not isinstance(latent_avg, torch.Tensor):
+            raise CheckpointError(f"{str(path)!r}: 'latent_avg' is not a tensor")
+        state["w_avg"] = latent_avg.reshape(-1) if latent_avg.numel() == config.w_dim else latent_avg
+    g = _build(config, state, path, device, optional={"w_avg"})
+    if "w_avg" not in state:
+        warnings.warn(
+            f"{str(path)!r} has no 'latent_avg': computing w_avg from 4096 seeded samples of the "
+            "mapping network (truncation will differ slightly from the original)",
+            stacklevel=3,
+        )
+        g.update_w_avg()
+    return g
+
+
+# --------------------------------------------------------------------------- NVlabs
+
+
+def _load_nvlabs(path: Path, device: str | torch.device) -> Generator:
+    try:
+        with path.open("rb") as f:
+            nv_state, kwargs = read_nvlabs_pickle(f)
+        config = nvlabs_config(nv_state, kwargs)
+        taps = config.blur_taps if config is not None else (1, 3, 3, 1)
+        state = nvlabs_to_rosinality(nv_state, taps)
+        if config is None:
+            warnings.warn(
+                f"{str(path)!r} records no constructor kwargs: architecture inferred from shapes, "
+                "assuming lr_mlp=0.01 and no conv_clamp",
+                stacklevel=3,
+            )
+            config = infer_config(state)
+    except CheckpointError as e:
+        raise CheckpointError(f"{str(path)!r}: {e}") from e
+    g = _build(config, state, path, device, optional={"w_avg"})
+    if "w_avg" not in state:
+        warnings.warn(f"{str(path)!r} has no mapping.w_avg: computing it", stacklevel=3)
+        g.update_w_avg()
+    return g
+
+
+# --------------------------------------------------------------------------- public
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator from any supported checkpoint (format detected from the file's content).
+
+    Returns an ``eval()`` :class:`Generator` on ``device``. Raises :class:`CheckpointError`.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "navcuda":
+        return _load_navcuda(path, device)
+    if fmt == "rosinality":
+        return _load_rosinality(path, device)
+    return _load_nvlabs(path, device)

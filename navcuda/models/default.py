@@ -1,0 +1,58 @@
+"""The embedded default generator used when no checkpoint is given.
+
+The toy-world configuration of DESIGN.md section 5: 64x64 RGB, mapping depth 4, w_dim 128, 64
+channels up to 16x16 and 32 above (about 0.36 M parameters). Until trained weights are bundled in
+``navcuda/data/``, the default is this architecture with seeded random weights, and every use says
+so with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from importlib import resources
+
+import torch
+
+from navcuda.models.stylegan2 import Generator, GeneratorConfig
+
+__all__ = ["TOY_CONFIG", "BUNDLED_GENERATOR", "load_default", "RandomWeightsWarning"]
+
+TOY_CONFIG = GeneratorConfig(
+    resolution=64,
+    z_dim=128,
+    w_dim=128,
+    n_mlp=4,
+    channel_map={4: 64, 8: 64, 16: 64, 32: 32, 64: 32},
+)
+
+#: File name of the bundled trained generator inside the package's ``data`` folder.
+BUNDLED_GENERATOR = "toyfaces64.safetensors"
+
+
+class RandomWeightsWarning(UserWarning):
+    """The default generator has random weights: its images are not meaningful."""
+
+
+def load_default(device: str | torch.device = "cpu", seed: int = 0) -> Generator:
+    """The bundled generator, or (until one is bundled) the toy architecture with random weights.
+
+    Returns an ``eval()`` generator on ``device``.
+    """
+    data = resources.files("navcuda") / "data" / BUNDLED_GENERATOR
+    if data.is_file():
+        from navcuda.models.checkpoints import load_generator
+
+        with resources.as_file(data) as path:
+            return load_generator(path, device=device).eval()
+    warnings.warn(
+        f"no bundled generator ({BUNDLED_GENERATOR}) in this install: using the toy architecture "
+        f"with random weights (seed {seed}); images show noise-like patterns, not faces. Pass a "
+        "checkpoint to use a trained model.",
+        RandomWeightsWarning,
+        stacklevel=2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        g = Generator(TOY_CONFIG)
+        g.update_w_avg(1024, seed=seed)
+    return g.to(device).eval()

@@ -1,0 +1,24 @@
+"""Hot math of navcuda: each op has a pure-torch reference ``ref_*`` and a dispatcher that runs the
+native kernels of ``navcuda._C`` when it can (see :mod:`navcuda.ops._native`)."""
+
+from navcuda.ops._native import NativeFallbackWarning, has_cuda
+from navcuda.ops.bias_act import bias_act, ref_bias_act
+from navcuda.ops.modulated_conv2d import (
+    modulated_conv2d,
+    ref_modulated_conv2d,
+    ref_modulated_weight,
+)
+from navcuda.ops.upfirdn2d import make_filter, ref_upfirdn2d, upfirdn2d
+
+__all__ = [
+    "NativeFallbackWarning",
+    "bias_act",
+    "has_cuda",
+    "make_filter",
+    "modulated_conv2d",
+    "ref_bias_act",
+    "ref_modulated_conv2d",
+    "ref_modulated_weight",
+    "ref_upfirdn2d",
+    "upfirdn2d",
+]

@@ -1,0 +1,318 @@
+"""The one place where ops meet the compiled module ``navcuda._C``.
+
+Every op in :mod:`navcuda.ops` uses this module to
+
+- find the native module (imported lazily, once; nothing is ever compiled at import time; if the
+  import fails the error text is kept and reported by :func:`import_error` and ``build_info()``),
+- decide between its pure-torch reference and the native kernels (:func:`resolve_impl`),
+- validate tensors before a raw pointer crosses into C++ (:func:`check_tensor`, :func:`data_ptr`),
+- call a kernel on the right device and CUDA stream (:func:`run_kernel`).
+
+Choosing an implementation
+--------------------------
+``impl="auto"`` (the default of every op) uses the native kernels when ``_C`` is importable and
+supports the tensor's device and dtype, and otherwise falls back to the reference with a one-time
+:class:`NativeFallbackWarning` per (op, reason): falling back is explicit, never silent.
+``impl="ref"`` always uses the reference; ``impl="native"`` raises :class:`RuntimeError` when the
+native kernels cannot run. The environment variable ``NAVCUDA_IMPL`` (``auto``, ``ref`` or
+``native``) overrides ``impl="auto"`` (an explicit ``impl="ref"``/``"native"`` argument wins).
+
+A self-test can disable the native path of an op on a device type with :func:`mark_failed`; auto
+then falls back (with the warning) and ``impl="native"`` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from types import ModuleType
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "ENV_IMPL",
+    "NATIVE_DTYPES",
+    "NativeFallbackWarning",
+    "check_tensor",
+    "clear_failed",
+    "data_ptr",
+    "dtype_code",
+    "failed_ops",
+    "has_cuda",
+    "import_error",
+    "mark_failed",
+    "native_module",
+    "native_unavailable_reason",
+    "resolve_impl",
+    "run_kernel",
+    "stream_handle",
+]
+
+ENV_IMPL = "NAVCUDA_IMPL"
+_IMPLS = ("auto", "ref", "native")
+
+# dtypes the native kernels of most ops support; an op may pass its own set to resolve_impl.
+NATIVE_DTYPES: frozenset[torch.dtype] = frozenset({torch.float32, torch.float64})
+
+# Device types _C has kernels for.
+_NATIVE_DEVICES = ("cpu", "cuda")
+
+
+class NativeFallbackWarning(UserWarning):
+    """An op ran its pure-torch reference because the native kernels could not be used."""
+
+
+# ------------------------------------------------------------------------- the compiled module
+
+_module: ModuleType | None = None
+_import_error: str | None = None
+_import_tried = False
+
+
+def native_module() -> ModuleType | None:
+    """``navcuda._C``, or ``None`` if it cannot be imported (see :func:`import_error`)."""
+    global _module, _import_error, _import_tried
+    if not _import_tried:
+        _import_tried = True
+        try:
+            _module = importlib.import_module("navcuda._C")
+        except ImportError as exc:  # not built, built for another Python, missing libgomp, ...
+            _import_error = f"{type(exc).__name__}: {exc}"
+    return _module
+
+
+def import_error() -> str | None:
+    """Why ``navcuda._C`` could not be imported, or ``None`` if it imported (or was not tried)."""
+    native_module()
+    return _import_error
+
+
+def has_cuda() -> bool:
+    """True only if ``_C`` was compiled with CUDA and sees at least one CUDA device now."""
+    mod = native_module()
+    return bool(mod is not None and mod.has_cuda())
+
+
+_dtype_codes: dict[torch.dtype, int] | None = None
+
+
+def dtype_code(dtype: torch.dtype) -> int:
+    """The integer code ``_C`` uses for ``dtype`` (read from ``_C.dtype_codes()``)."""
+    global _dtype_codes
+    if _dtype_codes is None:
+        mod = native_module()
+        if mod is None:
+            raise RuntimeError(f"navcuda._C is not available: {_import_error}")
+        _dtype_codes = {getattr(torch, name): code for name, code in mod.dtype_codes().items()}
+    try:
+        return _dtype_codes[dtype]
+    except KeyError:
+        raise TypeError(f"navcuda._C has no dtype code for {dtype}") from None
+
+
+# ------------------------------------------------------------------------- failed-op registry
+
+_failed: dict[tuple[str, str], str] = {}
+
+
+def mark_failed(op: str, device_type: str, reason: str) -> None:
+    """Disable the native path of ``op`` on ``device_type`` ("cpu"/"cuda"), e.g. after a failed
+    self-test. ``impl="auto"`` then falls back to the reference with a warning naming ``reason``."""
+    _failed[(op, device_type)] = reason
+
+
+def clear_failed(op: str | None = None, device_type: str | None = None) -> None:
+    """Undo :func:`mark_failed` for matching entries (``None`` matches everything)."""
+    for key in list(_failed):
+        if (op is None or key[0] == op) and (device_type is None or key[1] == device_type):
+            del _failed[key]
+
+
+def failed_ops() -> dict[tuple[str, str], str]:
+    """A copy of the registry: ``{(op, device_type): reason}``."""
+    return dict(_failed)
+
+
+# ------------------------------------------------------------------------- choosing an impl
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _reset_fallback_warnings() -> None:
+    """Forget which fallback warnings were shown (tests use this)."""
+    _warned.clear()
+
+
+def native_unavailable_reason(
+    op: str, tensor: torch.Tensor, dtypes: Iterable[torch.dtype] = NATIVE_DTYPES
+) -> str | None:
+    """Why the native kernel of ``op`` cannot run on ``tensor`` (None if it can)."""
+    device_type = tensor.device.type
+    if native_module() is None:
+        return f"navcuda._C could not be imported ({_import_error})"
+    if device_type not in _NATIVE_DEVICES:
+        return f"no native kernels for device type {device_type!r}"
+    if device_type == "cuda" and not has_cuda():
+        info = native_module().build_info()
+        if not info["cuda_compiled"]:
+            return "navcuda._C was built without CUDA (nvcc was not found at build time)"
+        return "navcuda._C was built with CUDA but its CUDA runtime sees no device"
+    if tensor.dtype not in frozenset(dtypes):
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
+        return f"no native kernel for dtype {tensor.dtype} (native supports {names})"
+    if (op, device_type) in _failed:
+        return f"native {op} was marked failed on {device_type}: {_failed[(op, device_type)]}"
+    return None
+
+
+def resolve_impl(
+    op: str,
+    impl: str,
+    tensor: torch.Tensor,
+    dtypes: Iterable[torch.dtype] = NATIVE_DTYPES,
+) -> Literal["ref", "native"]:
+    """Pick ``"ref"`` or ``"native"`` for running ``op`` on ``tensor``.
+
+    ``impl`` is ``"auto"``, ``"ref"`` or ``"native"``; ``$NAVCUDA_IMPL`` overrides ``"auto"``.
+    Auto falls back to ``"ref"`` with a one-time :class:`NativeFallbackWarning` per (op, reason);
+    ``"native"`` raises :class:`RuntimeError` when the native kernel cannot run.
+    """
+    if impl not in _IMPLS:
+        raise ValueError(f"{op}: impl must be one of {_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        env = os.environ.get(ENV_IMPL, "auto").strip().lower() or "auto"
+        if env not in _IMPLS:
+            raise ValueError(
+                f"{op}: environment variable {ENV_IMPL} must be one of {_IMPLS}, got {env!r}; "
+                f"unset it or fix its value"
+            )
+        impl = env
+    if impl == "ref":
+        return "ref"
+    reason = native_unavailable_reason(op, tensor, dtypes)
+    if reason is None:
+        return "native"
+    if impl == "native":
+        raise RuntimeError(
+            f"{op}: impl='native' was requested but {reason}; "
+            f"use impl='ref' (or impl='auto' to fall back automatically)"
+        )
+    if (op, reason) not in _warned:
+        _warned.add((op, reason))
+        warnings.warn(
+            f"{op}: using the pure-torch reference because {reason}. "
+            f"Set {ENV_IMPL}=ref or pass impl='ref' to silence this warning.",
+            NativeFallbackWarning,
+            stacklevel=3,
+        )
+    return "ref"
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def check_tensor(
+    op: str,
+    name: str,
+    t: object,
+    *,
+    dtypes: Iterable[torch.dtype] | None = None,
+    ndim: int | None = None,
+    min_ndim: int | None = None,
+    shape: Sequence[int | None] | None = None,
+    like: torch.Tensor | None = None,
+    like_name: str = "x",
+) -> torch.Tensor:
+    """Validate one tensor argument of ``op`` and return it.
+
+    ``dtypes``: allowed dtypes (TypeError otherwise); ``ndim``/``min_ndim``: rank; ``shape``: exact
+    sizes, ``None`` entries match anything; ``like``: must have the same device and dtype as this
+    tensor (named ``like_name`` in messages). Errors say what was expected, found, and what to do.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None:
+        dtypes = tuple(dtypes)
+        if t.dtype not in dtypes:
+            names = [str(d).removeprefix("torch.") for d in dtypes]
+            names = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+            raise TypeError(
+                f"{op}: {name} must have dtype {names}, got {t.dtype}; convert it first "
+                f"(e.g. {name}.to({_suggested_dtype(dtypes)}))"
+            )
+    if ndim is not None and t.ndim != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimension(s), got shape {tuple(t.shape)}")
+    if min_ndim is not None and t.ndim < min_ndim:
+        raise ValueError(
+            f"{op}: {name} must have at least {min_ndim} dimension(s), got shape {tuple(t.shape)}"
+        )
+    if shape is not None:
+        ok = len(shape) == t.ndim and all(
+            s is None or s == int(n) for s, n in zip(shape, t.shape, strict=False)
+        )
+        if not ok:
+            want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+            raise ValueError(f"{op}: {name} must have shape {want}, got {list(t.shape)}")
+    if like is not None:
+        if t.device != like.device:
+            raise ValueError(
+                f"{op}: {name} is on {t.device} but {like_name} is on {like.device}; "
+                f"move both to the same device (e.g. {name}.to({like_name}.device))"
+            )
+        if t.dtype != like.dtype:
+            raise TypeError(
+                f"{op}: {name} has dtype {t.dtype} but {like_name} has {like.dtype}; "
+                f"cast one of them (e.g. {name}.to({like_name}.dtype))"
+            )
+    return t
+
+
+def _suggested_dtype(dtypes: Sequence[torch.dtype]) -> str:
+    return str(torch.float32 if torch.float32 in dtypes else dtypes[0])
+
+
+def data_ptr(t: torch.Tensor | None) -> int:
+    """Address of a contiguous tensor's data as an int for ``_C`` (0 for ``None``)."""
+    if t is None:
+        return 0
+    if not t.is_contiguous():
+        raise ValueError("internal error: a non-contiguous tensor reached the native code")
+    return int(t.data_ptr())
+
+
+def stream_handle(device: torch.device) -> int:
+    """The current CUDA stream of ``device`` as an int (``cudaStream_t``); 0 on CPU."""
+    if device.type != "cuda":
+        return 0
+    return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+@contextlib.contextmanager
+def _device_guard(device: torch.device) -> Iterator[None]:
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            yield
+    else:
+        yield
+
+
+def run_kernel(name: str, device: torch.device, *args: object) -> None:
+    """Call ``_C.<name>_cpu(*args)`` or ``_C.<name>_cuda(*args, stream)`` for ``device``.
+
+    On CUDA the device is made current and the current torch stream is passed, so kernels are
+    ordered with torch's own work on that stream.
+    """
+    mod = native_module()
+    if mod is None:
+        raise RuntimeError(f"{name}: navcuda._C is not available ({_import_error})")
+    if device.type == "cpu":
+        getattr(mod, f"{name}_cpu")(*args)
+    elif device.type == "cuda":
+        with _device_guard(device):
+            getattr(mod, f"{name}_cuda")(*args, stream_handle(device))
+    else:
+        raise RuntimeError(f"{name}: no native kernels for device type {device.type!r}")

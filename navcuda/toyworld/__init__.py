@@ -1,0 +1,54 @@
+"""Toy world: a deterministic procedural renderer of cartoon faces from known factors.
+
+Public API:
+
+* :data:`FACTORS`, :data:`FACTOR_NAMES`, :data:`NUM_FACTORS`, :data:`FACTOR_INDEX`,
+  :func:`sample_factors`, :func:`describe_factors`, :func:`to_natural` — the
+  ground-truth factor table (normalised factors in ``[0, 1]``, uniform prior).
+* :func:`render` — ``[B, F]`` factors -> ``[B, 3, H, W]`` float32 images in ``[-1, 1]``.
+* :func:`save_grid`, :func:`make_grid`, :func:`to_uint8`, :func:`render_numpy` —
+  image helpers.
+* :class:`ToyWorld` — seeded infinite data set of ``(images, factors)`` batches.
+"""
+
+from .factors import (
+    FACTOR_INDEX,
+    FACTOR_NAMES,
+    FACTORS,
+    NUM_FACTORS,
+    PRIOR,
+    Factor,
+    describe_factors,
+    sample_factors,
+    to_natural,
+)
+from .render import (
+    MIN_RESOLUTION,
+    ToyWorld,
+    hsv_to_rgb,
+    make_grid,
+    render,
+    render_numpy,
+    save_grid,
+    to_uint8,
+)
+
+__all__ = [
+    "FACTORS",
+    "FACTOR_INDEX",
+    "FACTOR_NAMES",
+    "MIN_RESOLUTION",
+    "NUM_FACTORS",
+    "PRIOR",
+    "Factor",
+    "ToyWorld",
+    "describe_factors",
+    "hsv_to_rgb",
+    "make_grid",
+    "render",
+    "render_numpy",
+    "sample_factors",
+    "save_grid",
+    "to_natural",
+    "to_uint8",
+]

@@ -1,0 +1,270 @@
+"""Training a StyleGAN2 generator: non-saturating loss, lazy R1, EMA generator, resumable.
+
+The recipe of StyleGAN2 (config F without path-length regularisation) at small scale: Adam with
+``betas=(0, 0.99)``, R1 on real images every ``r1_interval`` steps (lazy regularisation, with the
+optimizer's lr and betas corrected accordingly), an exponential moving average of the generator's
+weights with a half-life given in images, bfloat16 autocast on CUDA.
+
+Every step draws its randomness from a generator seeded by ``(seed, step)``, and the global RNG is
+reseeded per step for the generator's noise inputs, so a run resumed from a checkpoint continues
+bit for bit as if it had never stopped (on the same device and thread count). Checkpoints are
+written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from navcuda.models.discriminator import Discriminator
+from navcuda.models.stylegan2 import Generator, GeneratorConfig
+
+__all__ = ["TrainConfig", "Trainer", "RealSampler"]
+
+#: ``sampler(n, generator) -> images [n, C, R, R]`` in [-1, 1].
+RealSampler = Callable[[int, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of GAN training (defaults: DESIGN.md section 5)."""
+
+    batch_size: int = 16
+    lr: float = 0.002
+    beta2: float = 0.99
+    r1_gamma: float = 0.25
+    r1_interval: int = 16
+    ema_half_life_images: float = 10_000.0
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.r1_interval < 1 or self.lr <= 0:
+            raise ValueError(f"invalid training config: {self}")
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never a partial file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+class Trainer:
+    """Owns G, D, the EMA generator and their optimizers; :meth:`run` trains for some steps."""
+
+    def __init__(
+        self,
+        g_config: GeneratorConfig,
+        sampler: RealSampler,
+        config: TrainConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.g_config = g_config
+        self.sampler = sampler
+        self.device = torch.device(device)
+        c = self.config
+        torch.manual_seed(c.seed)
+        self.G = Generator(g_config).to(self.device).train()
+        self.D = Discriminator(g_config).to(self.device).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.g_opt = torch.optim.Adam(self.G.parameters(), lr=c.lr, betas=(0.0, c.beta2))
+        ratio = c.r1_interval / (c.r1_interval + 1)
+        self.d_opt = torch.optim.Adam(
+            self.D.parameters(), lr=c.lr * ratio, betas=(0.0, c.beta2**ratio)
+        )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    # ----------------------------------------------------------------- one step
+    def _autocast(self):
+        enabled = self.config.amp and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _z(self, gen: torch.Generator) -> torch.Tensor:
+        z = torch.randn(self.config.batch_size, self.g_config.z_dim, generator=gen)
+        return z.to(self.device)
+
+    def train_step(self) -> dict[str, float]:
+        """One D step (plus R1 every ``r1_interval`` steps), one G step, one EMA update."""
+        c = self.config
+        seed = _step_seed(c.seed, self.step)
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # the generator's random noise inputs
+        real = self.sampler(c.batch_size, gen).to(self.device)
+
+        # Discriminator: softplus(D(fake)) + softplus(-D(real)).
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        with self._autocast():
+            fake = self.G(self._z(gen), noise_mode="random")
+            d_fake = self.D(fake.detach()).float()
+            d_real = self.D(real).float()
+        d_loss = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+        stats = {
+            "d_loss": d_loss.item(),
+            "d_real": d_real.mean().item(),
+            "d_fake": d_fake.mean().item(),
+            "d_acc": float(((d_real > 0).float().mean() + (d_fake < 0).float().mean()) / 2),
+        }
+
+        # Lazy R1 on real images.
+        if self.step % c.r1_interval == 0:
+            real_ = real.detach().requires_grad_(True)
+            out = self.D(real_)
+            (grad,) = torch.autograd.grad(out.sum(), real_, create_graph=True)
+            r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            self.d_opt.zero_grad(set_to_none=True)
+            (c.r1_gamma / 2 * r1 * c.r1_interval + 0 * out[0, 0]).backward()
+            self.d_opt.step()
+            stats["r1"] = r1.item()
+
+        # Generator: softplus(-D(G(z))).
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        with self._autocast():
+            g_out = self.D(self.G(self._z(gen), noise_mode="random")).float()
+        g_loss = F.softplus(-g_out).mean()
+        self.g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_opt.step()
+        stats["g_loss"] = g_loss.item()
+
+        self._update_ema()
+        self.step += 1
+        stats["step"] = self.step
+        self.history.append(stats)
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        beta = 0.5 ** (self.config.batch_size / max(self.config.ema_half_life_images, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
+            p_ema.lerp_(p, 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    # ---------------------------------------------------------------------- run
+    def run(
+        self,
+        steps: int | None = None,
+        max_seconds: float | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int = 200,
+        sample_dir: str | os.PathLike | None = None,
+        sample_every: int = 500,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Train until ``steps`` more steps are done or ``max_seconds`` pass (whichever is first).
+
+        Checkpoints (atomic) every ``checkpoint_every`` steps and at the end; sample grids of the
+        EMA generator every ``sample_every`` steps. Ctrl-C stops after writing a checkpoint.
+        """
+        if steps is None and max_seconds is None:
+            raise ValueError("give steps, max_seconds or both")
+        start, done = time.monotonic(), []
+        total = steps if steps is not None else None
+        bar = tqdm(total=total, disable=not progress, desc="train", unit="step")
+        try:
+            while (steps is None or len(done) < steps) and (
+                max_seconds is None or time.monotonic() - start < max_seconds
+            ):
+                stats = self.train_step()
+                done.append(stats)
+                bar.update(1)
+                bar.set_postfix(
+                    d=f"{stats['d_loss']:.3f}",
+                    g=f"{stats['g_loss']:.3f}",
+                    acc=f"{stats['d_acc']:.2f}",
+                )
+                if checkpoint_path and self.step % checkpoint_every == 0:
+                    self.save(checkpoint_path)
+                if sample_dir and self.step % sample_every == 0:
+                    self.save_samples(Path(sample_dir) / f"step{self.step:07d}.png")
+        except KeyboardInterrupt:
+            bar.write("interrupted: writing a checkpoint before stopping")
+        finally:
+            bar.close()
+            if checkpoint_path:
+                self.save(checkpoint_path)
+        return done
+
+    @torch.no_grad()
+    def save_samples(self, path: str | os.PathLike, n: int = 16, seed: int = 123) -> Path:
+        """A grid of EMA-generator samples for fixed latents (truncation 1)."""
+        from navcuda.render import save_grid
+
+        z = torch.randn(n, self.g_config.z_dim, generator=torch.Generator().manual_seed(seed))
+        return save_grid(self.G_ema(z.to(self.device)), path, nrow=int(math.sqrt(n)))
+
+    # -------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": "navcuda-training",
+            "version": 1,
+            "step": self.step,
+            "g_config": self.g_config.to_dict(),
+            "train_config": asdict(self.config),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "g_opt": self.g_opt.state_dict(),
+            "d_opt": self.d_opt.state_dict(),
+            "history": self.history,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a resumable checkpoint atomically."""
+        return atomic_torch_save(self.state_dict(), path)
+
+    @classmethod
+    def resume(
+        cls, path: str | os.PathLike, sampler: RealSampler, device: str | torch.device = "cpu"
+    ) -> Trainer:
+        """Rebuild a trainer from :meth:`save`'s file (read with ``weights_only=True``)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"training checkpoint not found: {p}")
+        state = torch.load(p, map_location=device, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != "navcuda-training":
+            raise ValueError(f"{p} is not a navcuda training checkpoint")
+        tr = cls(
+            GeneratorConfig.from_dict(state["g_config"]),
+            sampler,
+            TrainConfig(**state["train_config"]),
+            device,
+        )
+        tr.G.load_state_dict(state["G"])
+        tr.D.load_state_dict(state["D"])
+        tr.G_ema.load_state_dict(state["G_ema"])
+        tr.g_opt.load_state_dict(state["g_opt"])
+        tr.d_opt.load_state_dict(state["d_opt"])
+        tr.step = int(state["step"])
+        tr.history = list(state["history"])
+        return tr
