@@ -6,11 +6,17 @@ Public API (see README.md):
   :func:`save_generator`, :func:`list_layers`, :func:`get_layer`
 - shifts: :class:`LayerSpace`, :class:`Direction`, :func:`layer_space`, :func:`generate`,
   :func:`synthesize_shifted`
-- files: :func:`load_official_direction`
+- discovery: :func:`discover` -> :class:`DirectionSet`
+- rendering: :func:`render`
+- files: :class:`DirectionSet` (``.save``/``.load``), :func:`load_official_direction`,
+  :func:`load_official_eigenvectors`
+- default model: :func:`load_default`
 - build: :func:`build_info`
 """
 
 from navcuda.build_info import build_info
+from navcuda.discover import discover
+from navcuda.io.directions import DirectionSet, load_official_eigenvectors
 from navcuda.io.official import load_official_direction
 from navcuda.models import (
     DEFAULT_LAYER,
@@ -23,6 +29,8 @@ from navcuda.models import (
     load_generator,
     save_generator,
 )
+from navcuda.models.default import load_default
+from navcuda.rendering import render
 from navcuda.shift import (
     Direction,
     LayerSpace,
@@ -36,18 +44,23 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_LAYER",
     "Direction",
+    "DirectionSet",
     "Generator",
     "GeneratorConfig",
     "LayerInfo",
     "LayerShift",
     "LayerSpace",
     "build_info",
+    "discover",
     "generate",
     "get_layer",
     "layer_space",
     "list_layers",
+    "load_default",
     "load_generator",
     "load_official_direction",
+    "load_official_eigenvectors",
+    "render",
     "save_generator",
     "synthesize_shifted",
 ]

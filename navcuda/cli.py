@@ -2,13 +2,17 @@
 
 Commands:
   navcuda info [CHECKPOINT]          build details and every conv layer of a generator
-  navcuda demo -o DIR [options]      strips of the top singular directions of one layer
+  navcuda demo -o DIR                strips of the top singular directions of the default layer
+  navcuda discover --method M -o F   find directions and save them as a direction set
+  navcuda render F -o DIR            strips / GIFs of a direction set
+  navcuda train -o DIR               train the toy-world generator (resumable)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,41 +93,72 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from navcuda.models.layers import get_layer
-    from navcuda.render import render_strips, save_grid
-    from navcuda.shift import Direction, layer_space
+    from navcuda.discover import discover
+    from navcuda.rendering import render
 
     g = _load(args.checkpoint, args.device)
-    info = get_layer(g, args.layer)
-    space = layer_space(g, info.name)
-    k = min(args.k, space.rank)
-    directions = [Direction.singular(info.name, i, space.rank) for i in range(k)]
-    z = torch.stack(
-        [
-            torch.randn(g.config.z_dim, generator=torch.Generator().manual_seed(s))
-            for s in args.seeds
-        ]
-    ).to(args.device)
-    ws = g.mapping(z, args.truncation)
-    # t is given in units of the layer's largest singular value, so the default range is sensible
-    # for any model; the strip files say which absolute t was used.
-    scale = float(space.s[0])
-    ts = [t * scale for t in args.t]
-    strips = render_strips(g, directions, ws, ts)
+    ds = discover(g, args.layer, method="svd", k=args.k, seed=args.seed)
     out = Path(args.output)
-    written = []
-    for i, d in enumerate(directions):
-        written.append(save_grid(strips[i], out / f"{info.name}_{d.name}.png"))
-    manifest = {
-        "checkpoint": args.checkpoint or "embedded default",
-        "layer": info.name,
-        "directions": [d.name for d in directions],
-        "seeds": args.seeds,
-        "t": ts,
-        "rows": "one row per seed, columns over t",
-    }
-    (out / "demo.json").write_text(json.dumps(manifest, indent=2))
-    print(f"wrote {len(written)} strips ({len(args.seeds)} seeds x {len(ts)} shifts) to {out}/")
+    res = render(g, ds, args.seeds, ts=args.t, output_dir=out, gif=True)
+    ds.save(out / "directions.nav")
+    print(
+        f"wrote {len(ds)} strips of layer {ds.layer} "
+        f"(rows: seeds {args.seeds[0]}..{args.seeds[-1]}, "
+        f"columns: t = {_fmt(args.t)} x the recommended amplitude) and GIFs to {out}/ "
+        f"({len(res.files)} files) and the directions to {out / 'directions.nav'}"
+    )
+    return 0
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def _cmd_discover(args: argparse.Namespace) -> int:
+    from navcuda.discover import discover
+
+    g = _load(args.checkpoint, args.device)
+    hparams = dict(_parse_hparams(args.param))
+    ds = discover(g, args.layer, method=args.method, k=args.k, seed=args.seed, **hparams)
+    path = ds.save(args.output)
+    print(f"wrote {len(ds)} {args.method} directions of layer {ds.layer} to {path}")
+    return 0
+
+
+def _parse_hparams(items: Sequence[str]) -> list[tuple[str, object]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--param expects NAME=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.append((key.strip().replace("-", "_"), value))
+    return out
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from navcuda.io.directions import DirectionSet
+    from navcuda.rendering import render
+
+    ds = DirectionSet.load(args.directions)
+    g = _load(args.checkpoint, args.device)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    if args.only:
+        ds = ds.subset(args.only)
+    res = render(
+        g,
+        ds,
+        args.seeds,
+        ts=args.t,
+        relative=not args.absolute,
+        output_dir=args.output,
+        gif=args.gif,
+        truncation_psi=args.truncation,
+    )
+    print(f"wrote {len(res.files)} files for {len(ds)} directions to {args.output}/")
     return 0
 
 
@@ -166,6 +201,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_negative_values(argv: Sequence[str] | None) -> list[str]:
+    """Let ``--t -3:3:7`` through argparse (which would take ``-3:3:7`` for an option)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--t" and i + 1 < len(args) and re.match(r"^-[\d.]", args[i + 1]):
+            out.append(f"--t={args[i + 1]}")
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="navcuda",
@@ -193,12 +243,55 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--t",
         type=parse_range,
-        default=parse_range("-1:1:7"),
-        help="shifts, in units of the layer's largest singular value (START:STOP:COUNT)",
+        default=parse_range("-2:2:5"),
+        help="shifts as multiples of each direction's recommended amplitude (START:STOP:COUNT)",
     )
-    demo.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the calibration latents")
     demo.add_argument("--device", default="cpu", help="cpu or cuda")
     demo.set_defaults(func=_cmd_demo)
+
+    from navcuda.discover import METHODS
+
+    disc = sub.add_parser(
+        "discover",
+        help="find interpretable directions in one layer and save them",
+        description="Find K directions in the weights of one conv layer (or, for the latent "
+        "baselines, in W) and save them as a direction set (.nav). Methods: "
+        + ", ".join(sorted(METHODS))
+        + ". Method hyper-parameters go through --param NAME=VALUE (see the Python docstrings).",
+    )
+    disc.add_argument("--method", default="svd", choices=sorted(METHODS))
+    disc.add_argument("--layer", default="3", help="official index (3) or name (convs.3)")
+    disc.add_argument("-k", type=int, default=64, help="number of directions")
+    disc.add_argument("-o", "--output", default="directions.nav", help="direction set file")
+    disc.add_argument("--checkpoint", help="generator file; default: the embedded model")
+    disc.add_argument("--seed", type=int, default=0)
+    disc.add_argument("--param", action="append", metavar="NAME=VALUE", help="method option")
+    disc.add_argument("--device", default="cpu", help="cpu or cuda")
+    disc.set_defaults(func=_cmd_discover)
+
+    rend = sub.add_parser(
+        "render",
+        help="render strips (and GIFs) of a direction set",
+        description="One PNG per direction: rows are latents (seeds), columns are shifts t.",
+    )
+    rend.add_argument("directions", help="direction set file (.nav)")
+    rend.add_argument("-o", "--output", default="strips", help="output folder")
+    rend.add_argument("--checkpoint", help="generator file; default: the embedded model")
+    rend.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-3"), help="e.g. 0-7")
+    rend.add_argument(
+        "--t",
+        type=parse_range,
+        default=parse_range("-2:2:5"),
+        help="shifts: multiples of the recommended amplitude (or absolute with --absolute)",
+    )
+    rend.add_argument("--absolute", action="store_true", help="--t values are absolute norms")
+    rend.add_argument("--only", type=parse_seeds, help="render only these direction indices")
+    rend.add_argument("--gif", action="store_true", help="also write animated GIFs")
+    rend.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
+    rend.add_argument("--allow-other-model", action="store_true", help="skip the model check")
+    rend.add_argument("--device", default="cpu", help="cpu or cuda")
+    rend.set_defaults(func=_cmd_render)
 
     train = sub.add_parser(
         "train",
@@ -221,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``navcuda`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_negative_values(argv))
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:

@@ -24,6 +24,7 @@ from navcuda.models.layers import LayerInfo, get_layer, layer_weight
 from navcuda.models.stylegan2 import Generator, LayerShift, NoiseMode
 
 __all__ = [
+    "LATENT_LAYER",
     "LayerSpace",
     "Direction",
     "layer_space",
@@ -34,7 +35,10 @@ __all__ = [
     "unflatten_kernel",
 ]
 
-Basis = Literal["svd", "weight"]
+Basis = Literal["svd", "weight", "latent"]
+
+#: Pseudo layer name of latent-space (W) directions, used by the latent baselines.
+LATENT_LAYER = "w"
 
 
 def flatten_kernel(w: torch.Tensor) -> torch.Tensor:
@@ -128,6 +132,8 @@ class Direction:
     ``basis="svd"``: ``coefficients [rank]`` over the layer's singular vectors. ``basis="weight"``:
     ``coefficients [out, in, kh, kw]`` is the shift itself. Either way :meth:`delta` returns the
     unit-Frobenius-norm shift; ``amplitude`` is the recommended ``|t|`` (None when unknown).
+    ``basis="latent"`` (layer ``"w"``): ``coefficients [w_dim]`` is a direction in W, applied as
+    ``w + t * v / |v|`` to every style input — the latent-space baselines, for comparison.
     """
 
     layer: str
@@ -138,8 +144,8 @@ class Direction:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.basis not in ("svd", "weight"):
-            raise ValueError(f"basis must be 'svd' or 'weight', got {self.basis!r}")
+        if self.basis not in ("svd", "weight", "latent"):
+            raise ValueError(f"basis must be 'svd', 'weight' or 'latent', got {self.basis!r}")
         c = torch.as_tensor(self.coefficients)
         if not c.is_floating_point():
             raise TypeError(f"direction coefficients must be floating, got {c.dtype}")
@@ -147,7 +153,7 @@ class Direction:
             raise ValueError(f"direction {self.name or self.layer!r} has NaN or Inf coefficients")
         if float(c.abs().max()) == 0.0:
             raise ValueError(f"direction {self.name or self.layer!r} is all zeros")
-        expected_ndim = 1 if self.basis == "svd" else 4
+        expected_ndim = 4 if self.basis == "weight" else 1
         if c.ndim != expected_ndim:
             raise ValueError(
                 f"basis {self.basis!r} needs coefficients of rank {expected_ndim}, "
@@ -166,6 +172,8 @@ class Direction:
 
     def delta(self, generator: Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The unit-norm shift ``[out, in, kh, kw]`` of this direction on ``generator``."""
+        if self.basis == "latent":
+            raise ValueError("a latent direction has no weight shift; use latent_shift()")
         info = get_layer(generator, self.layer)
         if self.basis == "svd":
             return layer_space(generator, info.name).delta(self.coefficients, dtype)
@@ -177,6 +185,18 @@ class Direction:
             )
         c64 = c.to(torch.float64)
         return (c64 / c64.norm()).to(device=layer_weight(generator, info.name).device, dtype=dtype)
+
+    def latent_shift(self, generator: Generator, dtype: torch.dtype = torch.float32):
+        """The unit-norm W-space vector ``[w_dim]`` of a latent direction."""
+        if self.basis != "latent":
+            raise ValueError(f"direction {self.name!r} is not a latent direction")
+        v = self.coefficients.to(torch.float64)
+        if v.numel() != generator.config.w_dim:
+            raise ValueError(
+                f"latent direction has {v.numel()} entries, the model's w_dim is "
+                f"{generator.config.w_dim}"
+            )
+        return (v / v.norm()).to(device=generator.w_avg.device, dtype=dtype)
 
 
 def shift_deltas(
@@ -225,7 +245,18 @@ def synthesize_shifted(
 
     ``ws``: ``[B, w_dim]`` or ``[B, num_ws, w_dim]``. Returns ``[B, C, R, R]``.
     """
-    shift = None if directions is None else shift_deltas(generator, directions, t)
+    if directions is None:
+        return generator.synthesis(ws, noise_mode=noise_mode)
+    dirs = [directions] if isinstance(directions, Direction) else list(directions)
+    latent = [d.basis == "latent" for d in dirs]
+    if any(latent):
+        if not all(latent):
+            raise ValueError("one call cannot mix latent and weight-space directions")
+        ws = generator._broadcast_ws(ws)
+        v = torch.stack([d.latent_shift(generator, ws.dtype) for d in dirs])  # [n, w_dim]
+        t_ = torch.as_tensor(t, dtype=ws.dtype, device=ws.device).reshape(-1, 1)
+        return generator.synthesis(ws + (t_ * v).unsqueeze(1), noise_mode=noise_mode)
+    shift = shift_deltas(generator, directions, t)
     return generator.synthesis(ws, noise_mode=noise_mode, shift=shift)
 
 

@@ -1,0 +1,100 @@
+"""Recommended amplitudes: the shift magnitude at which a direction changes images by a set amount.
+
+Directions from different methods and layers live on different scales; a user needs one number per
+direction that says "this far gives a clear but sane edit". For each direction, the amplitude is
+found by geometric bisection on ``t`` so that the mean RMS pixel change between ``G(z)`` and
+``G_{theta + t xi}(z)`` (images in [-1, 1], averaged over ``n_z`` latents and over ``+t`` and
+``-t``) equals ``target``. All directions are calibrated together, one batched render per
+bisection step, reusing the activations before the shifted layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from navcuda.models.layers import layer_weight
+from navcuda.models.stylegan2 import Generator
+from navcuda.shift import Direction, shift_deltas
+
+__all__ = ["calibrate_amplitudes", "DEFAULT_TARGET_RMS"]
+
+#: Default image change (RMS over pixels of [-1, 1] images) at the recommended amplitude.
+DEFAULT_TARGET_RMS = 0.15
+
+
+@torch.no_grad()
+def calibrate_amplitudes(
+    generator: Generator,
+    directions: Sequence[Direction],
+    target: float = DEFAULT_TARGET_RMS,
+    n_z: int = 8,
+    seed: int = 0,
+    iters: int = 14,
+    batch_size: int = 64,
+    truncation_psi: float = 0.7,
+) -> torch.Tensor:
+    """Amplitudes ``[K]`` (float64) giving an RMS image change of ``target`` per direction.
+
+    Directions that cannot reach the target within the search bracket get the bracket's upper end
+    (weight space: ten times the layer's kernel norm; latent space: ten times ``sqrt(w_dim)``).
+    """
+    if not directions:
+        raise ValueError("no directions to calibrate")
+    if not target > 0:
+        raise ValueError(f"target must be positive, got {target}")
+    dev = generator.w_avg.device
+    z = torch.randn(n_z, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    ws = generator.mapping(z.to(dev), truncation_psi)
+    base = generator.synthesis(ws)
+    latent = directions[0].basis == "latent"
+    if any((d.basis == "latent") != latent for d in directions):
+        raise ValueError("calibrate latent and weight-space directions separately")
+    if latent:
+        hi0 = 10.0 * math.sqrt(generator.config.w_dim)
+        state = None
+    else:
+        layer = directions[0].layer
+        hi0 = 10.0 * float(layer_weight(generator, layer).detach().double().norm())
+        state = generator.synthesis_prefix(ws, layer)
+    k = len(directions)
+    lo = torch.full((k,), hi0 * 1e-6, dtype=torch.float64)
+    hi = torch.full((k,), hi0, dtype=torch.float64)
+    change_hi = _changes(generator, directions, hi, ws, base, state, batch_size)
+    for _ in range(iters):
+        mid = (lo * hi).sqrt()
+        change = _changes(generator, directions, mid, ws, base, state, batch_size)
+        below = change < target
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    amp = (lo * hi).sqrt()
+    return torch.where(change_hi < target, torch.full_like(amp, hi0), amp)
+
+
+def _changes(generator, directions, t, ws, base, state, batch_size) -> torch.Tensor:
+    """Mean RMS change per direction at +-t (one render per (direction, z, sign))."""
+    k, n = len(directions), ws.shape[0]
+    triples = [(i, j, s) for i in range(k) for j in range(n) for s in (1.0, -1.0)]
+    rms = torch.empty(len(triples), dtype=torch.float64)
+    for start in range(0, len(triples), batch_size):
+        chunk = triples[start : start + batch_size]
+        dirs = [directions[i] for i, _, _ in chunk]
+        idx = torch.tensor([j for _, j, _ in chunk])
+        tt = torch.tensor([s * float(t[i]) for i, _, s in chunk], dtype=ws.dtype, device=ws.device)
+        if state is None:
+            v = torch.stack([d.latent_shift(generator, ws.dtype) for d in dirs])
+            img = generator.synthesis(ws[idx] + tt[:, None] * v)
+        else:
+            from navcuda.models.stylegan2 import SynthesisState
+
+            sub = SynthesisState(
+                state.layer,
+                state.x[idx.to(state.x.device)],
+                None if state.img is None else state.img[idx.to(state.img.device)],
+            )
+            img = generator.synthesis_suffix(sub, ws[idx], shift=shift_deltas(generator, dirs, tt))
+        diff = (img - base[idx.to(base.device)]).double()
+        rms[start : start + len(chunk)] = diff.square().mean(dim=(1, 2, 3)).sqrt().cpu()
+    return rms.view(k, n * 2).mean(dim=1)

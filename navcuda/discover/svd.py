@@ -1,0 +1,49 @@
+"""The SVD baseline: direction i is the rank-one shift ``u_i v_i^T`` of singular value i."""
+
+from __future__ import annotations
+
+import torch
+
+from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
+from navcuda.io.directions import DirectionSet
+from navcuda.models.fingerprint import model_fingerprint
+from navcuda.models.stylegan2 import Generator
+from navcuda.shift import layer_space
+
+__all__ = ["discover_svd"]
+
+
+def discover_svd(
+    generator: Generator,
+    layer: int | str,
+    k: int = 64,
+    calibrate: bool = True,
+    target_rms: float = DEFAULT_TARGET_RMS,
+    seed: int = 0,
+) -> DirectionSet:
+    """The top-``k`` singular directions of ``layer`` (largest singular value first).
+
+    ``values`` holds the singular values; amplitudes are calibrated to an RMS image change of
+    ``target_rms`` (NaN when ``calibrate=False``).
+    """
+    space = layer_space(generator, layer)
+    k = min(k, space.rank)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    coeffs = torch.eye(space.rank, dtype=torch.float32)[:k]
+    ds = DirectionSet(
+        layer=space.layer.name,
+        basis="svd",
+        coefficients=coeffs,
+        amplitudes=torch.full((k,), float("nan")),
+        method="svd",
+        weight_shape=space.weight_shape,
+        names=[f"sv{i}" for i in range(k)],
+        fingerprint=model_fingerprint(generator),
+        hparams={"k": k, "target_rms": target_rms},
+        seed=seed,
+        values=space.s[:k].float(),
+    )
+    if calibrate:
+        ds.amplitudes = calibrate_amplitudes(generator, list(ds), target=target_rms, seed=seed)
+    return ds

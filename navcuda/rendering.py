@@ -1,0 +1,242 @@
+"""Rendering directions: strips over t, image grids and their PNG files.
+
+A *strip* of a direction is ``G_{theta + t xi}(z)`` for a row of ``t`` values; a direction grid
+stacks one strip per (direction, z). Files are written atomically: to a temporary file beside the
+target, then renamed, so an interrupted run never leaves a half-written PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from navcuda.io.directions import DirectionSet
+from navcuda.models.stylegan2 import Generator, NoiseMode
+from navcuda.shift import Direction, synthesize_shifted
+
+__all__ = [
+    "RenderResult",
+    "atomic_save_image",
+    "render",
+    "render_strips",
+    "save_gif",
+    "save_grid",
+    "to_uint8",
+]
+
+
+@torch.no_grad()
+def render_strips(
+    generator: Generator,
+    directions: Sequence[Direction],
+    ws: torch.Tensor,
+    ts: Sequence[float] | torch.Tensor,
+    noise_mode: NoiseMode = "const",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Images ``[K, N, T, C, H, W]``: K directions, N latents ``ws [N, ...]``, T shifts.
+
+    ``ts`` is ``[T]`` (the same shifts for every direction) or ``[K, T]`` (one row per direction).
+    All (direction, latent, t) triples are rendered in batches of ``batch_size``, one shift per
+    sample.
+    """
+    k, n = len(directions), ws.shape[0]
+    ts_ = torch.as_tensor(ts, dtype=torch.float32)
+    if ts_.ndim == 1:
+        ts_ = ts_.expand(k, -1)
+    if ts_.ndim != 2 or ts_.shape[0] != k:
+        raise ValueError(f"ts must be [T] or [K={k}, T], got {list(ts_.shape)}")
+    t = ts_.shape[1]
+    if k == 0 or n == 0 or t == 0:
+        raise ValueError(f"need at least one direction, latent and t (got {k}, {n}, {t})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    triples = [(i, j, m) for i in range(k) for j in range(n) for m in range(t)]
+    out = []
+    starts = range(0, len(triples), batch_size)
+    for start in tqdm(starts, desc="render", unit="batch", disable=not progress):
+        chunk = triples[start : start + batch_size]
+        dirs = [directions[i] for i, _, _ in chunk]
+        w = ws[[j for _, j, _ in chunk]]
+        tt = torch.stack([ts_[i, m] for i, _, m in chunk]).to(w.device)
+        out.append(synthesize_shifted(generator, w, dirs, tt, noise_mode).float().cpu())
+    images = torch.cat(out)
+    return images.reshape(k, n, t, *images.shape[1:])
+
+
+@dataclass
+class RenderResult:
+    """Output of :func:`render`: ``images [K, N, T, C, H, W]``, the absolute ``ts [K, T]`` used,
+    the directions' names and the files written (empty when no output folder was given)."""
+
+    images: torch.Tensor
+    ts: torch.Tensor
+    names: list[str]
+    files: list[Path] = field(default_factory=list)
+
+
+def render(
+    generator: Generator,
+    directions: DirectionSet | Sequence[Direction] | Direction,
+    z_or_seeds: torch.Tensor | Sequence[int] | int = 4,
+    ts: Sequence[float] | None = None,
+    relative: bool = True,
+    output_dir: str | os.PathLike | None = None,
+    gif: bool = False,
+    truncation_psi: float = 0.7,
+    noise_mode: NoiseMode = "const",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> RenderResult:
+    """Render every direction over a row of shifts for several latents.
+
+    Args:
+        directions: a direction set, a list of directions or one direction.
+        z_or_seeds: latents ``[N, z_dim]``, a list of seeds, or a count N (seeds 0..N-1).
+        ts: shifts (default ``-2, -1, 0, 1, 2``). With ``relative=True`` they are multiples of each
+            direction's recommended amplitude (directions without one use 1.0); otherwise
+            absolute Frobenius norms.
+        output_dir: when given, writes ``{i:02d}_{name}.png`` (rows: latents, columns: t) per
+            direction, and with ``gif=True`` an animated ``{i:02d}_{name}.gif`` sweeping t.
+
+    Returns:
+        :class:`RenderResult`.
+    """
+    dirs = _as_directions(directions)
+    z = _latents(generator, z_or_seeds)
+    rel = torch.as_tensor([-2.0, -1.0, 0.0, 1.0, 2.0] if ts is None else list(ts))
+    if rel.ndim != 1 or rel.numel() == 0 or not torch.isfinite(rel).all():
+        raise ValueError("ts must be a non-empty list of finite numbers")
+    scale = torch.tensor(
+        [(d.amplitude if (relative and d.amplitude) else 1.0) for d in dirs], dtype=torch.float32
+    )
+    abs_ts = scale[:, None] * rel[None, :].float()
+    ws = generator.mapping(z, truncation_psi)
+    images = render_strips(generator, dirs, ws, abs_ts, noise_mode, batch_size, progress)
+    names = [d.name or f"direction{i}" for i, d in enumerate(dirs)]
+    result = RenderResult(images, abs_ts, names)
+    if output_dir is not None:
+        out = Path(output_dir)
+        for i, name in enumerate(names):
+            stem = f"{i:02d}_{_safe(name)}"
+            result.files.append(save_grid(images[i], out / f"{stem}.png"))
+            if gif:
+                result.files.append(save_gif(images[i], out / f"{stem}.gif"))
+    return result
+
+
+def _as_directions(directions) -> list[Direction]:
+    if isinstance(directions, Direction):
+        return [directions]
+    dirs = list(directions)
+    if not dirs:
+        raise ValueError("no directions to render")
+    return dirs
+
+
+def _latents(generator: Generator, z_or_seeds) -> torch.Tensor:
+    dev = generator.w_avg.device
+    if isinstance(z_or_seeds, torch.Tensor):
+        return z_or_seeds.to(dev)
+    seeds = list(range(z_or_seeds)) if isinstance(z_or_seeds, int) else list(z_or_seeds)
+    if not seeds:
+        raise ValueError("no latents: give a count, seeds or a z tensor")
+    zs = [
+        torch.randn(generator.config.z_dim, generator=torch.Generator().manual_seed(int(s)))
+        for s in seeds
+    ]
+    return torch.stack(zs).to(dev)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "direction"
+
+
+def save_gif(
+    strip: torch.Tensor, path: str | os.PathLike, frame_ms: int = 120, padding: int = 2
+) -> Path:
+    """Animated GIF of ``strip [N, T, C, H, W]``: frame m shows the N latents side by side at the
+    m-th shift; the animation goes forth and back. Written atomically."""
+    if strip.ndim != 5:
+        raise ValueError(f"expected [N, T, C, H, W], got {list(strip.shape)}")
+    frames = [
+        Image.fromarray(_tile(strip[:, m], nrow=strip.shape[0], padding=padding))
+        for m in range(strip.shape[1])
+    ]
+    seq = frames + frames[-2:0:-1]
+    return atomic_save_image(
+        seq[0], path, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0
+    )
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[..., C, H, W]`` floats in [-1, 1] -> ``[..., H, W, C]`` uint8 (values clipped)."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).numpy()
+
+
+def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> Path:
+    """Save a PIL image to ``path`` atomically (temporary file + rename); returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=save_kwargs.pop("format", None) or _format_of(p), **save_kwargs)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _format_of(p: Path) -> str:
+    ext = p.suffix.lower().lstrip(".")
+    formats = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "webp": "WEBP"}
+    if ext not in formats:
+        raise ValueError(f"unsupported image extension {p.suffix!r}; use one of {sorted(formats)}")
+    return formats[ext]
+
+
+def _tile(images: torch.Tensor, nrow: int, padding: int) -> np.ndarray:
+    n, c, h, w = images.shape
+    rows = (n + nrow - 1) // nrow
+    canvas = np.full(
+        (rows * (h + padding) + padding, nrow * (w + padding) + padding, 3), 255, np.uint8
+    )
+    arr = to_uint8(images)
+    if c == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    for idx in range(n):
+        r, col = divmod(idx, nrow)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        canvas[y : y + h, x : x + w] = arr[idx]
+    return canvas
+
+
+def save_grid(
+    images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
+) -> Path:
+    """Tile images into one PNG, atomically.
+
+    ``images``: ``[N, C, H, W]`` (tiled ``nrow`` per row, default ceil(sqrt(N))) or
+    ``[R, T, C, H, W]`` (one row per leading index). Values in [-1, 1]; C is 1 or 3.
+    """
+    if images.ndim == 5:
+        nrow = images.shape[1]
+        images = images.flatten(0, 1)
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected [N, C, H, W] or [R, T, C, H, W] with C in (1, 3), got {list(images.shape)}"
+        )
+    nrow = nrow or int(np.ceil(np.sqrt(images.shape[0])))
+    return atomic_save_image(Image.fromarray(_tile(images, nrow, padding)), path)

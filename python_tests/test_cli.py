@@ -1,0 +1,110 @@
+"""The navcuda command line, end to end in a temporary folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+from PIL import Image
+
+from navcuda.cli import main, parse_range, parse_seeds
+from navcuda.io.directions import DirectionSet
+from navcuda.models.checkpoints import save_generator
+
+
+@pytest.fixture
+def ckpt(tmp_path, tiny_generator):
+    return str(save_generator(tiny_generator, tmp_path / "g.safetensors"))
+
+
+def test_parsers():
+    assert parse_seeds("0-3") == [0, 1, 2, 3]
+    assert parse_seeds("1,5,9") == [1, 5, 9]
+    assert parse_seeds("0-1,7") == [0, 1, 7]
+    assert parse_range("-1:1:3") == [-1.0, 0.0, 1.0]
+    assert parse_range("2,0.5") == [2.0, 0.5]
+    for bad in ("3-1", "a", "-2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_seeds(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_range("1:2")
+
+
+def test_info(ckpt, capsys):
+    assert main(["info", ckpt]) == 0
+    out = capsys.readouterr().out
+    assert "convs.3" in out and "[16, 16, 3, 3]" in out and "not shiftable" in out
+    assert main(["info", "--build"]) == 0
+    assert "cuda_compiled" in json.loads(capsys.readouterr().out)
+
+
+def test_discover_then_render(tmp_path, ckpt, capsys):
+    dirs = tmp_path / "dirs.nav"
+    args = ["discover", "--method", "svd", "--layer", "3", "-k", "3", "-o", str(dirs)]
+    assert main([*args, "--checkpoint", ckpt, "--param", "target_rms=0.05"]) == 0
+    ds = DirectionSet.load(dirs)
+    assert len(ds) == 3 and ds.hparams["target_rms"] == 0.05
+    out = tmp_path / "strips"
+    rargs = ["render", str(dirs), "-o", str(out), "--seeds", "0-1", "--t", "-1:1:3", "--gif"]
+    assert main([*rargs, "--checkpoint", ckpt]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name for p in pngs] == ["00_sv0.png", "01_sv1.png", "02_sv2.png"]
+    w, h = Image.open(pngs[0]).size
+    assert (w, h) == (3 * 18 + 2, 2 * 18 + 2)  # 3 shifts x 2 seeds of 16 px, 2 px padding
+    gif = Image.open(out / "00_sv0.gif")
+    assert gif.n_frames == 4  # forth and back over 3 shifts
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(tmp_path, ckpt, capsys):
+    assert main(["render", str(tmp_path / "missing.nav"), "--checkpoint", ckpt]) == 2
+    assert "direction set not found" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+    assert main(["discover", "--layer", "99", "--checkpoint", ckpt, "-o", str(tmp_path / "x")]) == 2
+    assert "no layer" in capsys.readouterr().err
+
+
+def test_render_refuses_other_model(tmp_path, ckpt, tiny_generator, capsys):
+    import copy
+
+    import torch
+
+    dirs = tmp_path / "dirs.nav"
+    assert (
+        main(
+            [
+                "discover",
+                "-k",
+                "2",
+                "-o",
+                str(dirs),
+                "--checkpoint",
+                ckpt,
+                "--param",
+                "calibrate=false",
+            ]
+        )
+        == 0
+    )
+    other = copy.deepcopy(tiny_generator)
+    with torch.no_grad():
+        other.convs[0].conv.weight.add_(0.1)
+    other_ckpt = str(save_generator(other, tmp_path / "other.safetensors"))
+    assert main(["render", str(dirs), "--checkpoint", other_ckpt, "-o", str(tmp_path / "o")]) == 2
+    assert "allow-other-model" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "render",
+                str(dirs),
+                "--checkpoint",
+                other_ckpt,
+                "-o",
+                str(tmp_path / "o"),
+                "--allow-other-model",
+            ]
+        )
+        == 0
+    )
