@@ -1,0 +1,328 @@
+"""The optimisation method: a direction matrix and a reconstructor, trained jointly (paper §3.2).
+
+K directions are rows of a coefficient matrix over a basis of one layer's weight space: the layer's
+singular vectors (``basis="svd"``, the paper's method) or any orthonormal set of weight-space
+vectors (``basis=tensor``, e.g. Hessian eigenvectors: the hybrid method). Each step draws latents
+z, a direction index k and a shift t (uniform in ``±[t_min, T]``), renders ``G_theta(z)`` and
+``G_{theta + t Delta_k}(z)`` and trains a reconstructor to recover k (cross-entropy) and t (L1,
+weight ``t_weight``) from the pair; the direction matrix learns to make the effects distinguishable.
+
+Scale: the paper's amplitudes (SVD basis ``T=3500, t_min=300, w=0.0025``; Hessian basis
+``T=60, t_min=15, w=0.25``; hybrid ``T=80``) are absolute Frobenius norms for the FFHQ layer whose
+raw kernel norm is about 1536. navcuda expresses ``T`` and ``t_min`` relative to the layer's
+kernel norm (``t_max_rel=3500/1536``...) so that the defaults carry over to models of any size, and
+predicts ``t / T``, with ``t_weight = w * T`` so that the loss equals the paper's.
+
+Unshifted images and the activations before the layer are computed once per batch without
+gradients; only the tail of the generator runs with per-sample shifts. The K distinct unit shifts
+are formed once per step (one small GEMM per direction) and gathered per sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from navcuda.io.directions import DirectionSet
+from navcuda.models.fingerprint import model_fingerprint
+from navcuda.models.layers import get_layer, layer_weight
+from navcuda.models.stylegan2 import Generator, LayerShift
+from navcuda.shift import layer_space, unflatten_kernel
+
+__all__ = ["OptimizeConfig", "DirectionOptimizer", "discover_optimize", "FFHQ_KERNEL_NORM"]
+
+#: Frobenius norm of the raw kernel of convs[3] of the official FFHQ model (512x512x3x3, N(0, 1)).
+FFHQ_KERNEL_NORM = 1536.0
+
+
+@dataclass
+class OptimizeConfig:
+    """Hyper-parameters (paper defaults, scaled as described in the module docstring)."""
+
+    k: int = 64
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-4
+    t_max_rel: float = 3500.0 / FFHQ_KERNEL_NORM
+    t_min_rel: float = 300.0 / FFHQ_KERNEL_NORM
+    t_weight: float = 0.0025 * 3500.0
+    reconstructor_size: int | None = None
+    truncation_psi: float = 1.0
+    patience: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"the optimisation method needs k >= 2 directions, got {self.k}")
+        if not 0 <= self.t_min_rel < self.t_max_rel:
+            raise ValueError(
+                f"need 0 <= t_min_rel < t_max_rel, got {self.t_min_rel}, {self.t_max_rel}"
+            )
+        if self.batch_size < 1 or self.steps < 0 or self.lr <= 0:
+            raise ValueError(f"invalid optimisation config: {self}")
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """Temporarily stop gradients to a module's parameters (restored afterwards)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+
+
+class DirectionOptimizer:
+    """State of one optimisation run: direction matrix, reconstructor, optimizer, step counter."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        layer: int | str,
+        config: OptimizeConfig | None = None,
+        basis: torch.Tensor | None = None,
+        method: str = "optimize",
+    ) -> None:
+        from navcuda.discover.reconstructor import Reconstructor
+
+        self.config = cfg = config or OptimizeConfig()
+        self.generator = generator
+        self.info = get_layer(generator, layer)
+        self.method = method
+        dev = generator.w_avg.device
+        weight = layer_weight(generator, self.info.name)
+        self.kernel_norm = float(weight.detach().double().norm())
+        if basis is None:
+            space = layer_space(generator, self.info.name)
+            self.basis_kind = "svd"
+            self._u = space.u.to(device=dev, dtype=weight.dtype)
+            self._vh = space.vh.to(device=dev, dtype=weight.dtype)
+            n_basis = space.rank
+        else:
+            if basis.ndim != 5 or tuple(basis.shape[1:]) != self.info.weight_shape:
+                raise ValueError(
+                    f"basis must be [n, *{list(self.info.weight_shape)}], got {list(basis.shape)}"
+                )
+            self.basis_kind = "weight"
+            b = basis.detach().to(device=dev, dtype=weight.dtype)
+            self._basis = b / b.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+            n_basis = b.shape[0]
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.coeffs = torch.randn(cfg.k, n_basis, generator=gen).to(dev).requires_grad_(True)
+        size = cfg.reconstructor_size or min(256, generator.config.resolution)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.reconstructor = Reconstructor(cfg.k, size).to(dev)
+        self.optimizer = torch.optim.Adam(
+            [self.coeffs, *self.reconstructor.parameters()], lr=cfg.lr
+        )
+        self.step_count = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def t_max(self) -> float:
+        return self.config.t_max_rel * self.kernel_norm
+
+    @property
+    def t_min(self) -> float:
+        return self.config.t_min_rel * self.kernel_norm
+
+    def unit_deltas(self) -> torch.Tensor:
+        """The K unit-norm shifts ``[K, out, in, kh, kw]`` (differentiable in the coefficients)."""
+        c = self.coeffs / self.coeffs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if self.basis_kind == "svd":
+            m = (self._u.unsqueeze(0) * c.unsqueeze(1)) @ self._vh  # [K, kh*kw*in, out]
+            return unflatten_kernel(m, self.info.weight_shape)
+        d = torch.einsum("kn,n...->k...", c, self._basis)
+        return d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+
+    def train_step(self) -> dict[str, float]:
+        cfg, g = self.config, self.generator
+        dev = g.w_avg.device
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_count + 1)
+        z = torch.randn(cfg.batch_size, g.config.z_dim, generator=gen).to(dev)
+        k = torch.randint(cfg.k, (cfg.batch_size,), generator=gen).to(dev)
+        mag = self.t_min + (self.t_max - self.t_min) * torch.rand(cfg.batch_size, generator=gen)
+        sign = torch.where(torch.rand(cfg.batch_size, generator=gen) < 0.5, -1.0, 1.0)
+        t = (mag * sign).to(dev)
+        with _frozen(g):
+            with torch.no_grad():
+                ws = g.mapping(z, cfg.truncation_psi)
+                state = g.synthesis_prefix(ws, self.info.name)
+                original = g.synthesis_suffix(state, ws)
+            deltas = self.unit_deltas()[k] * t.view(-1, 1, 1, 1, 1).to(self.coeffs.dtype)
+            shifted = g.synthesis_suffix(state, ws, shift=LayerShift(self.info.name, deltas))
+        logits, t_hat = self.reconstructor(original, shifted)
+        ce = F.cross_entropy(logits, k)
+        t_err = (t_hat - t / self.t_max).abs().mean()
+        loss = ce + cfg.t_weight * t_err
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.step_count}: {float(loss)}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step_count += 1
+        stats = {
+            "step": self.step_count,
+            "loss": loss.item(),
+            "ce": ce.item(),
+            "accuracy": (logits.argmax(1) == k).float().mean().item(),
+            "t_error": t_err.item(),
+        }
+        self.history.append(stats)
+        return stats
+
+    def run(
+        self,
+        steps: int | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int = 250,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Train ``steps`` more steps (default: up to ``config.steps`` in total).
+
+        Early stop: with ``config.patience > 0``, stops when the running accuracy (EMA over
+        ~50 steps) has not improved by 0.5 % for ``patience`` steps. Ctrl-C stops cleanly.
+        """
+        total = self.config.steps - self.step_count if steps is None else steps
+        done: list[dict[str, float]] = []
+        running, best, since = None, -1.0, 0
+        bar = tqdm(total=max(total, 0), desc=self.method, unit="step", disable=not progress)
+        try:
+            for _ in range(max(total, 0)):
+                s = self.train_step()
+                done.append(s)
+                running = (
+                    s["accuracy"] if running is None else 0.98 * running + 0.02 * s["accuracy"]
+                )
+                bar.update(1)
+                bar.set_postfix(acc=f"{running:.3f}", t_err=f"{s['t_error']:.3f}")
+                if checkpoint_path and self.step_count % checkpoint_every == 0:
+                    self.save(checkpoint_path)
+                if self.config.patience > 0:
+                    if running > best + 0.005:
+                        best, since = running, 0
+                    else:
+                        since += 1
+                        if since >= self.config.patience:
+                            bar.write(f"plateau: stopping at step {self.step_count}")
+                            break
+        except KeyboardInterrupt:
+            bar.write("interrupted: keeping the directions learned so far")
+        finally:
+            bar.close()
+            if checkpoint_path:
+                self.save(checkpoint_path)
+        return done
+
+    # ------------------------------------------------------------------ results
+    def direction_set(
+        self, calibrate: bool = True, target_rms: float | None = None
+    ) -> DirectionSet:
+        """The learned directions as a :class:`DirectionSet` (unit norm, calibrated amplitudes)."""
+        from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
+
+        target = DEFAULT_TARGET_RMS if target_rms is None else target_rms
+        with torch.no_grad():
+            if self.basis_kind == "svd":
+                c = self.coeffs / self.coeffs.norm(dim=1, keepdim=True)
+                coeffs, basis = c.detach().float().cpu(), "svd"
+            else:
+                coeffs, basis = self.unit_deltas().detach().float().cpu(), "weight"
+        last = self.history[-50:]
+        ds = DirectionSet(
+            layer=self.info.name,
+            basis=basis,
+            coefficients=coeffs,
+            amplitudes=torch.full((coeffs.shape[0],), self.t_max),
+            method=self.method,
+            weight_shape=self.info.weight_shape,
+            names=[f"{self.method}{i}" for i in range(coeffs.shape[0])],
+            fingerprint=model_fingerprint(self.generator),
+            hparams={**asdict(self.config), "t_max": self.t_max, "t_min": self.t_min},
+            seed=self.config.seed,
+            extra={
+                "steps": self.step_count,
+                "final_accuracy": sum(h["accuracy"] for h in last) / max(len(last), 1),
+                "final_t_error": sum(h["t_error"] for h in last) / max(len(last), 1),
+            },
+        )
+        if calibrate:
+            ds.amplitudes = calibrate_amplitudes(
+                self.generator, list(ds), target=target, seed=self.config.seed
+            )
+        return ds
+
+    # -------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "navcuda-optimize",
+            "version": 1,
+            "layer": self.info.name,
+            "method": self.method,
+            "config": asdict(self.config),
+            "coeffs": self.coeffs.detach().cpu(),
+            "reconstructor": self.reconstructor.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step_count,
+            "history": self.history,
+            "fingerprint": model_fingerprint(self.generator),
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        from navcuda.training import atomic_torch_save
+
+        return atomic_torch_save(self.state_dict(), path)
+
+    def load_state(self, path: str | os.PathLike) -> None:
+        """Resume from :meth:`save`'s file (same generator, layer, basis and config)."""
+        p = Path(path)
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != "navcuda-optimize":
+            raise ValueError(f"{p} is not a navcuda optimisation checkpoint")
+        if state["layer"] != self.info.name or state["fingerprint"] != model_fingerprint(
+            self.generator
+        ):
+            raise ValueError(f"{p} was made for another model or layer ({state['layer']})")
+        if tuple(state["coeffs"].shape) != tuple(self.coeffs.shape):
+            raise ValueError(
+                f"{p}: direction matrix {list(state['coeffs'].shape)} does not match "
+                f"{list(self.coeffs.shape)}"
+            )
+        with torch.no_grad():
+            self.coeffs.copy_(state["coeffs"])
+        self.reconstructor.load_state_dict(state["reconstructor"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.history = list(state["history"])
+
+
+def discover_optimize(
+    generator: Generator,
+    layer: int | str,
+    k: int = 64,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    calibrate: bool = True,
+    progress: bool = True,
+    **hparams: Any,
+) -> DirectionSet:
+    """Run the optimisation method (see :class:`OptimizeConfig` for the hyper-parameters).
+
+    With ``checkpoint``, progress is saved there and an existing file is resumed.
+    """
+    cfg = OptimizeConfig(k=k, seed=seed, **hparams)
+    opt = DirectionOptimizer(generator, layer, cfg)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        opt.load_state(checkpoint)
+    opt.run(checkpoint_path=checkpoint, progress=progress)
+    return opt.direction_set(calibrate=calibrate)

@@ -1,0 +1,69 @@
+"""The optimisation method: shapes, unit directions, checkpoint round trip, frozen generator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
+from navcuda.shift import layer_space
+
+
+def _opt(g, **kw):
+    cfg = dict(k=3, batch_size=4, lr=1e-3, reconstructor_size=32, seed=1)
+    cfg.update(kw)
+    return DirectionOptimizer(g, "convs.3", OptimizeConfig(**cfg))
+
+
+def test_unit_deltas_and_direction_set(tiny_generator):
+    opt = _opt(tiny_generator)
+    d = opt.unit_deltas()
+    assert d.shape == (3, 16, 16, 3, 3)
+    torch.testing.assert_close(d.flatten(1).norm(dim=1), torch.ones(3), rtol=1e-5, atol=0)
+    opt.run(2, progress=False)
+    ds = opt.direction_set(calibrate=False)
+    assert (ds.basis, len(ds), ds.method) == ("svd", 3, "optimize")
+    # The set's directions equal the optimiser's shifts.
+    expected = opt.unit_deltas()[1].detach()
+    torch.testing.assert_close(ds[1].delta(tiny_generator), expected, atol=1e-5, rtol=0)
+    assert ds.extra["steps"] == 2
+
+
+def test_generator_is_not_trained(tiny_generator):
+    before = {k: v.clone() for k, v in tiny_generator.state_dict().items()}
+    flags = [p.requires_grad for p in tiny_generator.parameters()]
+    _opt(tiny_generator).run(2, progress=False)
+    for k, v in tiny_generator.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert [p.requires_grad for p in tiny_generator.parameters()] == flags
+
+
+def test_checkpoint_resume_is_exact(tiny_generator, tmp_path):
+    straight = _opt(tiny_generator)
+    straight.run(4, progress=False)
+    first = _opt(tiny_generator)
+    first.run(2, progress=False, checkpoint_path=tmp_path / "opt.pt")
+    resumed = _opt(tiny_generator)
+    resumed.load_state(tmp_path / "opt.pt")
+    resumed.run(2, progress=False)
+    assert torch.equal(straight.coeffs, resumed.coeffs)
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_weight_basis(tiny_generator):
+    space = layer_space(tiny_generator, 3)
+    basis = torch.randn(5, *space.weight_shape)
+    cfg = OptimizeConfig(k=2, batch_size=2, reconstructor_size=32)
+    opt = DirectionOptimizer(tiny_generator, 3, cfg, basis=basis)
+    opt.run(1, progress=False)
+    ds = opt.direction_set(calibrate=False)
+    assert ds.basis == "weight" and ds.coefficients.shape == (2, *space.weight_shape)
+
+
+def test_bad_config(tiny_generator):
+    with pytest.raises(ValueError, match="k >= 2"):
+        OptimizeConfig(k=1)
+    with pytest.raises(ValueError, match="t_min_rel < t_max_rel"):
+        OptimizeConfig(t_min_rel=3.0, t_max_rel=1.0)
+    with pytest.raises(ValueError, match="basis must be"):
+        DirectionOptimizer(tiny_generator, 3, OptimizeConfig(k=2), basis=torch.ones(2, 3))
