@@ -218,7 +218,7 @@ class Trainer:
     @torch.no_grad()
     def save_samples(self, path: str | os.PathLike, n: int = 16, seed: int = 123) -> Path:
         """A grid of EMA-generator samples for fixed latents (truncation 1)."""
-        from navcuda.render import save_grid
+        from navcuda.rendering import save_grid
 
         z = torch.randn(n, self.g_config.z_dim, generator=torch.Generator().manual_seed(seed))
         return save_grid(self.G_ema(z.to(self.device)), path, nrow=int(math.sqrt(n)))
