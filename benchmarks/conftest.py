@@ -1,0 +1,53 @@
+"""pytest-benchmark suites: every fast path is timed beside its reference in the same run.
+
+Run: ``pytest benchmarks --benchmark-only [--device cuda]``. Each benchmark sets
+``benchmark.group`` to the case and ``benchmark.extra_info["role"]`` to ``"reference"`` or
+``"fast"``; the terminal summary prints, per group, the median-time ratio reference / fast
+(higher is better) and peak memory where measured, so speed claims are always ratios taken on
+the same machine in the same run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="device to benchmark on (cpu or cuda)")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    dev = torch.device(request.config.getoption("--device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda given but no CUDA device is available")
+    torch.manual_seed(0)
+    return dev
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, dict[str, list]] = {}
+    for bench in session.benchmarks:
+        role = bench.extra_info.get("role")
+        if role in ("reference", "fast"):
+            groups.setdefault(bench.group or bench.name, {}).setdefault(role, []).append(bench)
+    if not groups:
+        return
+    tr = terminalreporter
+    tr.section("speed-up over the reference (median time ratio, same run)")
+    for group, roles in sorted(groups.items()):
+        refs = roles.get("reference", [])
+        for fast in roles.get("fast", []):
+            if not refs:
+                continue
+            ref = refs[0]
+            ratio = ref.stats.median / fast.stats.median
+            line = f"{group:<48} {fast.name:<40} {ratio:6.2f}x"
+            rm, fm = ref.extra_info.get("peak_mem_mb"), fast.extra_info.get("peak_mem_mb")
+            if rm and fm:
+                line += f"   peak memory {fm:.1f} / {rm:.1f} MB ({fm / rm:.2f})"
+            tr.write_line(line)
