@@ -10,6 +10,7 @@
 
 #include "bias_act.h"
 #include "common.h"
+#include "svd_shift.h"
 
 #if defined(NAVCUDA_WITH_CUDA)
 #include <cuda_runtime_api.h>
@@ -124,5 +125,26 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.def("bias_act_cuda", [](py::args, py::kwargs) { no_cuda("bias_act_cuda"); });
   m.def("bias_act_grad_cuda", [](py::args, py::kwargs) { no_cuda("bias_act_grad_cuda"); });
+#endif
+
+  // ---------------------------------------------------------------- svd_shift
+  m.def("svd_shift_cpu", &navcuda::svd_shift_cpu, nogil, arg("w"), arg("u"), arg("vh"), arg("s"),
+        arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
+        "out[b] = W + unflatten(u diag(s[b]) vh); see csrc/svd_shift.h.");
+  m.def("svd_shift_grad_cpu", &navcuda::svd_shift_grad_cpu, nogil, arg("g"), arg("u"), arg("vh"),
+        arg("e"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
+        "e[b, j] = u_j^T G_b^flat v_j (diagonal of U^T G_b V).");
+  m.def("svd_shift_cpu_isa", &navcuda::svd_shift_cpu_isa,
+        "CPU code path of svd_shift on this machine ('avx2+fma' or 'generic').");
+#if defined(NAVCUDA_WITH_CUDA)
+  m.def("svd_shift_cuda", &navcuda::svd_shift_cuda, nogil, arg("w"), arg("u"), arg("vh"), arg("s"),
+        arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
+        arg("stream"));
+  m.def("svd_shift_grad_cuda", &navcuda::svd_shift_grad_cuda, nogil, arg("g"), arg("u"), arg("vh"),
+        arg("e"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
+        arg("stream"));
+#else
+  m.def("svd_shift_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_cuda"); });
+  m.def("svd_shift_grad_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_grad_cuda"); });
 #endif
 }

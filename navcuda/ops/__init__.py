@@ -8,6 +8,7 @@ from navcuda.ops.modulated_conv2d import (
     ref_modulated_conv2d,
     ref_modulated_weight,
 )
+from navcuda.ops.svd_shift import ref_svd_shift, svd_shift
 from navcuda.ops.upfirdn2d import make_filter, ref_upfirdn2d, upfirdn2d
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "ref_bias_act",
     "ref_modulated_conv2d",
     "ref_modulated_weight",
+    "ref_svd_shift",
     "ref_upfirdn2d",
+    "svd_shift",
     "upfirdn2d",
 ]

@@ -1,0 +1,66 @@
+// svd_shift: per-sample shifted conv kernels in the singular-value basis of the flattened kernel.
+//
+//   out[b, o, i, y, x] = W[o, i, y, x] + sum_j vh[j, o] * s[b, j] * u[(y*kw + x)*in + i, j]
+//
+// with s[b, j] = t_b * d_b[j] / ||d_b|| computed by the Python wrapper (O(B*r), cheap). Shapes
+// (all contiguous): W [out, in, taps] (taps = kh*kw), u [K, r] with K = taps*in (rows ordered
+// (tap, in) as in navcuda.shift.flatten_kernel), vh [r, out], s [B, r], out [B, out, in, taps].
+//
+// The kernels compute the transposed product, one GEMM per sample in the output's own layout:
+//   C_b[o, c] = W[o, c] + sum_j (vh[j, o] * s[b, j]) * uT[j, c],   c = i*taps + tap,
+//   uT[j, c] = u[kidx(c), j],   kidx(c) = (c % taps) * in + c / taps,
+// so the (kh, kw, in, out) -> (out, in, kh, kw) unflatten is folded into the indexing of u (a
+// permuted copy of the constant u, packed once per call) and the output is written once, in its
+// final layout.
+//
+// Backward (the "grad" entry points) computes only the O(B*K*out*r) part:
+//   e[b, j] = u_j^T G_b^flat v_j = sum_o vh[j, o] * P_b[o, j],   P_b[o, j] = sum_c G_b[o, c] uT[j,
+//   c]
+// (the diagonal of U^T G_b^flat V, without forming the r x r product). dL/dt_b = <dhat_b, e_b>,
+// dL/d(dhat_b) = t_b e_b and dL/dW = sum_b G_b are O(B*r) / memory-bound and done in torch.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace navcuda {
+
+// Row of u (in flattened (tap, in) order) feeding output column c = i*taps + tap.
+NAVCUDA_HD int64_t svd_shift_kidx(int64_t c, int64_t n_in, int64_t taps) {
+  return (c % taps) * n_in + c / taps;
+}
+
+// Shared argument checks (throw std::invalid_argument with a clear message). Inline: the
+// test-only emulation module uses it without linking svd_shift.cpp.
+inline void svd_shift_check_args(const char* op, int64_t batch, int64_t n_out, int64_t n_in,
+                                 int64_t taps, int64_t rank) {
+  NAVCUDA_CHECK(batch >= 0 && n_out >= 0 && n_in >= 0 && taps >= 0 && rank >= 0,
+                op << ": sizes must be >= 0, got batch=" << batch << " out=" << n_out
+                   << " in=" << n_in << " taps=" << taps << " rank=" << rank);
+}
+
+// ----------------------------------------------------------------- CPU entry points
+// (svd_shift.cpp) out[b] = W + unflatten(u diag(s[b]) vh) for every b (see above).
+void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
+                   std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
+                   int64_t rank, int dtype);
+// e[b, j] = u_j^T G_b^flat v_j from g [B, out, in, taps].
+void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
+                        int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
+                        int dtype);
+// Which CPU code path the CPU kernels use on this machine: "avx2+fma" or "generic".
+const char* svd_shift_cpu_isa();
+
+#if defined(NAVCUDA_WITH_CUDA)
+// ----------------------------------------------------------------- CUDA entry points
+// (svd_shift.cu)
+void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
+                    std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
+                    int64_t rank, int dtype, std::uintptr_t stream);
+void svd_shift_grad_cuda(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
+                         int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
+                         int dtype, std::uintptr_t stream);
+#endif
+
+}  // namespace navcuda
