@@ -1,0 +1,144 @@
+"""Can a latent shift reproduce a parameter-space edit? (paper §4.3, eq. 5, Fig. 8)
+
+For an edit ``G_theta -> G_{theta + t xi}``, find ONE shift ``h`` shared by all latents, in one of
+the spaces ``"z"``, ``"w"``, ``"w+"`` or ``"activations"`` (the input of the edited layer), that
+minimises ``E_z || G_theta(z + h) - G_{theta + t xi}(z) ||^2`` (eq. 5; any image metric can replace
+the squared error). The answer is reported on held-out latents as the *relative residual*
+``E||G(z + h) - G'(z)||^2 / E||G(z) - G'(z)||^2``: 0 means the latent shift reproduces the edit
+exactly, 1 means it does no better than not editing at all. An edit is called *unreachable* from a
+space when the relative residual stays above ``threshold`` (default 0.5: the best latent shift
+cannot remove even half of the edit's squared change).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from navcuda.models.stylegan2 import Generator
+from navcuda.shift import Direction, synthesize_shifted
+
+__all__ = ["ReproductionResult", "reproduce_edit", "SPACES"]
+
+Space = Literal["z", "w", "w+", "activations"]
+SPACES: tuple[str, ...] = ("z", "w", "w+", "activations")
+Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ReproductionResult:
+    """Outcome of :func:`reproduce_edit` on held-out latents."""
+
+    space: str
+    relative_residual: float
+    residual: float
+    edit_energy: float
+    unreachable: bool
+    threshold: float
+    history: list[float] = field(default_factory=list)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).square().flatten(1).mean(dim=1)
+
+
+def reproduce_edit(
+    generator: Generator,
+    direction: Direction,
+    t: float,
+    space: Space = "w",
+    n_z: int = 32,
+    n_eval: int = 32,
+    steps: int = 200,
+    lr: float = 0.05,
+    batch_size: int = 16,
+    metric: Metric | None = None,
+    threshold: float = 0.5,
+    seed: int = 0,
+    truncation_psi: float = 1.0,
+    progress: bool = False,
+) -> ReproductionResult:
+    """Optimise a shared latent shift imitating the edit; see the module docstring."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    if direction.basis == "latent" and space == "activations":
+        raise ValueError("a latent direction has no edited layer: use space z, w or w+")
+    metric = metric or _mse
+    dev = generator.w_avg.device
+    gen = torch.Generator().manual_seed(seed)
+    z_all = torch.randn(n_z + n_eval, generator.config.z_dim, generator=gen).to(dev)
+    layer = None if direction.basis == "latent" else direction.layer
+    flags = [p.requires_grad for p in generator.parameters()]
+    generator.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            targets = torch.cat(
+                [
+                    synthesize_shifted(
+                        generator, generator.mapping(c, truncation_psi), direction, t
+                    )
+                    for c in z_all.split(batch_size)
+                ]
+            )
+        h = _init_shift(generator, space, layer, z_all[:1], truncation_psi)
+        opt = torch.optim.Adam([h], lr=lr)
+        history = []
+        bar = tqdm(range(steps), disable=not progress, desc=f"reproduce in {space}")
+        for step in bar:
+            idx = torch.randint(n_z, (min(batch_size, n_z),), generator=gen).to(dev)
+            out = _render(generator, space, layer, z_all[idx], h, truncation_psi)
+            loss = metric(out, targets[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4g}")
+        with torch.no_grad():
+            res, energy = 0.0, 0.0
+            for c, tgt in zip(
+                z_all[n_z:].split(batch_size), targets[n_z:].split(batch_size), strict=True
+            ):
+                res += float(
+                    metric(_render(generator, space, layer, c, h, truncation_psi), tgt).sum()
+                )
+                base = _render(generator, space, layer, c, torch.zeros_like(h), truncation_psi)
+                energy += float(metric(base, tgt).sum())
+    finally:
+        for p, f in zip(generator.parameters(), flags, strict=True):
+            p.requires_grad_(f)
+    res, energy = res / n_eval, energy / n_eval
+    rel = res / energy if energy > 0 else float("nan")
+    return ReproductionResult(space, rel, res, energy, bool(rel > threshold), threshold, history)
+
+
+def _init_shift(generator, space, layer, z1, psi) -> torch.Tensor:
+    cfg = generator.config
+    if space == "z":
+        shape: tuple[int, ...] = (cfg.z_dim,)
+    elif space == "w":
+        shape = (cfg.w_dim,)
+    elif space == "w+":
+        shape = (generator.num_ws, cfg.w_dim)
+    else:
+        with torch.no_grad():
+            x = generator.synthesis_prefix(generator.mapping(z1, psi), layer).x
+        shape = tuple(x.shape[1:])
+    return torch.zeros(shape, device=generator.w_avg.device, requires_grad=True)
+
+
+def _render(generator, space, layer, z, h, psi) -> torch.Tensor:
+    if space == "z":
+        return generator.synthesis(generator.mapping(z + h, psi))
+    ws = generator.mapping(z, psi)
+    if space == "w":
+        return generator.synthesis(ws + h)
+    if space == "w+":
+        return generator.synthesis(ws.unsqueeze(1) + h)
+    state = generator.synthesis_prefix(ws, layer)
+    state.x = state.x + h
+    return generator.synthesis_suffix(state, ws)
