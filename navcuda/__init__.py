@@ -11,7 +11,7 @@ Public API (see README.md):
 - files: :class:`DirectionSet` (``.save``/``.load``), :func:`load_official_direction`,
   :func:`load_official_eigenvectors`
 - default model: :func:`load_default`
-- build: :func:`build_info`
+- build: :func:`build_info`, :func:`selftest` (native ops vs references on this device)
 """
 
 from navcuda.build_info import build_info
@@ -30,6 +30,7 @@ from navcuda.models import (
     save_generator,
 )
 from navcuda.models.default import load_default
+from navcuda.ops.selftest import selftest
 from navcuda.rendering import render
 from navcuda.shift import (
     Direction,
@@ -62,5 +63,6 @@ __all__ = [
     "load_official_eigenvectors",
     "render",
     "save_generator",
+    "selftest",
     "synthesize_shifted",
 ]

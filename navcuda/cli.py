@@ -78,6 +78,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if args.build:
         print(json.dumps(navcuda.build_info(), indent=2, default=str))
         return 0
+    if args.selftest:
+        results = navcuda.selftest(args.device)
+        for r in results:
+            err = "" if r.worst_error is None else f"worst relative error {r.worst_error:.2e}"
+            print(f"{r.op:<20} {r.device:<6} {r.status.upper():<5} {err} {r.detail}".rstrip())
+        return 0 if all(r.status != "fail" for r in results) else 1
     g = _load(args.checkpoint, "cpu")
     cfg = g.config
     n_params = sum(p.numel() for p in g.parameters())
@@ -227,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="list the conv layers of a generator (or build details)")
     info.add_argument("checkpoint", nargs="?", help="generator file (.pt, .pkl, .safetensors)")
     info.add_argument("--build", action="store_true", help="print build details as JSON")
+    info.add_argument(
+        "--selftest", action="store_true", help="check every native op against its reference"
+    )
+    info.add_argument("--device", default=None, help="device for --selftest (default: best)")
     info.set_defaults(func=_cmd_info)
 
     demo = sub.add_parser(

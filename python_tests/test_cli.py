@@ -37,6 +37,9 @@ def test_info(ckpt, capsys):
     assert "convs.3" in out and "[16, 16, 3, 3]" in out and "not shiftable" in out
     assert main(["info", "--build"]) == 0
     assert "cuda_compiled" in json.loads(capsys.readouterr().out)
+    assert main(["info", "--selftest", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "bias_act" in out and "PASS" in out and "FAIL" not in out
 
 
 def test_discover_then_render(tmp_path, ckpt, capsys):

@@ -1,0 +1,113 @@
+"""Self-test: every native op against its pure-torch reference, on the current device.
+
+``selftest(device)`` runs each registered case with ``impl="native"`` and ``impl="ref"`` on small
+random float32 inputs, compares outputs and input gradients, and reports the worst relative error
+per op. An op that fails (wrong values, or an exception) is marked failed for that device type in
+the dispatcher (:func:`navcuda.ops._native.mark_failed`), so ``impl="auto"`` falls back to the
+reference with a warning instead of computing wrong numbers. Ops whose native path cannot run on the
+device are reported as skipped.
+
+Tolerance: relative error (max |a - b| / max |b|) at most 1e-4 on the CPU and 1e-3 on CUDA (TF32
+and reassociation), as DESIGN.md section 4 requires of every op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from navcuda.ops import _native
+
+__all__ = ["SelfTestResult", "selftest", "register_case", "CASES"]
+
+#: op name -> case(device, impl) -> list of tensors to compare (outputs, then gradients)
+CASES: dict[str, Callable[[torch.device, str], list[torch.Tensor]]] = {}
+
+
+def register_case(op: str) -> Callable:
+    """Decorator registering a self-test case for ``op`` (used by each op module)."""
+
+    def deco(fn: Callable[[torch.device, str], list[torch.Tensor]]):
+        CASES[op] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class SelfTestResult:
+    op: str
+    device: str
+    status: str  # "pass", "fail", "skip"
+    worst_error: float | None
+    detail: str = ""
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    scale = float(b.detach().abs().max()) or 1.0
+    return float((a.detach() - b.detach()).abs().max()) / scale
+
+
+def selftest(device: str | torch.device | None = None, mark: bool = True) -> list[SelfTestResult]:
+    """Run every registered case on ``device`` (default: CUDA when available, else CPU)."""
+    _register_builtin_cases()
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    tol = 1e-3 if dev.type == "cuda" else 1e-4
+    results = []
+    for op, case in sorted(CASES.items()):
+        probe = torch.zeros(1, device=dev)
+        reason = _native.native_unavailable_reason(op, probe)
+        if reason is not None and (op, dev.type) not in _native.failed_ops():
+            results.append(SelfTestResult(op, str(dev), "skip", None, reason))
+            continue
+        _native.clear_failed(op, dev.type)
+        try:
+            native = case(dev, "native")
+            ref = case(dev, "ref")
+            worst = max(_rel_err(a, b) for a, b in zip(native, ref, strict=True))
+            ok = worst <= tol
+            detail = "" if ok else f"relative error {worst:.3g} > {tol:g}"
+        except Exception as exc:  # noqa: BLE001 - any failure disables the native path
+            worst, ok, detail = None, False, f"{type(exc).__name__}: {exc}"
+        if not ok and mark:
+            _native.mark_failed(op, dev.type, f"its self-test failed ({detail})")
+        results.append(SelfTestResult(op, str(dev), "pass" if ok else "fail", worst, detail))
+    return results
+
+
+def _register_builtin_cases() -> None:
+    if "bias_act" in CASES:
+        return
+
+    @register_case("bias_act")
+    def _bias_act(dev: torch.device, impl: str) -> list[torch.Tensor]:
+        from navcuda.ops.bias_act import bias_act
+
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(3, 5, 7, 6, generator=g).to(dev).requires_grad_(True)
+        b = torch.randn(5, generator=g).to(dev).requires_grad_(True)
+        y = bias_act(x, b, act="lrelu", clamp=1.5, impl=impl)
+        gx, gb = torch.autograd.grad(y.square().sum(), [x, b])
+        return [y, gx, gb]
+
+    @register_case("svd_shift")
+    def _svd_shift(dev: torch.device, impl: str) -> list[torch.Tensor]:
+        from navcuda.ops.svd_shift import svd_shift
+        from navcuda.shift import LayerSpace
+
+        g = torch.Generator().manual_seed(1)
+        w = torch.randn(6, 5, 3, 3, generator=g)
+        space = LayerSpace(w)
+        u, vh = space.u.float().to(dev), space.vh.float().to(dev)
+        w = w.to(dev).requires_grad_(True)
+        t = torch.randn(4, generator=g).to(dev).requires_grad_(True)
+        d = torch.randn(4, space.rank, generator=g).to(dev).requires_grad_(True)
+        y = svd_shift(w, u, vh, t, d, impl=impl)
+        gw, gt, gd = torch.autograd.grad(y.square().sum(), [w, t, d])
+        return [y, gw, gt, gd]
