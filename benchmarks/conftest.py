@@ -48,6 +48,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             ratio = ref.stats.median / fast.stats.median
             line = f"{group:<48} {fast.name:<40} {ratio:6.2f}x"
             rm, fm = ref.extra_info.get("peak_mem_mb"), fast.extra_info.get("peak_mem_mb")
-            if rm and fm:
+            if rm is not None and fm is not None and rm > 0:
                 line += f"   peak memory {fm:.1f} / {rm:.1f} MB ({fm / rm:.2f})"
             tr.write_line(line)
