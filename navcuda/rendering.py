@@ -24,6 +24,7 @@ from navcuda.shift import Direction, synthesize_shifted
 
 __all__ = [
     "RenderResult",
+    "atomic_save_figure",
     "atomic_save_image",
     "render",
     "render_strips",
@@ -196,6 +197,25 @@ def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return p
+
+
+def atomic_save_figure(fig, path: str | os.PathLike, dpi: int | None = None) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return p
 
 
