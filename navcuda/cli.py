@@ -172,7 +172,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from navcuda.models.default import TOY_CONFIG
     from navcuda.models.stylegan2 import GeneratorConfig
     from navcuda.toyworld import ToyWorld
-    from navcuda.training import TrainConfig, Trainer
+    from navcuda.training import TrainConfig, Trainer, export_generator
 
     torch.set_flush_denormal(True)
     out = Path(args.output)
@@ -182,6 +182,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     def sampler(n: int, gen: torch.Generator) -> torch.Tensor:
         return world.sample(n, gen)[0]
 
+    if args.export:
+        path = export_generator(
+            ckpt, args.export, extra={"world": "toyfaces", "command": "navcuda train"}
+        )
+        print(f"exported the EMA generator of {ckpt} to {path}")
+        return 0
     if ckpt.is_file() and not args.restart:
         trainer = Trainer.resume(ckpt, sampler, device=args.device)
         print(f"resuming {ckpt} at step {trainer.step}")
@@ -317,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--sample-every", type=int, default=1000, help="steps between grids")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    train.add_argument(
+        "--export", metavar="FILE", help="write the EMA generator of the run to FILE and exit"
+    )
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.set_defaults(func=_cmd_train)
     return p

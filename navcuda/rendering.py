@@ -8,7 +8,6 @@ target, then renamed, so an interrupted run never leaves a half-written PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from navcuda.io.atomic import atomic_path
 from navcuda.io.directions import DirectionSet
 from navcuda.models.stylegan2 import Generator, NoiseMode
 from navcuda.shift import Direction, synthesize_shifted
@@ -188,15 +188,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> Path:
     """Save a PIL image to ``path`` atomically (temporary file + rename); returns the path."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=save_kwargs.pop("format", None) or _format_of(p), **save_kwargs)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt = save_kwargs.pop("format", None) or _format_of(p)
+    with atomic_path(p) as tmp:
+        image.save(tmp, format=fmt, **save_kwargs)
     return p
 
 
@@ -205,15 +199,9 @@ def atomic_save_figure(fig, path: str | os.PathLike, dpi: int | None = None) -> 
     import matplotlib.pyplot as plt
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         plt.close(fig)
     return p

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda.io.atomic import atomic_path
 from navcuda.models.discriminator import Discriminator
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
 
-__all__ = ["TrainConfig", "Trainer", "RealSampler"]
+__all__ = ["TrainConfig", "Trainer", "RealSampler", "export_generator"]
 
 #: ``sampler(n, generator) -> images [n, C, R, R]`` in [-1, 1].
 RealSampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -59,17 +59,9 @@ def _step_seed(seed: int, step: int) -> int:
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename (never a partial file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return Path(path)
 
 
 class Trainer:
@@ -268,3 +260,39 @@ class Trainer:
         tr.step = int(state["step"])
         tr.history = list(state["history"])
         return tr
+
+
+def export_generator(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    w_avg_samples: int = 10_000,
+    extra: dict | None = None,
+) -> Path:
+    """Write the EMA generator of a training checkpoint as a navcuda ``.safetensors`` file.
+
+    ``w_avg`` is recomputed over ``w_avg_samples`` seeded latents; the file's metadata records
+    the training recipe (configs, step, last losses) plus ``extra``.
+    """
+    from navcuda.models.checkpoints import save_generator
+
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"training checkpoint not found: {p}")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != "navcuda-training":
+        raise ValueError(f"{p} is not a navcuda training checkpoint")
+    g = Generator(GeneratorConfig.from_dict(state["g_config"]))
+    g.load_state_dict(state["G_ema"])
+    g.update_w_avg(w_avg_samples)
+    last = state["history"][-100:]
+    recipe = {
+        "trained_steps": state["step"],
+        "images_seen": state["step"] * state["train_config"]["batch_size"],
+        "train_config": state["train_config"],
+        "last_100_steps": {
+            k: sum(h[k] for h in last) / max(len(last), 1) for k in ("d_loss", "g_loss", "d_acc")
+        },
+        "torch": torch.__version__,
+        **(extra or {}),
+    }
+    return save_generator(g.eval(), output, metadata={"training": recipe})

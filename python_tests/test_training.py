@@ -83,3 +83,18 @@ def test_resume_errors(tmp_path):
         Trainer.resume(bad, _sampler(16))
     with pytest.raises(ValueError, match="give steps"):
         Trainer.__new__(Trainer).run()
+
+
+def test_export_generator(tiny_config, tmp_path):
+    from navcuda.models.checkpoints import load_generator, read_metadata
+    from navcuda.training import export_generator
+
+    tr = _trainer(tiny_config)
+    tr.run(steps=2, progress=False, checkpoint_path=tmp_path / "ckpt.pt")
+    out = export_generator(tmp_path / "ckpt.pt", tmp_path / "g.safetensors", w_avg_samples=64)
+    g = load_generator(out)
+    for (k, a), (_, b) in zip(tr.G_ema.state_dict().items(), g.state_dict().items(), strict=True):
+        if k != "w_avg":
+            assert torch.equal(a, b), k
+    meta = read_metadata(out)
+    assert meta["training"]["trained_steps"] == 2

@@ -1,5 +1,2 @@
-"""Reading and writing files: direction sets and the official code's direction files."""
-
-from navcuda.io.official import load_official_direction
-
-__all__ = ["load_official_direction"]
+"""Reading and writing files: atomic writes (:mod:`.atomic`), direction sets (:mod:`.directions`)
+and the official code's direction files (:mod:`.official`). Import the submodules directly."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from navcuda.io.atomic import atomic_path
 from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.layers import get_layer
 from navcuda.shift import Basis, Direction
@@ -228,15 +228,8 @@ class DirectionSet:
         except TypeError as exc:
             raise DirectionSetError(f"metadata is not JSON-serialisable: {exc}") from exc
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"navcuda": meta})
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(p) as tmp:
+            save_file(tensors, str(tmp), metadata={"navcuda": meta})
         return p
 
     @classmethod

@@ -6,8 +6,7 @@ Public API:
   :func:`sample_factors`, :func:`describe_factors`, :func:`to_natural` — the
   ground-truth factor table (normalised factors in ``[0, 1]``, uniform prior).
 * :func:`render` — ``[B, F]`` factors -> ``[B, 3, H, W]`` float32 images in ``[-1, 1]``.
-* :func:`save_grid`, :func:`make_grid`, :func:`to_uint8`, :func:`render_numpy` —
-  image helpers.
+* :func:`render_numpy` — uint8 images (grids and files: :mod:`navcuda.rendering`).
 * :class:`ToyWorld` — seeded infinite data set of ``(images, factors)`` batches.
 """
 
@@ -26,11 +25,8 @@ from .render import (
     MIN_RESOLUTION,
     ToyWorld,
     hsv_to_rgb,
-    make_grid,
     render,
     render_numpy,
-    save_grid,
-    to_uint8,
 )
 
 __all__ = [
@@ -44,11 +40,8 @@ __all__ = [
     "ToyWorld",
     "describe_factors",
     "hsv_to_rgb",
-    "make_grid",
     "render",
     "render_numpy",
     "sample_factors",
-    "save_grid",
     "to_natural",
-    "to_uint8",
 ]

@@ -21,14 +21,10 @@ loop over samples), on the device of the input factors.
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from .factors import FACTOR_INDEX, FACTOR_NAMES, NUM_FACTORS, sample_factors, to_natural
@@ -37,11 +33,8 @@ __all__ = [
     "MIN_RESOLUTION",
     "ToyWorld",
     "hsv_to_rgb",
-    "make_grid",
     "render",
     "render_numpy",
-    "save_grid",
-    "to_uint8",
 ]
 
 MIN_RESOLUTION = 16
@@ -265,67 +258,11 @@ def render(factors: Tensor, resolution: int = 64) -> Tensor:
     return img * 2.0 - 1.0
 
 
-def to_uint8(images: Tensor) -> np.ndarray:
-    """Convert ``[B, 3, H, W]`` images in ``[-1, 1]`` to a ``[B, H, W, 3]`` uint8 array.
-
-    Values are clamped to ``[-1, 1]`` and rounded to the nearest level.
-    """
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
-    x = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def render_numpy(factors: Tensor, resolution: int = 64) -> np.ndarray:
     """:func:`render` then :func:`to_uint8`: ``[B, H, W, 3]`` uint8 numpy array."""
+    from navcuda.rendering import to_uint8
+
     return to_uint8(render(factors, resolution))
-
-
-def make_grid(images: Tensor, nrow: int = 8, padding: int = 2) -> np.ndarray:
-    """Tile ``[B, 3, H, W]`` images in ``[-1, 1]`` into one uint8 ``[rows, cols, 3]`` array.
-
-    ``nrow`` images per row, ``padding`` black pixels between and around tiles.
-    """
-    if nrow < 1 or padding < 0:
-        raise ValueError(f"need nrow >= 1 and padding >= 0, got {nrow}, {padding}")
-    tiles = to_uint8(images)
-    n, h, w, _ = tiles.shape
-    if n == 0:
-        raise ValueError("cannot make a grid of zero images")
-    cols = min(nrow, n)
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, 3), np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        top, left = padding + r * (h + padding), padding + c * (w + padding)
-        grid[top : top + h, left : left + w] = tiles[i]
-    return grid
-
-
-def save_grid(images: Tensor, path: str | os.PathLike, nrow: int = 8, padding: int = 2) -> None:
-    """Save ``[B, 3, H, W]`` images in ``[-1, 1]`` as one grid image file.
-
-    The grid has ``nrow`` images per row (see :func:`make_grid`); the format is
-    taken from the file extension (e.g. ``.png``).  The file is written atomically:
-    to a temporary file in the same directory, then ``os.replace``-d into place, so
-    readers never see a partial file and no temporary file is left behind.
-    """
-    path = os.fspath(path)
-    grid = make_grid(images, nrow=nrow, padding=padding)
-    ext = os.path.splitext(path)[1].lower()
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None:
-        raise ValueError(f"cannot infer an image format from the extension of {path!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(grid, mode="RGB").save(fh, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class ToyWorld:

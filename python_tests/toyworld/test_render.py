@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-import os
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from navcuda.toyworld import (
     FACTOR_INDEX,
@@ -23,8 +21,6 @@ from navcuda.toyworld import (
     render,
     render_numpy,
     sample_factors,
-    save_grid,
-    to_uint8,
 )
 
 RES = 64
@@ -393,25 +389,6 @@ def test_different_factors_change_different_pixels():
 def test_render_numpy():
     arr = render_numpy(sample_factors(3, seed=0), 32)
     assert arr.shape == (3, 32, 32, 3) and arr.dtype == np.uint8
-
-
-def test_save_grid_roundtrip(tmp_path):
-    imgs = render(sample_factors(5, seed=0), 32)
-    path = tmp_path / "grid.png"
-    save_grid(imgs, path, nrow=3)
-    assert path.exists()
-    assert os.listdir(tmp_path) == ["grid.png"]  # no temp file left behind
-    with Image.open(path) as im:
-        assert im.size == (3 * 34 + 2, 2 * 34 + 2)  # 2-px padding
-        arr = np.asarray(im.convert("RGB"))
-    expected = to_uint8(imgs[:1])[0]
-    assert np.array_equal(arr[2:34, 2:34], expected)
-    # Overwriting is fine and still leaves a single file.
-    save_grid(imgs[:2], path, nrow=2)
-    assert os.listdir(tmp_path) == ["grid.png"]
-    with pytest.raises(ValueError):
-        save_grid(imgs, tmp_path / "grid.unknownext")
-    assert os.listdir(tmp_path) == ["grid.png"]
 
 
 # --------------------------------------------------------------------------- data set

@@ -1,0 +1,44 @@
+"""Atomic file writes: nothing half-written is ever left where a result is expected.
+
+Every writer in navcuda goes through :func:`atomic_path`: the data is written to a temporary file
+in the target's folder, then renamed over the target (an atomic operation on POSIX file systems);
+if anything fails, or the process is interrupted, the temporary file is removed and the target is
+untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_path"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    Parent folders are created. The file gets the usual permissions (``0o666`` minus the umask)
+    rather than the private mode of temporary files.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
