@@ -1,7 +1,7 @@
 """Load and save generators: navcuda ``.safetensors``, rosinality ``.pt``, NVlabs ``.pkl``.
 
-- **navcuda** (:func:`save_generator`): one ``.safetensors`` file with the float32 state dict and, in
-  the safetensors string metadata under the key ``"navcuda"``, the JSON
+- **navcuda** (:func:`save_generator`): one ``.safetensors`` file with the float32 state dict
+  and, in the safetensors string metadata under the key ``"navcuda"``, the JSON
   ``{"format": "navcuda-generator", "version": 1, "config": GeneratorConfig.to_dict(),
   "user": metadata}``. Written atomically (temporary file in the same folder, then ``os.replace``).
 - **rosinality** ``.pt`` (stylegan2-pytorch): ``torch.load(weights_only=True)`` of a dict with
@@ -25,7 +25,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Literal
 
 import torch
 
+from navcuda.io.atomic import atomic_path
 from navcuda.models.nvlabs_pickle import (
     CheckpointError,
     nvlabs_config,
@@ -106,11 +106,14 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
 
 
 def _validate_state(
-    generator: Generator, state: dict[str, torch.Tensor], path: Path, optional: set[str] = frozenset()
+    generator: Generator,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    optional: frozenset[str] = frozenset(),
 ) -> None:
     """Raise CheckpointError for the first missing/unexpected key or shape mismatch."""
     expected = generator.state_dict()
-    missing = [k for k in expected if k not in state and k not in optional]
+    missing = [k for k in expected if k not in state and not _is_optional(k, optional)]
     if missing:
         raise CheckpointError(
             f"{str(path)!r}: missing tensor '{missing[0]}' (expected shape "
@@ -135,6 +138,15 @@ def _validate_state(
             raise CheckpointError(f"{str(path)!r}: '{k}' has dtype {v.dtype}, expected floats")
 
 
+def _is_optional(key: str, optional: frozenset[str]) -> bool:
+    """``optional`` holds names, ``"*.kernel"`` (resampling filters), ``"noises.*"``."""
+    return (
+        key in optional
+        or ("*.kernel" in optional and key.endswith(".kernel"))
+        or ("noises.*" in optional and key.startswith("noises."))
+    )
+
+
 def _describe(cfg: GeneratorConfig) -> str:
     ch = {r: cfg.channels(r) for r in cfg.resolutions}
     return (
@@ -148,7 +160,7 @@ def _build(
     state: dict[str, torch.Tensor],
     path: Path,
     device: str | torch.device,
-    optional: set[str] = frozenset(),
+    optional: frozenset[str] = frozenset(),
 ) -> Generator:
     g = Generator(config)
     _validate_state(g, state, path, optional)
@@ -195,18 +207,8 @@ def save_generator(
         k: v.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
         for k, v in generator.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: text})
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: text})
     return path
 
 
@@ -216,7 +218,7 @@ def _read_header(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{str(path)!r}: not a readable safetensors file: {e}") from e
     if _META_KEY not in meta:
         raise CheckpointError(
@@ -266,10 +268,11 @@ def _torch_load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, ...
+    except Exception as e:  # UnpicklingError, RuntimeError, ...
         raise CheckpointError(
-            f"{str(path)!r} could not be read as a torch checkpoint with weights_only=True (navcuda "
-            f"never unpickles arbitrary objects): {type(e).__name__}: {str(e).splitlines()[0]}"
+            f"{str(path)!r} could not be read as a torch checkpoint with weights_only=True "
+            "(navcuda never unpickles arbitrary objects): "
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
         ) from e
 
 
@@ -336,8 +339,19 @@ def _load_rosinality(path: Path, device: str | torch.device) -> Generator:
     if latent_avg is not None and "w_avg" not in state:
         if not isinstance(latent_avg, torch.Tensor):
             raise CheckpointError(f"{str(path)!r}: 'latent_avg' is not a tensor")
-        state["w_avg"] = latent_avg.reshape(-1) if latent_avg.numel() == config.w_dim else latent_avg
-    g = _build(config, state, path, device, optional={"w_avg"})
+        state["w_avg"] = (
+            latent_avg.reshape(-1) if latent_avg.numel() == config.w_dim else latent_avg
+        )
+    optional = {"w_avg"}
+    if not any(k.startswith("noises.") for k in state):
+        # rosinality's code before its `noises` buffers (2019) saved no constant noise.
+        warnings.warn(
+            f"{str(path)!r} stores no constant noise (noises.*): noise_mode='const' will use "
+            "freshly drawn noise maps, not the original ones",
+            stacklevel=3,
+        )
+        optional.add("noises.*")
+    g = _build(config, state, path, device, optional=frozenset(optional))
     if "w_avg" not in state:
         warnings.warn(
             f"{str(path)!r} has no 'latent_avg': computing w_avg from 4096 seeded samples of the "
@@ -367,7 +381,8 @@ def _load_nvlabs(path: Path, device: str | torch.device) -> Generator:
             config = infer_config(state)
     except CheckpointError as e:
         raise CheckpointError(f"{str(path)!r}: {e}") from e
-    g = _build(config, state, path, device, optional={"w_avg"})
+    # NVlabs' resample filters are not copied: the Generator builds its own (checked equal).
+    g = _build(config, state, path, device, optional=frozenset({"w_avg", "*.kernel"}))
     if "w_avg" not in state:
         warnings.warn(f"{str(path)!r} has no mapping.w_avg: computing it", stacklevel=3)
         g.update_w_avg()

@@ -28,6 +28,7 @@ up to the ``1e-8`` in the demodulation norm. ``ToRGBLayer`` scales its styles by
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import math
@@ -114,7 +115,7 @@ def _load_from_bytes(b: Any) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TypedStorage deprecation notice
             storage = torch.load(io.BytesIO(bytes(b)), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure of the nested load is a bad file
+    except Exception as e:  # any failure of the nested load is a bad file
         raise CheckpointError(f"could not read a tensor storage in the pickle: {e}") from e
     if not isinstance(storage, torch.storage.TypedStorage):
         raise CheckpointError(
@@ -201,6 +202,12 @@ class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals of an NVlabs network pickle (see module doc)."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol < 3 pickles name Python-2 modules (``__builtin__.set``): map them as
+        # pickle.Unpickler.find_class does with fix_imports=True.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         fn = _ALLOWED.get((module, name))
         if fn is not None:
             return fn
@@ -227,7 +234,7 @@ def restricted_load(f: BinaryIO) -> Any:
         return RestrictedUnpickler(f).load()
     except CheckpointError:
         raise
-    except Exception as e:  # noqa: BLE001 - truncated/garbled pickles raise many types
+    except Exception as e:  # truncated/garbled pickles raise many types
         raise CheckpointError(f"could not read the pickle: {type(e).__name__}: {e}") from e
 
 
@@ -264,8 +271,7 @@ def read_nvlabs_pickle(f: BinaryIO) -> tuple[dict[str, torch.Tensor], dict[str, 
         g = data.get("G_ema")
         if g is None:
             raise CheckpointError(
-                "not a network pickle: no 'G_ema' entry; keys found: "
-                f"{sorted(map(str, data))[:20]}"
+                f"not a network pickle: no 'G_ema' entry; keys found: {sorted(map(str, data))[:20]}"
             )
     elif isinstance(data, PersistentNode):
         g = data
@@ -436,7 +442,9 @@ def nvlabs_config(state: dict[str, torch.Tensor], kwargs: dict[str, dict]):
     res = _resolutions(state)
     try:
         return GeneratorConfig(
-            resolution=int(g.get("img_resolution", _synthesis_kwarg(kwargs, "img_resolution", res[-1]))),
+            resolution=int(
+                g.get("img_resolution", _synthesis_kwarg(kwargs, "img_resolution", res[-1]))
+            ),
             z_dim=int(g.get("z_dim", fc0.shape[1])),
             w_dim=int(g.get("w_dim", fc0.shape[0])),
             n_mlp=int(mk.get("num_layers", n_layers)),
