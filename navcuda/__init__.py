@@ -7,7 +7,8 @@ Public API (see README.md):
 - shifts: :class:`LayerSpace`, :class:`Direction`, :func:`layer_space`, :func:`generate`,
   :func:`synthesize_shifted`
 - discovery: :func:`discover` -> :class:`DirectionSet`
-- rendering: :func:`render`
+- rendering: :func:`render`; browsing: :func:`build_gallery`, :func:`apply_names`
+- real images: :func:`load_image`, :func:`project` -> :class:`Projection`
 - files: :class:`DirectionSet` (``.save``/``.load``), :func:`load_official_direction`,
   :func:`load_official_eigenvectors`
 - default model: :func:`load_default`
@@ -16,6 +17,7 @@ Public API (see README.md):
 
 from navcuda.build_info import build_info
 from navcuda.discover import discover
+from navcuda.gallery import apply_names, build_gallery
 from navcuda.io.directions import DirectionSet, load_official_eigenvectors
 from navcuda.io.official import load_official_direction
 from navcuda.models import (
@@ -31,6 +33,7 @@ from navcuda.models import (
 )
 from navcuda.models.default import load_default
 from navcuda.ops.selftest import selftest
+from navcuda.project import Projection, load_image, project
 from navcuda.rendering import render
 from navcuda.shift import (
     Direction,
@@ -45,12 +48,15 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_LAYER",
     "Direction",
+    "Projection",
     "DirectionSet",
     "Generator",
     "GeneratorConfig",
     "LayerInfo",
     "LayerShift",
     "LayerSpace",
+    "apply_names",
+    "build_gallery",
     "build_info",
     "discover",
     "generate",
@@ -59,8 +65,10 @@ __all__ = [
     "list_layers",
     "load_default",
     "load_generator",
+    "load_image",
     "load_official_direction",
     "load_official_eigenvectors",
+    "project",
     "render",
     "save_generator",
     "selftest",

@@ -5,6 +5,9 @@ Commands:
   navcuda demo -o DIR                strips of the top singular directions of the default layer
   navcuda discover --method M -o F   find directions and save them as a direction set
   navcuda render F -o DIR            strips / GIFs of a direction set
+  navcuda gallery F -o DIR           a static HTML page to browse, name and mark directions
+  navcuda name F names.json          merge names exported from the gallery into a set
+  navcuda edit IMAGE --direction D   project an image (or --seed S) and apply a named edit
   navcuda train -o DIR               train the toy-world generator (resumable)
 """
 
@@ -213,6 +216,119 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from navcuda.gallery import build_gallery
+    from navcuda.io.directions import DirectionSet
+
+    ds = DirectionSet.load(args.directions)
+    g = _load(args.checkpoint, args.device)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    scores = None
+    if args.scores:
+        try:
+            scores = json.loads(Path(args.scores).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read scores {args.scores}: {exc}") from exc
+        if isinstance(scores, dict):
+            scores = scores.get("scores", scores)
+    index = build_gallery(
+        g,
+        ds,
+        args.output,
+        seeds=args.seeds,
+        ts=args.t,
+        scores=scores,
+        relative=not args.absolute,
+        truncation_psi=args.truncation,
+        source=args.directions,
+        progress=True,
+    )
+    print(f"wrote the gallery of {len(ds)} directions to {index}")
+    if args.serve:
+        _serve(index.parent, args.port)
+    return 0
+
+
+def _serve(folder: Path, port: int) -> None:
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        print(
+            f"serving {folder} at http://127.0.0.1:{server.server_address[1]}/ "
+            "(local only; Ctrl-C to stop)",
+            flush=True,
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped")
+
+
+def _cmd_name(args: argparse.Namespace) -> int:
+    from navcuda.gallery import apply_names
+    from navcuda.io.directions import DirectionSet
+
+    ds = apply_names(
+        DirectionSet.load(args.directions), args.names, allow_other_set=args.allow_other_set
+    )
+    path = ds.save(args.output or args.directions)
+    marks = list((ds.extra.get("marks") or {}).values())
+    named = sum(n is not None for n in ds.names)
+    print(
+        f"{named} of {len(ds)} directions named, {marks.count('good')} marked good, "
+        f"{marks.count('bad')} bad; wrote {path}"
+    )
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from navcuda.io.directions import DirectionSet
+    from navcuda.project import load_image, project, select_direction
+    from navcuda.rendering import _latents, save_grid
+    from navcuda.shift import synthesize_shifted
+
+    if (args.image is None) == (args.seed is None):
+        raise ValueError("give either an image to project or --seed S for a generated sample")
+    ds = DirectionSet.load(args.directions)
+    g = _load(args.checkpoint, args.device)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    d = select_direction(ds, args.direction)
+    scale = 1.0 if args.absolute or not d.amplitude else d.amplitude
+    t = args.t * scale
+    out = Path(args.output)
+    if args.image is not None:
+        target = load_image(args.image, g.config.resolution, g.config.img_channels)
+        proj = project(
+            g,
+            target,
+            steps=args.steps,
+            mode=args.mode,
+            seed=args.projection_seed,
+            progress=True,
+        )
+        edited = proj.render(g, d, t)
+        panels = torch.cat([target.to(edited.device), proj.image, edited]).float().cpu()
+        what = "input | reconstruction | edited"
+        if args.save_projection:
+            torch.save(
+                {"ws": proj.ws.cpu(), "noise": {k: v.cpu() for k, v in proj.noise.items()}},
+                args.save_projection,
+            )
+    else:
+        with torch.no_grad():
+            ws = g.mapping(_latents(g, [args.seed]), args.truncation)
+            original = synthesize_shifted(g, ws)
+            edited = synthesize_shifted(g, ws, d, t)
+        panels = torch.cat([original, edited]).float().cpu()
+        what = f"seed {args.seed} | edited"
+    path = save_grid(panels, out, nrow=panels.shape[0])
+    amp = "" if args.absolute or not d.amplitude else f" = {args.t:g} x amplitude {d.amplitude:.4g}"
+    print(f"direction {d.name!r}, t = {t:.4g}{amp}; wrote {what} to {path}")
+    return 0
+
+
 def _join_negative_values(argv: Sequence[str] | None) -> list[str]:
     """Let ``--t -3:3:7`` through argparse (which would take ``-3:3:7`` for an option)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -308,6 +424,73 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     rend.add_argument("--device", default="cpu", help="cpu or cuda")
     rend.set_defaults(func=_cmd_render)
+
+    gal = sub.add_parser(
+        "gallery",
+        help="write a static HTML gallery of a direction set (sort, filter, name, mark)",
+        description="Write index.html with one card per direction (strip over t, animated "
+        "preview, method/layer/value/amplitude, optional scores) plus its images to a folder. "
+        "The page names and marks directions and exports names.json for `navcuda name`.",
+    )
+    gal.add_argument("directions", help="direction set file (.nav)")
+    gal.add_argument("-o", "--output", default="gallery", help="output folder")
+    gal.add_argument("--checkpoint", help="generator file; default: the embedded model")
+    gal.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-2"), help="e.g. 0-3")
+    gal.add_argument(
+        "--t",
+        type=parse_range,
+        default=parse_range("-2:2:5"),
+        help="shifts: multiples of the recommended amplitude (or absolute with --absolute)",
+    )
+    gal.add_argument("--absolute", action="store_true", help="--t values are absolute norms")
+    gal.add_argument(
+        "--scores", help='JSON file: {"<index>": {"score name": value}} (or a list of dicts)'
+    )
+    gal.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
+    gal.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
+    gal.add_argument("--port", type=int, default=8000, help="port for --serve (0: any free)")
+    gal.add_argument("--allow-other-model", action="store_true", help="skip the model check")
+    gal.add_argument("--device", default="cpu", help="cpu or cuda")
+    gal.set_defaults(func=_cmd_gallery)
+
+    name = sub.add_parser(
+        "name",
+        help="merge names and marks from a gallery's names.json into a direction set",
+        description="Names go into the set's names, good/bad marks into extra['marks']. Writes "
+        "the set in place (atomically) unless -o is given.",
+    )
+    name.add_argument("directions", help="direction set file (.nav)")
+    name.add_argument("names", help="names.json exported by the gallery")
+    name.add_argument("-o", "--output", help="write the named set here instead")
+    name.add_argument(
+        "--allow-other-set", action="store_true", help="apply names exported for another set"
+    )
+    name.set_defaults(func=_cmd_name)
+
+    edit = sub.add_parser(
+        "edit",
+        help="apply a direction to a photo (projected into W+) or to a generated sample",
+        description="With an image: project it (NVlabs-style optimisation), then write input | "
+        "reconstruction | edited side by side. With --seed: write sample | edited.",
+    )
+    edit.add_argument("image", nargs="?", help="photo to project (PNG, JPEG, ...)")
+    edit.add_argument("--seed", type=int, help="edit the generated sample of this seed instead")
+    edit.add_argument("--directions", required=True, help="direction set file (.nav)")
+    edit.add_argument("--direction", required=True, help="direction name (any case) or index")
+    edit.add_argument(
+        "--t", type=float, default=1.0, help="shift: multiple of the recommended amplitude"
+    )
+    edit.add_argument("--absolute", action="store_true", help="--t is an absolute norm")
+    edit.add_argument("-o", "--output", default="edit.png", help="output image")
+    edit.add_argument("--checkpoint", help="generator file; default: the embedded model")
+    edit.add_argument("--steps", type=int, default=500, help="projection steps")
+    edit.add_argument("--mode", choices=["w", "w+"], default="w+", help="projection space")
+    edit.add_argument("--projection-seed", type=int, default=0, help="seed of the projection")
+    edit.add_argument("--save-projection", help="also save the projected ws and noise (.pt)")
+    edit.add_argument("--truncation", type=float, default=0.7, help="truncation psi (--seed)")
+    edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
+    edit.add_argument("--device", default="cpu", help="cpu or cuda")
+    edit.set_defaults(func=_cmd_edit)
 
     train = sub.add_parser(
         "train",

@@ -1,0 +1,229 @@
+"""The static gallery page (parsed, not rendered) and the names it exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from navcuda.cli import main
+from navcuda.gallery import NamesError, apply_names, build_gallery, set_digest
+from navcuda.models.checkpoints import save_generator
+
+VOID = {"meta", "img", "input", "br", "hr", "link", "source", "wbr", "area", "col", "embed"}
+
+
+class Page(HTMLParser):
+    """Records the tag structure, every img, the cards and the text of the inline scripts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+def test_page_structure_images_scores_and_escaping(
+    tmp_path, tiny_generator, svd_set, scores, evil_name
+):
+    EVIL = evil_name
+
+    index = build_gallery(
+        tiny_generator,
+        svd_set,
+        tmp_path / "site",
+        seeds=[0, 1],
+        ts=[-1, 0, 1],
+        scores=scores,
+        source="dirs.nav",
+    )
+    assert index == tmp_path / "site" / "index.html"
+    page = parse(index)
+    assert not page.errors and page.stack == [], (page.errors, page.stack)
+    cards = [a for t, a in page.tags if t == "article" and "card" in a.get("class", "")]
+    assert [c["data-index"] for c in cards] == ["0", "1", "2", "3"]
+    imgs = [a["src"] for t, a in page.tags if t == "img"]
+    assert len(imgs) == 8  # a strip and a GIF per direction
+    for src in imgs:
+        assert src.startswith("data:") or (index.parent / src).is_file(), src
+    assert {Path(s).suffix for s in imgs} == {".png", ".gif"}
+    # Nothing is loaded from the network.
+    for _, a in page.tags:
+        for key in ("src", "href"):
+            assert not str(a.get(key, "")).startswith(("http:", "https:", "//")), a
+    # Exactly the two inline scripts of the template: the data block and the code; the name that
+    # looks like markup is an attribute value / text, not a tag.
+    assert [a.get("type") for t, a in page.tags if t == "script"] == ["application/json", None]
+    names = [a["value"] for t, a in page.tags if t == "input" and "name" in a.get("class", "")]
+    assert names == ["sv0", "sv1", "sv2", EVIL]
+    raw = index.read_text(encoding="utf-8")
+    assert "<script>alert" not in raw and "&lt;script&gt;alert" in raw
+    data = json.loads(page.scripts[0])
+    assert data["set"]["directions"] == set_digest(svd_set) and data["set"]["file"] == "dirs.nav"
+    assert data["directions"][3]["name"] == EVIL
+    assert data["scoreKeys"] == ["disentanglement", "toy: hue"]
+    # Scores: a table on the cards that have them, and sort options for each key.
+    text = " ".join(page.text)
+    assert text.count("disentanglement") >= 3 and "toy: hue" in text
+    captions = [a for t, a in page.tags if t == "table"]
+    assert len(captions) == 3
+    options = [a["value"] for t, a in page.tags if t == "option"]
+    assert "score:disentanglement" in options and "value" in options and "index" in options
+    assert "singular value" in text
+    # The keyboard shortcuts are documented on the page.
+    kbd = set(re.findall(r"<kbd>([^<]+)</kbd>", raw))
+    assert {"g", "b", "n", "Enter", "Tab", "/", "e"} <= kbd
+    # The strip is rows x columns of 16 px images with 2 px padding.
+    from PIL import Image
+
+    assert Image.open(index.parent / imgs[0]).size == (3 * 18 + 2, 2 * 18 + 2)
+    assert Image.open(index.parent / imgs[1]).n_frames == 4
+
+
+def test_no_scores_and_bad_scores(tmp_path, tiny_generator, svd_set):
+    index = build_gallery(tiny_generator, svd_set.subset([0]), tmp_path, seeds=1, ts=[0, 1])
+    page = parse(index)
+    assert not [a for t, a in page.tags if t == "table"]
+    with pytest.raises(ValueError, match="out of range"):
+        build_gallery(tiny_generator, svd_set, tmp_path, seeds=1, ts=[0], scores={7: {"a": 1}})
+    with pytest.raises(ValueError, match="number or a string"):
+        build_gallery(tiny_generator, svd_set, tmp_path, seeds=1, ts=[0], scores=[{"a": [1]}])
+
+
+def _names_file(path, ds, entries, **set_extra):
+    info = {"file": "dirs.nav", "directions": set_digest(ds), **set_extra}
+    path.write_text(json.dumps({"set": info, "names": entries}))
+    return path
+
+
+def test_apply_names(tmp_path, svd_set):
+    f = _names_file(
+        tmp_path / "names.json",
+        svd_set,
+        {
+            "0": {"name": " Smile ", "mark": "good"},
+            "1": {"name": None, "mark": "bad"},
+            "2": {"mark": None},
+        },
+    )
+    out = apply_names(svd_set, f)
+    assert out.names[:3] == ["Smile", None, "sv2"]
+    assert out.extra["marks"] == {"0": "good", "1": "bad"}
+    assert out.by_name("smile").meta["set_index"] == 0
+    assert svd_set.names[0] == "sv0" and "marks" not in svd_set.extra  # the input is unchanged
+    assert torch.equal(out.coefficients, svd_set.coefficients)
+    # Clearing a mark removes it.
+    again = apply_names(out, {"names": {"0": {"mark": None}}})
+    assert again.extra["marks"] == {"1": "bad"}
+
+
+@pytest.mark.parametrize(
+    ("entries", "match"),
+    [
+        ({"9": {"name": "x"}}, r"unknown direction index 9: the set has 4 directions \(0\.\.3\)"),
+        ({"-1": {"name": "x"}}, "bad direction index"),
+        ({"a": {"name": "x"}}, "bad direction index"),
+        ({"0": {"mark": "great"}}, "must be 'good', 'bad' or null"),
+        ({"0": {"name": 3}}, "must be a string"),
+        ({"0": {"nom": "x"}}, "unknown fields"),
+        ({"0": {"name": "Same"}, "1": {"name": "same"}}, "both be called"),
+    ],
+)
+def test_apply_names_rejects(tmp_path, svd_set, entries, match):
+    with pytest.raises(NamesError, match=match):
+        apply_names(svd_set, _names_file(tmp_path / "n.json", svd_set, entries))
+
+
+def test_apply_names_file_errors(tmp_path, svd_set):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(NamesError, match="not valid JSON"):
+        apply_names(svd_set, bad)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        apply_names(svd_set, tmp_path / "missing.json")
+    with pytest.raises(NamesError, match="'names'"):
+        apply_names(svd_set, {"set": {}, "names": []})
+    other = {"set": {"directions": "0123456789abcdef"}, "names": {"0": {"name": "x"}}}
+    with pytest.raises(NamesError, match="another direction set"):
+        apply_names(svd_set, other)
+    assert apply_names(svd_set, other, allow_other_set=True).names[0] == "x"
+
+
+def test_cli_gallery_name_and_serve(tmp_path, tiny_generator, svd_set, monkeypatch, capsys):
+    import http.server
+
+    ckpt = str(save_generator(tiny_generator, tmp_path / "g.safetensors"))
+    dirs = svd_set.subset([0, 1]).save(tmp_path / "dirs.nav")
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"0": {"disentanglement": 0.7}}))
+    served = {}
+
+    def fake_serve_forever(self, *a, **k):
+        served["address"] = self.server_address
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(http.server.ThreadingHTTPServer, "serve_forever", fake_serve_forever)
+    args = ["gallery", str(dirs), "-o", str(tmp_path / "site"), "--checkpoint", ckpt]
+    args += ["--seeds", "0", "--t", "-1:1:3", "--scores", str(scores), "--serve", "--port", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert served["address"][0] == "127.0.0.1"
+    assert f"http://127.0.0.1:{served['address'][1]}/" in out
+    page = parse(tmp_path / "site" / "index.html")
+    assert len([a for t, a in page.tags if t == "article"]) == 2
+    assert "disentanglement" in " ".join(page.text)
+
+    names = _names_file(
+        tmp_path / "names.json", svd_set.subset([0, 1]), {"1": {"name": "Smile", "mark": "good"}}
+    )
+    named = tmp_path / "named.nav"
+    assert main(["name", str(dirs), str(names), "-o", str(named)]) == 0
+    assert "1 marked good" in capsys.readouterr().out
+    from navcuda.io.directions import DirectionSet
+
+    ds = DirectionSet.load(named)
+    assert ds.names == ["sv0", "Smile"] and ds.extra["marks"] == {"1": "good"}
+    bad = _names_file(tmp_path / "bad.json", svd_set.subset([0, 1]), {"5": {"name": "x"}})
+    assert main(["name", str(dirs), str(bad)]) == 2
+    assert "unknown direction index 5" in capsys.readouterr().err
+    assert DirectionSet.load(dirs).names == ["sv0", "sv1"]  # untouched on error
