@@ -8,6 +8,7 @@ Commands:
   navcuda gallery F -o DIR           a static HTML page to browse, name and mark directions
   navcuda name F names.json          merge names exported from the gallery into a set
   navcuda edit IMAGE --direction D   project an image (or --seed S) and apply a named edit
+  navcuda evaluate EXP F -o DIR      the paper's experiments (locality, reproduce, ...)
   navcuda train -o DIR               train the toy-world generator (resumable)
 """
 
@@ -329,6 +330,69 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from navcuda.io.directions import DirectionSet
+
+    ds = DirectionSet.load(args.directions)
+    g = _load(args.checkpoint, args.device)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    if args.only:
+        ds = ds.subset(args.only)
+    out = Path(args.output)
+    report = EXPERIMENTS[args.experiment](g, ds, out, args)
+    path = _write_json(out / f"{args.experiment}.json", report)
+    print(f"wrote {path} and the figures beside it")
+    return 0
+
+
+def _write_json(path: Path, obj: object) -> Path:
+    from navcuda.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, allow_nan=True))
+    return path
+
+
+def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
+    from navcuda.evaluate.locality import locality_map, save_heatmaps
+
+    results = [
+        locality_map(g, d, n_z=args.n_z, n_t=args.n_t, seed=args.seed, progress=True) for d in ds
+    ]
+    save_heatmaps(results, out / "locality.png")
+    return {
+        "experiment": "locality",
+        "set": str(args.directions),
+        "n_z": args.n_z,
+        "n_t": args.n_t,
+        "directions": [{"name": r.name, "score": r.score, "t_max": r.t_max} for r in results],
+    }
+
+
+def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
+    from navcuda.evaluate.latent_reproduction import SPACES, reproduce_edit
+
+    rows = []
+    for d in ds:
+        t = args.t_rel * (d.amplitude or 1.0)
+        for space in SPACES if d.basis != "latent" else ("z", "w", "w+"):
+            r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps, seed=args.seed)
+            rows.append(
+                {
+                    "direction": d.name,
+                    "space": space,
+                    "t": t,
+                    "relative_residual": r.relative_residual,
+                    "unreachable": r.unreachable,
+                }
+            )
+            print(f"{d.name:<16} {space:<12} residual {r.relative_residual:.3f}")
+    return {"experiment": "reproduce", "threshold": 0.5, "rows": rows}
+
+
+EXPERIMENTS = {"locality": _eval_locality, "reproduce": _eval_reproduce}
+
+
 def _join_negative_values(argv: Sequence[str] | None) -> list[str]:
     """Let ``--t -3:3:7`` through argparse (which would take ``-3:3:7`` for an option)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -491,6 +555,27 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     edit.add_argument("--device", default="cpu", help="cpu or cuda")
     edit.set_defaults(func=_cmd_edit)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="run one of the paper's experiments on a direction set",
+        description="Experiments: locality (per-pixel change maps and a locality score), "
+        "reproduce (can a latent shift in Z, W, W+ or the activations imitate the edit?). "
+        "Each writes EXPERIMENT.json and a figure into the output folder.",
+    )
+    ev.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    ev.add_argument("directions", help="direction set file (.nav)")
+    ev.add_argument("-o", "--output", default="evaluation", help="output folder")
+    ev.add_argument("--checkpoint", help="generator file; default: the embedded model")
+    ev.add_argument("--only", type=parse_seeds, help="only these direction indices")
+    ev.add_argument("--n-z", type=int, default=64, help="latents per direction")
+    ev.add_argument("--n-t", type=int, default=20, help="shifts per direction (locality)")
+    ev.add_argument("--t-rel", type=float, default=1.0, help="edit size (reproduce), x amplitude")
+    ev.add_argument("--steps", type=int, default=300, help="optimisation steps (reproduce)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--allow-other-model", action="store_true", help="skip the model check")
+    ev.add_argument("--device", default="cpu", help="cpu or cuda")
+    ev.set_defaults(func=_cmd_evaluate)
 
     train = sub.add_parser(
         "train",

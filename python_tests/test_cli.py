@@ -111,3 +111,17 @@ def test_render_refuses_other_model(tmp_path, ckpt, tiny_generator, capsys):
         )
         == 0
     )
+
+
+def test_evaluate_locality_and_reproduce(tmp_path, ckpt):
+    dirs = tmp_path / "dirs.nav"
+    assert main(["discover", "-k", "2", "-o", str(dirs), "--checkpoint", ckpt]) == 0
+    out = tmp_path / "ev"
+    common = [str(dirs), "--checkpoint", ckpt, "-o", str(out), "--n-z", "2"]
+    assert main(["evaluate", "locality", *common, "--n-t", "2"]) == 0
+    report = json.loads((out / "locality.json").read_text())
+    assert [d["name"] for d in report["directions"]] == ["sv0", "sv1"]
+    assert (out / "locality.png").stat().st_size > 1000
+    assert main(["evaluate", "reproduce", *common, "--steps", "3", "--only", "0"]) == 0
+    rows = json.loads((out / "reproduce.json").read_text())["rows"]
+    assert {r["space"] for r in rows} == {"z", "w", "w+", "activations"}

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from navcuda.models.stylegan2 import Generator
 from navcuda.shift import Direction, synthesize_shifted
 
-__all__ = ["LocalityResult", "locality_map", "locality_score"]
+__all__ = ["LocalityResult", "locality_map", "locality_score", "save_heatmaps"]
 
 
 @dataclass
@@ -92,3 +92,28 @@ def locality_map(
         n_z=n_z,
         n_t=len(ts),
     )
+
+
+def save_heatmaps(results: list[LocalityResult], path, ncols: int = 8):
+    """One heat-map panel per direction (titled with its name and score), saved atomically."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from navcuda.rendering import atomic_save_figure
+
+    if not results:
+        raise ValueError("no locality results to draw")
+    cols = min(ncols, len(results))
+    rows = math.ceil(len(results) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results, strict=False):
+        ax.imshow(r.heatmap.numpy(), cmap="inferno")
+        ax.set_title(f"{r.name}\nlocality {r.score:.2f}", fontsize=7)
+    fig.tight_layout()
+    return atomic_save_figure(fig, path)
