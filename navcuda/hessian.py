@@ -1,0 +1,527 @@
+"""Hessian-vector products of the perceptual change induced by shifting one conv layer's kernel.
+
+For a generator ``G``, one shiftable layer with raw kernel ``W [out, in, k, k]``, fixed latents
+``ws`` (``n`` of them) and a metric ``d`` (:mod:`navcuda.metrics.perceptual`)::
+
+    L(delta) = (1/n) sum_z d( R(G_theta(z)), R(G_{theta + delta}(z)) )
+
+where ``delta`` is added to the raw kernel of that layer (before the equalized-lr scale, the
+modulation and the demodulation, as in the official code) and ``R`` is the resize to
+``resize x resize`` (the official spectrum code: ``F.interpolate(img, size=64)``, i.e. *nearest*;
+``resize_mode`` changes it). This is the paper's ``E_z d^2(G_theta(z), G_{theta+alpha}(z))`` of
+section 3.3: LPIPS is itself a squared distance, and the official code uses ``lpips(...).mean()``.
+
+:class:`PerceptualHessian` precomputes ONCE the activations before the layer
+(``Generator.synthesis_prefix``), the unshifted images and their metric features, and offers
+
+- :meth:`~PerceptualHessian.grad` -- ``g(delta) = dL/d delta``;
+- :meth:`~PerceptualHessian.hvp_fd` -- the paper's central difference for a block of ``m``
+  vectors, all ``2m`` perturbations in one batched pass (per-sample shifts);
+- :meth:`~PerceptualHessian.hvp_gn` -- the exact Gauss-Newton product (see below);
+- :meth:`~PerceptualHessian.hvp_reference` -- the official sequential method (one vector at a
+  time, full synthesis every time), the reference of benchmarks;
+- :meth:`~PerceptualHessian.explicit_hessian` -- the whole matrix for tiny layers (tests).
+
+Finite differences and normalisation
+------------------------------------
+The paper's update (eq. 4) and the official ``HVP_forward.forward_step`` compute, for a
+(not necessarily unit) vector ``v``::
+
+    (g(eps v) - g(-eps v)) / (2 eps ||v||)      ~=  H v / ||v||  =  H v_hat
+
+(perturbations of Frobenius norm ``eps ||v||``; the error is ``O(eps^2 ||v||^2)``, from the third
+derivative of ``L``). ``hvp_fd`` and ``hvp_reference`` return ``(g(eps v) - g(-eps v)) / (2 eps)
+~= H v`` by default, a linear operator comparable with ``hvp_gn``; with ``normalize=True`` they
+return exactly the paper's formula (divided by ``||v||`` as well). Either way the perturbation is
+``eps * v`` as in the paper, so its size scales with ``||v||``: pass unit vectors to make ``eps``
+the step length.
+
+Gauss-Newton = Hessian at zero shift
+------------------------------------
+All metrics of :mod:`navcuda.metrics.perceptual` have the form ``d(a, b) = q(phi(a) - phi(b))``
+with ``phi`` the (normalised, resized) features and ``q(e) = e^T A e`` a PSD quadratic form
+(LPIPS: ``A`` diagonal with ``w_{l,c} / (H_l W_l)``, the calibrated channel weights over the
+spatial size). Let ``F_z(delta) = phi(R(G_{theta+delta}(z)))``, ``J_z = dF_z/d delta`` at 0, and
+``r_z(delta) = F_z(delta) - F_z(0)`` (the residual). Then::
+
+    L        = (1/n) sum_z q(r_z)
+    grad L   = (1/n) sum_z J_z^T (2 A r_z)
+    Hess L   = (1/n) sum_z [ J_z^T 2A J_z  +  sum_i (2 A r_z)_i  Hess(F_z,i) ]
+
+At ``delta = 0`` every residual ``r_z`` is zero, so the second term vanishes and the Hessian IS the
+Gauss-Newton matrix ``(1/n) sum_z J_z^T 2A J_z`` -- exactly, not approximately. Its product with
+``v`` is one Jacobian-vector product ``u_z = J_z v`` (forward mode through the generator tail, the
+resize and the metric's features), the metric's own gradient ``grad q(u_z) = 2 A u_z`` (``q`` is
+quadratic, so this is ``Hess q  u_z``; computed by autograd on the small feature tensors, so any
+quadratic ``q`` works, not only diagonal ones) and one vector-Jacobian product ``J_z^T (2 A u_z)``
+(one backward pass). It is also PSD by construction. For a metric that is not of this form
+(``metric.is_quadratic`` False) ``hvp_gn`` falls back to ``hvp_fd`` with a warning.
+
+Forward mode: ``torch.func.jvp`` is NOT used on purpose: through the native custom op
+``navcuda::bias_act`` (registered with a backward only) it silently returns zero tangents
+(checked with torch 2.14). ``torch.autograd.forward_ad`` raises instead, and ``mode="auto"``
+then switches to the *double-backward* JVP: ``J v = d/du <J^T u, v>`` (``J^T u`` built with
+``create_graph=True`` from a zero ``u``; exact, needs ops that support double backward, as
+``bias_act`` does). If neither works the FD product is used, with a warning.
+
+Batching: every product works on *samples* = (vector or perturbation, latent) pairs, run through
+``synthesis_suffix`` with a per-sample ``LayerShift`` delta ``[chunk, out, in, k, k]`` in chunks
+of ``batch_size`` samples. The deltas are gathered from a leaf holding one tensor per
+vector/perturbation of the chunk, so ONE backward pass per chunk returns every perturbation's
+gradient already summed over its latents.
+
+Where this lives: ``navcuda/hessian.py``, not ``navcuda/ops/``: it composes the generator
+(``synthesis_prefix``/``suffix``) and a metric, and ``ops`` must not import upward (DESIGN.md
+section 2). It goes through the public ``LayerShift`` API, so faster shifted-conv kernels in
+``ops`` speed it up without changes; fused HVP kernels, if ever written, would be ops that this
+module dispatches to.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+
+from navcuda.models.layers import get_layer, layer_weight
+from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState
+
+__all__ = ["GN_MODES", "PerceptualHessian"]
+
+#: Ways of computing the Jacobian-vector product of :meth:`PerceptualHessian.hvp_gn`.
+GN_MODES = ("auto", "forward", "double-backward")
+
+_RESIZE_MODES = ("nearest", "bilinear", "bicubic", "area")
+
+
+class PerceptualHessian:
+    """Gradients and Hessian-vector products of ``L(delta)`` (see the module docstring).
+
+    Args:
+        generator: a :class:`~navcuda.models.stylegan2.Generator` (not modified; its parameters
+            get no gradients).
+        layer: a shiftable layer (official index or name, e.g. ``3`` or ``"convs.3"``).
+        ws: the latents, ``[n, w_dim]`` or W+ ``[n, num_ws, w_dim]`` (``n`` = number of z; cast
+            to the generator's dtype/device).
+        metric: a :class:`~navcuda.metrics.perceptual.PerceptualMetric` (or anything with
+            ``features``, ``distance_from_features``, ``quadratic``, ``is_quadratic``) on the
+            generator's device and dtype.
+        batch_size: samples per chunk (a sample = one latent under one shift); bounds memory.
+        noise_mode: ``"const"`` (default) or ``"none"``; ``"random"`` is refused (the two sides
+            of a finite difference would see different noise).
+        resize: images are resized to ``resize x resize`` before the metric (``None``: no resize).
+            Default 64 as in the official spectrum recipe.
+        resize_mode: interpolation of that resize; default ``"nearest"`` (the official code calls
+            ``F.interpolate`` with its default mode).
+        progress: show tqdm progress bars over chunks.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        layer: int | str,
+        ws: torch.Tensor,
+        metric,
+        *,
+        batch_size: int = 32,
+        noise_mode: str = "const",
+        resize: int | None = 64,
+        resize_mode: str = "nearest",
+        progress: bool = False,
+    ) -> None:
+        for attr in ("synthesis_prefix", "synthesis_suffix", "synthesis", "config"):
+            if not hasattr(generator, attr):
+                raise TypeError(
+                    f"generator must be a navcuda Generator (missing .{attr}), got "
+                    f"{type(generator).__name__}"
+                )
+        info = get_layer(generator, layer)
+        if not info.shiftable:
+            raise ValueError(
+                f"layer {info.name!r} ({info.kind}) cannot be shifted; pick a StyledConv layer "
+                "(conv1 or convs.{ix})"
+            )
+        for attr in ("features", "distance_from_features"):
+            if not callable(getattr(metric, attr, None)):
+                raise TypeError(
+                    f"metric must provide .{attr}() (a navcuda.metrics.perceptual metric), got "
+                    f"{type(metric).__name__}"
+                )
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if noise_mode not in ("const", "none"):
+            raise ValueError(
+                f"noise_mode must be 'const' or 'none', got {noise_mode!r} (with random noise the "
+                "shifted and unshifted renders, and the two sides of a finite difference, would "
+                "see different noise)"
+            )
+        if resize is not None and (isinstance(resize, bool) or int(resize) != resize or resize < 1):
+            raise ValueError(f"resize must be None or a positive int, got {resize!r}")
+        if resize_mode not in _RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
+
+        weight = layer_weight(generator, info.name)
+        self.generator = generator
+        self.info = info
+        self.layer = info.name
+        self.shape = tuple(info.weight_shape)
+        self.n_params = math.prod(self.shape)
+        self.dtype = weight.dtype
+        self.device = weight.device
+        self.metric = metric
+        self.batch_size = int(batch_size)
+        self.noise_mode = noise_mode
+        self.resize = None if resize is None else int(resize)
+        self.resize_mode = resize_mode
+        self.progress = progress
+        self.gn_mode_used: str | None = None
+
+        if not isinstance(ws, torch.Tensor) or ws.ndim not in (2, 3) or ws.shape[0] < 1:
+            raise ValueError(
+                "ws must be a tensor [n, w_dim] or [n, num_ws, w_dim] with n >= 1, got "
+                f"{list(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__}"
+            )
+        ws = ws.detach().to(device=self.device, dtype=self.dtype)
+        if not torch.isfinite(ws).all():
+            raise ValueError("ws contains NaN or inf")
+        self.ws = generator._broadcast_ws(ws)
+        self.n = self.ws.shape[0]
+
+        # ---- the shift-independent part, computed once
+        xs, imgs, feats = [], [], []
+        with torch.no_grad():
+            for lo in range(0, self.n, self.batch_size):
+                w = self.ws[lo : lo + self.batch_size]
+                st = generator.synthesis_prefix(w, info.name, noise_mode=noise_mode)
+                xs.append(st.x)
+                imgs.append(st.img)
+                out = generator.synthesis_suffix(st, w, noise_mode=noise_mode)
+                feats.append([f.detach() for f in metric.features(self._resize(out))])
+        self._x = torch.cat(xs)
+        self._img = None if imgs[0] is None else torch.cat(imgs)
+        self._feats0 = [torch.cat(fl) for fl in zip(*feats, strict=True)]
+
+    # ================================================================ helpers
+    def describe(self) -> dict:
+        """A JSON-able record of the setup (store it with eigenvectors)."""
+        md = self.metric.describe() if callable(getattr(self.metric, "describe", None)) else {}
+        return {
+            "layer": self.layer,
+            "weight_shape": list(self.shape),
+            "n_latents": self.n,
+            "noise_mode": self.noise_mode,
+            "resize": self.resize,
+            "resize_mode": self.resize_mode,
+            "loss": "mean_z d(G(z), G_shifted(z))",
+            "metric": md,
+        }
+
+    def _resize(self, img: torch.Tensor) -> torch.Tensor:
+        if self.resize is None or tuple(img.shape[2:]) == (self.resize, self.resize):
+            return img
+        kw = {} if self.resize_mode in ("nearest", "area") else {"align_corners": False}
+        return F.interpolate(img, size=(self.resize, self.resize), mode=self.resize_mode, **kw)
+
+    def _features(self, idx: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
+        """Metric features of the shifted renders of latents ``idx`` (per-sample ``delta``)."""
+        state = SynthesisState(
+            self.layer, self._x[idx], None if self._img is None else self._img[idx]
+        )
+        img = self.generator.synthesis_suffix(
+            state, self.ws[idx], noise_mode=self.noise_mode, shift=LayerShift(self.layer, delta)
+        )
+        return list(self.metric.features(self._resize(img)))
+
+    def _chunks(
+        self, count: int, desc: str
+    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """Chunks of the ``count * n`` samples ``s = p * n + i`` (vector/perturbation ``p``,
+        latent ``i``): yields ``(p_lo, p_hi, p_local, i)`` with ``p_local = p - p_lo``."""
+        total = count * self.n
+        starts = range(0, total, self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=desc, leave=False)
+        for lo in starts:
+            s = torch.arange(lo, min(lo + self.batch_size, total), device=self.device)
+            p, i = s // self.n, s % self.n
+            p_lo, p_hi = int(p[0]), int(p[-1]) + 1
+            yield p_lo, p_hi, p - p_lo, i
+
+    def _check_block(self, v: torch.Tensor, what: str = "V") -> tuple[torch.Tensor, bool]:
+        """``[m, *shape]`` (or one ``[*shape]``) -> (``[m, *shape]`` on device/dtype, single)."""
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"{what} must be a tensor, got {type(v).__name__}")
+        single = v.ndim == 4
+        if single:
+            v = v.unsqueeze(0)
+        if v.ndim != 5 or tuple(v.shape[1:]) != self.shape or v.shape[0] < 1:
+            raise ValueError(
+                f"{what} must be [m, {', '.join(map(str, self.shape))}] (or one "
+                f"{list(self.shape)}) for layer {self.layer!r}, got {list(v.shape)}"
+            )
+        if not v.is_floating_point():
+            raise TypeError(f"{what} must be a floating tensor, got {v.dtype}")
+        v = v.detach().to(device=self.device, dtype=self.dtype)
+        if not torch.isfinite(v).all():
+            raise ValueError(f"{what} contains NaN or inf")
+        return v, single
+
+    @staticmethod
+    def _check_eps(eps: float) -> float:
+        eps = float(eps)
+        if not (eps > 0 and math.isfinite(eps)):
+            raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+        return eps
+
+    # ================================================================ loss and gradient
+    def loss(self, delta: torch.Tensor) -> torch.Tensor:
+        """``L(delta)`` for one shared shift ``[out, in, k, k]``; differentiable (also twice)."""
+        if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != self.shape:
+            raise ValueError(
+                f"delta must be {list(self.shape)}, got "
+                f"{list(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__}"
+            )
+        total = 0
+        for lo in range(0, self.n, self.batch_size):
+            idx = torch.arange(lo, min(lo + self.batch_size, self.n), device=self.device)
+            d = delta.unsqueeze(0).expand(len(idx), *self.shape)
+            f0 = [f[idx] for f in self._feats0]
+            total = total + self.metric.distance_from_features(f0, self._features(idx, d)).sum()
+        return total / self.n
+
+    def _grads(self, deltas: torch.Tensor, desc: str = "grad") -> torch.Tensor:
+        """``g(delta_p)`` for every ``deltas[p]`` (``[P, *shape]``), batched over (p, z)."""
+        out = torch.zeros_like(deltas)
+        for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
+            leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
+            f0 = [f[i] for f in self._feats0]
+            dist = self.metric.distance_from_features(f0, self._features(i, leaf[p_local]))
+            (g,) = torch.autograd.grad(dist.sum(), leaf)
+            out[p_lo:p_hi] += g
+        return out / self.n
+
+    def grad(self, delta: torch.Tensor) -> torch.Tensor:
+        """``dL/d delta`` at ``delta`` (``[out, in, k, k]``, or ``[P, ...]`` for several)."""
+        d, single = self._check_block(delta, "delta")
+        g = self._grads(d)
+        return g[0] if single else g
+
+    # ================================================================ Hessian-vector products
+    def hvp_fd(self, V: torch.Tensor, eps: float = 0.1, normalize: bool = False) -> torch.Tensor:
+        """Central-difference products for a block ``V [m, out, in, k, k]`` (or one vector).
+
+        Returns ``(g(eps v) - g(-eps v)) / (2 eps)`` ~= ``H v`` per vector, or with
+        ``normalize=True`` the paper's eq. (4) exactly, ``(g(eps v) - g(-eps v)) / (2 eps ||v||)``
+        ~= ``H v / ||v||``. All ``2m x n`` (perturbation, latent) samples run batched, chunked by
+        ``batch_size``, one backward pass per chunk.
+        """
+        v, single = self._check_block(V)
+        eps = self._check_eps(eps)
+        m = v.shape[0]
+        g = self._grads(torch.cat([eps * v, -eps * v]), desc="hvp_fd")
+        hv = (g[:m] - g[m:]) / (2 * eps)
+        if normalize:
+            hv = hv / self._norms(v)
+        return hv[0] if single else hv
+
+    @staticmethod
+    def _norms(v: torch.Tensor) -> torch.Tensor:
+        norms = v.flatten(1).norm(dim=1)
+        if (norms == 0).any():
+            raise ValueError("normalize=True needs non-zero vectors (the paper divides by ||v||)")
+        return norms.view(-1, *([1] * (v.ndim - 1)))
+
+    def hvp_gn(self, V: torch.Tensor, mode: str = "auto") -> torch.Tensor:
+        """Exact ``H v`` at ``delta = 0`` via Gauss-Newton (see the module docstring) for a block
+        ``V [m, out, in, k, k]`` (or one vector).
+
+        ``mode``: ``"forward"`` (forward-mode AD, ``torch.autograd.forward_ad``),
+        ``"double-backward"`` (JVP by reverse-over-reverse), or ``"auto"``: the first that works
+        with this generator's ops (remembered in ``self.gn_mode_used``), else ``hvp_fd`` with a
+        warning. On its first use "auto" also checks ``<v, Hv>`` for the block's first vector
+        against the second difference of the loss (two forward passes) and rejects a mode that
+        disagrees by more than 5 % (an op that silently drops tangents or second derivatives). A
+        metric that is not quadratic in its features also falls back to ``hvp_fd``.
+        """
+        if mode not in GN_MODES:
+            raise ValueError(f"mode must be one of {GN_MODES}, got {mode!r}")
+        v, single = self._check_block(V)
+        if not getattr(self.metric, "is_quadratic", False) or not callable(
+            getattr(self.metric, "quadratic", None)
+        ):
+            warnings.warn(
+                f"metric {getattr(self.metric, 'name', type(self.metric).__name__)!r} is not a "
+                "quadratic form of feature differences: the Gauss-Newton product would not equal "
+                "the Hessian; using the finite-difference product hvp_fd (eps=0.1) instead",
+                stacklevel=2,
+            )
+            self.gn_mode_used = "fd"
+            hv = self.hvp_fd(v)
+            return hv[0] if single else hv
+        if mode == "auto":
+            modes = [self.gn_mode_used] if self.gn_mode_used else ["forward", "double-backward"]
+        else:
+            modes = [mode]
+        errors = []
+        for mo in modes:
+            if mo == "fd":
+                hv = self.hvp_fd(v)
+                break
+            try:
+                hv = self._gn(v, mo)
+            except (NotImplementedError, RuntimeError) as exc:
+                if mode != "auto":
+                    raise
+                errors.append(f"{mo}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                continue
+            if mode == "auto" and self.gn_mode_used is None:
+                # First use: guard against ops that silently drop tangents / second derivatives.
+                problem = self._check_quadratic_form(v[0], hv[0])
+                if problem:
+                    errors.append(f"{mo}: {problem}")
+                    continue
+            self.gn_mode_used = mo
+            break
+        else:
+            warnings.warn(
+                "exact Gauss-Newton product unavailable with these ops ("
+                + "; ".join(errors)
+                + "); using the finite-difference product hvp_fd (eps=0.1) instead",
+                stacklevel=2,
+            )
+            self.gn_mode_used = "fd"
+            hv = self.hvp_fd(v)
+        return hv[0] if single else hv
+
+    def _check_quadratic_form(self, v: torch.Tensor, hv: torch.Tensor, rtol: float = 0.05):
+        """Compare ``<v, H v>`` with the second difference ``(L(h v) + L(-h v)) / h^2``
+        (``L(0) = 0``; exact up to ``O(h^2)``) at a small step ``h`` (``1e-3 ||W|| / ||v||``).
+        Two forward passes over the latents. Returns a problem description, or None."""
+        vn = v.norm()
+        if vn == 0:
+            return None
+        w = layer_weight(self.generator, self.layer).detach()
+        h = 1e-3 * float(w.norm().clamp_min(1e-12)) / float(vn)
+        with torch.no_grad():
+            second = (self.loss(h * v) + self.loss(-h * v)) / (h * h)
+        quad = (v * hv).sum()
+        if not torch.isfinite(quad) or (quad - second).abs() > rtol * second.abs() + 1e-30:
+            return (
+                f"<v, Hv> = {float(quad):.4g} disagrees with the second difference of the loss "
+                f"{float(second):.4g} (an op drops derivatives in this mode)"
+            )
+        return None
+
+    def _gn(self, v: torch.Tensor, mode: str) -> torch.Tensor:
+        out = torch.zeros_like(v)
+        for p_lo, p_hi, p_local, i in self._chunks(v.shape[0], f"hvp_gn[{mode}]"):
+            leaf = torch.zeros_like(v[p_lo:p_hi]).requires_grad_(True)
+            d = leaf[p_local]
+            tangent = v[p_lo:p_hi][p_local]
+            if mode == "forward":
+                with fwAD.dual_level():
+                    feats = self._features(i, fwAD.make_dual(d, tangent))
+                    unpacked = [fwAD.unpack_dual(f) for f in feats]
+                    prim = [u.primal for u in unpacked]
+                    jv = [
+                        torch.zeros_like(u.primal) if u.tangent is None else u.tangent.detach()
+                        for u in unpacked
+                    ]
+            else:
+                prim = self._features(i, d)
+                zeros = [torch.zeros_like(f, requires_grad=True) for f in prim]
+                (jt_u,) = torch.autograd.grad(prim, d, zeros, create_graph=True)
+                jv = list(torch.autograd.grad(jt_u, zeros, tangent, allow_unused=True))
+                jv = [
+                    torch.zeros_like(f) if j is None else j.detach()
+                    for f, j in zip(prim, jv, strict=True)
+                ]
+            # cotangent = grad q(Jv) = Hess(q) Jv for the quadratic form q of the metric
+            e = [j.requires_grad_(True) for j in jv]
+            cot = torch.autograd.grad(self.metric.quadratic(e).sum(), e, allow_unused=True)
+            cot = [torch.zeros_like(f) if c is None else c for f, c in zip(prim, cot, strict=True)]
+            (g,) = torch.autograd.grad(prim, leaf, cot)
+            out[p_lo:p_hi] += g
+        return out / self.n
+
+    def hvp_reference(
+        self, V: torch.Tensor, eps: float = 0.1, normalize: bool = False
+    ) -> torch.Tensor:
+        """The official sequential method (``HVP_forward.forward_step`` of yandex-research/navigan).
+
+        One vector at a time; ``g`` evaluated at ``+eps v`` and ``-eps v`` by full syntheses from
+        ``ws`` with a shared shift, in batches of ``batch_size`` latents, re-rendering the
+        unshifted images every time (no reuse of the prefix state or of the features); ``g`` is the
+        mean over batches of the gradient of ``metric(img0, img1).mean()``, weighted by batch size
+        (the official code requires equal batches, where this is the same). Returns what
+        :meth:`hvp_fd` returns for the same ``eps``/``normalize`` (up to float rounding).
+        """
+        v, single = self._check_block(V)
+        eps = self._check_eps(eps)
+        rows = []
+        for vec in v:
+            hv = (self._reference_g(eps * vec) - self._reference_g(-eps * vec)) / (2 * eps)
+            if normalize:
+                hv = hv / self._norms(vec.unsqueeze(0))[0]
+            rows.append(hv)
+        hv = torch.stack(rows)
+        return hv[0] if single else hv
+
+    def _reference_g(self, weight_delta: torch.Tensor) -> torch.Tensor:
+        g = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
+        for lo in range(0, self.n, self.batch_size):
+            w = self.ws[lo : lo + self.batch_size]
+            with torch.no_grad():
+                img0 = self._resize(self.generator.synthesis(w, noise_mode=self.noise_mode))
+            delta = weight_delta.detach().clone().requires_grad_(True)
+            img1 = self._resize(
+                self.generator.synthesis(
+                    w, noise_mode=self.noise_mode, shift=LayerShift(self.layer, delta)
+                )
+            )
+            f0 = self.metric.features(img0)
+            dist = self.metric.distance_from_features(f0, self.metric.features(img1)).mean()
+            (gb,) = torch.autograd.grad(dist, delta)
+            g += gb * (w.shape[0] / self.n)
+        return g
+
+    # ================================================================ the whole matrix
+    def explicit_hessian(
+        self,
+        method: str = "gn",
+        block: int = 64,
+        max_params: int = 4096,
+        eps: float = 0.1,
+    ) -> torch.Tensor:
+        """``H [N, N]`` (``N = out*in*k*k``, flattened like ``delta.flatten()``), column ``j`` =
+        ``H e_j``, from products with the identity basis in blocks of ``block``.
+
+        ``method``: ``"gn"`` (exact), ``"fd"`` (central differences, ``eps``) or ``"reference"``.
+        Refuses layers with more than ``max_params`` weights.
+        """
+        if self.n_params > max_params:
+            raise ValueError(
+                f"layer {self.layer!r} has {self.n_params} weights > max_params={max_params}: the "
+                "explicit Hessian is for tiny layers (raise max_params if you mean it)"
+            )
+        fns = {
+            "gn": lambda b: self.hvp_gn(b),
+            "fd": lambda b: self.hvp_fd(b, eps=eps),
+            "reference": lambda b: self.hvp_reference(b, eps=eps),
+        }
+        if method not in fns:
+            raise ValueError(f"method must be one of {sorted(fns)}, got {method!r}")
+        n = self.n_params
+        cols = []
+        for lo in range(0, n, block):
+            hi = min(lo + block, n)
+            basis = torch.zeros(hi - lo, n, device=self.device, dtype=self.dtype)
+            basis[torch.arange(hi - lo), torch.arange(lo, hi)] = 1
+            cols.append(fns[method](basis.view(hi - lo, *self.shape)).reshape(hi - lo, n))
+        return torch.cat(cols).t().contiguous()

@@ -1,0 +1,221 @@
+"""Hessian-vector products of L(delta) = mean_z d(G(z), G_{theta+delta}(z)) on a tiny generator.
+
+float64 throughout, so that "exact" products agree to rounding and finite-difference errors are
+visible above it. The layers are tiny (4x4x3x3 = 144 weights) so the explicit Hessian is cheap.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from navcuda.hessian import PerceptualHessian
+from navcuda.metrics.perceptual import PixelMSE, RandomFeatureLPIPS
+from navcuda.models.stylegan2 import Generator, GeneratorConfig
+
+LAYER = "convs.3"  # 16x16 plain conv, 4 -> 4 channels: 144 weights
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def gen64():
+    # python_tests/conftest.py's tiny_config with fewer channels (a module-scoped fixture cannot
+    # use the function-scoped tiny_config fixture)
+    cfg = GeneratorConfig(
+        resolution=16, z_dim=32, w_dim=32, n_mlp=2, channel_map={4: 8, 8: 6, 16: 4}
+    )
+    torch.manual_seed(0)
+    g = Generator(cfg).eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise.weight") or name.endswith("bias") and "modulation" not in name:
+                p.normal_(0, 0.1)
+    g = g.double()
+    ws = g.mapping(torch.randn(3, g.config.z_dim, dtype=torch.float64)).detach()
+    return g, ws
+
+
+def _metric(name):
+    if name == "pixel":
+        return PixelMSE()
+    return RandomFeatureLPIPS(seed=0, channels=(8, 16)).double()
+
+
+@pytest.fixture(scope="module", params=["pixel", "random-vgg"])
+def hess(request, gen64):
+    g, ws = gen64
+    return PerceptualHessian(g, LAYER, ws, _metric(request.param), batch_size=64, resize=8)
+
+
+def _unit_block(h, m, seed):
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(m, *h.shape, generator=gen, dtype=torch.float64)
+    return v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+
+
+def test_gradient_vanishes_at_zero_shift(hess):
+    g0 = hess.grad(torch.zeros(hess.shape, dtype=torch.float64))
+    assert g0.shape == hess.shape and g0.abs().max() == 0
+    assert hess.loss(torch.zeros(hess.shape, dtype=torch.float64)).item() == 0
+
+
+@pytest.mark.parametrize("mode", ["double-backward", "forward"])
+def test_gn_equals_autograd_hessian_at_zero(hess, mode, monkeypatch):
+    if mode == "forward":
+        # forward-mode AD needs the pure-torch ops (the native bias_act has no jvp rule)
+        monkeypatch.setenv("NAVCUDA_IMPL", "ref")
+    V = _unit_block(hess, 3, seed=1)
+    gn = hess.hvp_gn(V, mode=mode)
+    zero = torch.zeros(hess.shape, dtype=torch.float64)
+    ref = torch.stack([torch.autograd.functional.hvp(hess.loss, zero, v)[1] for v in V])
+    # Both are exact at delta = 0 (the residual is exactly 0, so the non-GN term of the full
+    # Hessian is exactly 0): they differ by float64 rounding only (~1e-15 relative).
+    assert _rel(gn, ref) < 1e-10
+
+
+def test_gn_auto_picks_a_working_mode(hess):
+    hess.gn_mode_used = None
+    V = _unit_block(hess, 2, seed=2)
+    gn = hess.hvp_gn(V)
+    assert hess.gn_mode_used in ("forward", "double-backward")
+    assert _rel(gn, hess.hvp_gn(V, mode="double-backward")) < 1e-12
+
+
+def test_gn_auto_rejects_a_mode_that_silently_drops_derivatives(gen64, monkeypatch):
+    g, ws = gen64
+    h = PerceptualHessian(g, LAYER, ws, PixelMSE(), batch_size=64, resize=None)
+    real = h._gn
+
+    def broken(v, mode):  # e.g. torch.func.jvp through a custom op: zero tangents, no error
+        return torch.zeros_like(v) if mode == "forward" else real(v, mode)
+
+    monkeypatch.setattr(h, "_gn", broken)
+    V = _unit_block(h, 2, seed=7)
+    hv = h.hvp_gn(V)
+    assert h.gn_mode_used == "double-backward"
+    assert _rel(hv, real(V, "double-backward")) < 1e-12
+
+
+def test_fd_converges_to_gn(hess):
+    V = _unit_block(hess, 2, seed=3)
+    gn = hess.hvp_gn(V)
+    # Once no leaky-ReLU/ReLU unit flips sign between -eps v and +eps v the central difference
+    # error is the smooth O(eps^2) truncation: a 3x smaller eps gives a ~9x smaller error.
+    errs = [_rel(hess.hvp_fd(V, eps=e), gn) for e in (3e-4, 1e-4, 3.33e-5)]
+    assert errs[0] < 1e-6
+    assert errs[1] < errs[0] / 5 and errs[2] < errs[1] / 5, errs
+    # The paper's eps = 0.1 crosses activation kinks (the error then decays only ~linearly in
+    # eps and is not small on this tiny 8x8 metric input: 3-30 %); a sanity bound only.
+    assert _rel(hess.hvp_fd(V, eps=0.1), gn) < 0.5
+
+
+def test_batched_fd_equals_sequential_reference(hess):
+    V = _unit_block(hess, 2, seed=4) * torch.tensor([1.0, 3.0], dtype=torch.float64).view(
+        -1, 1, 1, 1, 1
+    )
+    for normalize in (False, True):
+        fd = hess.hvp_fd(V, eps=0.1, normalize=normalize)
+        ref = hess.hvp_reference(V, eps=0.1, normalize=normalize)
+        assert _rel(fd, ref) < 1e-10
+    # normalize=True is the paper's eq. (4): divided by ||v|| as well
+    norms = V.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(hess.hvp_fd(V, normalize=True), hess.hvp_fd(V) / norms)
+    # one vector in, one vector out
+    assert hess.hvp_reference(V[0]).shape == hess.shape
+
+
+def test_chunking_does_not_change_results(gen64):
+    g, ws = gen64
+    V = torch.randn(3, 4, 4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    out = []
+    for bs in (1, 4, 64):
+        h = PerceptualHessian(g, LAYER, ws, _metric("random-vgg"), batch_size=bs, resize=8)
+        out.append((h.hvp_fd(V), h.hvp_gn(V), h.grad(0.1 * V)))
+    for other in out[1:]:
+        for a, b in zip(out[0], other, strict=True):
+            assert _rel(a, b) < 1e-12
+
+
+def test_explicit_hessian_is_symmetric_psd(gen64):
+    g, ws = gen64
+    h = PerceptualHessian(g, LAYER, ws, _metric("random-vgg"), batch_size=144, resize=8)
+    H = h.explicit_hessian(block=48)
+    assert H.shape == (144, 144)
+    assert _rel(H, H.t()) < 1e-12
+    ev = torch.linalg.eigvalsh((H + H.t()) / 2)
+    assert ev[-1] > 0 and ev[0] > -1e-12 * ev[-1]
+    # columns are H e_j
+    e = torch.zeros(144, dtype=torch.float64)
+    e[17] = 1
+    torch.testing.assert_close(H[:, 17], h.hvp_gn(e.view(h.shape)).flatten())
+    with pytest.raises(ValueError, match="max_params"):
+        h.explicit_hessian(max_params=100)
+
+
+def test_float32_generator(tiny_generator):
+    ws = tiny_generator.mapping(torch.randn(2, 32)).detach()
+    h = PerceptualHessian(
+        tiny_generator, "convs.1", ws, RandomFeatureLPIPS(channels=(8,)), batch_size=8
+    )
+    V = torch.randn(2, *h.shape)
+    V = V / V.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+    gn = h.hvp_gn(V)
+    assert gn.dtype == torch.float32 and torch.isfinite(gn).all()
+    assert _rel(h.hvp_fd(V, eps=1e-2), gn) < 0.1
+    d = h.describe()
+    assert d["layer"] == "convs.1" and d["resize"] == 64 and d["metric"]["name"] == "random-vgg"
+
+
+def test_non_quadratic_metric_falls_back_to_fd(gen64):
+    g, ws = gen64
+
+    class RootPixel(PixelMSE):
+        is_quadratic = False
+
+        def distance_from_features(self, fa, fb):
+            return super().distance_from_features(fa, fb).add(1e-12).sqrt()
+
+    h = PerceptualHessian(g, LAYER, ws[:1], RootPixel(), batch_size=64, resize=None)
+    V = _unit_block(h, 1, seed=6)
+    with pytest.warns(UserWarning, match="finite-difference"):
+        hv = h.hvp_gn(V)
+    assert h.gn_mode_used == "fd"
+    torch.testing.assert_close(hv, h.hvp_fd(V))
+
+
+def test_bad_inputs(gen64):
+    g, ws = gen64
+    h = PerceptualHessian(g, LAYER, ws[:1], PixelMSE(), batch_size=64, resize=None)
+    with pytest.raises(ValueError, match=r"must be \[m, 4, 4, 3, 3\]"):
+        h.hvp_fd(torch.zeros(2, 4, 4, 3))
+    with pytest.raises(ValueError, match=r"must be \[m, 4, 4, 3, 3\]"):
+        h.hvp_gn(torch.zeros(2, 4, 6, 3, 3, dtype=torch.float64))
+    bad = torch.zeros(1, 4, 4, 3, 3, dtype=torch.float64)
+    bad[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        h.hvp_gn(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        h.hvp_reference(bad)
+    with pytest.raises(ValueError, match="non-zero"):
+        h.hvp_fd(torch.zeros(1, 4, 4, 3, 3), normalize=True)
+    with pytest.raises(ValueError, match="eps"):
+        h.hvp_fd(torch.ones(1, 4, 4, 3, 3), eps=0)
+    with pytest.raises(ValueError, match="mode"):
+        h.hvp_gn(torch.ones(1, 4, 4, 3, 3), mode="jvp")
+    with pytest.raises(ValueError, match="cannot be shifted"):
+        PerceptualHessian(g, "to_rgbs.0", ws, PixelMSE())
+    with pytest.raises(KeyError, match="no layer"):
+        PerceptualHessian(g, "convs.99", ws, PixelMSE())
+    with pytest.raises(ValueError, match="noise_mode"):
+        PerceptualHessian(g, LAYER, ws, PixelMSE(), noise_mode="random")
+    with pytest.raises(ValueError, match="NaN"):
+        PerceptualHessian(g, LAYER, ws * float("nan"), PixelMSE())
+    with pytest.raises(ValueError, match="ws must be"):
+        PerceptualHessian(g, LAYER, ws[0], PixelMSE())
+    with pytest.raises(TypeError, match="metric"):
+        PerceptualHessian(g, LAYER, ws, lambda a, b: (a - b).square().mean())
+    with pytest.raises(ValueError, match="batch_size"):
+        PerceptualHessian(g, LAYER, ws, PixelMSE(), batch_size=0)
