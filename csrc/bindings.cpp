@@ -10,6 +10,7 @@
 
 #include "bias_act.h"
 #include "common.h"
+#include "modconv.h"
 #include "svd_shift.h"
 
 #if defined(NAVCUDA_WITH_CUDA)
@@ -146,5 +147,40 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.def("svd_shift_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_cuda"); });
   m.def("svd_shift_grad_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_grad_cuda"); });
+#endif
+
+  // ---------------------------------------------------------------- modconv (shifted_modconv)
+  m.def("modconv_demod_cpu", &navcuda::modconv_demod_cpu, nogil, arg("s"), arg("q0"), arg("q1"),
+        arg("q2"), arg("t"), arg("index"), arg("dcoef"), arg("batch"), arg("n_out"), arg("n_in"),
+        arg("n0"), arg("n_dir"), arg("dtype"), arg("scale2"),
+        "Demodulation coefficients of shifted modulated kernels; see csrc/modconv.h.");
+  m.def("modconv_demod_grad_cpu", &navcuda::modconv_demod_grad_cpu, nogil, arg("g"),
+        arg("dcoef"), arg("s"), arg("q0"), arg("q1"), arg("q2"), arg("t"), arg("index"),
+        arg("dn"), arg("ds"), arg("dt"), arg("dq0"), arg("dq1"), arg("dq2"), arg("batch"),
+        arg("n_out"), arg("n_in"), arg("n0"), arg("n_dir"), arg("dtype"), arg("scale2"));
+  m.def("modconv_epilogue_cpu", &navcuda::modconv_epilogue_cpu, nogil, arg("y0"), arg("y1"),
+        arg("t"), arg("dcoef"), arg("noise"), arg("noise_bstride"), arg("ns"), arg("bias"),
+        arg("out"), arg("batch"), arg("channels"), arg("hw"), arg("dtype"), arg("act"),
+        arg("alpha"), arg("gain"), arg("clamp"),
+        "out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain); see csrc/modconv.h.");
+  m.def("modconv_epilogue_grad_cpu", &navcuda::modconv_epilogue_grad_cpu, nogil, arg("dout"),
+        arg("out"), arg("y0"), arg("y1"), arg("t"), arg("dcoef"), arg("noise"),
+        arg("noise_bstride"), arg("dy0"), arg("dy1"), arg("dz"), arg("ddcoef"), arg("p_dz"),
+        arg("p_dzy1"), arg("p_dzn"), arg("batch"), arg("channels"), arg("hw"), arg("dtype"),
+        arg("act"), arg("alpha"), arg("gain"), arg("clamp"));
+  m.def("modconv_demod_dt_parts", &navcuda::modconv_demod_dt_parts, arg("n_in"),
+        "Columns of the dt partial sums written by modconv_demod_grad_{cpu,cuda}.");
+#if defined(NAVCUDA_WITH_CUDA)
+  m.def("modconv_demod_cuda", &navcuda::modconv_demod_cuda, nogil);
+  m.def("modconv_demod_grad_cuda", &navcuda::modconv_demod_grad_cuda, nogil);
+  m.def("modconv_epilogue_cuda", &navcuda::modconv_epilogue_cuda, nogil);
+  m.def("modconv_epilogue_grad_cuda", &navcuda::modconv_epilogue_grad_cuda, nogil);
+#else
+  m.def("modconv_demod_cuda", [](py::args, py::kwargs) { no_cuda("modconv_demod_cuda"); });
+  m.def("modconv_demod_grad_cuda",
+        [](py::args, py::kwargs) { no_cuda("modconv_demod_grad_cuda"); });
+  m.def("modconv_epilogue_cuda", [](py::args, py::kwargs) { no_cuda("modconv_epilogue_cuda"); });
+  m.def("modconv_epilogue_grad_cuda",
+        [](py::args, py::kwargs) { no_cuda("modconv_epilogue_grad_cuda"); });
 #endif
 }

@@ -7,10 +7,13 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "bias_act.h"
 #include "bias_act_kernels.cuh"
 #include "common.h"
+#include "modconv.h"
+#include "modconv_kernels.cuh"
 #include "svd_shift.h"
 #include "svd_shift_kernels.cuh"
 
@@ -112,6 +115,147 @@ void svd_shift_grad_emu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, s
                                                                         n_in, taps, rank, dtype);
 }
 
+// modconv kernels. `block` must be a power of two <= 256 (the shared-memory tree reductions).
+void modconv_check_block(const char* op, unsigned int block) {
+  NAVCUDA_CHECK(block > 0 && block <= 256 && (block & (block - 1)) == 0,
+                op << ": block must be a power of two <= 256, got " << block);
+}
+
+template <typename Fn>
+void emu_dispatch_bool(bool v, Fn&& fn) {
+  v ? fn(std::true_type{}) : fn(std::false_type{});
+}
+
+void modconv_demod_emu(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
+                       std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef,
+                       int64_t batch, int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir,
+                       int dtype, double scale2, unsigned int block) {
+  navcuda::modconv_demod_check_args("modconv_demod_emu", s, q0, q1, q2, t, batch, n_out, n_in, n0,
+                                    n_dir);
+  modconv_check_block("modconv_demod_emu", block);
+  if (batch * n_out == 0) return;
+  navcuda::dispatch_float(dtype, "modconv_demod_emu", [&](auto zero) {
+    using T = decltype(zero);
+    emu_dispatch_bool(t != 0, [&](auto has_t) {
+      navcuda_emu::launch(dim3(unsigned(n_out), unsigned(batch)), dim3(block),
+                          &navcuda::modconv_demod_kernel<T, decltype(has_t)::value>,
+                          as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1),
+                          as_ptr<const T>(q2), as_ptr<const T>(t), as_ptr<const long long>(index),
+                          as_ptr<T>(dcoef), (long long)n_out, (long long)n_in, (long long)n0,
+                          T(scale2));
+    });
+  });
+}
+
+// dt is written as partials [batch, ceil(n_in / block)].
+void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr_t s,
+                            std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
+                            std::uintptr_t t, std::uintptr_t index, std::uintptr_t dn,
+                            std::uintptr_t ds, std::uintptr_t dt, std::uintptr_t dq0,
+                            std::uintptr_t dq1, std::uintptr_t dq2, int64_t batch, int64_t n_out,
+                            int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2,
+                            unsigned int grid, unsigned int block) {
+  navcuda::modconv_demod_check_args("modconv_demod_grad_emu", s, q0, q1, q2, t, batch, n_out,
+                                    n_in, n0, n_dir);
+  modconv_check_block("modconv_demod_grad_emu", block);
+  NAVCUDA_CHECK(grid > 0, "modconv_demod_grad_emu: grid must be > 0");
+  if (batch * n_out == 0) return;
+  navcuda::dispatch_float(dtype, "modconv_demod_grad_emu", [&](auto zero) {
+    using T = decltype(zero);
+    const long long* idx = as_ptr<const long long>(index);
+    navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::modconv_demod_dn_kernel<T>,
+                        as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn),
+                        (long long)(batch * n_out), T(scale2));
+    if ((ds != 0 || dt != 0) && n_in > 0) {
+      emu_dispatch_bool(t != 0, [&](auto has_t) {
+        navcuda_emu::launch(dim3(unsigned((n_in + block - 1) / block), unsigned(batch)),
+                            dim3(block),
+                            &navcuda::modconv_demod_grad_s_kernel<T, decltype(has_t)::value>,
+                            as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(q0),
+                            as_ptr<const T>(q1), as_ptr<const T>(q2), as_ptr<const T>(t), idx,
+                            as_ptr<T>(ds), as_ptr<T>(dt), (long long)n_out, (long long)n_in,
+                            (long long)n0);
+      });
+    }
+    const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
+    for (int mode = 0; mode < 3; ++mode) {
+      if (dqs[mode] == 0) continue;
+      navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::modconv_demod_grad_q_kernel<T>,
+                          as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(t), idx,
+                          as_ptr<T>(dqs[mode]), (long long)(mode == 0 ? n0 : n_dir),
+                          (long long)batch, (long long)n_out, (long long)n_in, (long long)n0,
+                          mode);
+    }
+  });
+}
+
+void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
+                          std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
+                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
+                          int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
+                          double alpha, double gain, double clamp, unsigned int grid,
+                          unsigned int block) {
+  navcuda::modconv_epilogue_check_args("modconv_epilogue_emu", y0, y1, t, noise, ns,
+                                       noise_bstride, batch, channels, hw, act);
+  NAVCUDA_CHECK(grid > 0 && block > 0, "modconv_epilogue_emu: grid and block must be > 0");
+  const long long n = batch * channels * hw;
+  if (n == 0) return;
+  navcuda::dispatch_float(dtype, "modconv_epilogue_emu", [&](auto zero) {
+    using T = decltype(zero);
+    navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
+      emu_dispatch_bool(y1 != 0, [&](auto has_y1) {
+        emu_dispatch_bool(noise != 0, [&](auto has_noise) {
+          navcuda_emu::launch(
+              dim3(grid), dim3(block),
+              &navcuda::modconv_epilogue_kernel<T, decltype(act_c)::value,
+                                                decltype(clamp_c)::value, decltype(has_y1)::value,
+                                                decltype(has_noise)::value>,
+              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
+              as_ptr<const T>(dcoef), as_ptr<const T>(noise), (long long)noise_bstride,
+              as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out), n, (long long)channels,
+              (long long)hw, T(alpha), T(gain), T(clamp));
+        });
+      });
+    });
+  });
+}
+
+void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+                               std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
+                               std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
+                               std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
+                               std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
+                               int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
+                               double alpha, double gain, double clamp, unsigned int grid,
+                               unsigned int block) {
+  navcuda::modconv_epilogue_check_args("modconv_epilogue_grad_emu", y0, y1, t, noise, noise,
+                                       noise_bstride, batch, channels, hw, act);
+  modconv_check_block("modconv_epilogue_grad_emu", block);
+  NAVCUDA_CHECK(grid > 0, "modconv_epilogue_grad_emu: grid must be > 0");
+  if (batch * channels * hw == 0) return;
+  navcuda::dispatch_float(dtype, "modconv_epilogue_grad_emu", [&](auto zero) {
+    using T = decltype(zero);
+    navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
+      emu_dispatch_bool(y1 != 0, [&](auto has_y1) {
+        emu_dispatch_bool(noise != 0, [&](auto has_noise) {
+          navcuda_emu::launch(
+              dim3(grid), dim3(block),
+              &navcuda::modconv_epilogue_grad_kernel<T, decltype(act_c)::value,
+                                                     decltype(clamp_c)::value,
+                                                     decltype(has_y1)::value,
+                                                     decltype(has_noise)::value>,
+              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+              as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+              as_ptr<T>(p_dzn), (long long)(batch * channels), (long long)channels,
+              (long long)hw, T(alpha), T(gain), T(clamp));
+        });
+      });
+    });
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C_emu, m) {
@@ -130,4 +274,8 @@ PYBIND11_MODULE(_C_emu, m) {
   m.def("svd_shift_grad_emu", &svd_shift_grad_emu, nogil, arg("g"), arg("u"), arg("vh"), arg("e"),
         arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
         arg("config"));
+  m.def("modconv_demod_emu", &modconv_demod_emu, nogil);
+  m.def("modconv_demod_grad_emu", &modconv_demod_grad_emu, nogil);
+  m.def("modconv_epilogue_emu", &modconv_epilogue_emu, nogil);
+  m.def("modconv_epilogue_grad_emu", &modconv_epilogue_grad_emu, nogil);
 }

@@ -8,11 +8,23 @@ from navcuda.ops.modulated_conv2d import (
     ref_modulated_conv2d,
     ref_modulated_weight,
 )
+from navcuda.ops.shifted_modconv import (
+    PerSampleShift,
+    SharedShift,
+    SplitShift,
+    SVDShift,
+    ref_shifted_modconv,
+    shifted_modconv,
+)
 from navcuda.ops.svd_shift import ref_svd_shift, svd_shift
 from navcuda.ops.upfirdn2d import make_filter, ref_upfirdn2d, upfirdn2d
 
 __all__ = [
     "NativeFallbackWarning",
+    "PerSampleShift",
+    "SVDShift",
+    "SharedShift",
+    "SplitShift",
     "bias_act",
     "has_cuda",
     "make_filter",
@@ -20,8 +32,10 @@ __all__ = [
     "ref_bias_act",
     "ref_modulated_conv2d",
     "ref_modulated_weight",
+    "ref_shifted_modconv",
     "ref_svd_shift",
     "ref_upfirdn2d",
+    "shifted_modconv",
     "svd_shift",
     "upfirdn2d",
 ]

@@ -111,3 +111,22 @@ def _register_builtin_cases() -> None:
         y = svd_shift(w, u, vh, t, d, impl=impl)
         gw, gt, gd = torch.autograd.grad(y.square().sum(), [w, t, d])
         return [y, gw, gt, gd]
+
+    @register_case("shifted_modconv")
+    def _shifted_modconv(dev: torch.device, impl: str) -> list[torch.Tensor]:
+        from navcuda.ops.shifted_modconv import SplitShift, shifted_modconv
+
+        g = torch.Generator().manual_seed(2)
+        x = torch.randn(4, 5, 6, 6, generator=g).to(dev).requires_grad_(True)
+        w = torch.randn(6, 5, 3, 3, generator=g).to(dev).requires_grad_(True)
+        s = (torch.randn(4, 5, generator=g) + 1.0).to(dev).requires_grad_(True)
+        delta = (0.3 * torch.randn(2, 6, 5, 3, 3, generator=g)).to(dev).requires_grad_(True)
+        t = torch.randn(4, generator=g).to(dev).requires_grad_(True)
+        index = torch.tensor([0, 1, 1, 0], device=dev)
+        noise = torch.randn(4, 1, 6, 6, generator=g).to(dev)
+        bias = torch.randn(6, generator=g).to(dev).requires_grad_(True)
+        y = shifted_modconv(x, w, s, SplitShift(delta, t, index), noise=noise,
+                            noise_strength=0.1, bias=bias, clamp=2.0, strategy="split",
+                            impl=impl)  # fmt: skip
+        grads = torch.autograd.grad(y.square().sum(), [x, w, s, delta, t, bias])
+        return [y, *grads]

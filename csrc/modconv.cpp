@@ -1,0 +1,346 @@
+// CPU kernels for modconv: OpenMP over (sample, channel) planes or rows, contiguous inner loops
+// marked `omp simd` so the compiler vectorises them (the branches on loop-invariant flags are
+// compile-time template parameters).
+// GCC keeps a branch per element for `v > 0 ? v : v * alpha` (and the clamp) under the default
+// -ftrapping-math, because an ordered comparison may raise FE_INVALID on NaN: the epilogue loops
+// then run ~20x slower on random signs. FP exception flags are not part of this module's contract,
+// so they are relaxed for this file only (values are unchanged). Must precede the includes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#include "modconv.h"
+
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+namespace navcuda {
+namespace {
+
+// Parallelise only when there is enough work to pay for waking the threads.
+constexpr int64_t kParallelMin = 1 << 15;
+
+template <typename Fn>
+void dispatch_bool(bool v, Fn&& fn) {
+  v ? fn(std::true_type{}) : fn(std::false_type{});
+}
+
+// ------------------------------------------------------------------------------- demodulation
+
+template <typename T, bool kHasT>
+void demod_kernel(const T* __restrict s, const T* __restrict q0, const T* __restrict q1,
+                  const T* __restrict q2, const T* __restrict t, const long long* index,
+                  T* __restrict dcoef, int64_t batch, int64_t n_out, int64_t n_in, int64_t n0,
+                  T scale2) {
+  const int64_t rows = batch * n_out;
+#pragma omp parallel for schedule(static) if (rows * n_in >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / n_out, o = r % n_out;
+    const T* sr = s + b * n_in;
+    const T* q0r = q0 + (modconv_q0_row(b, n0) * n_out + o) * n_in;
+    T acc = T(0);
+    if constexpr (kHasT) {
+      const int64_t k = modconv_dir_row(index, b);
+      const T* q1r = q1 + (k * n_out + o) * n_in;
+      const T* q2r = q2 + (k * n_out + o) * n_in;
+      const T tb = t[b];
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < n_in; ++i) {
+        acc += sr[i] * sr[i] * (q0r[i] + tb * (T(2) * q1r[i] + tb * q2r[i]));
+      }
+    } else {
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < n_in; ++i) acc += sr[i] * sr[i] * q0r[i];
+    }
+    dcoef[r] = modconv_rsqrt(scale2 * acc + T(kDemodEps));
+  }
+}
+
+// ds and the tile partials of dt: one work item per (sample, tile of kModconvTile channels).
+template <typename T, bool kHasT>
+void demod_grad_s_kernel(const T* __restrict dn, const T* __restrict s, const T* __restrict q0,
+                         const T* __restrict q1, const T* __restrict q2, const T* __restrict t,
+                         const long long* index, T* __restrict ds, T* __restrict dt_part,
+                         int64_t batch, int64_t n_out, int64_t n_in, int64_t n0) {
+  const int64_t tiles = modconv_demod_dt_parts(n_in);
+  const int64_t items = batch * tiles;
+#pragma omp parallel for schedule(static) if (batch * n_out * n_in >= kParallelMin)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t b = it / tiles, tile = it % tiles;
+    const int64_t i0 = tile * kModconvTile;
+    const int64_t len = (i0 + kModconvTile <= n_in ? kModconvTile : n_in - i0);
+    T acc[kModconvTile] = {};
+    T acc_t[kModconvTile] = {};
+    const T* dnr = dn + b * n_out;
+    const T* q0b = q0 + modconv_q0_row(b, n0) * n_out * n_in + i0;
+    if constexpr (kHasT) {
+      const int64_t k = modconv_dir_row(index, b);
+      const T* q1b = q1 + k * n_out * n_in + i0;
+      const T* q2b = q2 + k * n_out * n_in + i0;
+      const T tb = t[b];
+      for (int64_t o = 0; o < n_out; ++o) {
+        const T d = dnr[o];
+        const T* a0 = q0b + o * n_in;
+        const T* a1 = q1b + o * n_in;
+        const T* a2 = q2b + o * n_in;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) {
+          acc[j] += d * (a0[j] + tb * (T(2) * a1[j] + tb * a2[j]));
+          acc_t[j] += d * (a1[j] + tb * a2[j]);
+        }
+      }
+    } else {
+      for (int64_t o = 0; o < n_out; ++o) {
+        const T d = dnr[o];
+        const T* a0 = q0b + o * n_in;
+#pragma omp simd
+        for (int64_t j = 0; j < len; ++j) acc[j] += d * a0[j];
+      }
+    }
+    const T* sr = s + b * n_in + i0;
+    if (ds) {
+      for (int64_t j = 0; j < len; ++j) ds[b * n_in + i0 + j] = T(2) * sr[j] * acc[j];
+    }
+    if (dt_part) {
+      T sum = T(0);
+      for (int64_t j = 0; j < len; ++j) sum += T(2) * sr[j] * sr[j] * acc_t[j];
+      dt_part[b * tiles + tile] = sum;
+    }
+  }
+}
+
+// dq[r, o, :] = sum_{b: row(b) = r} w_b dn[b,o] s2[b, :]; mode as in modconv_kernels.cuh.
+template <typename T>
+void demod_grad_q_kernel(const T* __restrict dn, const T* __restrict s2, const T* __restrict t,
+                         const long long* index, T* __restrict dq, int64_t rows, int64_t batch,
+                         int64_t n_out, int64_t n_in, int64_t n0, int mode) {
+  const int64_t items = rows * n_out;
+#pragma omp parallel for schedule(static) if (items * n_in >= kParallelMin)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t r = it / n_out, o = it % n_out;
+    T* dst = dq + it * n_in;
+    for (int64_t i = 0; i < n_in; ++i) dst[i] = T(0);
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t rb = mode == 0 ? modconv_q0_row(b, n0) : modconv_dir_row(index, b);
+      if (rb != r) continue;
+      const T w = mode == 0 ? T(1) : (mode == 1 ? T(2) * t[b] : t[b] * t[b]);
+      const T coef = w * dn[b * n_out + o];
+      const T* sr = s2 + b * n_in;
+#pragma omp simd
+      for (int64_t i = 0; i < n_in; ++i) dst[i] += coef * sr[i];
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------- epilogue
+
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __restrict t,
+                     const T* __restrict dcoef, const T* __restrict noise, int64_t noise_bstride,
+                     const T* __restrict ns, const T* __restrict bias, T* __restrict out,
+                     int64_t batch, int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+  const int64_t planes = batch * channels;
+  const T nsv = kHasNoise ? ns[0] : T(0);
+#pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int64_t b = p / channels, c = p % channels;
+    const T d = dcoef ? dcoef[p] : T(1);
+    const T bv = bias ? bias[c] : T(0);
+    const T tb = kHasY1 ? t[b] : T(0);
+    const T* a = y0 + p * hw;
+    const T* a1 = kHasY1 ? y1 + p * hw : nullptr;
+    const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
+    T* dst = out + p * hw;
+#pragma omp simd
+    for (int64_t j = 0; j < hw; ++j) {
+      T v = a[j];
+      if constexpr (kHasY1) v += tb * a1[j];
+      v *= d;
+      if constexpr (kHasNoise) v += nsv * nz[j];
+      v += bv;
+      v = modconv_act<T, kAct>(v, alpha, gain);
+      dst[j] = kClamp ? modconv_clamp(v, clamp) : v;
+    }
+  }
+}
+
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kWriteDz>
+void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, const T* __restrict y0,
+                          const T* __restrict y1, const T* __restrict t, const T* __restrict dcoef,
+                          const T* __restrict noise, int64_t noise_bstride, T* __restrict dy0,
+                          T* __restrict dy1, T* __restrict dz_out, T* __restrict ddcoef,
+                          T* __restrict p_dz, T* __restrict p_dzy1, T* __restrict p_dzn,
+                          int64_t batch, int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+  const int64_t planes = batch * channels;
+#pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int64_t b = p / channels;
+    const T d = dcoef ? dcoef[p] : T(1);
+    const T tb = kHasY1 ? t[b] : T(0);
+    const T dtb = d * tb;
+    const int64_t base = p * hw;
+    const T* g = dout + base;
+    const T* yo = out + base;
+    const T* a = y0 + base;
+    const T* a1 = kHasY1 ? y1 + base : nullptr;
+    const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
+    T* g0 = dy0 + base;
+    T* g1 = kHasY1 ? dy1 + base : nullptr;
+    T* gz = kWriteDz ? dz_out + base : nullptr;
+    T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
+#pragma omp simd reduction(+ : s_dz, s_dzy, s_dzy1, s_dzn)
+    for (int64_t j = 0; j < hw; ++j) {
+      const T dz = modconv_act_grad<T, kAct, kClamp>(g[j], yo[j], alpha, gain, clamp);
+      g0[j] = dz * d;
+      if constexpr (kWriteDz) gz[j] = dz;
+      s_dz += dz;
+      T yv = a[j];
+      if constexpr (kHasY1) {
+        const T y1v = a1[j];
+        g1[j] = dz * dtb;
+        s_dzy1 += dz * y1v;
+        yv += tb * y1v;
+      }
+      s_dzy += dz * yv;
+      if constexpr (kHasNoise) s_dzn += dz * nz[j];
+    }
+    if (p_dz) p_dz[p] = s_dz;
+    if (ddcoef) ddcoef[p] = s_dzy;
+    if (p_dzy1) p_dzy1[p] = s_dzy1;
+    if (p_dzn) p_dzn[p] = s_dzn;
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------- entry points
+
+void modconv_demod_cpu(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
+                       std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,
+                       int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir, int dtype,
+                       double scale2) {
+  modconv_demod_check_args("modconv_demod_cpu", s, q0, q1, q2, t, batch, n_out, n_in, n0, n_dir);
+  if (batch * n_out == 0) return;
+  NAVCUDA_CHECK(dcoef != 0, "modconv_demod_cpu: null output pointer");
+  dispatch_float(dtype, "modconv_demod_cpu", [&](auto zero) {
+    using T = decltype(zero);
+    dispatch_bool(t != 0, [&](auto has_t) {
+      demod_kernel<T, decltype(has_t)::value>(as_ptr<const T>(s), as_ptr<const T>(q0),
+                                              as_ptr<const T>(q1), as_ptr<const T>(q2),
+                                              as_ptr<const T>(t), as_ptr<const long long>(index),
+                                              as_ptr<T>(dcoef), batch, n_out, n_in, n0, T(scale2));
+    });
+  });
+}
+
+void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr_t s,
+                            std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
+                            std::uintptr_t t, std::uintptr_t index, std::uintptr_t dn,
+                            std::uintptr_t ds, std::uintptr_t dt, std::uintptr_t dq0,
+                            std::uintptr_t dq1, std::uintptr_t dq2, int64_t batch, int64_t n_out,
+                            int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2) {
+  modconv_demod_check_args("modconv_demod_grad_cpu", s, q0, q1, q2, t, batch, n_out, n_in, n0,
+                           n_dir);
+  NAVCUDA_CHECK(t != 0 || (dt == 0 && dq1 == 0 && dq2 == 0),
+                "modconv_demod_grad_cpu: dt/dq1/dq2 need q1, q2 and t");
+  NAVCUDA_CHECK(batch * n_out == 0 || (g != 0 && dcoef != 0 && dn != 0),
+                "modconv_demod_grad_cpu: null g, dcoef or dn");
+  dispatch_float(dtype, "modconv_demod_grad_cpu", [&](auto zero) {
+    using T = decltype(zero);
+    const T* gp = as_ptr<const T>(g);
+    const T* dp = as_ptr<const T>(dcoef);
+    T* dnp = as_ptr<T>(dn);
+    const T sc = T(scale2);
+    for (int64_t e = 0; e < batch * n_out; ++e) {
+      const T d = dp[e];
+      dnp[e] = T(-0.5) * sc * gp[e] * d * d * d;
+    }
+    const long long* idx = as_ptr<const long long>(index);
+    if (ds != 0 || dt != 0) {
+      dispatch_bool(t != 0, [&](auto has_t) {
+        demod_grad_s_kernel<T, decltype(has_t)::value>(
+            dnp, as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
+            as_ptr<const T>(t), idx, as_ptr<T>(ds), as_ptr<T>(dt), batch, n_out, n_in, n0);
+      });
+    }
+    if (dq0 != 0 || dq1 != 0 || dq2 != 0) {
+      std::vector<T> s2(static_cast<size_t>(batch * n_in));
+      const T* sp = as_ptr<const T>(s);
+      for (int64_t e = 0; e < batch * n_in; ++e) s2[e] = sp[e] * sp[e];
+      const T* tp = as_ptr<const T>(t);
+      if (dq0)
+        demod_grad_q_kernel<T>(dnp, s2.data(), tp, idx, as_ptr<T>(dq0), n0, batch, n_out, n_in, n0,
+                               0);
+      if (dq1)
+        demod_grad_q_kernel<T>(dnp, s2.data(), tp, idx, as_ptr<T>(dq1), n_dir, batch, n_out, n_in,
+                               n0, 1);
+      if (dq2)
+        demod_grad_q_kernel<T>(dnp, s2.data(), tp, idx, as_ptr<T>(dq2), n_dir, batch, n_out, n_in,
+                               n0, 2);
+    }
+  });
+}
+
+void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
+                          std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
+                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
+                          int64_t channels, int64_t hw, int dtype, int act, double alpha,
+                          double gain, double clamp) {
+  modconv_epilogue_check_args("modconv_epilogue_cpu", y0, y1, t, noise, ns, noise_bstride, batch,
+                              channels, hw, act);
+  if (batch * channels * hw == 0) return;
+  NAVCUDA_CHECK(out != 0, "modconv_epilogue_cpu: null output pointer");
+  dispatch_float(dtype, "modconv_epilogue_cpu", [&](auto zero) {
+    using T = decltype(zero);
+    dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
+      dispatch_bool(y1 != 0, [&](auto has_y1) {
+        dispatch_bool(noise != 0, [&](auto has_noise) {
+          epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                          decltype(has_y1)::value, decltype(has_noise)::value>(
+              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+              as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns), as_ptr<const T>(bias),
+              as_ptr<T>(out), batch, channels, hw, T(alpha), T(gain), T(clamp));
+        });
+      });
+    });
+  });
+}
+
+void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+                               std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
+                               std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
+                               std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
+                               std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
+                               int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
+                               double alpha, double gain, double clamp) {
+  // ns is not needed by the gradient; pass noise as its own "strength" for the pairing check.
+  modconv_epilogue_check_args("modconv_epilogue_grad_cpu", y0, y1, t, noise, noise, noise_bstride,
+                              batch, channels, hw, act);
+  if (batch * channels * hw == 0) return;
+  NAVCUDA_CHECK(dout != 0 && out != 0 && dy0 != 0,
+                "modconv_epilogue_grad_cpu: null dout, out or dy0");
+  NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cpu: dy1 is required with y1");
+  NAVCUDA_CHECK(ddcoef == 0 || dcoef != 0, "modconv_epilogue_grad_cpu: ddcoef needs dcoef");
+  dispatch_float(dtype, "modconv_epilogue_grad_cpu", [&](auto zero) {
+    using T = decltype(zero);
+    dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
+      dispatch_bool(y1 != 0, [&](auto has_y1) {
+        dispatch_bool(noise != 0, [&](auto has_noise) {
+          dispatch_bool(dz != 0, [&](auto write_dz) {
+            epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                 decltype(has_y1)::value, decltype(has_noise)::value,
+                                 decltype(write_dz)::value>(
+                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+                as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+                as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
+          });
+        });
+      });
+    });
+  });
+}
+
+}  // namespace navcuda

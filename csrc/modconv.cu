@@ -1,0 +1,167 @@
+// CUDA launchers for modconv (kernel bodies in modconv_kernels.cuh).
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "modconv.h"
+#include "modconv_kernels.cuh"
+
+namespace navcuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kDemodThreads = 128;
+constexpr long long kMaxBlocks = 65535LL * 4;
+
+unsigned int num_blocks(long long n, int threads = kThreads) {
+  long long blocks = (n + threads - 1) / threads;
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+void check_launch(const char* op) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw_runtime(NAVCUDA_MSG(op << ": CUDA kernel launch failed: " << cudaGetErrorName(err) << ": "
+                                 << cudaGetErrorString(err)));
+  }
+}
+
+template <typename Fn>
+void dispatch_bool(bool v, Fn&& fn) {
+  v ? fn(std::true_type{}) : fn(std::false_type{});
+}
+
+}  // namespace
+
+static_assert(kModconvTile <= kModconvMaxThreads, "demod tile exceeds the reduction buffer");
+
+void modconv_demod_cuda(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
+                        std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,
+                        int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir, int dtype,
+                        double scale2, std::uintptr_t stream) {
+  modconv_demod_check_args("modconv_demod_cuda", s, q0, q1, q2, t, batch, n_out, n_in, n0, n_dir);
+  if (batch * n_out == 0) return;
+  NAVCUDA_CHECK(batch <= 65535, "modconv_demod_cuda: batch must be <= 65535");
+  auto st = reinterpret_cast<cudaStream_t>(stream);
+  const dim3 grid(static_cast<unsigned int>(n_out), static_cast<unsigned int>(batch));
+  dispatch_float(dtype, "modconv_demod_cuda", [&](auto zero) {
+    using T = decltype(zero);
+    dispatch_bool(t != 0, [&](auto has_t) {
+      modconv_demod_kernel<T, decltype(has_t)::value><<<grid, kDemodThreads, 0, st>>>(
+          as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
+          as_ptr<const T>(t), as_ptr<const long long>(index), as_ptr<T>(dcoef), n_out, n_in, n0,
+          T(scale2));
+    });
+  });
+  check_launch("modconv_demod_cuda");
+}
+
+void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr_t s,
+                             std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
+                             std::uintptr_t t, std::uintptr_t index, std::uintptr_t dn,
+                             std::uintptr_t ds, std::uintptr_t dt, std::uintptr_t dq0,
+                             std::uintptr_t dq1, std::uintptr_t dq2, int64_t batch, int64_t n_out,
+                             int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2,
+                             std::uintptr_t stream) {
+  modconv_demod_check_args("modconv_demod_grad_cuda", s, q0, q1, q2, t, batch, n_out, n_in, n0,
+                           n_dir);
+  NAVCUDA_CHECK(t != 0 || (dt == 0 && dq1 == 0 && dq2 == 0),
+                "modconv_demod_grad_cuda: dt/dq1/dq2 need q1, q2 and t");
+  if (batch * n_out == 0) return;
+  NAVCUDA_CHECK(batch <= 65535, "modconv_demod_grad_cuda: batch must be <= 65535");
+  auto st = reinterpret_cast<cudaStream_t>(stream);
+  dispatch_float(dtype, "modconv_demod_grad_cuda", [&](auto zero) {
+    using T = decltype(zero);
+    const long long n = batch * n_out;
+    modconv_demod_dn_kernel<T><<<num_blocks(n), kThreads, 0, st>>>(
+        as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn), n, T(scale2));
+    const long long* idx = as_ptr<const long long>(index);
+    if ((ds != 0 || dt != 0) && n_in > 0) {
+      const dim3 grid(static_cast<unsigned int>(modconv_demod_dt_parts(n_in)),
+                      static_cast<unsigned int>(batch));
+      dispatch_bool(t != 0, [&](auto has_t) {
+        modconv_demod_grad_s_kernel<T, decltype(has_t)::value><<<grid, kModconvTile, 0, st>>>(
+            as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1),
+            as_ptr<const T>(q2), as_ptr<const T>(t), idx, as_ptr<T>(ds), as_ptr<T>(dt), n_out, n_in,
+            n0);
+      });
+    }
+    const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
+    for (int mode = 0; mode < 3; ++mode) {
+      if (dqs[mode] == 0) continue;
+      const long long rows = mode == 0 ? n0 : n_dir;
+      const long long m = rows * n_out * n_in;
+      if (m == 0) continue;
+      modconv_demod_grad_q_kernel<T><<<num_blocks(m), kThreads, 0, st>>>(
+          as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]),
+          rows, batch, n_out, n_in, n0, mode);
+    }
+  });
+  check_launch("modconv_demod_grad_cuda");
+}
+
+void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
+                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
+                           std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
+                           int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
+                           double alpha, double gain, double clamp, std::uintptr_t stream) {
+  modconv_epilogue_check_args("modconv_epilogue_cuda", y0, y1, t, noise, ns, noise_bstride, batch,
+                              channels, hw, act);
+  const long long n = batch * channels * hw;
+  if (n == 0) return;
+  auto st = reinterpret_cast<cudaStream_t>(stream);
+  dispatch_float(dtype, "modconv_epilogue_cuda", [&](auto zero) {
+    using T = decltype(zero);
+    dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
+      dispatch_bool(y1 != 0, [&](auto has_y1) {
+        dispatch_bool(noise != 0, [&](auto has_noise) {
+          modconv_epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                  decltype(has_y1)::value, decltype(has_noise)::value>
+              <<<num_blocks(n), kThreads, 0, st>>>(
+                  as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
+                  as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
+                  as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out), n, channels, hw,
+                  T(alpha), T(gain), T(clamp));
+        });
+      });
+    });
+  });
+  check_launch("modconv_epilogue_cuda");
+}
+
+void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+                                std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
+                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
+                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
+                                std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
+                                int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
+                                double alpha, double gain, double clamp, std::uintptr_t stream) {
+  modconv_epilogue_check_args("modconv_epilogue_grad_cuda", y0, y1, t, noise, noise, noise_bstride,
+                              batch, channels, hw, act);
+  const long long planes = batch * channels;
+  if (planes * hw == 0) return;
+  NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cuda: dy1 is required with y1");
+  auto st = reinterpret_cast<cudaStream_t>(stream);
+  const unsigned int blocks = static_cast<unsigned int>(planes < kMaxBlocks ? planes : kMaxBlocks);
+  dispatch_float(dtype, "modconv_epilogue_grad_cuda", [&](auto zero) {
+    using T = decltype(zero);
+    dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
+      dispatch_bool(y1 != 0, [&](auto has_y1) {
+        dispatch_bool(noise != 0, [&](auto has_noise) {
+          modconv_epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                       decltype(has_y1)::value, decltype(has_noise)::value>
+              <<<blocks, kThreads, 0, st>>>(
+                  as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                  as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                  as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+                  as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+                  as_ptr<T>(p_dzn), planes, channels, hw, T(alpha), T(gain), T(clamp));
+        });
+      });
+    });
+  });
+  check_launch("modconv_epilogue_grad_cuda");
+}
+
+}  // namespace navcuda

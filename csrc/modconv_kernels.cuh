@@ -1,0 +1,202 @@
+// CUDA kernel bodies for modconv (demodulation coefficients, fused epilogue, their gradients).
+// Launch code lives in modconv.cu; navcuda._C_emu runs the same bodies on the CPU (cuda_emu.h).
+//
+// Kept to the subset cuda_emu.h provides: __global__, blockIdx/threadIdx/blockDim/gridDim,
+// __syncthreads() and __shared__ arrays, plain arithmetic (no warp intrinsics, no atomics).
+// Reductions: a shared-memory tree over the threads of a block; blockDim.x must be a power of two
+// <= kModconvMaxThreads.
+#pragma once
+
+#include "modconv.h"
+
+namespace navcuda {
+
+constexpr int kModconvMaxThreads = 256;
+
+// Tree reduction of `buf[0..blockDim.x)` (power of two) into buf[0]; every thread must call it.
+template <typename T>
+__device__ __forceinline__ void modconv_block_sum(T* buf, int lanes) {
+  for (unsigned int half = blockDim.x / 2; half > 0; half >>= 1) {
+    if (threadIdx.x < half) {
+      for (int k = 0; k < lanes; ++k) {
+        buf[k * kModconvMaxThreads + threadIdx.x] +=
+            buf[k * kModconvMaxThreads + threadIdx.x + half];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// dcoef[b,o] for one (o = blockIdx.x, b = blockIdx.y): threads stride over the input channels.
+template <typename T, bool kHasT>
+__global__ void modconv_demod_kernel(const T* s, const T* q0, const T* q1, const T* q2, const T* t,
+                                     const long long* index, T* dcoef, long long n_out,
+                                     long long n_in, long long n0, T scale2) {
+  __shared__ T buf[kModconvMaxThreads];
+  const long long o = blockIdx.x;
+  const long long b = blockIdx.y;
+  const T* sr = s + b * n_in;
+  const T* q0r = q0 + (modconv_q0_row(b, n0) * n_out + o) * n_in;
+  T acc = T(0);
+  if (kHasT) {
+    const long long k = modconv_dir_row(index, b);
+    const T* q1r = q1 + (k * n_out + o) * n_in;
+    const T* q2r = q2 + (k * n_out + o) * n_in;
+    const T tb = t[b];
+    for (long long i = threadIdx.x; i < n_in; i += blockDim.x) {
+      acc += sr[i] * sr[i] * (q0r[i] + tb * (T(2) * q1r[i] + tb * q2r[i]));
+    }
+  } else {
+    for (long long i = threadIdx.x; i < n_in; i += blockDim.x) acc += sr[i] * sr[i] * q0r[i];
+  }
+  buf[threadIdx.x] = acc;
+  __syncthreads();
+  modconv_block_sum(buf, 1);
+  if (threadIdx.x == 0) dcoef[b * n_out + o] = modconv_rsqrt(scale2 * buf[0] + T(kDemodEps));
+}
+
+// dn[b,o] = -0.5 * scale2 * g * dcoef^3 (grid-stride over B*out).
+template <typename T>
+__global__ void modconv_demod_dn_kernel(const T* g, const T* dcoef, T* dn, long long n, T scale2) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const T d = dcoef[e];
+    dn[e] = T(-0.5) * scale2 * g[e] * d * d * d;
+  }
+}
+
+// ds[b,i] and the tile partial dt_part[b, blockIdx.x]: one thread per input channel i of the
+// tile blockIdx.x (tile width blockDim.x), sample b = blockIdx.y, looping over output channels.
+template <typename T, bool kHasT>
+__global__ void modconv_demod_grad_s_kernel(const T* dn, const T* s, const T* q0, const T* q1,
+                                            const T* q2, const T* t, const long long* index, T* ds,
+                                            T* dt_part, long long n_out, long long n_in,
+                                            long long n0) {
+  __shared__ T buf[kModconvMaxThreads];
+  const long long b = blockIdx.y;
+  const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const T* dnr = dn + b * n_out;
+  T acc = T(0), acc_t = T(0);
+  if (i < n_in) {
+    const T* q0c = q0 + modconv_q0_row(b, n0) * n_out * n_in + i;
+    if (kHasT) {
+      const long long k = modconv_dir_row(index, b);
+      const T* q1c = q1 + k * n_out * n_in + i;
+      const T* q2c = q2 + k * n_out * n_in + i;
+      const T tb = t[b];
+      for (long long o = 0; o < n_out; ++o) {
+        const T a1 = q1c[o * n_in], a2 = q2c[o * n_in];
+        acc += dnr[o] * (q0c[o * n_in] + tb * (T(2) * a1 + tb * a2));
+        acc_t += dnr[o] * (a1 + tb * a2);
+      }
+    } else {
+      for (long long o = 0; o < n_out; ++o) acc += dnr[o] * q0c[o * n_in];
+    }
+    const T si = s[b * n_in + i];
+    if (ds) ds[b * n_in + i] = T(2) * si * acc;
+    acc_t *= T(2) * si * si;
+  }
+  if (dt_part) {  // uniform over the block: every thread reaches the barriers
+    buf[threadIdx.x] = acc_t;
+    __syncthreads();
+    modconv_block_sum(buf, 1);
+    if (threadIdx.x == 0) dt_part[b * gridDim.x + blockIdx.x] = buf[0];
+  }
+}
+
+// dq[r,o,i] = sum_{b: row(b) = r} w_b dn[b,o] s[b,i]^2, grid-stride over rows*out*in elements.
+// mode 0: row(b) = r0(b), w_b = 1 (Q0); mode 1: row(b) = k(b), w_b = 2 t_b (Q1); mode 2: t_b^2.
+template <typename T>
+__global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
+                                            const long long* index, T* dq, long long rows,
+                                            long long batch, long long n_out, long long n_in,
+                                            long long n0, int mode) {
+  const long long n = rows * n_out * n_in;
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const long long i = e % n_in;
+    const long long o = (e / n_in) % n_out;
+    const long long r = e / (n_in * n_out);
+    T acc = T(0);
+    for (long long b = 0; b < batch; ++b) {
+      const long long rb = mode == 0 ? modconv_q0_row(b, n0) : modconv_dir_row(index, b);
+      if (rb != r) continue;
+      const T w = mode == 0 ? T(1) : (mode == 1 ? T(2) * t[b] : t[b] * t[b]);
+      const T sv = s[b * n_in + i];
+      acc += w * dn[b * n_out + o] * sv * sv;
+    }
+    dq[e] = acc;
+  }
+}
+
+// out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain), grid-stride over B*C*HW elements.
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+__global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
+                                        const T* noise, long long noise_bstride, const T* ns,
+                                        const T* bias, T* out, long long n, long long channels,
+                                        long long hw, T alpha, T gain, T clamp) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const long long plane = e / hw;
+    const long long b = plane / channels;
+    const long long c = plane % channels;
+    T v = y0[e];
+    if (kHasY1) v += t[b] * y1[e];
+    if (dcoef) v *= dcoef[plane];
+    if (kHasNoise) v += ns[0] * noise[b * noise_bstride + (e - plane * hw)];
+    if (bias) v += bias[c];
+    v = modconv_act<T, kAct>(v, alpha, gain);
+    out[e] = kClamp ? modconv_clamp(v, clamp) : v;
+  }
+}
+
+// Gradient of the epilogue: one block per (b, c) plane (grid-stride over planes), threads stride
+// over HW; the four per-plane sums are reduced in shared memory.
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+__global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const T* y0, const T* y1,
+                                             const T* t, const T* dcoef, const T* noise,
+                                             long long noise_bstride, T* dy0, T* dy1, T* dz_out,
+                                             T* ddcoef, T* p_dz, T* p_dzy1, T* p_dzn,
+                                             long long planes, long long channels, long long hw,
+                                             T alpha, T gain, T clamp) {
+  __shared__ T buf[4 * kModconvMaxThreads];
+  for (long long plane = blockIdx.x; plane < planes; plane += gridDim.x) {
+    const long long b = plane / channels;
+    const T d = dcoef ? dcoef[plane] : T(1);
+    const T tb = kHasY1 ? t[b] : T(0);
+    const long long base = plane * hw;
+    const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
+    T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
+    for (long long j = threadIdx.x; j < hw; j += blockDim.x) {
+      const long long e = base + j;
+      const T dz = modconv_act_grad<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
+      dy0[e] = dz * d;
+      if (dz_out) dz_out[e] = dz;
+      s_dz += dz;
+      T yv = y0[e];
+      if (kHasY1) {
+        const T y1v = y1[e];
+        if (dy1) dy1[e] = dz * d * tb;
+        s_dzy1 += dz * y1v;
+        yv += tb * y1v;
+      }
+      s_dzy += dz * yv;
+      if (kHasNoise) s_dzn += dz * nz[j];
+    }
+    buf[threadIdx.x] = s_dz;
+    buf[kModconvMaxThreads + threadIdx.x] = s_dzy;
+    buf[2 * kModconvMaxThreads + threadIdx.x] = s_dzy1;
+    buf[3 * kModconvMaxThreads + threadIdx.x] = s_dzn;
+    __syncthreads();
+    modconv_block_sum(buf, 4);
+    if (threadIdx.x == 0) {
+      if (p_dz) p_dz[plane] = buf[0];
+      if (ddcoef) ddcoef[plane] = buf[kModconvMaxThreads];
+      if (p_dzy1) p_dzy1[plane] = buf[2 * kModconvMaxThreads];
+      if (p_dzn) p_dzn[plane] = buf[3 * kModconvMaxThreads];
+    }
+    __syncthreads();  // buf is reused by the next plane
+  }
+}
+
+}  // namespace navcuda

@@ -1,0 +1,1083 @@
+"""StyleGAN2 modulated convolution with a per-sample weight shift, fused with its epilogue.
+
+Sample ``b`` uses the raw kernel ``W_b = W + t_b Delta_b`` (DESIGN.md section 3)::
+
+    w_b   = scale * W_b * s_b[None, :, None, None]                  scale = 1 / sqrt(in * kh * kw)
+    dcoef = (sum_{i,k} w_b[o, i, k]^2 + 1e-8)^(-1/2)                (1 without demodulation)
+    y_b   = conv(x_b, w_b * dcoef)     (up=2: transposed stride-2 conv, then the blur filter)
+    out   = clamp(act(y_b + noise_strength * noise + bias) * gain, -clamp, clamp)
+
+i.e. ``navcuda.models.stylegan2.StyledConv`` (modconv -> noise -> bias + lrelu * sqrt(2) -> clamp)
+in one call. The shift is one of (all mean ``W_b = W + t_b Delta_b``):
+
+- ``None``: no shift;
+- :class:`SharedShift` ``(delta [out, in, k, k])``: one shift for the whole batch (``t_b = 1``);
+- :class:`PerSampleShift` ``(delta [B, out, in, k, k])``: materialised per-sample shifts;
+- :class:`SVDShift` ``(u, s, vh, t, coeffs, index)``: ``Delta_b = unflatten(U diag(c_b/|c_b|) Vh)``
+  with ``c_b = coeffs[index[b]]`` (or ``coeffs[b]``), ``U diag(s) Vh`` the thin SVD of the
+  flattened kernel (:class:`navcuda.shift.LayerSpace` ``u, s, vh`` cast to ``x``'s dtype);
+- :class:`SplitShift` ``(delta [n_dir, out, in, k, k], t, index)``: few directions, many ``t``.
+
+Strategies (``strategy=``)
+--------------------------
+``"grouped"``
+    The reference arrangement: materialise ``W_b`` (``svd_shift`` for SVD shifts), one grouped
+    convolution with per-sample modulated kernels; demodulation from ``sum_taps W_b^2``. Always
+    correct, supports every shift.
+``"shared"`` (``None``, :class:`SharedShift`)
+    ``conv(x * s, scale (W + delta)) * dcoef``: one dense convolution and one dense weight
+    gradient; demodulation from ``Q0 = sum_taps (W + delta)^2 [out, in]`` contracted with ``s^2``.
+``"factorised"`` (:class:`SVDShift`)
+    ``conv(x * s, scale * U-kernel)`` (in -> r channels, U fixed), per-sample channel scaling by
+    ``sigma + t_b dhat_b``, a 1x1 convolution with ``Vh`` (r -> out), the blur after it for
+    ``up=2``. Requires ``W == unflatten(U diag(s) Vh)`` (checked once per weight version; a clear
+    error otherwise). The gradient w.r.t. ``W`` (when it requires one) is the dense weight
+    gradient of ``conv(x * s, .)`` plus the demodulation term. Demodulation norms are exact: from
+    the *distinct* shifts ``Delta_k`` actually used in the batch (materialised, one per distinct
+    direction): ``n = A + 2 t B_k + t^2 C_k`` with ``A = sum_taps W^2``,
+    ``B_k = sum_taps W Delta_k``, ``C_k = sum_taps Delta_k^2`` contracted with ``s^2``
+    (the same native kernel as ``split``).
+    A cheaper closed form does not exist for dense coefficients: every exact route costs about
+    ``K r out`` multiply-adds per distinct direction (materialising ``Delta_k``; or the Gram matrix
+    ``U^T diag(s_b^2) U`` per *sample*, ``K r^2``), so per distinct direction beats per sample.
+``"split"`` (:class:`SplitShift`; :class:`SVDShift` with its directions materialised)
+    ``y = conv(x * s, scale W) + t_b conv(x * s, scale Delta_{k_b})``: the base convolution over the
+    batch, each used direction convolved once over the samples that use it (grouped by ``index``);
+    demodulation ``n = A + 2 t B_k + t^2 C_k`` as above.
+
+``strategy="auto"`` picks (measurements below): ``None``/:class:`SharedShift` -> shared;
+:class:`PerSampleShift` -> grouped; :class:`SplitShift` -> split; :class:`SVDShift` ->
+factorised when ``W == U diag(s) Vh`` holds, otherwise grouped.
+
+Native pieces (``impl=``, see :mod:`navcuda.ops._native`)
+--------------------------------------------------------
+The convolutions run through torch (oneDNN / cuDNN). The native kernels of ``navcuda._C``
+(``csrc/modconv.{h,cpp,cu}``, CUDA bodies in ``csrc/modconv_kernels.cuh``) fuse what surrounds
+them: (1) the demodulation coefficients of all samples (``navcuda::modconv_demod`` and its
+gradient ``navcuda::modconv_demod_grad``), (2) the epilogue
+``clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain)`` in one pass over memory
+(``navcuda::modconv_epilogue``) and (3) its gradient w.r.t. ``y0, y1, t, dcoef, ns, bias`` (and
+``noise``) in one pass (``navcuda::modconv_epilogue_grad``). ``impl="ref"`` evaluates the same
+pieces in plain torch (:func:`ref_demod`, :func:`ref_epilogue`); :func:`ref_shifted_modconv` is the
+readable oracle (grouped reference conv + plain-torch epilogue). The native path supports first
+order gradients only (use ``impl="ref"`` for double backward).
+
+Measurements
+------------
+``benchmarks/bench_shifted_modconv.py`` times every strategy against the grouped reference in the
+same run; the ratios are in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from navcuda.ops import _native
+from navcuda.ops.svd_shift import ref_svd_shift, svd_shift
+from navcuda.ops.upfirdn2d import upfirdn2d
+
+__all__ = [
+    "PerSampleShift",
+    "SVDShift",
+    "SharedShift",
+    "SplitShift",
+    "STRATEGIES",
+    "choose_strategy",
+    "demod",
+    "epilogue",
+    "ref_demod",
+    "ref_epilogue",
+    "ref_shifted_modconv",
+    "shifted_modconv",
+]
+
+_OP = "shifted_modconv"
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_ACTS = {"linear": (0, 1.0), "lrelu": (1, math.sqrt(2.0))}
+STRATEGIES = ("grouped", "shared", "factorised", "split")
+DEMOD_EPS = 1e-8
+
+
+# ------------------------------------------------------------------------- shift specifications
+
+
+@dataclass(frozen=True)
+class SharedShift:
+    """Every sample uses ``W + delta``; ``delta [out, in, k, k]``."""
+
+    delta: torch.Tensor
+
+
+@dataclass(frozen=True)
+class PerSampleShift:
+    """Sample ``b`` uses ``W + delta[b]``; ``delta [B, out, in, k, k]`` (already times ``t``)."""
+
+    delta: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SVDShift:
+    """``W_b = W + t_b unflatten(U diag(c_b / |c_b|) Vh)``, ``c_b = coeffs[index[b]]``.
+
+    ``u [k*k*in, r]``, ``s [r]``, ``vh [r, out]``: the thin SVD of the flattened kernel
+    (constants, no gradient); ``t [B]``; ``coeffs [n_dir, r]`` (``[B, r]`` when ``index`` is
+    None); ``index [B]`` integer or None.
+    """
+
+    u: torch.Tensor
+    s: torch.Tensor
+    vh: torch.Tensor
+    t: torch.Tensor
+    coeffs: torch.Tensor
+    index: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SplitShift:
+    """``W_b = W + t_b delta[index[b]]``; ``delta [n_dir, out, in, k, k]``, ``t [B]``,
+    ``index [B]`` integer."""
+
+    delta: torch.Tensor
+    t: torch.Tensor
+    index: torch.Tensor
+
+
+_SUPPORTED = {
+    type(None): ("grouped", "shared"),
+    SharedShift: ("grouped", "shared", "split"),
+    PerSampleShift: ("grouped",),
+    SVDShift: (
+        "grouped",
+        "factorised",
+        "split",
+        "factorised-gram",
+        "factorised-directions",
+        "factorised-materialise",
+    ),
+    SplitShift: ("grouped", "split"),
+}
+
+
+# ------------------------------------------------------------------------- validation
+
+
+def _check_index(name: str, index: object, batch: int, n_rows: int, device: torch.device):
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{_OP}: {name} must be a torch.Tensor, got {type(index).__name__}")
+    if index.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{_OP}: {name} must have dtype int64 or int32, got {index.dtype}")
+    if tuple(index.shape) != (batch,):
+        raise ValueError(
+            f"{_OP}: {name} must have shape [{batch}] (one row per sample), got {list(index.shape)}"
+        )
+    if index.device != device:
+        raise ValueError(f"{_OP}: {name} is on {index.device} but x is on {device}")
+    if batch > 0 and (int(index.min()) < 0 or int(index.max()) >= n_rows):
+        raise ValueError(
+            f"{_OP}: {name} values must lie in [0, {n_rows}), got range "
+            f"[{int(index.min())}, {int(index.max())}]"
+        )
+
+
+def _check_shift(shift: object, x: torch.Tensor, weight: torch.Tensor) -> None:
+    batch = x.shape[0]
+    out_c, in_c, kh, kw = weight.shape
+    kshape = [out_c, in_c, kh, kw]
+    ck = _native.check_tensor
+    if shift is None:
+        return
+    if isinstance(shift, SharedShift):
+        ck(_OP, "shift.delta", shift.delta, shape=kshape, like=x)
+    elif isinstance(shift, PerSampleShift):
+        ck(_OP, "shift.delta", shift.delta, shape=[batch, *kshape], like=x)
+    elif isinstance(shift, SplitShift):
+        ck(_OP, "shift.delta", shift.delta, shape=[None, *kshape], like=x)
+        ck(_OP, "shift.t", shift.t, shape=[batch], like=x)
+        _check_index("shift.index", shift.index, batch, shift.delta.shape[0], x.device)
+    elif isinstance(shift, SVDShift):
+        k_rows = kh * kw * in_c
+        ck(_OP, "shift.u", shift.u, ndim=2, like=x)
+        if shift.u.shape[0] != k_rows:
+            raise ValueError(
+                f"{_OP}: shift.u must have shape [kh*kw*in, r] = [{k_rows}, r] for a kernel "
+                f"{kshape}, got {list(shift.u.shape)}"
+            )
+        rank = shift.u.shape[1]
+        ck(_OP, "shift.s", shift.s, shape=[rank], like=x)
+        ck(_OP, "shift.vh", shift.vh, shape=[rank, out_c], like=x)
+        ck(_OP, "shift.t", shift.t, shape=[batch], like=x)
+        ck(_OP, "shift.coeffs", shift.coeffs, shape=[None, rank], like=x)
+        if shift.index is None:
+            if shift.coeffs.shape[0] != batch:
+                raise ValueError(
+                    f"{_OP}: shift.coeffs has {shift.coeffs.shape[0]} rows but the batch has "
+                    f"{batch} samples; pass coeffs [B, r] or coeffs [n_dir, r] with index [B]"
+                )
+        else:
+            _check_index("shift.index", shift.index, batch, shift.coeffs.shape[0], x.device)
+        if batch > 0:
+            rows = shift.coeffs if shift.index is None else shift.coeffs[shift.index]
+            norms = rows.detach().norm(dim=1)
+            if not bool(((norms > 0) & torch.isfinite(norms)).all()):
+                raise ValueError(
+                    f"{_OP}: every coefficient vector used must be finite and not all zero "
+                    f"(it is normalised to unit length)"
+                )
+    else:
+        raise TypeError(
+            f"{_OP}: shift must be None, SharedShift, PerSampleShift, SVDShift or SplitShift, "
+            f"got {type(shift).__name__}"
+        )
+
+
+def _check_args(x, weight, styles, shift, demodulate, up, blur_filter, noise, noise_strength,
+                bias, act, clamp, strategy):  # fmt: skip
+    """Validate everything; return (noise [Bn,1,H',W'] or None, ns [1] or None, clamp value)."""
+    ck = _native.check_tensor
+    ck(_OP, "x", x, dtypes=_FLOAT_DTYPES, ndim=4)
+    ck(_OP, "weight", weight, ndim=4, like=x)
+    batch, in_c, h, w_ = x.shape
+    out_c, w_in, kh, kw = weight.shape
+    if w_in != in_c:
+        raise ValueError(
+            f"{_OP}: weight has {w_in} input channels but x has {in_c} (x {list(x.shape)}, "
+            f"weight {list(weight.shape)})"
+        )
+    if kh != kw or kh % 2 != 1:
+        raise ValueError(f"{_OP}: the kernel must be square with an odd size, got {kh}x{kw}")
+    ck(_OP, "styles", styles, shape=[batch, in_c], like=x)
+    if up not in (1, 2):
+        raise ValueError(f"{_OP}: up must be 1 or 2, got {up!r}")
+    if up == 2:
+        if blur_filter is None:
+            raise ValueError(f"{_OP}: up=2 needs blur_filter (e.g. make_filter((1,3,3,1), 4))")
+        ck(_OP, "blur_filter", blur_filter, ndim=2, like=x)
+    if not isinstance(demodulate, bool):
+        raise TypeError(f"{_OP}: demodulate must be a bool, got {type(demodulate).__name__}")
+    if act not in _ACTS:
+        raise ValueError(f"{_OP}: act must be one of {sorted(_ACTS)}, got {act!r}")
+    if clamp is None:
+        clamp_value = -1.0
+    else:
+        clamp_value = float(clamp)
+        if not clamp_value >= 0:
+            raise ValueError(f"{_OP}: clamp must be None or >= 0, got {clamp!r}")
+    if strategy != "auto" and strategy not in _STRATEGY_FNS:
+        raise ValueError(f"{_OP}: strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
+    _check_shift(shift, x, weight)
+    if strategy != "auto" and strategy not in _SUPPORTED[type(shift)]:
+        raise ValueError(
+            f"{_OP}: strategy {strategy!r} does not support {type(shift).__name__}; "
+            f"supported: {_SUPPORTED[type(shift)]}"
+        )
+    ho, wo = h * up, w_ * up
+    if bias is not None:
+        ck(_OP, "bias", bias, shape=[out_c], like=x)
+    ns = None
+    if noise is None:
+        if noise_strength is not None:
+            raise ValueError(f"{_OP}: noise_strength was given without noise")
+    else:
+        ck(_OP, "noise", noise, ndim=4, like=x)
+        if (
+            noise.shape[0] not in (1, batch)
+            or noise.shape[1] != 1
+            or tuple(noise.shape[2:])
+            != (
+                ho,
+                wo,
+            )
+        ):
+            raise ValueError(
+                f"{_OP}: noise must have shape [B or 1, 1, {ho}, {wo}] (B={batch}), got "
+                f"{list(noise.shape)}"
+            )
+        if noise_strength is None:
+            ns = torch.ones(1, dtype=x.dtype, device=x.device)
+        elif isinstance(noise_strength, torch.Tensor):
+            ck(_OP, "noise_strength", noise_strength, like=x)
+            if noise_strength.numel() != 1:
+                raise ValueError(
+                    f"{_OP}: noise_strength must have one element, got shape "
+                    f"{list(noise_strength.shape)}"
+                )
+            ns = noise_strength.reshape(1)
+        else:
+            ns = torch.full((1,), float(noise_strength), dtype=x.dtype, device=x.device)
+    return ns, clamp_value
+
+
+# ------------------------------------------------------------------------- small helpers
+
+
+def _scale(weight: torch.Tensor) -> float:
+    _, in_c, kh, kw = weight.shape
+    return 1.0 / math.sqrt(in_c * kh * kw)
+
+
+def _blur(y: torch.Tensor, blur_filter: torch.Tensor, k: int) -> torch.Tensor:
+    # Pads so that the output of the transposed conv (2H + k - 2) becomes exactly 2H.
+    p = (blur_filter.shape[0] - 2) - (k - 1)
+    return upfirdn2d(y, blur_filter, pad=((p + 1) // 2 + 1, p // 2 + 1))
+
+
+def _dense_conv(xs, w, up, blur_filter):
+    """``conv(xs, w)`` (same padding) or, for up=2, transposed stride-2 conv then blur."""
+    k = w.shape[-1]
+    if up == 1:
+        return F.conv2d(xs, w, padding=k // 2)
+    return _blur(F.conv_transpose2d(xs, w.transpose(0, 1), stride=2), blur_filter, k)
+
+
+def _dhat(coeffs: torch.Tensor) -> torch.Tensor:
+    return coeffs / coeffs.norm(dim=1, keepdim=True)
+
+
+def _unflatten(m: torch.Tensor, kshape) -> torch.Tensor:
+    """``[..., kh*kw*in, out] -> [..., out, in, kh, kw]`` (navcuda.shift.unflatten_kernel)."""
+    out_c, in_c, kh, kw = kshape
+    lead = m.shape[:-2]
+    n = len(lead)
+    return m.reshape(*lead, kh, kw, in_c, out_c).permute(*range(n), n + 3, n + 2, n, n + 1)
+
+
+def _svd_deltas(shift: SVDShift, kshape, rows: torch.Tensor) -> torch.Tensor:
+    """Unit shifts ``unflatten(U diag(dhat) Vh)`` for coefficient ``rows [n, r]``."""
+    dh = _dhat(rows)
+    m = torch.einsum("kj,nj,jo->nko", shift.u.detach(), dh, shift.vh.detach())
+    return _unflatten(m, kshape)
+
+
+def _materialise(weight, shift, batch, impl) -> torch.Tensor:
+    """Per-sample raw kernels ``W_b [B, out, in, k, k]`` (possibly an expanded view)."""
+    if shift is None:
+        return weight.unsqueeze(0).expand(batch, *weight.shape)
+    if isinstance(shift, SharedShift):
+        return (weight + shift.delta).unsqueeze(0).expand(batch, *weight.shape)
+    if isinstance(shift, PerSampleShift):
+        return weight.unsqueeze(0) + shift.delta
+    if isinstance(shift, SplitShift):
+        return weight.unsqueeze(0) + shift.t.view(-1, 1, 1, 1, 1) * shift.delta[shift.index]
+    fn = ref_svd_shift if impl == "ref" else svd_shift
+    kw = {} if impl == "ref" else {"impl": "native" if impl == "native" else "auto"}
+    return fn(weight, shift.u, shift.vh, shift.t, shift.coeffs, shift.index, **kw)
+
+
+def _as_split(weight, shift, batch):
+    """(deltas [n, out, in, k, k], t [B], index [B] int64) of a shift for the split strategy."""
+    kshape = weight.shape
+    if isinstance(shift, SharedShift):
+        idx = torch.zeros(batch, dtype=torch.int64, device=weight.device)
+        return (
+            shift.delta.unsqueeze(0),
+            torch.ones(batch, dtype=weight.dtype, device=weight.device),
+            idx,
+        )
+    if isinstance(shift, SplitShift):
+        return shift.delta, shift.t, shift.index.to(torch.int64)
+    # SVDShift: materialise only the distinct directions the batch uses.
+    if shift.index is None:
+        rows, idx = shift.coeffs, torch.arange(batch, device=weight.device)
+    else:
+        used, idx = torch.unique(shift.index.to(torch.int64), return_inverse=True)
+        rows = shift.coeffs[used]
+    return _svd_deltas(shift, kshape, rows), shift.t, idx
+
+
+_SVD_CHECKED: dict[tuple, bool] = {}
+
+
+def _svd_matches_weight(weight: torch.Tensor, shift: SVDShift) -> bool:
+    """Whether ``W == unflatten(U diag(s) Vh)`` (cached per tensor version)."""
+    key = tuple(
+        (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
+        for t in (weight, shift.u, shift.s, shift.vh)
+    )
+    hit = _SVD_CHECKED.get(key)
+    if hit is None:
+        with torch.no_grad():
+            rec = _unflatten((shift.u * shift.s) @ shift.vh, weight.shape)
+            err = float((rec - weight).norm() / weight.norm().clamp_min(1e-30))
+        tol = 1e-10 if weight.dtype == torch.float64 else 1e-4
+        hit = err <= tol
+        if len(_SVD_CHECKED) > 64:
+            _SVD_CHECKED.clear()
+        _SVD_CHECKED[key] = hit
+    return hit
+
+
+def choose_strategy(weight: torch.Tensor, shift: object) -> str:
+    """The strategy ``strategy="auto"`` runs for this shift (see the module docstring)."""
+    if shift is None or isinstance(shift, SharedShift):
+        return "shared"
+    if isinstance(shift, PerSampleShift):
+        return "grouped"
+    if isinstance(shift, SplitShift):
+        return "split"
+    if isinstance(shift, SVDShift):
+        return "factorised" if _svd_matches_weight(weight, shift) else "grouped"
+    raise TypeError(f"{_OP}: unsupported shift type {type(shift).__name__}")
+
+
+# ------------------------------------------------------------------------- strategies
+# Each returns (y0, y1 or None, t or None, dcoef or None) for the epilogue
+# out = act(dcoef (y0 + t y1) + ns noise + bias).
+
+
+def _strategy_grouped(x, weight, styles, shift, demodulate, up, blur_filter, impl):
+    batch, in_c, h, w_ = x.shape
+    out_c, _, k, _ = weight.shape
+    c = _scale(weight)
+    wb = _materialise(weight, shift, batch, impl)
+    wm = (c * wb) * styles[:, None, :, None, None]
+    xg = x.reshape(1, batch * in_c, h, w_)
+    if up == 1:
+        y = F.conv2d(xg, wm.reshape(batch * out_c, in_c, k, k), padding=k // 2, groups=batch)
+    else:
+        wt = wm.transpose(1, 2).reshape(batch * in_c, out_c, k, k)
+        y = F.conv_transpose2d(xg, wt, stride=2, groups=batch)
+    y = y.reshape(batch, out_c, y.shape[2], y.shape[3])
+    if up == 2:
+        y = _blur(y, blur_filter, k)
+    dcoef = None
+    if demodulate:
+        dcoef = demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
+    return y, None, None, dcoef
+
+
+def _strategy_shared(x, weight, styles, shift, demodulate, up, blur_filter, impl):
+    c = _scale(weight)
+    w = weight if shift is None else weight + shift.delta
+    y = _dense_conv(x * styles[:, :, None, None], w * c, up, blur_filter)
+    dcoef = None
+    if demodulate:
+        dcoef = demod(styles, w.square().sum(dim=(2, 3)).unsqueeze(0), scale2=c * c, impl=impl)
+    return y, None, None, dcoef
+
+
+def _split_demod(weight, styles, deltas, t, idx, c, impl):
+    q0 = weight.square().sum(dim=(2, 3)).unsqueeze(0)
+    q1 = (weight.unsqueeze(0) * deltas).sum(dim=(3, 4))
+    q2 = deltas.square().sum(dim=(3, 4))
+    return demod(styles, q0, q1, q2, t, idx, scale2=c * c, impl=impl)
+
+
+def _strategy_split(x, weight, styles, shift, demodulate, up, blur_filter, impl):
+    batch = x.shape[0]
+    c = _scale(weight)
+    deltas, t, idx = _as_split(weight, shift, batch)
+    xs = x * styles[:, :, None, None]
+    y0 = _dense_conv(xs, weight * c, up, blur_filter)
+    # Each distinct direction convolved once, over the samples that use it (contiguous after a
+    # stable sort by direction), then put back in batch order.
+    order = torch.argsort(idx, stable=True)
+    counts = torch.bincount(idx, minlength=deltas.shape[0]).tolist()
+    xs_sorted = xs[order]
+    parts, start = [], 0
+    for k, n in enumerate(counts):
+        if n:
+            parts.append(_dense_conv(xs_sorted[start : start + n], deltas[k] * c, up, blur_filter))
+            start += n
+    y1_sorted = torch.cat(parts) if len(parts) > 1 else parts[0]
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(batch, device=order.device)
+    y1 = y1_sorted[inv]
+    dcoef = _split_demod(weight, styles, deltas, t, idx, c, impl) if demodulate else None
+    return y0, y1, t, dcoef
+
+
+class _ConvWeightGrad(torch.autograd.Function):
+    """Identity on ``y0``; in backward adds the gradient of ``y0 = conv(xs, scale W)`` w.r.t. ``W``
+    (one dense weight gradient over the batch). Used by the factorised strategy, whose forward
+    computes the same ``y0`` from the SVD factors instead of ``W``."""
+
+    @staticmethod
+    def forward(ctx, y0, weight, xs, scale, up, blur_filter):
+        ctx.save_for_backward(weight, xs, blur_filter)
+        ctx.scale, ctx.up = scale, up
+        return y0.view_as(y0)
+
+    @staticmethod
+    def backward(ctx, g):
+        weight, xs, blur_filter = ctx.saved_tensors
+        gw = None
+        if ctx.needs_input_grad[1]:
+            k = weight.shape[-1]
+            if ctx.up == 2:  # adjoint of the blur first
+                with torch.enable_grad():
+                    ho, wo = 2 * xs.shape[2] + k - 2, 2 * xs.shape[3] + k - 2
+                    z = torch.zeros(g.shape[0], g.shape[1], ho, wo, dtype=g.dtype,
+                                    device=g.device, requires_grad=True)  # fmt: skip
+                    (gz,) = torch.autograd.grad(_blur(z, blur_filter, k), z, g)
+                _, gw, _ = torch.ops.aten.convolution_backward(
+                    gz, xs, weight.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
+                    [False, True, False],
+                )  # fmt: skip
+                gw = gw.transpose(0, 1)
+            else:
+                _, gw, _ = torch.ops.aten.convolution_backward(
+                    g, xs, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
+                    [False, True, False],
+                )  # fmt: skip
+            gw = gw * ctx.scale
+        return g, gw, None, None, None, None
+
+
+def _strategy_factorised(
+    x, weight, styles, shift, demodulate, up, blur_filter, impl, demod_route=None
+):
+    if not _svd_matches_weight(weight, shift):
+        raise ValueError(
+            f"{_OP}: strategy='factorised' needs weight == unflatten(U diag(s) Vh) (the SVD of "
+            f"this weight, e.g. navcuda.shift.LayerSpace(weight) cast to its dtype); it does not "
+            f"hold here: use strategy='grouped' or 'split'"
+        )
+    batch = x.shape[0]
+    out_c, in_c, k, _ = weight.shape
+    c = _scale(weight)
+    u, vh = shift.u.detach(), shift.vh.detach()
+    rank = u.shape[1]
+    uk = _unflatten(u, (rank, in_c, k, k)) * c  # [r, in, k, k]
+    xs = x * styles[:, :, None, None]
+    if up == 1:
+        hmid = F.conv2d(xs, uk, padding=k // 2)
+    else:
+        hmid = F.conv_transpose2d(xs, uk.transpose(0, 1), stride=2)
+    rows = shift.coeffs if shift.index is None else shift.coeffs[shift.index]
+    e = shift.s.detach() + shift.t[:, None] * _dhat(rows)  # [B, r]
+    # The 1x1 conv with Vh and the channel scaling by e_b as one batched GEMM with the tiny
+    # per-sample matrices Vh^T diag(e_b) [out, r]: no extra pass over the r-channel activations.
+    hb, hh, hw_ = hmid.shape[0], hmid.shape[2], hmid.shape[3]
+    wmix = vh.t().unsqueeze(0) * e[:, None, :]
+    y0 = torch.bmm(wmix, hmid.reshape(hb, rank, hh * hw_)).reshape(hb, out_c, hh, hw_)
+    if up == 2:
+        y0 = _blur(y0, blur_filter, k)
+    w_grad = weight.requires_grad and torch.is_grad_enabled()
+    if w_grad:
+        bf = blur_filter if blur_filter is not None else weight.new_zeros(0)
+        y0 = _ConvWeightGrad.apply(y0, weight, xs.detach(), c, up, bf)
+    dcoef = None
+    if demodulate:
+        route = demod_route or _factorised_demod_route(weight, shift, batch, w_grad)
+        if route == "gram":
+            if w_grad:
+                raise ValueError(
+                    f"{_OP}: the 'gram' demodulation route gives no gradient to weight; use "
+                    f"strategy='factorised' (auto route) or detach the weight"
+                )
+            dcoef = _gram_demod(shift, styles, e, c)
+        elif route == "directions":
+            deltas, t, idx = _as_split(weight, shift, batch)
+            dcoef = _split_demod(weight, styles, deltas, t, idx, c, impl)
+        else:  # "materialise": W_b for every sample with the native svd_shift GEMM
+            wb = _materialise(weight, shift, batch, impl)
+            dcoef = demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
+    return y0, None, None, dcoef
+
+
+#: Largest ``in * r * r`` for which the factorised strategy caches the tap-contracted Gram tensor
+#: ``P[i] = sum_taps U_(tap,i)^T U_(tap,i)`` (64 MiB in float32): 64- to 256-channel layers.
+GRAM_MAX_ELEMENTS = 1 << 24
+
+_GRAM_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _gram_tensor(u: torch.Tensor, in_c: int) -> torch.Tensor:
+    """``P [in, r*r]``, ``P[i] = sum_taps U[(tap, i), :]^T U[(tap, i), :]`` (cached per ``u``)."""
+    key = (u.data_ptr(), u._version, tuple(u.shape), u.dtype, str(u.device), in_c)
+    p = _GRAM_CACHE.get(key)
+    if p is None:
+        rank = u.shape[1]
+        u3 = u.detach().reshape(-1, in_c, rank)  # rows are (kh, kw, in)
+        p = torch.einsum("kij,kil->ijl", u3, u3).reshape(in_c, rank * rank).contiguous()
+        if len(_GRAM_CACHE) > 8:
+            _GRAM_CACHE.clear()
+        _GRAM_CACHE[key] = p
+    return p
+
+
+def _gram_demod(shift: SVDShift, styles: torch.Tensor, e: torch.Tensor, c: float):
+    """Exact per-sample demodulation from r-space only (W = U diag(s) Vh):
+    ``n_b = colsum(M_b * (G_b M_b))`` with ``M_b = diag(e_b) Vh``, ``G_b = sum_i s_bi^2 P[i]``."""
+    batch, in_c = styles.shape
+    rank = e.shape[1]
+    p = _gram_tensor(shift.u, in_c)
+    g = (styles.square() @ p).reshape(batch, rank, rank)
+    m = e[:, :, None] * shift.vh.detach().unsqueeze(0)  # [B, r, out]
+    n = (m * torch.bmm(g, m)).sum(dim=1)
+    return torch.rsqrt((c * c) * n + DEMOD_EPS)
+
+
+def _factorised_demod_route(weight, shift: SVDShift, batch: int, w_grad: bool) -> str:
+    """How the factorised strategy computes exact demodulation norms (see the module docstring)."""
+    in_c, rank = weight.shape[1], shift.u.shape[1]
+    if not w_grad and in_c * rank * rank <= GRAM_MAX_ELEMENTS:
+        return "gram"
+    n_used = batch if shift.index is None else int(torch.unique(shift.index).numel())
+    return "directions" if n_used < batch else "materialise"
+
+
+_STRATEGY_FNS = {
+    "grouped": _strategy_grouped,
+    "shared": _strategy_shared,
+    "factorised": _strategy_factorised,
+    "split": _strategy_split,
+    # The factorised strategy with its demodulation route forced (tests, benchmarks).
+    **{
+        f"factorised-{r}": functools.partial(_strategy_factorised, demod_route=r)
+        for r in ("gram", "directions", "materialise")
+    },
+}
+
+
+# ------------------------------------------------------------------------- public API
+
+
+def shifted_modconv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    shift: SharedShift | PerSampleShift | SVDShift | SplitShift | None = None,
+    *,
+    demodulate: bool = True,
+    up: int = 1,
+    blur_filter: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_strength: torch.Tensor | float | None = None,
+    bias: torch.Tensor | None = None,
+    act: str = "lrelu",
+    alpha: float = 0.2,
+    gain: float | None = None,
+    clamp: float | None = None,
+    strategy: str = "auto",
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Shifted modulated conv + noise + bias + activation + clamp (a whole ``StyledConv``).
+
+    Args:
+        x: activations ``[B, in, H, W]`` (float; any strides).
+        weight: raw kernel ``[out, in, k, k]`` (odd k), before the equalized-lr scale.
+        styles: ``[B, in]``.
+        shift: ``None`` or a :class:`SharedShift`, :class:`PerSampleShift`, :class:`SVDShift`,
+            :class:`SplitShift`; sample ``b`` uses ``W + t_b Delta_b``.
+        demodulate: normalise each output channel of each sample's kernel.
+        up: 1, or 2 (transposed stride-2 conv then ``blur_filter``, as ``ref_modulated_conv2d``).
+        blur_filter: ``[4, 4]`` filter for ``up=2`` (already times ``up**2``).
+        noise: ``[B or 1, 1, H*up, W*up]`` or None; added as ``noise_strength * noise``.
+        noise_strength: one-element tensor (differentiable) or float; default 1.
+        bias: ``[out]`` or None.
+        act: ``"lrelu"`` (slope ``alpha``, default gain sqrt(2)) or ``"linear"`` (gain 1).
+        gain: output scale (default per ``act``).
+        clamp: clamp the output to ``[-clamp, clamp]`` (None: no clamp).
+        strategy: ``"auto"`` or one of :data:`STRATEGIES` (see the module docstring).
+        impl: ``"auto"``, ``"ref"``, ``"native"`` for the fused pieces (:mod:`navcuda.ops._native`).
+
+    All tensors share ``x``'s device and dtype (indices: int32/int64 on the same device).
+    Returns ``[B, out, H*up, W*up]``, differentiable w.r.t. ``x, weight, styles, noise_strength,
+    bias``, the shift's ``delta`` / ``t`` / ``coeffs`` (``u, s, vh`` are constants).
+    """
+    ns, clamp_value = _check_args(x, weight, styles, shift, demodulate, up, blur_filter, noise,
+                                  noise_strength, bias, act, clamp, strategy)  # fmt: skip
+    if strategy == "auto":
+        strategy = choose_strategy(weight, shift)
+    which = _native.resolve_impl(_OP, impl, x)
+    y0, y1, t, dcoef = _STRATEGY_FNS[strategy](
+        x, weight, styles, shift, demodulate, up, blur_filter, which
+    )
+    gain = _ACTS[act][1] if gain is None else float(gain)
+    return epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
+                    clamp=None if clamp_value < 0 else clamp_value, impl=which)  # fmt: skip
+
+
+def ref_shifted_modconv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    shift: SharedShift | PerSampleShift | SVDShift | SplitShift | None = None,
+    *,
+    demodulate: bool = True,
+    up: int = 1,
+    blur_filter: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    noise_strength: torch.Tensor | float | None = None,
+    bias: torch.Tensor | None = None,
+    act: str = "lrelu",
+    alpha: float = 0.2,
+    gain: float | None = None,
+    clamp: float | None = None,
+) -> torch.Tensor:
+    """The oracle: per-sample kernels, grouped conv (``ref_modulated_conv2d``), plain-torch
+    epilogue. Same arguments as :func:`shifted_modconv` (no strategy / impl)."""
+    from navcuda.ops.modulated_conv2d import ref_modulated_conv2d
+
+    ns, clamp_value = _check_args(x, weight, styles, shift, demodulate, up, blur_filter, noise,
+                                  noise_strength, bias, act, clamp, "auto")  # fmt: skip
+    batch = x.shape[0]
+    if shift is None:
+        delta = None
+    elif isinstance(shift, SharedShift):
+        delta = shift.delta
+    elif isinstance(shift, PerSampleShift):
+        delta = shift.delta
+    elif isinstance(shift, SplitShift):
+        delta = shift.t.view(-1, 1, 1, 1, 1) * shift.delta[shift.index]
+    else:  # t_b * unflatten(U diag(dhat_b) Vh)
+        delta = ref_svd_shift(torch.zeros_like(weight), shift.u, shift.vh, shift.t, shift.coeffs,
+                              shift.index)  # fmt: skip
+    if delta is not None and delta.ndim == 4:
+        delta = delta.unsqueeze(0).expand(batch, *delta.shape)
+    y = ref_modulated_conv2d(x, weight, styles, delta, demodulate, up, blur_filter, grouped=True)
+    if ns is not None:
+        y = y + ns.view(1, 1, 1, 1) * noise
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    if act == "lrelu":
+        y = F.leaky_relu(y, alpha)
+    gain = _ACTS[act][1] if gain is None else float(gain)
+    y = y * gain
+    if clamp_value >= 0:
+        y = y.clamp(-clamp_value, clamp_value)
+    return y
+
+
+# ------------------------------------------------------------------------- fused pieces
+
+
+def ref_demod(s, q0, q1=None, q2=None, t=None, index=None, scale2=1.0):
+    """Plain-torch demodulation coefficients ``[B, out]`` (see ``csrc/modconv.h``)."""
+    s2 = s.square()
+    if q0.shape[0] == 1:
+        n = s2 @ q0[0].t()
+    else:
+        n = torch.einsum("bi,boi->bo", s2, q0)
+    if q1 is not None:
+        idx = index if index is not None else torch.arange(s.shape[0], device=s.device)
+        n = n + torch.einsum("bi,boi->bo", s2, 2 * t[:, None, None] * q1[idx]
+                             + t.square()[:, None, None] * q2[idx])  # fmt: skip
+    return torch.rsqrt(scale2 * n + DEMOD_EPS)
+
+
+def demod(s, q0, q1=None, q2=None, t=None, index=None, *, scale2: float, impl: str = "auto"):
+    """Demodulation coefficients ``[B, out]`` of shifted modulated kernels::
+
+        dcoef[b,o] = rsqrt(scale2 sum_i s[b,i]^2 (Q0 + 2 t_b Q1[k_b] + t_b^2 Q2[k_b])[o,i] + 1e-8)
+
+    ``s [B, in]``, ``q0 [1 or B, out, in]``, ``q1, q2 [n_dir, out, in]`` with ``t [B]`` and
+    ``index [B]`` (None: ``k_b = b``). Differentiable w.r.t. ``s, q0, q1, q2, t``.
+    """
+    if _native.resolve_impl(_OP, impl, s) == "ref":
+        return ref_demod(s, q0, q1, q2, t, index, scale2)
+    if q1 is not None and index is None:
+        index = torch.arange(s.shape[0], device=s.device)
+    if index is not None:
+        index = index.to(torch.int64).contiguous()
+    cont = [None if v is None else v.contiguous() for v in (s, q0, q1, q2, t)]
+    return torch.ops.navcuda.modconv_demod(*cont, index, float(scale2))
+
+
+def ref_epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
+                 act="lrelu", alpha=0.2, gain=None, clamp=None):  # fmt: skip
+    """Plain-torch ``clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain)``."""
+    y = y0
+    if y1 is not None:
+        y = y + t.view(-1, 1, 1, 1) * y1
+    if dcoef is not None:
+        y = y * dcoef[:, :, None, None]
+    if noise is not None:
+        y = y + ns.view(1, 1, 1, 1) * noise
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    if act == "lrelu":
+        y = F.leaky_relu(y, alpha)
+    gain = _ACTS[act][1] if gain is None else gain
+    y = y * gain
+    if clamp is not None:
+        y = y.clamp(-clamp, clamp)
+    return y
+
+
+def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *, act="lrelu",
+             alpha=0.2, gain=None, clamp=None, impl="auto"):  # fmt: skip
+    """``clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain)`` over ``[B, C, H, W]``.
+
+    ``y1`` ``[B, C, H, W]`` with ``t [B]``; ``dcoef [B, C]``; ``noise [B or 1, 1, H, W]`` with
+    ``ns [1]``; ``bias [C]``; each optional. Differentiable w.r.t. every tensor.
+    """
+    gain = _ACTS[act][1] if gain is None else float(gain)
+    if _native.resolve_impl(_OP, impl, y0) == "ref":
+        return ref_epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
+                            clamp=clamp)  # fmt: skip
+    cont = [None if v is None else v.contiguous() for v in (y0, y1, t, dcoef, noise, ns, bias)]
+    return torch.ops.navcuda.modconv_epilogue(
+        *cont, act, float(alpha), gain, -1.0 if clamp is None else float(clamp)
+    )
+
+
+# ------------------------------------------------------------------------- native custom ops
+# Internal: arguments are validated by the callers above.
+
+
+def _p(t):
+    return _native.data_ptr(t)
+
+
+@torch.library.custom_op("navcuda::modconv_demod", mutates_args=())
+def _demod_op(
+    s: torch.Tensor,
+    q0: torch.Tensor,
+    q1: torch.Tensor | None,
+    q2: torch.Tensor | None,
+    t: torch.Tensor | None,
+    index: torch.Tensor | None,
+    scale2: float,
+) -> torch.Tensor:
+    batch, n_in = s.shape
+    n0, n_out, _ = q0.shape
+    n_dir = 0 if q1 is None else q1.shape[0]
+    dcoef = s.new_empty((batch, n_out))
+    if dcoef.numel() > 0:
+        _native.run_kernel(
+            "modconv_demod", s.device,
+            _p(s), _p(q0), _p(q1), _p(q2), _p(t), _p(index), _p(dcoef),
+            batch, n_out, n_in, n0, n_dir, _native.dtype_code(s.dtype), scale2,
+        )  # fmt: skip
+    return dcoef
+
+
+@_demod_op.register_fake
+def _(s, q0, q1, q2, t, index, scale2):
+    return s.new_empty((s.shape[0], q0.shape[1]))
+
+
+@torch.library.custom_op("navcuda::modconv_demod_grad", mutates_args=())
+def _demod_grad_op(
+    g: torch.Tensor,
+    dcoef: torch.Tensor,
+    s: torch.Tensor,
+    q0: torch.Tensor,
+    q1: torch.Tensor | None,
+    q2: torch.Tensor | None,
+    t: torch.Tensor | None,
+    index: torch.Tensor | None,
+    scale2: float,
+    needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ds, dt, dq0, dq1, dq2); entries not in ``needs`` are empty tensors."""
+    g = g.contiguous()
+    batch, n_in = s.shape
+    n0, n_out, _ = q0.shape
+    n_dir = 0 if q1 is None else q1.shape[0]
+    has_t = q1 is not None
+    need_s, need_t, need_q0, need_q1, need_q2 = needs
+
+    def empty_():
+        return s.new_empty(0)
+
+    dn = s.new_empty((batch, n_out))
+    ds = s.new_empty((batch, n_in)) if need_s else empty_()
+    parts = _native.native_module().modconv_demod_dt_parts(n_in)
+    dt_part = s.new_zeros((batch, parts)) if need_t and has_t else empty_()
+    dq0 = torch.empty_like(q0) if need_q0 else empty_()
+    dq1 = torch.empty_like(q1) if need_q1 and has_t else empty_()
+    dq2 = torch.empty_like(q2) if need_q2 and has_t else empty_()
+    if batch * n_out > 0:
+        _native.run_kernel(
+            "modconv_demod_grad", s.device,
+            _p(g), _p(dcoef), _p(s), _p(q0), _p(q1), _p(q2), _p(t), _p(index), _p(dn),
+            *(_p(v) if v.numel() else 0 for v in (ds, dt_part, dq0, dq1, dq2)),
+            batch, n_out, n_in, n0, n_dir, _native.dtype_code(s.dtype), scale2,
+        )  # fmt: skip
+    else:
+        for v in (ds, dt_part, dq0, dq1, dq2):
+            v.zero_()
+    dt = dt_part.sum(dim=1) if dt_part.numel() else (s.new_zeros(batch) if need_t and has_t
+                                                      else empty_())  # fmt: skip
+    return ds, dt, dq0, dq1, dq2
+
+
+@_demod_grad_op.register_fake
+def _(g, dcoef, s, q0, q1, q2, t, index, scale2, needs):
+    has_t = q1 is not None
+    return (
+        s.new_empty(s.shape if needs[0] else 0),
+        s.new_empty(s.shape[0] if needs[1] and has_t else 0),
+        q0.new_empty(q0.shape if needs[2] else 0),
+        q1.new_empty(q1.shape) if needs[3] and has_t else s.new_empty(0),
+        q2.new_empty(q2.shape) if needs[4] and has_t else s.new_empty(0),
+    )
+
+
+def _demod_setup(ctx, inputs, output):
+    s, q0, q1, q2, t, index, scale2 = inputs
+    ctx.save_for_backward(s, q0, q1, q2, t, index, output)
+    ctx.scale2 = scale2
+
+
+def _demod_backward(ctx, g):
+    s, q0, q1, q2, t, index, dcoef = ctx.saved_tensors
+    n = ctx.needs_input_grad
+    needs = [n[0], n[4], n[1], n[2], n[3]]
+    if not any(needs):
+        return None, None, None, None, None, None, None
+    ds, dt, dq0, dq1, dq2 = torch.ops.navcuda.modconv_demod_grad(
+        g, dcoef, s, q0, q1, q2, t, index, ctx.scale2, needs
+    )
+    pick = lambda v, need: v if need and v.numel() else None  # noqa: E731
+    return (
+        pick(ds, n[0]),
+        pick(dq0, n[1]),
+        pick(dq1, n[2]),
+        pick(dq2, n[3]),
+        pick(dt, n[4]),
+        None,
+        None,
+    )
+
+
+_demod_op.register_autograd(_demod_backward, setup_context=_demod_setup)
+
+
+@torch.library.custom_op("navcuda::modconv_epilogue", mutates_args=())
+def _epilogue_op(
+    y0: torch.Tensor,
+    y1: torch.Tensor | None,
+    t: torch.Tensor | None,
+    dcoef: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    ns: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    act: str,
+    alpha: float,
+    gain: float,
+    clamp: float,
+) -> torch.Tensor:
+    batch, channels, h, w = y0.shape
+    out = torch.empty_like(y0, memory_format=torch.contiguous_format)
+    bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
+    if out.numel() > 0:
+        _native.run_kernel(
+            "modconv_epilogue", y0.device,
+            _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias), _p(out),
+            batch, channels, h * w, _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain,
+            clamp,
+        )  # fmt: skip
+    return out
+
+
+@_epilogue_op.register_fake
+def _(y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp):
+    return torch.empty_like(y0, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("navcuda::modconv_epilogue_grad", mutates_args=())
+def _epilogue_grad_op(
+    dout: torch.Tensor,
+    out: torch.Tensor,
+    y0: torch.Tensor,
+    y1: torch.Tensor | None,
+    t: torch.Tensor | None,
+    dcoef: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    ns: torch.Tensor | None,
+    act: str,
+    alpha: float,
+    gain: float,
+    clamp: float,
+    needs: list[bool],
+) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """(dy0, dy1, ddcoef, dt, dns, dbias, dnoise); unneeded entries are empty tensors.
+
+    ``needs`` = [y1/t, dcoef, ns, bias, noise] gradients wanted."""
+    dout = dout.contiguous()
+    batch, channels, h, w = y0.shape
+    need_y1, need_dcoef, need_ns, need_bias, need_noise = needs
+    has_y1, has_noise = y1 is not None, noise is not None
+
+    def empty_():
+        return y0.new_empty(0)
+
+    dy0 = torch.empty_like(y0)
+    dy1 = torch.empty_like(y0) if has_y1 else empty_()
+    dz = torch.empty_like(y0) if need_noise and has_noise else empty_()
+    planes = (batch, channels)
+    ddcoef = y0.new_empty(planes) if need_dcoef and dcoef is not None else empty_()
+    p_dz = y0.new_empty(planes) if need_bias else empty_()
+    p_dzy1 = y0.new_empty(planes) if need_y1 and has_y1 else empty_()
+    p_dzn = y0.new_empty(planes) if need_ns and has_noise else empty_()
+    bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
+    if y0.numel() > 0:
+        _native.run_kernel(
+            "modconv_epilogue_grad", y0.device,
+            _p(dout), _p(out), _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride,
+            *(_p(v) if v.numel() else 0 for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn)),
+            batch, channels, h * w, _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain,
+            clamp,
+        )  # fmt: skip
+    else:
+        for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn):
+            v.zero_()
+    dt = empty_()
+    if need_y1 and has_y1:
+        dt = (p_dzy1 * dcoef).sum(dim=1) if dcoef is not None else p_dzy1.sum(dim=1)
+    dns = p_dzn.sum().reshape(1) if need_ns and has_noise else empty_()
+    dbias = p_dz.sum(dim=0) if need_bias else empty_()
+    dnoise = empty_()
+    if need_noise and has_noise:
+        dnoise = ns * dz.sum(dim=1, keepdim=True)
+        if noise.shape[0] == 1:
+            dnoise = dnoise.sum(dim=0, keepdim=True)
+    return dy0, dy1, ddcoef, dt, dns, dbias, dnoise
+
+
+@_epilogue_grad_op.register_fake
+def _(dout, out, y0, y1, t, dcoef, noise, ns, act, alpha, gain, clamp, needs):
+    b, c = y0.shape[:2]
+    has_y1, has_noise = y1 is not None, noise is not None
+    return (
+        torch.empty_like(y0),
+        torch.empty_like(y0) if has_y1 else y0.new_empty(0),
+        y0.new_empty((b, c) if needs[1] and dcoef is not None else 0),
+        y0.new_empty(b if needs[0] and has_y1 else 0),
+        y0.new_empty(1 if needs[2] and has_noise else 0),
+        y0.new_empty(c if needs[3] else 0),
+        noise.new_empty(noise.shape) if needs[4] and has_noise else y0.new_empty(0),
+    )
+
+
+def _epilogue_setup(ctx, inputs, output):
+    y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp = inputs
+    ctx.save_for_backward(output, y0, y1, t, dcoef, noise, ns)
+    ctx.args = (act, alpha, gain, clamp)
+
+
+def _epilogue_backward(ctx, dout):
+    out, y0, y1, t, dcoef, noise, ns = ctx.saved_tensors
+    n = ctx.needs_input_grad
+    needs = [n[1] or n[2], n[3], n[5], n[6], n[4]]
+    dy0, dy1, ddcoef, dt, dns, dbias, dnoise = torch.ops.navcuda.modconv_epilogue_grad(
+        dout, out, y0, y1, t, dcoef, noise, ns, *ctx.args, needs
+    )
+    pick = lambda v, need: v if need and v.numel() else None  # noqa: E731
+    return (
+        dy0 if n[0] else None,
+        pick(dy1, n[1]),
+        pick(dt, n[2]),
+        pick(ddcoef, n[3]),
+        pick(dnoise, n[4]),
+        pick(dns, n[5]),
+        pick(dbias, n[6]),
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+_epilogue_op.register_autograd(_epilogue_backward, setup_context=_epilogue_setup)

@@ -1,0 +1,537 @@
+"""shifted_modconv: every strategy x shift spec against the grouped oracle (values and gradients),
+the native demodulation / epilogue kernels (CPU, and the CUDA bodies through navcuda._C_emu)
+against their plain-torch references, gradcheck, strategy choice and argument errors."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from navcuda.ops import _native
+from navcuda.ops.shifted_modconv import (
+    STRATEGIES,
+    PerSampleShift,
+    SharedShift,
+    SplitShift,
+    SVDShift,
+    choose_strategy,
+    demod,
+    epilogue,
+    ref_demod,
+    ref_epilogue,
+    ref_shifted_modconv,
+    shifted_modconv,
+)
+from navcuda.ops.upfirdn2d import make_filter
+from navcuda.shift import flatten_kernel
+
+needs_native = pytest.mark.skipif(
+    _native.native_module() is None,
+    reason=f"navcuda._C is not importable: {_native.import_error()}",
+)
+
+# float64: every strategy computes the same sums in a different order; the errors observed are
+# ~1e-15 for values and ~1e-14 for gradients, so 1e-10 catches any real mistake.
+F64_TOL = 1e-10
+# float32: relative to the largest magnitude of the float64 oracle (DESIGN.md: <= 1e-4 on CPU).
+# Observed: ~1e-6 (values) and ~1e-5 (gradients; the weight/t gradients are sums over B*H*W terms
+# of products, and the factorised path goes through the float32-rounded SVD factors).
+F32_REL_TOL = 1e-4
+
+SHIFT_KINDS = ("none", "shared", "per_sample", "svd_index", "svd_rows", "split")
+SUPPORTED = {
+    "none": ("grouped", "shared"),
+    "shared": ("grouped", "shared", "split"),
+    "per_sample": ("grouped",),
+    "svd_index": (
+        "grouped",
+        "factorised",
+        "split",
+        "factorised-directions",
+        "factorised-materialise",
+    ),
+    "svd_rows": (
+        "grouped",
+        "factorised",
+        "split",
+        "factorised-directions",
+        "factorised-materialise",
+    ),
+    "split": ("grouped", "split"),
+}
+
+# (B, in, out, H, W, k, up): batch 1, odd channel counts, non-square images, 1x1 and 3x3 kernels.
+SHAPES = [
+    (1, 3, 5, 5, 4, 3, 1),
+    (3, 5, 4, 4, 4, 3, 2),
+    (4, 6, 7, 3, 5, 3, 1),
+    (2, 4, 3, 4, 3, 1, 1),
+]
+
+
+def _make(kind, shape, dtype, *, seed=0, noise="batch", bias=True, noncontig=False):
+    """Random inputs (float64 master copies) for one case; returns (tensors dict, build fn)."""
+    g = torch.Generator().manual_seed(seed)
+    b, i, o, h, w, k, up = shape
+
+    def rnd(*sz, scale=1.0):
+        return torch.randn(*sz, generator=g, dtype=torch.float64) * scale
+
+    t = {
+        "x": rnd(b, i, h, w),
+        "weight": rnd(o, i, k, k),
+        "styles": rnd(b, i) + 1.0,
+        "bias": rnd(o, scale=0.3) if bias else None,
+        "ns": rnd(1, scale=0.5) if noise else None,
+        "noise": None,
+    }
+    if noise == "batch":
+        t["noise"] = rnd(b, 1, h * up, w * up)
+    elif noise == "shared":
+        t["noise"] = rnd(1, 1, h * up, w * up)
+    u, s, vh = torch.linalg.svd(flatten_kernel(t["weight"]), full_matrices=False)
+    r = s.numel()
+    if kind == "shared":
+        t["delta"] = rnd(o, i, k, k, scale=0.5)
+    elif kind == "per_sample":
+        t["delta"] = rnd(b, o, i, k, k, scale=0.5)
+    elif kind in ("svd_index", "svd_rows"):
+        t.update(u=u, s=s, vh=vh, t=rnd(b, scale=2.0))
+        n_dir = 3 if kind == "svd_index" else b
+        t["coeffs"] = rnd(n_dir, r)
+        if kind == "svd_index":
+            t["index"] = torch.randint(0, n_dir, (b,), generator=g)
+    elif kind == "split":
+        t.update(delta=rnd(2, o, i, k, k, scale=0.5), t=rnd(b, scale=2.0))
+        t["index"] = torch.randint(0, 2, (b,), generator=g)
+    grad_names = [n for n in ("x", "weight", "styles", "bias", "ns", "delta", "t", "coeffs")
+                  if t.get(n) is not None]  # fmt: skip
+
+    def leaves(dt):
+        """Fresh leaf copies in dtype dt (optionally non-contiguous views)."""
+        out = {}
+        for n, v in t.items():
+            if v is None or not v.is_floating_point():
+                out[n] = v
+                continue
+            v = v.to(dt)
+            if noncontig and v.ndim >= 2:
+                v = v.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, new strides
+                if v.shape[-1] > 1 and v.shape[-2] > 1:
+                    assert not v.is_contiguous()
+            if n in grad_names:
+                v = v.detach().requires_grad_(True)
+            out[n] = v
+        return out
+
+    return t, grad_names, leaves
+
+
+def _shift(kind, L):
+    if kind == "none":
+        return None
+    if kind == "shared":
+        return SharedShift(L["delta"])
+    if kind == "per_sample":
+        return PerSampleShift(L["delta"])
+    if kind in ("svd_index", "svd_rows"):
+        return SVDShift(L["u"], L["s"], L["vh"], L["t"], L["coeffs"], L.get("index"))
+    return SplitShift(L["delta"], L["t"], L["index"])
+
+
+def _run(fn, kind, L, shape, demodulate, clamp, **kw):
+    up = shape[-1]
+    bf = make_filter((1, 3, 3, 1), 4).to(L["x"].dtype) if up == 2 else None
+    return fn(L["x"], L["weight"], L["styles"], _shift(kind, L), demodulate=demodulate, up=up,
+              blur_filter=bf, noise=L["noise"], noise_strength=L["ns"], bias=L["bias"],
+              clamp=clamp, **kw)  # fmt: skip
+
+
+def _values_and_grads(fn, kind, L, names, shape, demodulate, clamp, seed=5, **kw):
+    y = _run(fn, kind, L, shape, demodulate, clamp, **kw)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    leaves = [L[n] for n in names]
+    grads = torch.autograd.grad(y, leaves, dy.to(y.dtype), allow_unused=True)
+    return y, dict(zip(names, grads, strict=True))
+
+
+def _cases():
+    cases = []
+    for kind in SHIFT_KINDS:
+        for si in range(len(SHAPES)):
+            demodulate = (si % 2 == 0) or kind != "none"
+            clamp = 0.8 if si % 2 else None
+            noise = ("batch", "shared", None, "batch")[si]
+            for strategy in SUPPORTED[kind]:
+                cases.append((kind, si, strategy, demodulate, clamp, noise))
+    return cases
+
+
+@needs_native
+@pytest.mark.parametrize("kind,si,strategy,demodulate,clamp,noise", _cases())
+@pytest.mark.parametrize("impl", ["native", "ref"])
+def test_strategy_matches_oracle_float64(kind, si, strategy, demodulate, clamp, noise, impl):
+    shape = SHAPES[si]
+    _, names, leaves = _make(kind, shape, torch.float64, seed=si, noise=noise, bias=si != 2,
+                             noncontig=si == 2)  # fmt: skip
+    La, Lb = leaves(torch.float64), leaves(torch.float64)
+    y_ref, g_ref = _values_and_grads(ref_shifted_modconv, kind, La, names, shape, demodulate, clamp)
+    y, g = _values_and_grads(shifted_modconv, kind, Lb, names, shape, demodulate, clamp,
+                             strategy=strategy, impl=impl)  # fmt: skip
+    torch.testing.assert_close(y, y_ref, rtol=F64_TOL, atol=F64_TOL)
+    for n in names:
+        assert g[n] is not None, f"no gradient reached {n}"
+        torch.testing.assert_close(g[n], g_ref[n], rtol=F64_TOL, atol=F64_TOL, msg=n)
+
+
+@needs_native
+@pytest.mark.parametrize("kind", ["svd_index", "svd_rows"])
+@pytest.mark.parametrize("si", range(len(SHAPES)))
+@pytest.mark.parametrize("strategy", ["factorised", "factorised-gram"])
+def test_factorised_gram_route_frozen_weight(kind, si, strategy):
+    """With a frozen weight (the optimisation method) the factorised strategy takes its Gram
+    demodulation route (r-space only); gradients to x, styles, t, coeffs, bias, noise strength."""
+    shape = SHAPES[si]
+    _, names, leaves = _make(kind, shape, torch.float64, seed=20 + si)
+    names = [n for n in names if n != "weight"]
+    La, Lb = leaves(torch.float64), leaves(torch.float64)
+    for L in (La, Lb):
+        L["weight"] = L["weight"].detach()
+    y_ref, g_ref = _values_and_grads(ref_shifted_modconv, kind, La, names, shape, True, 0.9)
+    y, g = _values_and_grads(shifted_modconv, kind, Lb, names, shape, True, 0.9,
+                             strategy=strategy, impl="native")  # fmt: skip
+    torch.testing.assert_close(y, y_ref, rtol=F64_TOL, atol=F64_TOL)
+    for n in names:
+        torch.testing.assert_close(g[n], g_ref[n], rtol=F64_TOL, atol=F64_TOL, msg=n)
+
+
+def test_factorised_gram_route_refuses_weight_gradient():
+    _, _, leaves = _make("svd_rows", SHAPES[0], torch.float64)
+    L = leaves(torch.float64)
+    with pytest.raises(ValueError, match="no gradient to weight"):
+        _run(shifted_modconv, "svd_rows", L, SHAPES[0], True, None, strategy="factorised-gram")
+
+
+@needs_native
+@pytest.mark.parametrize("kind", SHIFT_KINDS)
+@pytest.mark.parametrize("si", [1, 2])
+def test_strategies_float32_within_tolerance(kind, si):
+    shape = SHAPES[si]
+    _, names, leaves = _make(kind, shape, torch.float32, seed=10 + si)
+    L64 = leaves(torch.float64)
+    y_ref, g_ref = _values_and_grads(ref_shifted_modconv, kind, L64, names, shape, True, 1.0)
+    for strategy in SUPPORTED[kind]:
+        L32 = leaves(torch.float32)
+        y, g = _values_and_grads(shifted_modconv, kind, L32, names, shape, True, 1.0,
+                                 strategy=strategy, impl="native")  # fmt: skip
+        assert y.dtype == torch.float32
+        err = float((y.detach().double() - y_ref).abs().max() / y_ref.abs().max())
+        assert err <= F32_REL_TOL, (strategy, "value", err)
+        for n in names:
+            ref = g_ref[n]
+            err = float((g[n].double() - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+            assert err <= F32_REL_TOL, (strategy, n, err)
+
+
+@needs_native
+def test_auto_strategy_matches_documented_rule():
+    _, _, leaves = _make("svd_index", SHAPES[1], torch.float64)
+    L = leaves(torch.float64)
+    w = L["weight"]
+    assert choose_strategy(w, None) == "shared"
+    assert choose_strategy(w, SharedShift(torch.zeros_like(w))) == "shared"
+    assert choose_strategy(w, PerSampleShift(torch.zeros(3, *w.shape))) == "grouped"
+    sp = SplitShift(torch.zeros(2, *w.shape), torch.ones(3), torch.zeros(3, dtype=torch.int64))
+    assert choose_strategy(w, sp) == "split"
+    svd = _shift("svd_index", L)
+    assert choose_strategy(w, svd) == "factorised"
+    # A weight that is not U diag(s) Vh: auto falls back to grouped, explicit factorised raises.
+    w2 = (w * 1.01).detach()
+    assert choose_strategy(w2, svd) == "grouped"
+    y = shifted_modconv(L["x"], w2, L["styles"], svd)
+    torch.testing.assert_close(y, ref_shifted_modconv(L["x"], w2, L["styles"], svd))
+    with pytest.raises(ValueError, match="factorised"):
+        shifted_modconv(L["x"], w2, L["styles"], svd, strategy="factorised")
+
+
+# ------------------------------------------------------------------------- fused pieces
+
+
+def _demod_inputs(batch, n_out, n_in, n0, n_dir, dtype, with_t, with_index, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(batch, n_in, generator=g, dtype=dtype)
+    q0 = torch.rand(n0, n_out, n_in, generator=g, dtype=dtype) + 0.1
+    q1 = q2 = t = index = None
+    if with_t:
+        q1 = torch.randn(n_dir, n_out, n_in, generator=g, dtype=dtype) * 0.1
+        q2 = torch.rand(n_dir, n_out, n_in, generator=g, dtype=dtype) * 0.1
+        t = torch.randn(batch, generator=g, dtype=dtype)
+        if with_index:
+            index = torch.randint(0, n_dir, (batch,), generator=g)
+    return s, q0, q1, q2, t, index
+
+
+DEMOD_CASES = [
+    # batch, out, in, n0, n_dir, with_t, with_index
+    (3, 4, 5, 1, 0, False, False),
+    (2, 3, 7, 2, 0, False, False),
+    (4, 5, 130, 1, 3, True, True),  # more input channels than one tile (128)
+    (3, 2, 6, 1, 3, True, False),
+    (1, 1, 1, 1, 1, True, True),
+]
+
+
+@needs_native
+@pytest.mark.parametrize("case", DEMOD_CASES)
+def test_demod_native_gradcheck(case):
+    batch, n_out, n_in, n0, n_dir, with_t, with_index = case
+    n_dir = n_dir if not (with_t and not with_index) else batch
+    args = _demod_inputs(batch, n_out, n_in, n0, n_dir, torch.float64, with_t, with_index)
+    diff = [a.requires_grad_(True) if a is not None and a.is_floating_point() else a for a in args]
+
+    def fn(*a):
+        return demod(*a, scale2=0.3, impl="native")
+
+    torch.testing.assert_close(fn(*diff), ref_demod(*diff, scale2=0.3), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fn, diff, eps=1e-6, atol=1e-8)
+
+
+EPI_CASES = [
+    # B, C, H, W, y1, dcoef, noise, bias, act, clamp
+    (2, 3, 4, 5, True, True, "batch", True, "lrelu", 0.7),
+    (1, 4, 3, 3, False, True, "shared", False, "lrelu", None),
+    (3, 2, 5, 2, True, False, None, True, "linear", None),
+    (2, 5, 1, 7, False, False, "batch", True, "linear", 0.5),
+]
+
+
+def _epi_inputs(case, dtype, seed=0):
+    b, c, h, w, y1, dc, noise, bias, act, clamp = case
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*sz):
+        return torch.randn(*sz, generator=g, dtype=dtype)
+
+    args = [rnd(b, c, h, w), rnd(b, c, h, w) if y1 else None, rnd(b) if y1 else None,
+            rnd(b, c).abs() + 0.5 if dc else None,
+            rnd(b if noise == "batch" else 1, 1, h, w) if noise else None,
+            rnd(1) if noise else None, rnd(c) if bias else None]  # fmt: skip
+    return args, dict(act=act, clamp=clamp)
+
+
+@needs_native
+@pytest.mark.parametrize("case", EPI_CASES)
+def test_epilogue_native_gradcheck(case):
+    args, kw = _epi_inputs(case, torch.float64)
+    diff = [a.requires_grad_(True) if a is not None else None for a in args]
+
+    def fn(*a):
+        return epilogue(*a, **kw, impl="native")
+
+    torch.testing.assert_close(fn(*diff), ref_epilogue(*diff, **kw), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fn, diff, eps=1e-6, atol=1e-8)
+
+
+@needs_native
+@pytest.mark.parametrize("case", EPI_CASES)
+def test_epilogue_native_float32_matches_ref(case):
+    args, kw = _epi_inputs(case, torch.float32, seed=3)
+    a1 = [None if a is None else a.clone().requires_grad_(True) for a in args]
+    a2 = [None if a is None else a.clone().requires_grad_(True) for a in args]
+    y1 = epilogue(*a1, **kw, impl="native")
+    y2 = ref_epilogue(*a2, **kw)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-6)
+    dy = torch.randn(y1.shape, generator=torch.Generator().manual_seed(1))
+    y1.backward(dy)
+    y2.backward(dy)
+    for p, q in zip(a1, a2, strict=True):
+        if p is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- CUDA bodies on the CPU
+
+
+def _emu():
+    try:
+        return importlib.import_module("navcuda._C_emu")
+    except ImportError as exc:
+        pytest.skip(f"test-only module navcuda._C_emu not built: {exc}")
+
+
+def _ptr(t):
+    return 0 if t is None else t.data_ptr()
+
+
+@needs_native
+@pytest.mark.parametrize("case", DEMOD_CASES)
+@pytest.mark.parametrize("block", [1, 8, 32])
+def test_demod_cuda_bodies_emulated(case, block):
+    emu = _emu()
+    batch, n_out, n_in, n0, n_dir, with_t, with_index = case
+    n_dir = n_dir if not (with_t and not with_index) else batch
+    dtype = torch.float64
+    s, q0, q1, q2, t, index = _demod_inputs(batch, n_out, n_in, n0, n_dir, dtype, with_t,
+                                            with_index, seed=7)  # fmt: skip
+    code = _native.dtype_code(dtype)
+    dcoef = torch.empty(batch, n_out, dtype=dtype)
+    emu.modconv_demod_emu(_ptr(s), _ptr(q0), _ptr(q1), _ptr(q2), _ptr(t), _ptr(index),
+                          _ptr(dcoef), batch, n_out, n_in, n0, n_dir, code, 0.3, block)  # fmt: skip
+    leaves = [None if a is None else a.clone().requires_grad_(True) for a in (s, q0, q1, q2, t)]
+    ref = ref_demod(*leaves, index, scale2=0.3)
+    torch.testing.assert_close(dcoef, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn(batch, n_out, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    ref.backward(g)
+    parts = (n_in + block - 1) // block
+    dn = torch.empty(batch, n_out, dtype=dtype)
+    ds = torch.empty_like(s)
+    dt = torch.zeros(batch, parts, dtype=dtype) if with_t else None
+    dq0 = torch.empty_like(q0)
+    dq1 = torch.empty_like(q1) if with_t else None
+    dq2 = torch.empty_like(q2) if with_t else None
+    emu.modconv_demod_grad_emu(_ptr(g), _ptr(dcoef), _ptr(s), _ptr(q0), _ptr(q1), _ptr(q2),
+                               _ptr(t), _ptr(index), _ptr(dn), _ptr(ds), _ptr(dt), _ptr(dq0),
+                               _ptr(dq1), _ptr(dq2), batch, n_out, n_in, n0, n_dir, code, 0.3,
+                               3, block)  # fmt: skip
+    outs = [ds, dq0, dq1, dq2, None if dt is None else dt.sum(1)]
+    for got, leaf in zip(outs, leaves, strict=True):
+        if leaf is not None:
+            torch.testing.assert_close(got, leaf.grad, rtol=1e-11, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("case", EPI_CASES)
+@pytest.mark.parametrize("grid,block", [(1, 1), (2, 8), (5, 32)])
+def test_epilogue_cuda_bodies_emulated(case, grid, block):
+    emu = _emu()
+    dtype = torch.float64
+    args, kw = _epi_inputs(case, dtype, seed=4)
+    y0, y1, t, dcoef, noise, ns, bias = args
+    b, c, h, w = y0.shape
+    act_code = 0 if kw["act"] == "linear" else 1
+    gain = 1.0 if kw["act"] == "linear" else math.sqrt(2)
+    clamp = -1.0 if kw["clamp"] is None else kw["clamp"]
+    bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
+    code = _native.dtype_code(dtype)
+    out = torch.empty_like(y0)
+    emu.modconv_epilogue_emu(*map(_ptr, (y0, y1, t, dcoef, noise)), bstride, _ptr(ns), _ptr(bias),
+                             _ptr(out), b, c, h * w, code, act_code, 0.2, gain, clamp, grid,
+                             block)  # fmt: skip
+    leaves = [None if a is None else a.clone().requires_grad_(True) for a in args]
+    ref = ref_epilogue(*leaves, **kw)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    dout = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(9))
+    ref.backward(dout)
+    dy0, dy1, dz = torch.empty_like(y0), torch.empty_like(y0), torch.empty_like(y0)
+    ddcoef, p_dz, p_dzy1, p_dzn = (torch.empty(b, c, dtype=dtype) for _ in range(4))
+    emu.modconv_epilogue_grad_emu(
+        *map(_ptr, (dout, out, y0, y1, t, dcoef, noise)), bstride, _ptr(dy0),
+        _ptr(dy1) if y1 is not None else 0, _ptr(dz), _ptr(ddcoef) if dcoef is not None else 0,
+        _ptr(p_dz), _ptr(p_dzy1) if y1 is not None else 0, _ptr(p_dzn) if noise is not None else 0,
+        b, c, h * w, code, act_code, 0.2, gain, clamp, grid, block,
+    )  # fmt: skip
+    tol = dict(rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(dy0, leaves[0].grad, **tol)
+    d = dcoef if dcoef is not None else torch.ones(b, c, dtype=dtype)
+    torch.testing.assert_close(dy0, dz * d[:, :, None, None], **tol)
+    if y1 is not None:
+        torch.testing.assert_close(dy1, leaves[1].grad, **tol)
+        torch.testing.assert_close((p_dzy1 * d).sum(1), leaves[2].grad, **tol)
+    if dcoef is not None:
+        torch.testing.assert_close(ddcoef, leaves[3].grad, **tol)
+    if noise is not None:
+        torch.testing.assert_close(p_dzn.sum().reshape(1), leaves[5].grad, **tol)
+    if bias is not None:
+        torch.testing.assert_close(p_dz.sum(0), leaves[6].grad, **tol)
+
+
+# ------------------------------------------------------------------------- argument errors
+
+
+def _good(dtype=torch.float32):
+    _, _, leaves = _make("split", SHAPES[1], dtype)
+    return leaves(dtype)
+
+
+@pytest.mark.parametrize(
+    "mutate,exc,match",
+    [
+        (lambda L: L.update(styles=L["styles"][:, :-1]), ValueError, "styles must have shape"),
+        (lambda L: L.update(weight=L["weight"][:, :-1]), ValueError, "input channels"),
+        (lambda L: L.update(index=L["index"] + 5), ValueError, r"index values must lie in"),
+        (lambda L: L.update(index=L["index"].float()), TypeError, "index must have dtype"),
+        (lambda L: L.update(t=L["t"][:-1]), ValueError, "shift.t must have shape"),
+        (lambda L: L.update(bias=L["bias"].double()), TypeError, "bias has dtype"),
+        (lambda L: L.update(styles=L["styles"].to("meta")), ValueError, "styles is on meta"),
+        (lambda L: L.update(noise=L["noise"][:, :, :-1]), ValueError, "noise must have shape"),
+        (lambda L: L.update(delta=L["delta"][:, :, :-1]), ValueError, "delta must have shape"),
+    ],
+)
+def test_bad_inputs_raise_before_kernels(mutate, exc, match, monkeypatch):
+    L = _good()
+    mutate(L)
+    calls = []
+    monkeypatch.setattr(_native, "run_kernel", lambda *a, **k: calls.append(a))
+    with pytest.raises(exc, match=match):
+        _run(shifted_modconv, "split", L, SHAPES[1], True, None)
+    assert not calls
+
+
+def test_bad_strategy_and_up():
+    L = _good()
+    with pytest.raises(ValueError, match="does not support"):
+        _run(shifted_modconv, "split", L, SHAPES[1], True, None, strategy="shared")
+    with pytest.raises(ValueError, match="strategy must be"):
+        _run(shifted_modconv, "split", L, SHAPES[1], True, None, strategy="fast")
+    with pytest.raises(TypeError, match="shift must be"):
+        shifted_modconv(L["x"], L["weight"], L["styles"], shift=L["delta"])
+    with pytest.raises(ValueError, match="up=2 needs blur_filter"):
+        shifted_modconv(L["x"], L["weight"], L["styles"], up=2)
+
+
+def test_zero_svd_coefficients_rejected():
+    _, _, leaves = _make("svd_rows", SHAPES[0], torch.float64)
+    L = leaves(torch.float64)
+    L["coeffs"] = torch.zeros_like(L["coeffs"])
+    with pytest.raises(ValueError, match="not all zero"):
+        _run(shifted_modconv, "svd_rows", L, SHAPES[0], True, None)
+
+
+# ------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", SHIFT_KINDS)
+def test_cuda_strategies_match_oracle(kind):
+    if not _native.has_cuda():
+        pytest.skip("navcuda._C has no usable CUDA kernels")
+    shape = SHAPES[1]
+    _, names, leaves = _make(kind, shape, torch.float64, seed=3)
+
+    def to_cuda(L):
+        out = {}
+        for n, v in L.items():
+            if v is None:
+                out[n] = None
+            else:
+                c = v.detach().cuda()
+                out[n] = c.requires_grad_(True) if n in names else c
+        return out
+
+    L_ref = to_cuda(leaves(torch.float64))
+    y_ref, g_ref = _values_and_grads(ref_shifted_modconv, kind, L_ref, names, shape, True, 1.0)
+    for strategy in SUPPORTED[kind]:
+        L = to_cuda(leaves(torch.float64))
+        y, g = _values_and_grads(shifted_modconv, kind, L, names, shape, True, 1.0,
+                                 strategy=strategy, impl="native")  # fmt: skip
+        torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
+        for n in names:
+            torch.testing.assert_close(g[n], g_ref[n], rtol=1e-9, atol=1e-9, msg=n)
+
+
+def test_strategies_constant_is_complete():
+    assert set(STRATEGIES) == {"grouped", "shared", "factorised", "split"}
