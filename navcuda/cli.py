@@ -271,9 +271,26 @@ def _cmd_name(args: argparse.Namespace) -> int:
     from navcuda.gallery import apply_names
     from navcuda.io.directions import DirectionSet
 
-    ds = apply_names(
-        DirectionSet.load(args.directions), args.names, allow_other_set=args.allow_other_set
-    )
+    if args.auto == (args.names is not None):
+        raise ValueError("give either a names.json file or --auto")
+    ds = DirectionSet.load(args.directions)
+    if args.auto:
+        from navcuda.discover.naming import name_by_factors
+
+        g = _load(args.checkpoint, args.device)
+        ds.check_compatible(g)
+        ds = name_by_factors(
+            g,
+            ds,
+            min_disentanglement=args.min_disentanglement,
+            n_samples=args.samples,
+            seed=args.seed,
+            keep_unnamed=args.keep_unnamed,
+        )
+        for n, info in zip(ds.names, ds.extra["factor_scores"], strict=True):
+            print(f"  {n or '-':<20} disentanglement {info['disentanglement']:.2f}")
+    else:
+        ds = apply_names(ds, args.names, allow_other_set=args.allow_other_set)
     path = ds.save(args.output or args.directions)
     marks = list((ds.extra.get("marks") or {}).values())
     named = sum(n is not None for n in ds.names)
@@ -292,7 +309,14 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
     if (args.image is None) == (args.seed is None):
         raise ValueError("give either an image to project or --seed S for a generated sample")
-    ds = DirectionSet.load(args.directions)
+    if args.directions is None:
+        if args.checkpoint is not None:
+            raise ValueError("--directions is required with --checkpoint")
+        from navcuda.models.default import load_default_directions
+
+        ds = load_default_directions()
+    else:
+        ds = DirectionSet.load(args.directions)
     g = _load(args.checkpoint, args.device)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     d = select_direction(ds, args.direction)
@@ -519,16 +543,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     name = sub.add_parser(
         "name",
-        help="merge names and marks from a gallery's names.json into a direction set",
-        description="Names go into the set's names, good/bad marks into extra['marks']. Writes "
+        help="name directions: merge a gallery's names.json, or --auto from toy-world factors",
+        description="With names.json: names go into the set's names, good/bad marks into "
+        "extra['marks']. With --auto (toy-world models): each direction is scored with the "
+        "factor regressor and named after the ground-truth factor it moves most when its "
+        "disentanglement reaches --min-disentanglement (one direction per factor; positive t "
+        "increases the factor); unnamed directions are dropped unless --keep-unnamed. Writes "
         "the set in place (atomically) unless -o is given.",
     )
     name.add_argument("directions", help="direction set file (.nav)")
-    name.add_argument("names", help="names.json exported by the gallery")
+    name.add_argument("names", nargs="?", help="names.json exported by the gallery")
     name.add_argument("-o", "--output", help="write the named set here instead")
     name.add_argument(
         "--allow-other-set", action="store_true", help="apply names exported for another set"
     )
+    name.add_argument("--auto", action="store_true", help="name from toy-world factor scores")
+    name.add_argument("--min-disentanglement", type=float, default=0.25, help="for --auto")
+    name.add_argument("--samples", type=int, default=16, help="latents per direction (--auto)")
+    name.add_argument("--keep-unnamed", action="store_true", help="for --auto")
+    name.add_argument("--seed", type=int, default=0, help="latent seed for --auto")
+    name.add_argument("--checkpoint", help="generator (default: the bundled model)")
+    name.add_argument("--device", default="cpu", help="cpu or cuda")
     name.set_defaults(func=_cmd_name)
 
     edit = sub.add_parser(
@@ -539,7 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edit.add_argument("image", nargs="?", help="photo to project (PNG, JPEG, ...)")
     edit.add_argument("--seed", type=int, help="edit the generated sample of this seed instead")
-    edit.add_argument("--directions", required=True, help="direction set file (.nav)")
+    edit.add_argument(
+        "--directions",
+        help="direction set file (.nav); default: the bundled model's named set "
+        "(eye size, nose length, mouth width, ...)",
+    )
     edit.add_argument("--direction", required=True, help="direction name (any case) or index")
     edit.add_argument(
         "--t", type=float, default=1.0, help="shift: multiple of the recommended amplitude"

@@ -108,3 +108,23 @@ def test_names_round_trip_to_edit(tmp_path, setup, capsys):
     assert main(["name", str(dirs), str(names)]) == 2
     assert "unknown direction index 3: the set has 3 directions" in capsys.readouterr().err
     assert DirectionSet.load(dirs).names == ["sv0", "Big Smile", None]
+
+
+def test_name_auto_names_by_factors(tmp_path, capsys):
+    """`navcuda name --auto` on the bundled model: singular directions named after the
+    ground-truth factor each moves most; then `edit` applies one by that name."""
+    svd = tmp_path / "svd.nav"
+    args = ["discover", "--method", "svd", "--layer", "convs.3", "-k", "12", "-o", str(svd)]
+    assert main(args) == 0
+    named = tmp_path / "named.nav"
+    assert main(["name", str(svd), "--auto", "--samples", "6", "-o", str(named)]) == 0
+    out = capsys.readouterr().out
+    ds = DirectionSet.load(named)
+    assert 1 <= len(ds) <= 12 and all(n is not None for n in ds.names)
+    assert all(info["disentanglement"] >= 0.25 for info in ds.extra["factor_scores"])
+    assert ds.names[0] in out
+    png = tmp_path / "edit.png"
+    code = main(["edit", "--seed", "1", "--directions", str(named), "--direction", ds.names[0],
+                 "-o", str(png)])  # fmt: skip
+    assert code == 0 and png.stat().st_size > 0
+    assert main(["name", str(svd)]) == 2  # neither names.json nor --auto

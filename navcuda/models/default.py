@@ -15,7 +15,14 @@ import torch
 
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
 
-__all__ = ["TOY_CONFIG", "BUNDLED_GENERATOR", "load_default", "RandomWeightsWarning"]
+__all__ = [
+    "TOY_CONFIG",
+    "BUNDLED_GENERATOR",
+    "BUNDLED_DIRECTIONS",
+    "load_default",
+    "load_default_directions",
+    "RandomWeightsWarning",
+]
 
 TOY_CONFIG = GeneratorConfig(
     resolution=64,
@@ -27,6 +34,12 @@ TOY_CONFIG = GeneratorConfig(
 
 #: File name of the bundled trained generator inside the package's ``data`` folder.
 BUNDLED_GENERATOR = "toyfaces64.safetensors"
+
+
+#: The bundled model's named directions (layer convs.3), named from the toy world's factor scores:
+#: eye size, eye spacing, fringe length, skin hue, mouth curvature, mouth width, hair length,
+#: nose length.
+BUNDLED_DIRECTIONS = "toyfaces64_named.nav"
 
 
 class RandomWeightsWarning(UserWarning):
@@ -56,3 +69,25 @@ def load_default(device: str | torch.device = "cpu", seed: int = 0) -> Generator
         g = Generator(TOY_CONFIG)
         g.update_w_avg(1024, seed=seed)
     return g.to(device).eval()
+
+
+def load_default_directions():
+    """The bundled model's named direction set (a :class:`~navcuda.io.directions.DirectionSet`).
+
+    Built from the top-64 singular directions of ``convs.3``, each named after the ground-truth
+    factor it moves most (disentanglement >= 0.2, one direction per factor) by
+    :func:`navcuda.discover.naming.name_by_factors`; rebuild it with::
+
+        navcuda discover --method svd --layer convs.3 -k 64 -o svd64.nav
+        navcuda name svd64.nav --auto --min-disentanglement 0.2 -o toyfaces64_named.nav
+    """
+    from navcuda.io.directions import DirectionSet
+
+    data = resources.files("navcuda") / "data" / BUNDLED_DIRECTIONS
+    if not data.is_file():
+        raise FileNotFoundError(
+            f"the bundled direction set {BUNDLED_DIRECTIONS} is missing from this install; "
+            "reinstall navcuda or pass --directions FILE"
+        )
+    with resources.as_file(data) as path:
+        return DirectionSet.load(path)

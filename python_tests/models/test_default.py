@@ -33,3 +33,22 @@ def test_bundled_generator_records_its_training():
         meta = read_metadata(p)
     assert meta["training"]["trained_steps"] > 1000
     assert meta["training"]["train_config"]["batch_size"] >= 1
+
+
+def test_bundled_named_directions_move_their_factor():
+    """The bundled named set fits the bundled model, and a named direction really moves the
+    factor it is named after, in the positive direction (re-scored on other latents)."""
+    from navcuda.metrics.factor_scores import score_edit
+    from navcuda.models.default import load_default_directions
+
+    g = load_default()
+    ds = load_default_directions()
+    ds.check_compatible(g)
+    assert {"nose length", "eye size", "mouth width"} <= set(ds.names)
+    assert ds.extra["named_by"] == "toy-world factor regressor"
+    for name in ("nose length", "mouth width"):
+        d = ds.by_name(name)
+        ts = torch.linspace(-d.amplitude, d.amplitude, 3)
+        s = score_edit(g, d, ts, n_samples=8, seed=123)
+        assert s.top_factor == name.replace(" ", "_")
+        assert float(s.effect[s.top_index]) > 0

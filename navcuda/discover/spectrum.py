@@ -1,0 +1,335 @@
+"""The spectrum method: top eigenvectors of the perceptual Hessian of one layer (paper §3.3).
+
+``H`` is the Hessian at zero shift of ``L(delta) = E_z d(G_theta(z), G_{theta+delta}(z))`` w.r.t.
+the raw kernel of one layer (:class:`navcuda.hessian.PerceptualHessian`). Its top eigenvectors are
+the weight shifts that change the images most, perceptually; the paper uses them as directions.
+
+Solvers (``solver=``)
+---------------------
+``"power"`` -- the paper / official code, kept as the reference: one vector at a time,
+    ``iterations`` (default 20) steps ``v <- P(H v / |v|)`` with ``P`` the Gram-Schmidt projection
+    onto the orthogonal complement of the vectors already found (deflation), central finite
+    differences (``hvp="fd"``, ``eps=0.1``); ``tol`` optionally stops a vector early.
+``"block"`` -- the default: subspace iteration on a block of ``k + oversample`` vectors with a
+    Rayleigh-Ritz step every iteration. Every iteration costs one batched block of HVPs (all
+    vectors and latents in one pass over chunks) and yields Ritz values, Ritz vectors and their
+    residuals ``|H x - theta x| / |theta|`` for free; it stops when the top ``k`` residuals are
+    below ``tol`` (or after ``max_iters``). HVPs are exact Gauss-Newton products (``hvp="gn"``; the
+    Hessian at zero shift *is* the Gauss-Newton matrix) or finite differences (``hvp="fd"``).
+
+Every result carries eigenvalues (``DirectionSet.values``) and, in ``extra``, the final residual of
+every vector computed with the same HVP, the iterations, the number of HVPs and whether the
+tolerance was met, plus the metric and Hessian set-up (``extra["hessian"]``).
+
+Metric: ``metric="auto"`` uses LPIPS(VGG) when its backbone file is supplied or cached, else the
+offline fallback (``"toy-regressor"`` on the bundled toy model, ``"random-vgg"`` otherwise; see
+:func:`navcuda.metrics.perceptual.resolve_metric_name`); the name used is stored in the set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
+from navcuda.io.directions import DirectionSet
+from navcuda.models.fingerprint import model_fingerprint
+from navcuda.models.stylegan2 import Generator
+
+__all__ = [
+    "HVPS",
+    "SOLVERS",
+    "SpectrumResult",
+    "block_eigensolver",
+    "discover_spectrum",
+    "power_eigensolver",
+]
+
+SOLVERS = ("block", "power")
+HVPS = ("gn", "fd")
+
+#: ``V [m, N] -> H V [m, N]`` on flattened vectors.
+HVPFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SpectrumResult:
+    """Top eigenpairs of a symmetric operator: ``vectors [k, N]`` (unit rows), ``values [k]``
+    (descending), ``residuals [k]`` = ``|H v - lambda v| / |lambda|``, the iterations run, the
+    number of HVPs spent and whether every residual reached the tolerance."""
+
+    vectors: torch.Tensor
+    values: torch.Tensor
+    residuals: torch.Tensor
+    iterations: int
+    hvp_count: int
+    converged: bool
+    history: list[float] = field(default_factory=list)
+
+
+def _rel_residuals(hx: torch.Tensor, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    r = (hx - theta.unsqueeze(1) * x).norm(dim=1)
+    return r / theta.abs().clamp_min(torch.finfo(theta.dtype).tiny)
+
+
+def _check_k(k: int, n: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, {n}] (the layer's number of weights), got {k!r}")
+
+
+def power_eigensolver(
+    hvp: HVPFn,
+    n: int,
+    k: int,
+    iterations: int = 20,
+    tol: float | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> SpectrumResult:
+    """The official method: deflated power iteration, one vector at a time.
+
+    Vector ``i`` starts random (``N(0, 1)`` entries), projected onto the complement of vectors
+    ``0..i-1``; each step is ``v <- P(H v / |v|)`` with ``H v`` evaluated at the unnormalised
+    ``v`` (the official ``forward_step``: FD perturbations ``eps v``, divided by ``|v|``), for
+    ``iterations`` steps, or until the relative change of the normalised vector drops below
+    ``tol``. The final eigenvalue is the Rayleigh quotient and the residual costs one more HVP per
+    vector.
+    """
+    _check_k(k, n)
+    gen = torch.Generator().manual_seed(seed)
+    found: list[torch.Tensor] = []
+    values, residuals, count, all_ok, history = [], [], 0, True, []
+
+    def project(v: torch.Tensor) -> torch.Tensor:
+        for b in found:  # classical Gram-Schmidt against unit vectors, as the official code
+            v = v - (v @ b) * b
+        return v
+
+    bar = tqdm(total=k * iterations, desc="power", unit="hvp", disable=not progress)
+    for _ in range(k):
+        v = project(torch.randn(n, generator=gen, dtype=torch.float64)).to(device, dtype)
+        for _step in range(iterations):
+            # as the official forward_step: perturbation eps * v (v not normalised), result / |v|
+            hv = hvp(v.unsqueeze(0))[0] / v.norm()
+            count += 1
+            bar.update(1)
+            new = project(hv.double()).to(dtype)
+            change = float((new / new.norm() - v / v.norm()).norm())
+            v = new
+            if tol is not None and change < tol:
+                bar.update(iterations - _step - 1)
+                break
+        x = (v.double() / v.double().norm()).to(dtype)
+        hx = hvp(x.unsqueeze(0))[0]
+        count += 1
+        theta = (x.double() @ hx.double()).reshape(1)
+        res = _rel_residuals(hx.double().unsqueeze(0), x.double().unsqueeze(0), theta)
+        all_ok &= tol is None or float(res) < tol
+        found.append(x.double())
+        values.append(theta)
+        residuals.append(res)
+        history.append(float(res))
+        bar.set_postfix(last_residual=f"{float(res):.2e}")
+    bar.close()
+    vals = torch.cat(values)
+    order = torch.argsort(vals, descending=True)
+    vecs = torch.stack(found)[order].to(dtype)
+    return SpectrumResult(vecs, vals[order], torch.cat(residuals)[order], iterations, count,
+                          bool(all_ok), history)  # fmt: skip
+
+
+def block_eigensolver(
+    hvp: HVPFn,
+    n: int,
+    k: int,
+    oversample: int | None = None,
+    max_iters: int = 50,
+    tol: float = 1e-3,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    init: torch.Tensor | None = None,
+) -> SpectrumResult:
+    """Subspace iteration with Rayleigh-Ritz on ``p = k + oversample`` vectors.
+
+    Each iteration: ``Z = H Q`` (one block HVP), Ritz pairs of ``Q^T Z``, residuals of the top
+    ``k`` Ritz pairs; stop when all are below ``tol``; otherwise ``Q <- orth(Z S)``. Convergence of
+    vector ``i`` goes like ``(lambda_{p+1} / lambda_i)^iter``, hence the oversampling (default
+    ``max(4, k // 4)``). ``init [m <= p, N]`` seeds the block (e.g. a previous run's vectors).
+    """
+    _check_k(k, n)
+    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(p, n, generator=gen, dtype=torch.float64)
+    if init is not None:
+        m = min(p, init.shape[0])
+        q[:m] = init[:m].reshape(m, n).double().cpu()
+    q = torch.linalg.qr(q.t())[0].t().contiguous()
+    history: list[float] = []
+    bar = tqdm(total=max_iters, desc="block", unit="iter", disable=not progress)
+    it, count = 0, 0
+    theta = res = x = None
+    while it < max_iters:
+        z = hvp(q.to(device, dtype)).double().cpu()
+        count += p
+        it += 1
+        t = q @ z.t()
+        t = 0.5 * (t + t.t())
+        evals, s = torch.linalg.eigh(t)
+        order = torch.argsort(evals, descending=True)
+        theta, s = evals[order], s[:, order]
+        x = s.t() @ q  # Ritz vectors [p, N]
+        hx = s.t() @ z
+        res = _rel_residuals(hx[:k], x[:k], theta[:k])
+        worst = float(res.max())
+        history.append(worst)
+        bar.update(1)
+        bar.set_postfix(max_residual=f"{worst:.2e}", top=f"{float(theta[0]):.3g}")
+        if worst < tol:
+            break
+        q = torch.linalg.qr(hx.t())[0].t().contiguous()
+    bar.close()
+    assert theta is not None and res is not None and x is not None
+    vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
+    return SpectrumResult(vecs.to(dtype), theta[:k], res, it, count, bool(res.max() < tol),
+                          history)  # fmt: skip
+
+
+def _make_latents(generator: Generator, n: int, seed: int, psi: float) -> torch.Tensor:
+    z = torch.randn(n, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    dev, dtype = generator.w_avg.device, generator.w_avg.dtype
+    with torch.no_grad():
+        return torch.cat([generator.mapping(c.to(dev, dtype), psi) for c in z.split(256)])
+
+
+def _is_toy_model(generator: Generator) -> bool:
+    from navcuda.models.default import TOY_CONFIG
+
+    return generator.config == TOY_CONFIG
+
+
+def discover_spectrum(
+    generator: Generator,
+    layer: int | str,
+    k: int = 64,
+    solver: str = "block",
+    hvp: str = "gn",
+    metric: str | object = "auto",
+    backbone_path: str | os.PathLike | None = None,
+    n_latents: int = 512,
+    batch_size: int = 32,
+    eps: float = 0.1,
+    iterations: int = 20,
+    max_iters: int = 50,
+    tol: float = 1e-3,
+    oversample: int | None = None,
+    resize: int | None = 64,
+    truncation_psi: float = 1.0,
+    calibrate: bool = True,
+    target_rms: float = DEFAULT_TARGET_RMS,
+    seed: int = 0,
+    progress: bool = True,
+) -> DirectionSet:
+    """Top-``k`` eigenvectors of the perceptual Hessian of ``layer`` (module docstring).
+
+    Args:
+        solver: ``"block"`` (default) or ``"power"`` (the paper's reference).
+        hvp: ``"gn"`` (exact Gauss-Newton, default for the block solver) or ``"fd"`` (central
+            differences with ``eps``; the power solver always uses ``"fd"`` unless ``hvp`` is
+            given explicitly as ``"gn"``).
+        metric: ``"auto"``, a name of :data:`navcuda.metrics.perceptual.METRIC_NAMES`, or a
+            metric object; ``backbone_path``: the LPIPS VGG checkpoint file.
+        n_latents: z shared by every vector (paper: 512); ``batch_size``: samples per chunk.
+        iterations: power steps per vector (paper: 20); ``max_iters``/``tol``/``oversample``:
+            block solver (``tol`` also stops a power vector early when given to it).
+        resize: images are resized to ``resize`` (nearest, as the official code) before the
+            metric; ``None`` keeps them.
+        calibrate/target_rms: recommended amplitudes (RMS image change, as the other methods).
+    Returns a ``DirectionSet`` with ``basis="weight"`` (unit eigenvectors), eigenvalues as
+    ``values`` and the residuals in ``extra``.
+    """
+    from navcuda.hessian import PerceptualHessian
+    from navcuda.metrics.perceptual import make_metric, resolve_metric_name
+
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if hvp not in HVPS:
+        raise ValueError(f"hvp must be one of {HVPS}, got {hvp!r}")
+    if isinstance(n_latents, bool) or not isinstance(n_latents, int) or n_latents < 1:
+        raise ValueError(f"n_latents must be a positive int, got {n_latents!r}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    dev = generator.w_avg.device
+    if isinstance(metric, str):
+        metric_name = resolve_metric_name(metric, _is_toy_model(generator), backbone_path)
+        kw = {"backbone_path": backbone_path} if metric_name.startswith("lpips") else {}
+        metric_obj = make_metric(metric_name, **kw)
+    else:
+        metric_obj = metric
+        metric_name = getattr(metric, "name", type(metric).__name__)
+    metric_obj = metric_obj.to(dev)
+    ws = _make_latents(generator, n_latents, seed, truncation_psi)
+    hess = PerceptualHessian(generator, layer, ws, metric_obj, batch_size=batch_size,
+                             resize=resize, progress=False)  # fmt: skip
+    shape, n = hess.shape, hess.n_params
+
+    def hvp_fn(v: torch.Tensor) -> torch.Tensor:
+        blk = v.reshape(v.shape[0], *shape)
+        out = hess.hvp_gn(blk) if hvp == "gn" else hess.hvp_fd(blk, eps=eps)
+        return out.reshape(v.shape[0], n)
+
+    common = {"seed": seed, "dtype": hess.dtype, "device": hess.device, "progress": progress}
+    if solver == "power":
+        res = power_eigensolver(hvp_fn, n, k, iterations=iterations, tol=None, **common)
+    else:
+        res = block_eigensolver(hvp_fn, n, k, oversample=oversample, max_iters=max_iters,
+                                tol=tol, **common)  # fmt: skip
+    vectors = res.vectors.float().cpu().reshape(k, *shape)
+    ds = DirectionSet(
+        layer=hess.layer,
+        basis="weight",
+        coefficients=vectors,
+        amplitudes=torch.full((k,), float("nan")),
+        method="spectrum",
+        weight_shape=shape,
+        names=[f"eig{i}" for i in range(k)],
+        fingerprint=model_fingerprint(generator),
+        hparams={
+            "k": k,
+            "solver": solver,
+            "hvp": hvp,
+            "n_latents": n_latents,
+            "eps": eps,
+            "iterations": iterations,
+            "max_iters": max_iters,
+            "tol": tol,
+            "oversample": oversample,
+            "resize": resize,
+            "batch_size": batch_size,
+            "truncation_psi": truncation_psi,
+            "target_rms": target_rms,
+        },  # fmt: skip
+        seed=seed,
+        metric=metric_name,
+        values=res.values.float(),
+        extra={
+            "residuals": [float(r) for r in res.residuals],
+            "iterations": res.iterations,
+            "hvp_count": res.hvp_count,
+            "converged": res.converged,
+            "residual_history": res.history,
+            "hessian": hess.describe(),
+            "gn_mode": hess.gn_mode_used,
+        },
+    )
+    if calibrate:
+        ds.amplitudes = calibrate_amplitudes(generator, list(ds), target=target_rms, seed=seed)
+    return ds
