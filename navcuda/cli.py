@@ -120,6 +120,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _metric(name: str, g, backbone: str | None, device: str):
+    """A perceptual metric by CLI name ("none" -> None); "auto" as in spectrum discovery."""
+    if name == "none":
+        return None
+    from navcuda.discover.spectrum import _is_toy_model
+    from navcuda.metrics.perceptual import make_metric, resolve_metric_name
+
+    name = resolve_metric_name(name, _is_toy_model(g), backbone)
+    kw = {"backbone_path": backbone} if name.startswith("lpips") else {}
+    return make_metric(name, **kw).to(device)
+
+
 def _fmt(values: Sequence[float]) -> str:
     return ", ".join(f"{v:g}" for v in values)
 
@@ -129,9 +141,28 @@ def _cmd_discover(args: argparse.Namespace) -> int:
 
     g = _load(args.checkpoint, args.device)
     hparams = dict(_parse_hparams(args.param))
+    metric = {"metric": args.metric, "backbone_path": args.backbone}
+    if args.method == "spectrum":
+        hparams = {**metric, **hparams}
+    elif args.method == "hybrid":
+        spectrum = {k.removeprefix("spectrum_"): v for k, v in hparams.items()
+                    if k.startswith("spectrum_")}  # fmt: skip
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("spectrum_")}
+        hparams["spectrum_params"] = {**metric, **spectrum}
+        if args.eigenvectors:
+            hparams["eigenvectors"] = args.eigenvectors
+    elif args.eigenvectors:
+        raise ValueError("--eigenvectors is for --method hybrid")
     ds = discover(g, args.layer, method=args.method, k=args.k, seed=args.seed, **hparams)
     path = ds.save(args.output)
     print(f"wrote {len(ds)} {args.method} directions of layer {ds.layer} to {path}")
+    if ds.values is not None and args.method == "spectrum":
+        res = ds.extra.get("residuals") or []
+        print(
+            f"eigenvalues {float(ds.values[0]):.4g} ... {float(ds.values[-1]):.4g} (metric "
+            f"{ds.metric}); max residual {max(res):.2e} after {ds.extra.get('iterations')} "
+            f"iterations ({'converged' if ds.extra.get('converged') else 'NOT converged'})"
+        )
     return 0
 
 
@@ -331,6 +362,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
             steps=args.steps,
             mode=args.mode,
             seed=args.projection_seed,
+            metric=_metric(args.metric, g, args.backbone, args.device),
             progress=True,
         )
         edited = proj.render(g, d, t)
@@ -357,11 +389,19 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
 
-    ds = DirectionSet.load(args.directions)
     g = _load(args.checkpoint, args.device)
-    ds.check_compatible(g, allow_other_model=args.allow_other_model)
-    if args.only:
-        ds = ds.subset(args.only)
+    ds = None
+    if args.experiment in ("locality", "reproduce", "realism"):
+        if args.directions is None:
+            raise ValueError(f"evaluate {args.experiment} needs a direction set file (.nav)")
+        ds = DirectionSet.load(args.directions)
+        ds.check_compatible(g, allow_other_model=args.allow_other_model)
+        if args.only:
+            ds = ds.subset(args.only)
+    elif args.directions is not None:
+        raise ValueError(
+            f"evaluate {args.experiment} takes no direction set (use --set LABEL=FILE)"
+        )
     out = Path(args.output)
     report = EXPERIMENTS[args.experiment](g, ds, out, args)
     path = _write_json(out / f"{args.experiment}.json", report)
@@ -396,11 +436,13 @@ def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
 def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.evaluate.latent_reproduction import SPACES, reproduce_edit
 
+    metric = _metric(args.metric, g, args.backbone, args.device)
     rows = []
     for d in ds:
         t = args.t_rel * (d.amplitude or 1.0)
         for space in SPACES if d.basis != "latent" else ("z", "w", "w+"):
-            r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps, seed=args.seed)
+            r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps, seed=args.seed,
+                               metric=metric)  # fmt: skip
             rows.append(
                 {
                     "direction": d.name,
@@ -411,10 +453,154 @@ def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
                 }
             )
             print(f"{d.name:<16} {space:<12} residual {r.relative_residual:.3f}")
-    return {"experiment": "reproduce", "threshold": 0.5, "rows": rows}
+    return {"experiment": "reproduce", "threshold": 0.5, "rows": rows,
+            "metric": "pixel MSE" if metric is None else metric.describe()}  # fmt: skip
 
 
-EXPERIMENTS = {"locality": _eval_locality, "reproduce": _eval_reproduce}
+def _toy_features(g):
+    """(real world statistics, feature function) for toy-FD; refuses non-toy models."""
+    from navcuda.discover.spectrum import _is_toy_model
+    from navcuda.evaluate.interpretability import _world_stats
+    from navcuda.metrics.factor_regressor import load_factor_regressor
+
+    if not _is_toy_model(g):
+        raise ValueError(
+            "toy-FD compares with toy-world renders and only makes sense for a toy-world model; "
+            "for other models pass --inception FILE (torchvision Inception-v3 weights) and "
+            "--real DIR (a folder of real images)"
+        )
+    reg = load_factor_regressor()
+    return reg, _world_stats
+
+
+def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
+    from navcuda.evaluate.realism import plot_realism, realism_curves
+    from navcuda.io.directions import DirectionSet
+
+    dirs = [d for d in ds]
+    for d in dirs:
+        d.meta.setdefault("method", ds.method)
+    for path in args.baseline or []:
+        b = DirectionSet.load(path)
+        b.check_compatible(g, allow_other_model=args.allow_other_model)
+        for d in b:
+            d.meta.setdefault("method", b.method)
+            dirs.append(d)
+    if args.inception:
+        from navcuda.metrics.frechet import InceptionFeatures, feature_statistics
+        from navcuda.project import load_image
+
+        if not args.real:
+            raise ValueError("--inception needs --real DIR, a folder of real images")
+        files = sorted(p for p in Path(args.real).iterdir() if p.suffix.lower() in
+                       (".png", ".jpg", ".jpeg", ".webp"))  # fmt: skip
+        if len(files) < 2:
+            raise ValueError(f"--real {args.real}: found {len(files)} images, need at least 2")
+        net = InceptionFeatures(args.inception).to(args.device)
+        real = torch.cat([load_image(f, 299) for f in files])
+        stats = feature_statistics(
+            torch.cat([net(c.to(args.device)).cpu() for c in real.split(32)])
+        )
+        feature_fn, metric = net, "FID (Inception-v3, torchvision weights)"
+    else:
+        reg, world_stats = _toy_features(g)
+        stats, feature_fn, metric = world_stats(args.n_real, args.seed, reg), reg.features, "toy-FD"
+    ts = parse_range(args.t) if args.t else [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+    curves = realism_curves(g, dirs, stats, feature_fn, relative_ts=ts, n_samples=args.n_z,
+                            seed=args.seed)  # fmt: skip
+    plot_realism(curves, out / "realism.png", title=f"{metric} vs shift", metric=metric)
+    return {"experiment": "realism", "metric": metric, "n_samples": args.n_z,
+            "curves": [c.to_dict() for c in curves]}  # fmt: skip
+
+
+def _eval_layers(g, ds, out: Path, args: argparse.Namespace) -> dict:
+    from navcuda.discover.spectrum import _is_toy_model
+    from navcuda.evaluate.layer_sweep import layer_sweep, plot_layer_sweep
+
+    if not _is_toy_model(g):
+        raise ValueError("the layer sweep scores factors of the toy world: use the bundled model")
+    sweep = layer_sweep(g, method=args.method, k=args.k, n_samples=args.n_z, seed=args.seed,
+                        threshold=args.threshold, **dict(_parse_hparams(args.param)))  # fmt: skip
+    plot_layer_sweep(sweep, out / "layers.png")
+    for r in sweep["layers"]:
+        top = sorted(r["profile"].items(), key=lambda kv: -kv[1])[:3]
+        print(
+            f"{r['layer']:<8} {r['resolution']:>4}px  " + ", ".join(f"{f} {v:.2f}" for f, v in top)
+        )
+    return sweep
+
+
+#: methods of the table and their small-budget settings for a CPU run (--param overrides them)
+_TABLE_METHODS = ("svd", "spectrum", "optimize", "hybrid", "ganspace", "sefa")
+
+
+def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
+    from navcuda.discover import discover
+    from navcuda.discover.spectrum import _is_toy_model
+    from navcuda.evaluate.interpretability import (
+        interpretability_table,
+        plot_interpretability,
+        table_markdown,
+    )
+    from navcuda.io.directions import DirectionSet
+
+    if not _is_toy_model(g):
+        raise ValueError("the table scores factors of the toy world: use the bundled model")
+    given = dict(item.split("=", 1) for item in args.set or [])
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in _TABLE_METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(_TABLE_METHODS)}")
+    extra = dict(_parse_hparams(args.param))
+    budgets = {
+        "spectrum": {"n_latents": args.spectrum_latents, "tol": 1e-2, "max_iters": 30},
+        "optimize": {"steps": args.train_steps},
+        "hybrid": {"steps": args.train_steps, "basis_size": args.k,
+                   "spectrum_params": {"n_latents": args.spectrum_latents, "tol": 1e-2,
+                                       "max_iters": 30}},
+    }  # fmt: skip
+    sets: dict[str, DirectionSet] = {}
+    (out / "sets").mkdir(parents=True, exist_ok=True)
+    for m in methods:
+        if m in given:
+            sets[m] = DirectionSet.load(given[m])
+            continue
+        path = out / "sets" / f"{m}.nav"
+        if path.is_file() and not args.recompute:
+            print(f"{m}: reusing {path}")
+            sets[m] = DirectionSet.load(path)
+            continue
+        hp = {**budgets.get(m, {}), **{k: v for k, v in extra.items() if k.startswith(m + ".")}}
+        hp = {k.removeprefix(m + "."): v for k, v in hp.items()}
+        if m == "hybrid" and "spectrum" in sets:
+            hp.pop("spectrum_params", None)
+            hp["eigenvectors"] = sets["spectrum"]
+        layer = args.layer
+        print(f"{m}: discovering {args.k} directions of {layer}")
+        sets[m] = discover(g, layer, method=m, k=args.k, seed=args.seed, **hp)
+        sets[m].save(path)
+    for label in given:
+        if label not in sets:
+            sets[label] = DirectionSet.load(given[label])
+    table = interpretability_table(g, sets, threshold=args.threshold, n_samples=args.n_z,
+                                   realism_samples=args.n_real, seed=args.seed)  # fmt: skip
+    md = table_markdown(table)
+    from navcuda.io.atomic import atomic_path
+
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(md + "\n")
+    plot_interpretability(table, out / "table.png")
+    print(md)
+    return table
+
+
+EXPERIMENTS = {
+    "locality": _eval_locality,
+    "reproduce": _eval_reproduce,
+    "realism": _eval_realism,
+    "layers": _eval_layers,
+    "table": _eval_table,
+}
 
 
 def _join_negative_values(argv: Sequence[str] | None) -> list[str]:
@@ -486,7 +672,22 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("-o", "--output", default="directions.nav", help="direction set file")
     disc.add_argument("--checkpoint", help="generator file; default: the embedded model")
     disc.add_argument("--seed", type=int, default=0)
-    disc.add_argument("--param", action="append", metavar="NAME=VALUE", help="method option")
+    disc.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="method option, e.g. n_latents=64, solver=power, steps=2000; for hybrid, "
+        "spectrum_NAME=VALUE goes to its spectrum run",
+    )
+    disc.add_argument(
+        "--metric",
+        default="auto",
+        help="perceptual metric of spectrum/hybrid: auto (LPIPS-VGG when its backbone file is "
+        "found, else an offline fallback, with a warning), lpips-vgg, lpips-alex, random-vgg, "
+        "toy-regressor, pixel",
+    )
+    disc.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
+    disc.add_argument("--eigenvectors", help="hybrid: spectrum set (.nav) or official .pt file")
     disc.add_argument("--device", default="cpu", help="cpu or cuda")
     disc.set_defaults(func=_cmd_discover)
 
@@ -590,6 +791,14 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--mode", choices=["w", "w+"], default="w+", help="projection space")
     edit.add_argument("--projection-seed", type=int, default=0, help="seed of the projection")
     edit.add_argument("--save-projection", help="also save the projected ws and noise (.pt)")
+    edit.add_argument(
+        "--metric",
+        default="auto",
+        help="perceptual loss of the projection besides pixel MSE: auto (LPIPS-VGG when its "
+        "backbone is found, else toy-regressor on the bundled model / random-vgg), lpips-vgg, "
+        "random-vgg, toy-regressor, none",
+    )
+    edit.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     edit.add_argument("--truncation", type=float, default=0.7, help="truncation psi (--seed)")
     edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     edit.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -597,13 +806,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="run one of the paper's experiments on a direction set",
+        help="run one of the paper's experiments (or the automatic Table 1)",
         description="Experiments: locality (per-pixel change maps and a locality score), "
-        "reproduce (can a latent shift in Z, W, W+ or the activations imitate the edit?). "
-        "Each writes EXPERIMENT.json and a figure into the output folder.",
+        "reproduce (can a latent shift in Z, W, W+ or the activations imitate the edit?), "
+        "realism (toy-FD, or FID with --inception/--real, against the shift), layers (factor "
+        "profile of every layer's directions; no set needed), table (the paper's Table 1 "
+        "measured on the toy world for svd, spectrum, optimize, hybrid, ganspace and sefa; no "
+        "set needed). Each writes EXPERIMENT.json and a figure into the output folder.",
     )
     ev.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    ev.add_argument("directions", help="direction set file (.nav)")
+    ev.add_argument("directions", nargs="?", help="direction set file (.nav)")
     ev.add_argument("-o", "--output", default="evaluation", help="output folder")
     ev.add_argument("--checkpoint", help="generator file; default: the embedded model")
     ev.add_argument("--only", type=parse_seeds, help="only these direction indices")
@@ -611,6 +823,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-t", type=int, default=20, help="shifts per direction (locality)")
     ev.add_argument("--t-rel", type=float, default=1.0, help="edit size (reproduce), x amplitude")
     ev.add_argument("--steps", type=int, default=300, help="optimisation steps (reproduce)")
+    ev.add_argument("--t", help="realism: shifts as multiples of the amplitude, e.g. -2:2:9")
+    ev.add_argument("--baseline", action="append", help="realism: another set on the same plot")
+    ev.add_argument("--n-real", type=int, default=512, help="real samples for toy-FD")
+    ev.add_argument("--inception", help="realism: Inception-v3 weights file for FID")
+    ev.add_argument("--real", help="realism with --inception: folder of real images")
+    ev.add_argument("--method", default="svd", help="layers: discovery method")
+    ev.add_argument("-k", type=int, default=16, help="layers/table: directions per layer/method")
+    ev.add_argument("--layer", default="convs.3", help="table: the layer compared")
+    ev.add_argument(
+        "--methods", default=",".join(_TABLE_METHODS), help="table: comma-separated methods"
+    )
+    ev.add_argument(
+        "--set", action="append", metavar="LABEL=FILE", help="table: use this set for LABEL"
+    )
+    ev.add_argument("--train-steps", type=int, default=600, help="table: optimize/hybrid steps")
+    ev.add_argument("--spectrum-latents", type=int, default=32, help="table: spectrum latents")
+    ev.add_argument("--recompute", action="store_true", help="table: ignore saved sets")
+    ev.add_argument("--threshold", type=float, default=0.4, help="clean: disentanglement >=")
+    ev.add_argument(
+        "--param", action="append", metavar="NAME=VALUE", help="method option (table: METHOD.NAME)"
+    )
+    ev.add_argument(
+        "--metric",
+        default="none",
+        help="reproduce: image distance of eq. 5, none = pixel MSE (the paper's), or a "
+        "perceptual metric (auto, lpips-vgg, random-vgg, toy-regressor)",
+    )
+    ev.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     ev.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -125,3 +125,26 @@ def test_evaluate_locality_and_reproduce(tmp_path, ckpt):
     assert main(["evaluate", "reproduce", *common, "--steps", "3", "--only", "0"]) == 0
     rows = json.loads((out / "reproduce.json").read_text())["rows"]
     assert {r["space"] for r in rows} == {"z", "w", "w+", "activations"}
+
+
+def test_discover_spectrum_then_hybrid(tmp_path, ckpt, capsys):
+    spec = tmp_path / "spec.nav"
+    common = ["--checkpoint", ckpt, "--layer", "convs.3", "--metric", "pixel"]
+    args = ["discover", "--method", "spectrum", "-k", "2", "-o", str(spec), *common,
+            "--param", "n_latents=2", "--param", "max_iters=4",
+            "--param", "resize=null"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "eigenvalues" in out and "metric pixel" in out
+    ds = DirectionSet.load(spec)
+    assert ds.method == "spectrum" and ds.metric == "pixel" and ds.extra["iterations"] <= 4
+    hyb = tmp_path / "hyb.nav"
+    args = ["discover", "--method", "hybrid", "-k", "2", "-o", str(hyb), *common,
+            "--eigenvectors", str(spec), "--param", "steps=2", "--param", "batch_size=2",
+            "--param", "reconstructor_size=32"]  # fmt: skip
+    assert main(args) == 0
+    h = DirectionSet.load(hyb)
+    assert h.method == "hybrid" and h.extra["basis"]["size"] == 2
+    # --eigenvectors belongs to hybrid only
+    bad = ["discover", "--method", "svd", "-o", str(tmp_path / "x.nav"), "--checkpoint", ckpt]
+    assert main([*bad, "--eigenvectors", str(spec)]) == 2

@@ -11,11 +11,12 @@ Solvers (``solver=``)
     onto the orthogonal complement of the vectors already found (deflation), central finite
     differences (``hvp="fd"``, ``eps=0.1``); ``tol`` optionally stops a vector early.
 ``"block"`` -- the default: subspace iteration on a block of ``k + oversample`` vectors with a
-    Rayleigh-Ritz step every iteration. Every iteration costs one batched block of HVPs (all
-    vectors and latents in one pass over chunks) and yields Ritz values, Ritz vectors and their
-    residuals ``|H x - theta x| / |theta|`` for free; it stops when the top ``k`` residuals are
-    below ``tol`` (or after ``max_iters``). HVPs are exact Gauss-Newton products (``hvp="gn"``; the
-    Hessian at zero shift *is* the Gauss-Newton matrix) or finite differences (``hvp="fd"``).
+    Rayleigh-Ritz step every iteration and locking of converged vectors. Every iteration costs one
+    batched block of HVPs (all active vectors and latents in one pass over chunks) and yields Ritz
+    values, Ritz vectors and their residuals ``|H x - theta x| / |theta|`` for free; it stops when
+    the top ``k`` residuals are below ``tol`` (or after ``max_iters``). HVPs are exact
+    Gauss-Newton products (``hvp="gn"``; the Hessian at zero shift *is* the Gauss-Newton matrix)
+    or finite differences (``hvp="fd"``).
 
 Every result carries eigenvalues (``DirectionSet.values``) and, in ``extra``, the final residual of
 every vector computed with the same HVP, the iterations, the number of HVPs and whether the
@@ -157,12 +158,16 @@ def block_eigensolver(
     device: torch.device | str = "cpu",
     progress: bool = True,
     init: torch.Tensor | None = None,
+    lock: bool = True,
 ) -> SpectrumResult:
-    """Subspace iteration with Rayleigh-Ritz on ``p = k + oversample`` vectors.
+    """Subspace iteration with Rayleigh-Ritz and locking on ``p = k + oversample`` vectors.
 
-    Each iteration: ``Z = H Q`` (one block HVP), Ritz pairs of ``Q^T Z``, residuals of the top
-    ``k`` Ritz pairs; stop when all are below ``tol``; otherwise ``Q <- orth(Z S)``. Convergence of
-    vector ``i`` goes like ``(lambda_{p+1} / lambda_i)^iter``, hence the oversampling (default
+    Each iteration multiplies the *active* block by ``H`` (one batched block of HVPs), takes the
+    Ritz pairs of the span of the locked and active vectors (their products are known exactly),
+    and computes the residuals of the top ``k``; it stops when all are below ``tol``. Otherwise
+    the leading run of converged Ritz vectors is locked (``lock``: kept with their products, no
+    longer multiplied) and the rest is replaced by ``orth(H x)`` deflated against them. Vector
+    ``i`` converges like ``(lambda_{p+1} / lambda_i)^iter``, hence the oversampling (default
     ``max(4, k // 4)``). ``init [m <= p, N]`` seeds the block (e.g. a previous run's vectors).
     """
     _check_k(k, n)
@@ -173,29 +178,35 @@ def block_eigensolver(
         m = min(p, init.shape[0])
         q[:m] = init[:m].reshape(m, n).double().cpu()
     q = torch.linalg.qr(q.t())[0].t().contiguous()
+    locked_x = torch.zeros(0, n, dtype=torch.float64)
+    locked_hx = torch.zeros(0, n, dtype=torch.float64)
     history: list[float] = []
     bar = tqdm(total=max_iters, desc="block", unit="iter", disable=not progress)
     it, count = 0, 0
     theta = res = x = None
     while it < max_iters:
         z = hvp(q.to(device, dtype)).double().cpu()
-        count += p
+        count += q.shape[0]
         it += 1
-        t = q @ z.t()
+        basis, hbasis = torch.cat([locked_x, q]), torch.cat([locked_hx, z])
+        t = basis @ hbasis.t()
         t = 0.5 * (t + t.t())
         evals, s = torch.linalg.eigh(t)
         order = torch.argsort(evals, descending=True)
         theta, s = evals[order], s[:, order]
-        x = s.t() @ q  # Ritz vectors [p, N]
-        hx = s.t() @ z
+        x, hx = s.t() @ basis, s.t() @ hbasis  # Ritz vectors [p, N] and their exact products
         res = _rel_residuals(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
+        n_lock = int(torch.cumprod((res < tol).int(), 0).sum()) if lock else 0
         bar.update(1)
-        bar.set_postfix(max_residual=f"{worst:.2e}", top=f"{float(theta[0]):.3g}")
+        bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
         if worst < tol:
             break
-        q = torch.linalg.qr(hx.t())[0].t().contiguous()
+        locked_x, locked_hx = x[:n_lock], hx[:n_lock]
+        nxt = hx[n_lock:]
+        nxt = nxt - (nxt @ locked_x.t()) @ locked_x
+        q = torch.linalg.qr(nxt.t())[0].t().contiguous()
     bar.close()
     assert theta is not None and res is not None and x is not None
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
@@ -221,7 +232,7 @@ def discover_spectrum(
     layer: int | str,
     k: int = 64,
     solver: str = "block",
-    hvp: str = "gn",
+    hvp: str | None = None,
     metric: str | object = "auto",
     backbone_path: str | os.PathLike | None = None,
     n_latents: int = 512,
@@ -242,9 +253,8 @@ def discover_spectrum(
 
     Args:
         solver: ``"block"`` (default) or ``"power"`` (the paper's reference).
-        hvp: ``"gn"`` (exact Gauss-Newton, default for the block solver) or ``"fd"`` (central
-            differences with ``eps``; the power solver always uses ``"fd"`` unless ``hvp`` is
-            given explicitly as ``"gn"``).
+        hvp: ``"gn"`` (exact Gauss-Newton products) or ``"fd"`` (central differences with
+            ``eps``); default ``"gn"`` for the block solver and ``"fd"`` (the paper's) for power.
         metric: ``"auto"``, a name of :data:`navcuda.metrics.perceptual.METRIC_NAMES`, or a
             metric object; ``backbone_path``: the LPIPS VGG checkpoint file.
         n_latents: z shared by every vector (paper: 512); ``batch_size``: samples per chunk.
@@ -261,6 +271,8 @@ def discover_spectrum(
 
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if hvp is None:
+        hvp = "fd" if solver == "power" else "gn"
     if hvp not in HVPS:
         raise ValueError(f"hvp must be one of {HVPS}, got {hvp!r}")
     if isinstance(n_latents, bool) or not isinstance(n_latents, int) or n_latents < 1:

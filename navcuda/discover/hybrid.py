@@ -1,0 +1,113 @@
+"""The hybrid method: the optimisation method restricted to the span of the Hessian's top
+eigenvectors (paper §3.4).
+
+The spectrum method gives the weight shifts that change the images most; among them the
+optimisation method (:mod:`navcuda.discover.optimize`) then learns ``k`` directions that a
+reconstructor can tell apart. Each direction is a unit combination of the ``basis_size`` top
+eigenvectors, so the search space is tiny (``k x basis_size`` coefficients) and confined to
+perceptually strong shifts.
+
+Defaults follow the paper's hybrid recipe for the full-size model (``T=80``, Hessian-basis
+``t_min=15`` and ``w=0.25``, batch 16), expressed relative to the layer's kernel norm as the
+optimisation method does (``T = 80 / 1536 * |W|``; see
+:data:`navcuda.discover.optimize.FFHQ_KERNEL_NORM`).
+
+The eigenvectors come from ``eigenvectors=`` (a spectrum :class:`DirectionSet`, a ``.nav`` file,
+an official ``eigenvectors_layer*.pt`` file or a tensor ``[n, out, in, k, k]``) or are computed
+with :func:`navcuda.discover.spectrum.discover_spectrum` (``spectrum_params`` passed through).
+With ``checkpoint=``, the basis is saved beside the checkpoint (``<checkpoint>.basis.nav``) so a
+resumed run optimises in exactly the same span without recomputing it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from navcuda.discover.optimize import FFHQ_KERNEL_NORM, DirectionOptimizer, OptimizeConfig
+from navcuda.io.directions import DirectionSet, load_official_eigenvectors
+from navcuda.models.layers import get_layer
+from navcuda.models.stylegan2 import Generator
+
+__all__ = ["HYBRID_DEFAULTS", "discover_hybrid"]
+
+#: The paper's hybrid hyper-parameters, scaled to the layer (module docstring).
+HYBRID_DEFAULTS: dict[str, float] = {
+    "t_max_rel": 80.0 / FFHQ_KERNEL_NORM,
+    "t_min_rel": 15.0 / FFHQ_KERNEL_NORM,
+    "t_weight": 0.25 * 80.0,
+    "batch_size": 16,
+}
+
+
+def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[torch.Tensor, dict]:
+    """``[n, out, in, k, k]`` weight-space vectors and a description of where they came from."""
+    if isinstance(eigenvectors, str | os.PathLike):
+        path = Path(eigenvectors)
+        if path.suffix == ".pt":
+            eigenvectors = load_official_eigenvectors(path)
+        else:
+            eigenvectors = DirectionSet.load(path)
+    if isinstance(eigenvectors, DirectionSet):
+        eigenvectors.check_compatible(generator)
+        if get_layer(generator, eigenvectors.layer).name != layer:
+            raise ValueError(f"the eigenvectors are of layer {eigenvectors.layer!r}, not {layer!r}")
+        basis = torch.stack([d.delta(generator) for d in eigenvectors]).cpu()
+        return basis, {"source": eigenvectors.method, "metric": eigenvectors.metric}
+    if isinstance(eigenvectors, torch.Tensor):
+        return eigenvectors.detach().cpu(), {"source": "tensor"}
+    raise TypeError(
+        "eigenvectors must be a DirectionSet, a .nav / eigenvectors_layer*.pt path or a tensor, "
+        f"got {type(eigenvectors).__name__}"
+    )
+
+
+def discover_hybrid(
+    generator: Generator,
+    layer: int | str,
+    k: int = 64,
+    basis_size: int = 64,
+    eigenvectors: Any = None,
+    spectrum_params: dict[str, Any] | None = None,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    calibrate: bool = True,
+    progress: bool = True,
+    **hparams: Any,
+) -> DirectionSet:
+    """``k`` directions learned by the optimisation method within the span of the top
+    ``basis_size`` Hessian eigenvectors of ``layer``.
+
+    ``hparams`` go to :class:`~navcuda.discover.optimize.OptimizeConfig` over
+    :data:`HYBRID_DEFAULTS` (e.g. ``steps``, ``lr``, ``t_max_rel``, ``patience``). The result's
+    ``extra["basis"]`` records the basis used (size, source, metric).
+    """
+    info = get_layer(generator, layer)
+    basis_file = None if checkpoint is None else Path(f"{checkpoint}.basis.nav")
+    if eigenvectors is None and basis_file is not None and basis_file.is_file():
+        eigenvectors = basis_file
+    if eigenvectors is None:
+        from navcuda.discover.spectrum import discover_spectrum
+
+        params = {"progress": progress, "calibrate": False, **(spectrum_params or {})}
+        eigenvectors = discover_spectrum(generator, info.name, k=basis_size, seed=seed, **params)
+    if basis_file is not None and isinstance(eigenvectors, DirectionSet):
+        eigenvectors.save(basis_file)
+    basis, source = _basis_from(eigenvectors, generator, info.name)
+    if basis.ndim != 5 or basis.shape[0] < 1:
+        raise ValueError(
+            f"the eigenvector basis must be [n, out, in, k, k], got {list(basis.shape)}"
+        )
+    basis = basis[:basis_size]
+    cfg = OptimizeConfig(k=k, seed=seed, **{**HYBRID_DEFAULTS, **hparams})
+    opt = DirectionOptimizer(generator, info.name, cfg, basis=basis, method="hybrid")
+    if checkpoint is not None and Path(checkpoint).is_file():
+        opt.load_state(checkpoint)
+    opt.run(checkpoint_path=checkpoint, progress=progress)
+    ds = opt.direction_set(calibrate=calibrate)
+    ds.metric = source.get("metric")
+    ds.extra["basis"] = {"size": int(basis.shape[0]), **source}
+    return ds
