@@ -840,7 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--train-steps", type=int, default=600, help="table: optimize/hybrid steps")
     ev.add_argument("--spectrum-latents", type=int, default=32, help="table: spectrum latents")
     ev.add_argument("--recompute", action="store_true", help="table: ignore saved sets")
-    ev.add_argument("--threshold", type=float, default=0.4, help="clean: disentanglement >=")
+    ev.add_argument("--threshold", type=float, default=0.25, help="clean: disentanglement >=")
     ev.add_argument(
         "--param", action="append", metavar="NAME=VALUE", help="method option (table: METHOD.NAME)"
     )

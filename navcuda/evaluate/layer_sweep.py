@@ -28,7 +28,7 @@ def layer_sweep(
     method: str = "svd",
     k: int = 8,
     layers: list[str] | None = None,
-    threshold: float = 0.4,
+    threshold: float = 0.25,
     n_samples: int = 16,
     seed: int = 0,
     progress: bool = True,
