@@ -64,8 +64,8 @@ order gradients only (use ``impl="ref"`` for double backward).
 
 Measurements
 ------------
-``benchmarks/bench_shifted_modconv.py`` times every strategy against the grouped reference in the
-same run; the ratios are in ``benchmarks/RESULTS.md``.
+``benchmarks/test_bench_shifted_modconv.py`` times every strategy against the grouped reference
+in the same run; the ratios are in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
