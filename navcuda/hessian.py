@@ -65,10 +65,19 @@ then switches to the *double-backward* JVP: ``J v = d/du <J^T u, v>`` (``J^T u``
 ``bias_act`` does). If neither works the FD product is used, with a warning.
 
 Batching: every product works on *samples* = (vector or perturbation, latent) pairs, run through
-``synthesis_suffix`` with a per-sample ``LayerShift`` delta ``[chunk, out, in, k, k]`` in chunks
-of ``batch_size`` samples. The deltas are gathered from a leaf holding one tensor per
-vector/perturbation of the chunk, so ONE backward pass per chunk returns every perturbation's
-gradient already summed over its latents.
+``synthesis_suffix`` in chunks of ``batch_size`` samples. A chunk holds few distinct
+vectors/perturbations, each used by many latents: the shift is a split shift
+(:meth:`LayerShift.split <navcuda.models.stylegan2.LayerShift.split>`) of a leaf holding one tensor
+per vector/perturbation of the chunk, with ``t = 1`` and the per-sample index, which the generator
+runs as one base convolution plus one convolution per distinct vector (no per-sample kernel is
+materialised, and the weight gradient of each vector is one dense reduction), so ONE backward pass
+per chunk returns every perturbation's gradient already summed over its latents. The shift part
+``conv(x, delta)`` is computed apart from ``conv(x, W)``, so a small ``eps`` is not lost in the
+rounding of ``W + eps v``.
+
+The Gauss-Newton product and :meth:`~PerceptualHessian.loss` run the generator with the plain-torch
+pieces (``conv_route(impl="ref")``): the native fused kernels support first-order reverse mode
+only, and these need double backward or forward-mode AD.
 
 Where this lives: ``navcuda/hessian.py``, not ``navcuda/ops/``: it composes the generator
 (``synthesis_prefix``/``suffix``) and a metric, and ``ops`` must not import upward (DESIGN.md
@@ -88,7 +97,7 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 from navcuda.models.layers import get_layer, layer_weight
-from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState
+from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState, conv_route
 
 __all__ = ["GN_MODES", "PerceptualHessian"]
 
@@ -226,13 +235,23 @@ class PerceptualHessian:
         kw = {} if self.resize_mode in ("nearest", "area") else {"align_corners": False}
         return F.interpolate(img, size=(self.resize, self.resize), mode=self.resize_mode, **kw)
 
-    def _features(self, idx: torch.Tensor, delta: torch.Tensor) -> list[torch.Tensor]:
-        """Metric features of the shifted renders of latents ``idx`` (per-sample ``delta``)."""
+    def _features(
+        self, idx: torch.Tensor, deltas: torch.Tensor | None, index: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Metric features of the renders of latents ``idx`` with the layer shifted by
+        ``deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all zeros,
+        i.e. one shared shift; ``deltas`` None: unshifted)."""
         state = SynthesisState(
             self.layer, self._x[idx], None if self._img is None else self._img[idx]
         )
+        shift = None
+        if deltas is not None:
+            if index is None:
+                index = torch.zeros(len(idx), dtype=torch.int64, device=self.device)
+            t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
+            shift = LayerShift.split(self.layer, deltas, t, index)
         img = self.generator.synthesis_suffix(
-            state, self.ws[idx], noise_mode=self.noise_mode, shift=LayerShift(self.layer, delta)
+            state, self.ws[idx], noise_mode=self.noise_mode, shift=shift
         )
         return list(self.metric.features(self._resize(img)))
 
@@ -281,18 +300,23 @@ class PerceptualHessian:
 
     # ================================================================ loss and gradient
     def loss(self, delta: torch.Tensor) -> torch.Tensor:
-        """``L(delta)`` for one shared shift ``[out, in, k, k]``; differentiable (also twice)."""
+        """``L(delta)`` for one shared shift ``[out, in, k, k]``; differentiable (also twice).
+
+        Runs the plain-torch pieces (double backward), with the unshifted features recomputed
+        the same way, so that ``L(0)`` is exactly 0."""
         if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != self.shape:
             raise ValueError(
                 f"delta must be {list(self.shape)}, got "
                 f"{list(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__}"
             )
         total = 0
-        for lo in range(0, self.n, self.batch_size):
-            idx = torch.arange(lo, min(lo + self.batch_size, self.n), device=self.device)
-            d = delta.unsqueeze(0).expand(len(idx), *self.shape)
-            f0 = [f[idx] for f in self._feats0]
-            total = total + self.metric.distance_from_features(f0, self._features(idx, d)).sum()
+        with conv_route(impl="ref"):
+            for lo in range(0, self.n, self.batch_size):
+                idx = torch.arange(lo, min(lo + self.batch_size, self.n), device=self.device)
+                with torch.no_grad():
+                    f0 = [f.detach() for f in self._features(idx, None)]
+                f1 = self._features(idx, delta.unsqueeze(0))
+                total = total + self.metric.distance_from_features(f0, f1).sum()
         return total / self.n
 
     def _grads(self, deltas: torch.Tensor, desc: str = "grad") -> torch.Tensor:
@@ -301,7 +325,7 @@ class PerceptualHessian:
         for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
             leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
             f0 = [f[i] for f in self._feats0]
-            dist = self.metric.distance_from_features(f0, self._features(i, leaf[p_local]))
+            dist = self.metric.distance_from_features(f0, self._features(i, leaf, p_local))
             (g,) = torch.autograd.grad(dist.sum(), leaf)
             out[p_lo:p_hi] += g
         return out / self.n
@@ -419,14 +443,19 @@ class PerceptualHessian:
         return None
 
     def _gn(self, v: torch.Tensor, mode: str) -> torch.Tensor:
+        # Double backward / forward-mode AD: the plain-torch pieces (see the module docstring).
+        with conv_route(impl="ref"):
+            return self._gn_chunks(v, mode)
+
+    def _gn_chunks(self, v: torch.Tensor, mode: str) -> torch.Tensor:
         out = torch.zeros_like(v)
         for p_lo, p_hi, p_local, i in self._chunks(v.shape[0], f"hvp_gn[{mode}]"):
             leaf = torch.zeros_like(v[p_lo:p_hi]).requires_grad_(True)
-            d = leaf[p_local]
-            tangent = v[p_lo:p_hi][p_local]
+            d = leaf
+            tangent = v[p_lo:p_hi]
             if mode == "forward":
                 with fwAD.dual_level():
-                    feats = self._features(i, fwAD.make_dual(d, tangent))
+                    feats = self._features(i, fwAD.make_dual(d, tangent), p_local)
                     unpacked = [fwAD.unpack_dual(f) for f in feats]
                     prim = [u.primal for u in unpacked]
                     jv = [
@@ -434,7 +463,7 @@ class PerceptualHessian:
                         for u in unpacked
                     ]
             else:
-                prim = self._features(i, d)
+                prim = self._features(i, d, p_local)
                 zeros = [torch.zeros_like(f, requires_grad=True) for f in prim]
                 (jt_u,) = torch.autograd.grad(prim, d, zeros, create_graph=True)
                 jv = list(torch.autograd.grad(jt_u, zeros, tangent, allow_unused=True))

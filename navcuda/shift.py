@@ -207,8 +207,12 @@ def shift_deltas(
     """Per-sample shifts ``t_b * Delta_b`` as a :class:`LayerShift` for :meth:`Generator.synthesis`.
 
     ``directions``: one direction (all samples) or ``B`` directions of the same layer; ``t``: a
-    scalar or ``[B]``. The result's delta is ``[B, out, in, kh, kw]`` (or ``[out, in, kh, kw]``
-    when both are shared).
+    scalar or ``[B]``. One direction with a scalar ``t`` gives a shared ``delta``
+    ``[out, in, kh, kw]``; otherwise the result is a split shift
+    (:meth:`LayerShift.split`): each distinct direction's unit shift computed once
+    (``[n_dir, out, in, kh, kw]``; the same :class:`Direction` object repeated counts once), with
+    ``t [B]`` and the per-sample ``index [B]``, which the generator renders without materialising
+    per-sample kernels. ``t`` may require grad.
     """
     single = isinstance(directions, Direction)
     dirs = [directions] if single else list(directions)
@@ -224,14 +228,25 @@ def shift_deltas(
         raise ValueError("shift magnitudes t must be finite")
     if t_.ndim > 1:
         raise ValueError(f"t must be a scalar or [B], got shape {list(t_.shape)}")
-    deltas = torch.stack([d.delta(generator, weight.dtype) for d in dirs])  # [n, o, i, k, k]
     if single and t_.ndim == 0:
-        return LayerShift(layer, t_ * deltas[0])
+        return LayerShift(layer, t_ * dirs[0].delta(generator, weight.dtype))
     if t_.ndim == 0:
         t_ = t_.expand(len(dirs))
     if len(dirs) not in (1, t_.numel()):
         raise ValueError(f"got {len(dirs)} directions for {t_.numel()} shift magnitudes")
-    return LayerShift(layer, t_.view(-1, 1, 1, 1, 1) * deltas)
+    # Distinct directions (by identity: strips and evaluations repeat the same object).
+    slot: dict[int, int] = {}
+    unique: list[Direction] = []
+    for d in dirs:
+        if id(d) not in slot:
+            slot[id(d)] = len(unique)
+            unique.append(d)
+    index = [slot[id(d)] for d in dirs]
+    if len(dirs) == 1:
+        index = index * t_.numel()
+    deltas = torch.stack([d.delta(generator, weight.dtype) for d in unique])  # [n, o, i, k, k]
+    index_t = torch.tensor(index, dtype=torch.int64, device=weight.device)
+    return LayerShift.split(layer, deltas, t_.contiguous(), index_t)
 
 
 def synthesize_shifted(

@@ -5,7 +5,10 @@ direction that says "this far gives a clear but sane edit". For each direction, 
 found by geometric bisection on ``t`` so that the mean RMS pixel change between ``G(z)`` and
 ``G_{theta + t xi}(z)`` (images in [-1, 1], averaged over ``n_z`` latents and over ``+t`` and
 ``-t``) equals ``target``. All directions are calibrated together, one batched render per
-bisection step, reusing the activations before the shifted layer.
+bisection step, reusing the activations before the shifted layer. Weight-space directions are
+rendered as a split shift (:meth:`LayerShift.split <navcuda.models.stylegan2.LayerShift.split>`):
+consecutive samples share a direction, so each chunk forms the unit shifts of the few directions
+it uses and runs one base convolution plus one convolution per direction.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from collections.abc import Sequence
 
 import torch
 
-from navcuda.models.layers import layer_weight
-from navcuda.models.stylegan2 import Generator
-from navcuda.shift import Direction, shift_deltas
+from navcuda.models.layers import get_layer, layer_weight
+from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState
+from navcuda.shift import Direction
 
 __all__ = ["calibrate_amplitudes", "DEFAULT_TARGET_RMS"]
 
@@ -55,17 +58,22 @@ def calibrate_amplitudes(
     if latent:
         hi0 = 10.0 * math.sqrt(generator.config.w_dim)
         state = None
+        vecs = torch.stack([d.latent_shift(generator, ws.dtype) for d in directions])
     else:
-        layer = directions[0].layer
+        layers = {get_layer(generator, d.layer).name for d in directions}
+        if len(layers) != 1:
+            raise ValueError(f"calibrate one layer at a time, got {sorted(layers)}")
+        layer = layers.pop()
         hi0 = 10.0 * float(layer_weight(generator, layer).detach().double().norm())
         state = generator.synthesis_prefix(ws, layer)
+        vecs = None  # unit weight shifts: formed per chunk, for the few directions it uses
     k = len(directions)
     lo = torch.full((k,), hi0 * 1e-6, dtype=torch.float64)
     hi = torch.full((k,), hi0, dtype=torch.float64)
-    change_hi = _changes(generator, directions, hi, ws, base, state, batch_size)
+    change_hi = _changes(generator, directions, vecs, hi, ws, base, state, batch_size)
     for _ in range(iters):
         mid = (lo * hi).sqrt()
-        change = _changes(generator, directions, mid, ws, base, state, batch_size)
+        change = _changes(generator, directions, vecs, mid, ws, base, state, batch_size)
         below = change < target
         lo = torch.where(below, mid, lo)
         hi = torch.where(below, hi, mid)
@@ -73,28 +81,33 @@ def calibrate_amplitudes(
     return torch.where(change_hi < target, torch.full_like(amp, hi0), amp)
 
 
-def _changes(generator, directions, t, ws, base, state, batch_size) -> torch.Tensor:
-    """Mean RMS change per direction at +-t (one render per (direction, z, sign))."""
+def _changes(generator, directions, vecs, t, ws, base, state, batch_size) -> torch.Tensor:
+    """Mean RMS change per direction at +-t (one render per (direction, z, sign)).
+
+    ``vecs``: the unit latent shifts ``[K, w_dim]`` (``state`` None), or None for weight-space
+    directions of ``state.layer``."""
     k, n = len(directions), ws.shape[0]
     triples = [(i, j, s) for i in range(k) for j in range(n) for s in (1.0, -1.0)]
     rms = torch.empty(len(triples), dtype=torch.float64)
     for start in range(0, len(triples), batch_size):
         chunk = triples[start : start + batch_size]
-        dirs = [directions[i] for i, _, _ in chunk]
-        idx = torch.tensor([j for _, j, _ in chunk])
+        idx = torch.tensor([j for _, j, _ in chunk], device=ws.device)
         tt = torch.tensor([s * float(t[i]) for i, _, s in chunk], dtype=ws.dtype, device=ws.device)
         if state is None:
-            v = torch.stack([d.latent_shift(generator, ws.dtype) for d in dirs])
-            img = generator.synthesis(ws[idx] + tt[:, None] * v)
+            dir_idx = torch.tensor([i for i, _, _ in chunk], device=ws.device)
+            img = generator.synthesis(ws[idx] + tt[:, None] * vecs[dir_idx])
         else:
-            from navcuda.models.stylegan2 import SynthesisState
-
+            used = sorted({i for i, _, _ in chunk})
+            slot = {i: s for s, i in enumerate(used)}
+            deltas = torch.stack([directions[i].delta(generator, ws.dtype) for i in used])
+            dir_idx = torch.tensor([slot[i] for i, _, _ in chunk], device=ws.device)
             sub = SynthesisState(
                 state.layer,
                 state.x[idx.to(state.x.device)],
                 None if state.img is None else state.img[idx.to(state.img.device)],
             )
-            img = generator.synthesis_suffix(sub, ws[idx], shift=shift_deltas(generator, dirs, tt))
+            shift = LayerShift.split(state.layer, deltas, tt, dir_idx)
+            img = generator.synthesis_suffix(sub, ws[idx], shift=shift)
         diff = (img - base[idx.to(base.device)]).double()
         rms[start : start + len(chunk)] = diff.square().mean(dim=(1, 2, 3)).sqrt().cpu()
     return rms.view(k, n * 2).mean(dim=1)

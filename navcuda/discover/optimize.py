@@ -14,8 +14,13 @@ kernel norm (``t_max_rel=3500/1536``...) so that the defaults carry over to mode
 predicts ``t / T``, with ``t_weight = w * T`` so that the loss equals the paper's.
 
 Unshifted images and the activations before the layer are computed once per batch without
-gradients; only the tail of the generator runs with per-sample shifts. The K distinct unit shifts
-are formed once per step (one small GEMM per direction) and gathered per sample.
+gradients; only the tail of the generator runs with per-sample shifts, passed in structured form
+so that no per-sample kernel is materialised: for the SVD basis an
+:class:`~navcuda.ops.shifted_modconv.SVDShift` over the layer's singular vectors (the generator
+runs the factorised strategy: a convolution with the fixed U-kernel, a per-sample channel scaling
+by ``s + t_b c_b / |c_b|``, a 1x1 convolution with Vh), for a weight basis a
+:class:`~navcuda.ops.shifted_modconv.SplitShift` of the K unit shifts (formed once per step) with
+the per-sample ``t`` and direction index. Gradients reach the direction coefficients either way.
 """
 
 from __future__ import annotations
@@ -105,6 +110,7 @@ class DirectionOptimizer:
             space = layer_space(generator, self.info.name)
             self.basis_kind = "svd"
             self._u = space.u.to(device=dev, dtype=weight.dtype)
+            self._s = space.s.to(device=dev, dtype=weight.dtype)
             self._vh = space.vh.to(device=dev, dtype=weight.dtype)
             n_basis = space.rank
         else:
@@ -139,11 +145,22 @@ class DirectionOptimizer:
     def unit_deltas(self) -> torch.Tensor:
         """The K unit-norm shifts ``[K, out, in, kh, kw]`` (differentiable in the coefficients)."""
         c = self.coeffs / self.coeffs.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        c = c.to(self._u.dtype if self.basis_kind == "svd" else self._basis.dtype)
         if self.basis_kind == "svd":
             m = (self._u.unsqueeze(0) * c.unsqueeze(1)) @ self._vh  # [K, kh*kw*in, out]
             return unflatten_kernel(m, self.info.weight_shape)
         d = torch.einsum("kn,n...->k...", c, self._basis)
         return d / d.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+
+    def shift(self, k: torch.Tensor, t: torch.Tensor) -> LayerShift:
+        """The shift of the layer for samples using directions ``k [B]`` at magnitudes ``t [B]``
+        (structured, differentiable in the coefficients; see the module docstring)."""
+        if self.basis_kind == "svd":
+            dt = self._u.dtype
+            c = self.coeffs.to(dt)
+            return LayerShift.svd(self.info.name, self._u, self._s, self._vh, t.to(dt), c, k)
+        deltas = self.unit_deltas()
+        return LayerShift.split(self.info.name, deltas, t.to(deltas.dtype), k)
 
     def train_step(self) -> dict[str, float]:
         cfg, g = self.config, self.generator
@@ -159,8 +176,7 @@ class DirectionOptimizer:
                 ws = g.mapping(z, cfg.truncation_psi)
                 state = g.synthesis_prefix(ws, self.info.name)
                 original = g.synthesis_suffix(state, ws)
-            deltas = self.unit_deltas()[k] * t.view(-1, 1, 1, 1, 1).to(self.coeffs.dtype)
-            shifted = g.synthesis_suffix(state, ws, shift=LayerShift(self.info.name, deltas))
+            shifted = g.synthesis_suffix(state, ws, shift=self.shift(k, t))
         logits, t_hat = self.reconstructor(original, shifted)
         ce = F.cross_entropy(logits, k)
         t_err = (t_hat - t / self.t_max).abs().mean()
