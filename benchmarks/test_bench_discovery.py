@@ -1,0 +1,80 @@
+"""Discovery hot paths on the bundled model (layer convs.3: 64 -> 64 channels at 16x16), the fast
+route (structured shifts, ``conv_route("auto")``) against the pre-fusion grouped route
+(``conv_route("legacy")``: per-sample kernels materialised, grouped convolutions, separate noise
+and ``bias_act``) in the same run:
+
+- one step of the optimisation method (``DirectionOptimizer.train_step``: batch 32, K = 64,
+  ResNet-18 reconstructor at 64 px), SVD basis and a weight basis of 64 vectors (the hybrid method);
+- one block of 64 Hessian-vector products (``PerceptualHessian.hvp_fd``, metric
+  ``toy-regressor``, 4 latents, batch 32: 512 perturbed renders with backward).
+
+The reference includes the parts no route changes (the reconstructor, the metric), so the ratios
+are what a user of these methods sees.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
+from navcuda.hessian import PerceptualHessian
+from navcuda.metrics.perceptual import make_metric
+from navcuda.models.default import load_default
+from navcuda.models.stylegan2 import conv_route
+
+LAYER = "convs.3"
+ROUTES = {"reference": "legacy", "fast": "auto"}
+
+
+@pytest.fixture(scope="module")
+def generator(device):
+    return load_default(device=device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("role", list(ROUTES))
+@pytest.mark.parametrize("basis", ["svd", "weight"])
+def test_optimize_train_step(benchmark, generator, device, basis, role):
+    kw = {}
+    if basis == "weight":
+        shape = generator.get_submodule(LAYER).conv.weight.shape[1:]
+        gen = torch.Generator().manual_seed(0)
+        kw["basis"] = torch.randn(64, *shape, generator=gen).to(device)
+    opt = DirectionOptimizer(generator, LAYER, OptimizeConfig(k=64, batch_size=32, seed=0), **kw)
+
+    def run():
+        with conv_route(ROUTES[role]):
+            opt.train_step()
+        _sync(device)
+
+    run()
+    benchmark.group = f"optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64"
+    benchmark.extra_info["role"] = role
+    benchmark(run)
+
+
+@pytest.mark.parametrize("role", list(ROUTES))
+def test_hvp_block(benchmark, generator, device, role):
+    z = torch.randn(4, generator.config.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ws = generator.mapping(z.to(device))
+    metric = make_metric("toy-regressor").to(device)
+    with conv_route(ROUTES[role]):
+        hess = PerceptualHessian(generator, LAYER, ws, metric, batch_size=32)
+    v = torch.randn(64, *hess.shape, generator=torch.Generator().manual_seed(1)).to(device)
+    v = v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
+
+    def run():
+        with conv_route(ROUTES[role]):
+            hess.hvp_fd(v)
+        _sync(device)
+
+    run()
+    benchmark.group = f"hvp_fd block of 64, toy-regressor, 4 latents, bundled {LAYER}"
+    benchmark.extra_info["role"] = role
+    benchmark(run)
