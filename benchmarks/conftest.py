@@ -35,9 +35,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         role = bench.extra_info.get("role")
         if role in ("reference", "fast"):
             groups.setdefault(bench.group or bench.name, {}).setdefault(role, []).append(bench)
+    tr = terminalreporter
+    bw = [b for b in session.benchmarks if "GB/s" in b.extra_info]
+    if bw:
+        tr.section("achieved memory bandwidth (median)")
+        for b in bw:
+            frac = b.extra_info.get("fraction_of_triad")
+            extra = f"   {frac:.0%} of the stream triad" if frac is not None else ""
+            tr.write_line(f"{b.group:<52} {b.name:<36} {b.extra_info['GB/s']:7.1f} GB/s{extra}")
     if not groups:
         return
-    tr = terminalreporter
     tr.section("speed-up over the reference (median time ratio, same run)")
     for group, roles in sorted(groups.items()):
         refs = roles.get("reference", [])

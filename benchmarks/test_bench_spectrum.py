@@ -98,3 +98,43 @@ def test_spectrum_end_to_end(benchmark, hessian, solver):
             else ""
         )
     )
+
+
+HVP_LATENTS = int(os.environ.get("NAVCUDA_BENCH_HVP_LATENTS", "64"))
+HVP_VECTORS = 64
+
+
+@pytest.fixture(scope="module")
+def hessian64(device):
+    g = load_default(device=device)
+    metric = make_metric("toy-regressor").to(device)
+    ws = _make_latents(g, HVP_LATENTS, 1, 1.0)
+    return PerceptualHessian(g, "convs.3", ws, metric, batch_size=32)
+
+
+@pytest.mark.parametrize("flavour", ["official sequential FD", "block FD", "block GN"])
+def test_hvp_block(benchmark, hessian64, flavour):
+    """64 Hessian-vector products with 64 z: the official sequential FD (one vector at a time,
+    full synthesis, batches of 8) against the batched block products (once each: minutes)."""
+    h = hessian64
+    v = torch.randn(HVP_VECTORS, *h.shape, generator=torch.Generator().manual_seed(0))
+    v = (v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)).to(h.device, h.dtype)
+    fns = {
+        "official sequential FD": lambda: h.hvp_reference(v, eps=0.1),
+        "block FD": lambda: h.hvp_fd(v, eps=0.1),
+        "block GN": lambda: h.hvp_gn(v),
+    }
+    if flavour == "official sequential FD":
+        h.batch_size = 8  # the official code's batch
+    try:
+        out = benchmark.pedantic(fns[flavour], rounds=1, iterations=1)
+    finally:
+        h.batch_size = 32
+    RESULTS[f"hvp {flavour}"] = out.flatten(1).double().cpu()
+    benchmark.group = f"{HVP_VECTORS} HVPs, {HVP_LATENTS} latents, bundled convs.3"
+    benchmark.extra_info["role"] = "reference" if flavour.startswith("official") else "fast"
+    ref = RESULTS.get("hvp official sequential FD")
+    if ref is not None and flavour != "official sequential FD":
+        rel = (RESULTS[f"hvp {flavour}"] - ref).norm() / ref.norm()
+        benchmark.extra_info["relative_difference_to_reference"] = float(rel)
+        print(f"\n{flavour}: relative difference to the official FD products {float(rel):.3e}")

@@ -1,4 +1,12 @@
 // CPU kernels for bias_act: OpenMP over rows, branch-free inner loops the compiler vectorises.
+// GCC keeps a branch per element for the lrelu / clamp selects under the default -ftrapping-math
+// (an ordered comparison may raise FE_INVALID on NaN): ~10x slower on random signs. FP exception
+// flags are not part of this module's contract, so they are relaxed for this file only (values are
+// unchanged). Must precede the includes.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 #include "bias_act.h"
 
 #include <cstdint>

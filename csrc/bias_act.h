@@ -16,17 +16,25 @@ namespace navcuda {
 
 enum class Act : int { kLinear = 0, kLrelu = 1 };
 
-// act(v) * gain.
+// Branch-free act(v) * gain, clamp and gradient: both arms are computed before each select, so
+// GCC can if-convert and vectorise the loops (a conditional `v * alpha` is not speculated under
+// -ftrapping-math and leaves a branch per element: ~10x slower on random signs, measured). The
+// CPU sources also relax -ftrapping-math (see bias_act.cpp); values are unchanged.
 template <typename T, int kAct>
 NAVCUDA_HD T bias_act_value(T v, T alpha, T gain) {
-  if (kAct == static_cast<int>(Act::kLrelu)) v = v > T(0) ? v : v * alpha;
+  if (kAct == static_cast<int>(Act::kLrelu)) {
+    const T neg = v * alpha;
+    v = v > T(0) ? v : neg;
+  }
   return v * gain;
 }
 
 // Clamp to [-c, c]; NaN stays NaN (like torch.clamp).
 template <typename T>
 NAVCUDA_HD T bias_act_clamp(T v, T c) {
-  return v > c ? c : (v < -c ? -c : v);
+  const T lo = -c;
+  T r = v > c ? c : v;
+  return v < lo ? lo : r;
 }
 
 // dx for one element from dy and the saved output y. The slope of lrelu is read from the sign of
@@ -35,8 +43,14 @@ NAVCUDA_HD T bias_act_clamp(T v, T c) {
 template <typename T, int kAct, bool kClamp>
 NAVCUDA_HD T bias_act_grad_value(T dy, T y, T alpha, T gain, T clamp) {
   T g = dy * gain;
-  if (kAct == static_cast<int>(Act::kLrelu)) g = (y * gain > T(0)) ? g : g * alpha;
-  if (kClamp) g = (y > -clamp && y < clamp) ? g : T(0);
+  if (kAct == static_cast<int>(Act::kLrelu)) {
+    const T ga = g * alpha;
+    g = (y * gain > T(0)) ? g : ga;
+  }
+  if (kClamp) {
+    const bool inside = (y > -clamp) & (y < clamp);
+    g = inside ? g : T(0);
+  }
   return g;
 }
 

@@ -154,10 +154,10 @@ PYBIND11_MODULE(_C, m) {
         arg("q2"), arg("t"), arg("index"), arg("dcoef"), arg("batch"), arg("n_out"), arg("n_in"),
         arg("n0"), arg("n_dir"), arg("dtype"), arg("scale2"),
         "Demodulation coefficients of shifted modulated kernels; see csrc/modconv.h.");
-  m.def("modconv_demod_grad_cpu", &navcuda::modconv_demod_grad_cpu, nogil, arg("g"),
-        arg("dcoef"), arg("s"), arg("q0"), arg("q1"), arg("q2"), arg("t"), arg("index"),
-        arg("dn"), arg("ds"), arg("dt"), arg("dq0"), arg("dq1"), arg("dq2"), arg("batch"),
-        arg("n_out"), arg("n_in"), arg("n0"), arg("n_dir"), arg("dtype"), arg("scale2"));
+  m.def("modconv_demod_grad_cpu", &navcuda::modconv_demod_grad_cpu, nogil, arg("g"), arg("dcoef"),
+        arg("s"), arg("q0"), arg("q1"), arg("q2"), arg("t"), arg("index"), arg("dn"), arg("ds"),
+        arg("dt"), arg("dq0"), arg("dq1"), arg("dq2"), arg("batch"), arg("n_out"), arg("n_in"),
+        arg("n0"), arg("n_dir"), arg("dtype"), arg("scale2"));
   m.def("modconv_epilogue_cpu", &navcuda::modconv_epilogue_cpu, nogil, arg("y0"), arg("y1"),
         arg("t"), arg("dcoef"), arg("noise"), arg("noise_bstride"), arg("ns"), arg("bias"),
         arg("out"), arg("batch"), arg("channels"), arg("hw"), arg("dtype"), arg("act"),

@@ -159,8 +159,8 @@ void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __
       v *= d;
       if constexpr (kHasNoise) v += nsv * nz[j];
       v += bv;
-      v = modconv_act<T, kAct>(v, alpha, gain);
-      dst[j] = kClamp ? modconv_clamp(v, clamp) : v;
+      v = bias_act_value<T, kAct>(v, alpha, gain);
+      dst[j] = kClamp ? bias_act_clamp(v, clamp) : v;
     }
   }
 }
@@ -191,7 +191,7 @@ void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, con
     T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
 #pragma omp simd reduction(+ : s_dz, s_dzy, s_dzy1, s_dzn)
     for (int64_t j = 0; j < hw; ++j) {
-      const T dz = modconv_act_grad<T, kAct, kClamp>(g[j], yo[j], alpha, gain, clamp);
+      const T dz = bias_act_grad_value<T, kAct, kClamp>(g[j], yo[j], alpha, gain, clamp);
       g0[j] = dz * d;
       if constexpr (kWriteDz) gz[j] = dz;
       s_dz += dz;

@@ -33,40 +33,7 @@ NAVCUDA_HD T modconv_rsqrt(T v) {
   return T(1) / sqrt(v);
 }
 
-// Branch-free act(v) * gain and clamp: both arms are computed before the select, so GCC can
-// if-convert and vectorise the loops under the default -ftrapping-math (a conditional `v * alpha`
-// is not speculated and leaves a branch per element, ~20x slower on random signs).
-template <typename T, int kAct>
-NAVCUDA_HD T modconv_act(T v, T alpha, T gain) {
-  if (kAct == static_cast<int>(Act::kLrelu)) {
-    const T neg = v * alpha;
-    v = v > T(0) ? v : neg;
-  }
-  return v * gain;
-}
-
-// Clamp to [-c, c]; NaN stays NaN (like torch.clamp).
-template <typename T>
-NAVCUDA_HD T modconv_clamp(T v, T c) {
-  const T lo = -c;
-  T r = v > c ? c : v;
-  return v < lo ? lo : r;
-}
-
-// dz from dout and the saved output y (slope from the sign of y * gain, zero where clamped).
-template <typename T, int kAct, bool kClamp>
-NAVCUDA_HD T modconv_act_grad(T dy, T y, T alpha, T gain, T clamp) {
-  T g = dy * gain;
-  if (kAct == static_cast<int>(Act::kLrelu)) {
-    const T ga = g * alpha;
-    g = (y * gain > T(0)) ? g : ga;
-  }
-  if (kClamp) {
-    const bool inside = (y > -clamp) & (y < clamp);
-    g = inside ? g : T(0);
-  }
-  return g;
-}
+// act / clamp / their gradient: bias_act_value, bias_act_clamp, bias_act_grad_value (bias_act.h).
 
 // Row of Q0 used by sample b: the shared row 0 or the sample's own row.
 NAVCUDA_HD long long modconv_q0_row(long long b, long long n0) { return n0 == 1 ? 0 : b; }

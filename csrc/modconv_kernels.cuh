@@ -145,8 +145,8 @@ __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, co
     if (dcoef) v *= dcoef[plane];
     if (kHasNoise) v += ns[0] * noise[b * noise_bstride + (e - plane * hw)];
     if (bias) v += bias[c];
-    v = modconv_act<T, kAct>(v, alpha, gain);
-    out[e] = kClamp ? modconv_clamp(v, clamp) : v;
+    v = bias_act_value<T, kAct>(v, alpha, gain);
+    out[e] = kClamp ? bias_act_clamp(v, clamp) : v;
   }
 }
 
@@ -169,7 +169,7 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const 
     T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
     for (long long j = threadIdx.x; j < hw; j += blockDim.x) {
       const long long e = base + j;
-      const T dz = modconv_act_grad<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
+      const T dz = bias_act_grad_value<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
       dy0[e] = dz * d;
       if (dz_out) dz_out[e] = dz;
       s_dz += dz;

@@ -127,9 +127,9 @@ void emu_dispatch_bool(bool v, Fn&& fn) {
 }
 
 void modconv_demod_emu(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
-                       std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef,
-                       int64_t batch, int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir,
-                       int dtype, double scale2, unsigned int block) {
+                       std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,
+                       int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir, int dtype,
+                       double scale2, unsigned int block) {
   navcuda::modconv_demod_check_args("modconv_demod_emu", s, q0, q1, q2, t, batch, n_out, n_in, n0,
                                     n_dir);
   modconv_check_block("modconv_demod_emu", block);
@@ -155,8 +155,8 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
                             std::uintptr_t dq1, std::uintptr_t dq2, int64_t batch, int64_t n_out,
                             int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2,
                             unsigned int grid, unsigned int block) {
-  navcuda::modconv_demod_check_args("modconv_demod_grad_emu", s, q0, q1, q2, t, batch, n_out,
-                                    n_in, n0, n_dir);
+  navcuda::modconv_demod_check_args("modconv_demod_grad_emu", s, q0, q1, q2, t, batch, n_out, n_in,
+                                    n0, n_dir);
   modconv_check_block("modconv_demod_grad_emu", block);
   NAVCUDA_CHECK(grid > 0, "modconv_demod_grad_emu: grid must be > 0");
   if (batch * n_out == 0) return;
@@ -168,13 +168,12 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
                         (long long)(batch * n_out), T(scale2));
     if ((ds != 0 || dt != 0) && n_in > 0) {
       emu_dispatch_bool(t != 0, [&](auto has_t) {
-        navcuda_emu::launch(dim3(unsigned((n_in + block - 1) / block), unsigned(batch)),
-                            dim3(block),
-                            &navcuda::modconv_demod_grad_s_kernel<T, decltype(has_t)::value>,
-                            as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(q0),
-                            as_ptr<const T>(q1), as_ptr<const T>(q2), as_ptr<const T>(t), idx,
-                            as_ptr<T>(ds), as_ptr<T>(dt), (long long)n_out, (long long)n_in,
-                            (long long)n0);
+        navcuda_emu::launch(
+            dim3(unsigned((n_in + block - 1) / block), unsigned(batch)), dim3(block),
+            &navcuda::modconv_demod_grad_s_kernel<T, decltype(has_t)::value>, as_ptr<const T>(dn),
+            as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
+            as_ptr<const T>(t), idx, as_ptr<T>(ds), as_ptr<T>(dt), (long long)n_out,
+            (long long)n_in, (long long)n0);
       });
     }
     const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
@@ -183,20 +182,18 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
       navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::modconv_demod_grad_q_kernel<T>,
                           as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(t), idx,
                           as_ptr<T>(dqs[mode]), (long long)(mode == 0 ? n0 : n_dir),
-                          (long long)batch, (long long)n_out, (long long)n_in, (long long)n0,
-                          mode);
+                          (long long)batch, (long long)n_out, (long long)n_in, (long long)n0, mode);
     }
   });
 }
 
 void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
-                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                          int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                          double alpha, double gain, double clamp, unsigned int grid,
-                          unsigned int block) {
-  navcuda::modconv_epilogue_check_args("modconv_epilogue_emu", y0, y1, t, noise, ns,
-                                       noise_bstride, batch, channels, hw, act);
+                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
+                          int64_t channels, int64_t hw, int dtype, int act, double alpha,
+                          double gain, double clamp, unsigned int grid, unsigned int block) {
+  navcuda::modconv_epilogue_check_args("modconv_epilogue_emu", y0, y1, t, noise, ns, noise_bstride,
+                                       batch, channels, hw, act);
   NAVCUDA_CHECK(grid > 0 && block > 0, "modconv_epilogue_emu: grid and block must be > 0");
   const long long n = batch * channels * hw;
   if (n == 0) return;
@@ -207,13 +204,13 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
         emu_dispatch_bool(noise != 0, [&](auto has_noise) {
           navcuda_emu::launch(
               dim3(grid), dim3(block),
-              &navcuda::modconv_epilogue_kernel<T, decltype(act_c)::value,
-                                                decltype(clamp_c)::value, decltype(has_y1)::value,
+              &navcuda::modconv_epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                                decltype(has_y1)::value,
                                                 decltype(has_noise)::value>,
-              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
-              as_ptr<const T>(dcoef), as_ptr<const T>(noise), (long long)noise_bstride,
-              as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out), n, (long long)channels,
-              (long long)hw, T(alpha), T(gain), T(clamp));
+              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<const T>(ns),
+              as_ptr<const T>(bias), as_ptr<T>(out), n, (long long)channels, (long long)hw,
+              T(alpha), T(gain), T(clamp));
         });
       });
     });
@@ -238,18 +235,16 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
     navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       emu_dispatch_bool(y1 != 0, [&](auto has_y1) {
         emu_dispatch_bool(noise != 0, [&](auto has_noise) {
-          navcuda_emu::launch(
-              dim3(grid), dim3(block),
-              &navcuda::modconv_epilogue_grad_kernel<T, decltype(act_c)::value,
-                                                     decltype(clamp_c)::value,
-                                                     decltype(has_y1)::value,
-                                                     decltype(has_noise)::value>,
-              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
-              as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
-              as_ptr<T>(p_dzn), (long long)(batch * channels), (long long)channels,
-              (long long)hw, T(alpha), T(gain), T(clamp));
+          navcuda_emu::launch(dim3(grid), dim3(block),
+                              &navcuda::modconv_epilogue_grad_kernel<
+                                  T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                  decltype(has_y1)::value, decltype(has_noise)::value>,
+                              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0),
+                              as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
+                              as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), (long long)(batch * channels),
+                              (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
         });
       });
     });
