@@ -1,12 +1,5 @@
 // CPU kernels for bias_act: OpenMP over rows, branch-free inner loops the compiler vectorises.
-// GCC keeps a branch per element for the lrelu / clamp selects under the default -ftrapping-math
-// (an ordered comparison may raise FE_INVALID on NaN): ~10x slower on random signs. FP exception
-// flags are not part of this module's contract, so they are relaxed for this file only (values are
-// unchanged). Must precede the includes.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC optimize("no-trapping-math")
-#endif
-
+// (-fno-trapping-math, set for every CPU source in CMakeLists.txt, lets GCC vectorise the selects.)
 #include "bias_act.h"
 
 #include <cstdint>
