@@ -24,22 +24,28 @@ import time
 import pytest
 import torch
 
-from navcuda.discover.spectrum import _make_latents, block_eigensolver, power_eigensolver
+from navcuda.discover.spectrum import block_eigensolver, power_eigensolver
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import make_metric
 from navcuda.models.default import load_default
+from navcuda.shift import seeded_ws
 
 K = int(os.environ.get("NAVCUDA_BENCH_SPECTRUM_K", "16"))
 N_LATENTS = int(os.environ.get("NAVCUDA_BENCH_SPECTRUM_LATENTS", "16"))
 RESULTS: dict[str, torch.Tensor] = {}
 
 
-@pytest.fixture(scope="module")
-def hessian(device):
+def _hessian(device, n_latents: int, seed: int, batch_size: int) -> PerceptualHessian:
+    """The toy-regressor perceptual Hessian of the bundled model's convs.3."""
     g = load_default(device=device)
     metric = make_metric("toy-regressor").to(device)
-    ws = _make_latents(g, N_LATENTS, 0, 1.0)
-    return PerceptualHessian(g, "convs.3", ws, metric, batch_size=8)
+    ws = seeded_ws(g, n_latents, seed)
+    return PerceptualHessian(g, "convs.3", ws, metric, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def hessian(device):
+    return _hessian(device, N_LATENTS, 0, 8)
 
 
 def _exact_residuals(h: PerceptualHessian, vecs: torch.Tensor) -> torch.Tensor:
@@ -106,10 +112,7 @@ HVP_VECTORS = 64
 
 @pytest.fixture(scope="module")
 def hessian64(device):
-    g = load_default(device=device)
-    metric = make_metric("toy-regressor").to(device)
-    ws = _make_latents(g, HVP_LATENTS, 1, 1.0)
-    return PerceptualHessian(g, "convs.3", ws, metric, batch_size=32)
+    return _hessian(device, HVP_LATENTS, 1, 32)
 
 
 @pytest.mark.parametrize("flavour", ["official sequential FD", "block FD", "block GN"])

@@ -124,10 +124,10 @@ def _metric(name: str, g, backbone: str | None, device: str):
     """A perceptual metric by CLI name ("none" -> None); "auto" as in spectrum discovery."""
     if name == "none":
         return None
-    from navcuda.discover.spectrum import _is_toy_model
     from navcuda.metrics.perceptual import make_metric, resolve_metric_name
+    from navcuda.models.default import is_toy_model
 
-    name = resolve_metric_name(name, _is_toy_model(g), backbone)
+    name = resolve_metric_name(name, is_toy_model(g), backbone)
     kw = {"backbone_path": backbone} if name.startswith("lpips") else {}
     return make_metric(name, **kw).to(device)
 
@@ -457,20 +457,11 @@ def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
             "metric": "pixel MSE" if metric is None else metric.describe()}  # fmt: skip
 
 
-def _toy_features(g):
-    """(real world statistics, feature function) for toy-FD; refuses non-toy models."""
-    from navcuda.discover.spectrum import _is_toy_model
-    from navcuda.evaluate.interpretability import _world_stats
-    from navcuda.metrics.factor_regressor import load_factor_regressor
+def _require_toy_model(g, what: str) -> None:
+    from navcuda.models.default import is_toy_model
 
-    if not _is_toy_model(g):
-        raise ValueError(
-            "toy-FD compares with toy-world renders and only makes sense for a toy-world model; "
-            "for other models pass --inception FILE (torchvision Inception-v3 weights) and "
-            "--real DIR (a folder of real images)"
-        )
-    reg = load_factor_regressor()
-    return reg, _world_stats
+    if not is_toy_model(g):
+        raise ValueError(f"{what} scores the toy world's factors: use the bundled model")
 
 
 def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
@@ -503,8 +494,19 @@ def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
         )
         feature_fn, metric = net, "FID (Inception-v3, torchvision weights)"
     else:
-        reg, world_stats = _toy_features(g)
-        stats, feature_fn, metric = world_stats(args.n_real, args.seed, reg), reg.features, "toy-FD"
+        from navcuda.metrics.factor_regressor import load_factor_regressor
+        from navcuda.metrics.frechet import world_statistics
+        from navcuda.models.default import is_toy_model
+
+        if not is_toy_model(g):
+            raise ValueError(
+                "toy-FD compares with toy-world renders and only makes sense for a toy-world "
+                "model; for other models pass --inception FILE (torchvision Inception-v3 weights) "
+                "and --real DIR (a folder of real images)"
+            )
+        reg = load_factor_regressor()
+        stats = world_statistics(args.n_real, args.seed, reg)
+        feature_fn, metric = reg.features, "toy-FD"
     ts = parse_range(args.t) if args.t else [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
     curves = realism_curves(g, dirs, stats, feature_fn, relative_ts=ts, n_samples=args.n_z,
                             seed=args.seed)  # fmt: skip
@@ -514,11 +516,9 @@ def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
 
 
 def _eval_layers(g, ds, out: Path, args: argparse.Namespace) -> dict:
-    from navcuda.discover.spectrum import _is_toy_model
     from navcuda.evaluate.layer_sweep import layer_sweep, plot_layer_sweep
 
-    if not _is_toy_model(g):
-        raise ValueError("the layer sweep scores factors of the toy world: use the bundled model")
+    _require_toy_model(g, "the layer sweep")
     sweep = layer_sweep(g, method=args.method, k=args.k, n_samples=args.n_z, seed=args.seed,
                         threshold=args.threshold, **dict(_parse_hparams(args.param)))  # fmt: skip
     plot_layer_sweep(sweep, out / "layers.png")
@@ -536,7 +536,6 @@ _TABLE_METHODS = ("svd", "spectrum", "optimize", "hybrid", "ganspace", "sefa")
 
 def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.discover import discover
-    from navcuda.discover.spectrum import _is_toy_model
     from navcuda.evaluate.interpretability import (
         interpretability_table,
         plot_interpretability,
@@ -544,8 +543,7 @@ def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
     )
     from navcuda.io.directions import DirectionSet
 
-    if not _is_toy_model(g):
-        raise ValueError("the table scores factors of the toy world: use the bundled model")
+    _require_toy_model(g, "the table")
     given = dict(item.split("=", 1) for item in args.set or [])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in _TABLE_METHODS]
@@ -570,8 +568,8 @@ def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
             print(f"{m}: reusing {path}")
             sets[m] = DirectionSet.load(path)
             continue
-        hp = {**budgets.get(m, {}), **{k: v for k, v in extra.items() if k.startswith(m + ".")}}
-        hp = {k.removeprefix(m + "."): v for k, v in hp.items()}
+        mine = {k.removeprefix(m + "."): v for k, v in extra.items() if k.startswith(m + ".")}
+        hp = {**budgets.get(m, {}), **mine}
         if m == "hybrid" and "spectrum" in sets:
             hp.pop("spectrum_params", None)
             hp["eigenvectors"] = sets["spectrum"]

@@ -31,6 +31,7 @@ __all__ = [
     "shift_deltas",
     "synthesize_shifted",
     "generate",
+    "seeded_ws",
     "flatten_kernel",
     "unflatten_kernel",
 ]
@@ -39,6 +40,24 @@ Basis = Literal["svd", "weight", "latent"]
 
 #: Pseudo layer name of latent-space (W) directions, used by the latent baselines.
 LATENT_LAYER = "w"
+
+
+@torch.no_grad()
+def seeded_ws(
+    generator: Generator,
+    n: int,
+    seed: int,
+    truncation_psi: float = 1.0,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """``n`` latents ``w = mapping(z)`` from ``z ~ N(0, I)`` drawn on the CPU with ``seed`` (the
+    same on every device), mapped in chunks of ``batch_size``; ``[n, w_dim]`` in the generator's
+    device and dtype."""
+    z = torch.randn(n, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    dev, dtype = generator.w_avg.device, generator.w_avg.dtype
+    return torch.cat(
+        [generator.mapping(c.to(dev, dtype), truncation_psi) for c in z.split(batch_size)]
+    )
 
 
 def flatten_kernel(w: torch.Tensor) -> torch.Tensor:

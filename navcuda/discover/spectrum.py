@@ -39,8 +39,10 @@ from tqdm.auto import tqdm
 
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
 from navcuda.io.directions import DirectionSet
+from navcuda.models.default import is_toy_model
 from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.stylegan2 import Generator
+from navcuda.shift import seeded_ws
 
 __all__ = [
     "HVPS",
@@ -214,19 +216,6 @@ def block_eigensolver(
                           history)  # fmt: skip
 
 
-def _make_latents(generator: Generator, n: int, seed: int, psi: float) -> torch.Tensor:
-    z = torch.randn(n, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    dev, dtype = generator.w_avg.device, generator.w_avg.dtype
-    with torch.no_grad():
-        return torch.cat([generator.mapping(c.to(dev, dtype), psi) for c in z.split(256)])
-
-
-def _is_toy_model(generator: Generator) -> bool:
-    from navcuda.models.default import TOY_CONFIG
-
-    return generator.config == TOY_CONFIG
-
-
 def discover_spectrum(
     generator: Generator,
     layer: int | str,
@@ -281,14 +270,14 @@ def discover_spectrum(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     dev = generator.w_avg.device
     if isinstance(metric, str):
-        metric_name = resolve_metric_name(metric, _is_toy_model(generator), backbone_path)
+        metric_name = resolve_metric_name(metric, is_toy_model(generator), backbone_path)
         kw = {"backbone_path": backbone_path} if metric_name.startswith("lpips") else {}
         metric_obj = make_metric(metric_name, **kw)
     else:
         metric_obj = metric
         metric_name = getattr(metric, "name", type(metric).__name__)
     metric_obj = metric_obj.to(dev)
-    ws = _make_latents(generator, n_latents, seed, truncation_psi)
+    ws = seeded_ws(generator, n_latents, seed, truncation_psi)
     hess = PerceptualHessian(generator, layer, ws, metric_obj, batch_size=batch_size,
                              resize=resize, progress=False)  # fmt: skip
     shape, n = hess.shape, hess.n_params

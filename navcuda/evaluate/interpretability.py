@@ -58,18 +58,6 @@ SENSITIVITY = (0.2, 0.25, 0.3, 0.4)
 COST_FLOOR = 0.05
 
 
-def _world_stats(n: int, seed: int, regressor) -> tuple[torch.Tensor, torch.Tensor]:
-    from navcuda.metrics.frechet import feature_statistics
-    from navcuda.toyworld import render, sample_factors
-
-    dev = next(regressor.parameters()).device
-    feats = []
-    f = sample_factors(n, seed=seed + 7919)
-    for chunk in f.split(128):
-        feats.append(regressor.features(render(chunk, resolution=64).to(dev)).double().cpu())
-    return feature_statistics(torch.cat(feats))
-
-
 @torch.no_grad()
 def _fd_at(generator, direction, t, ws, stats, regressor, batch_size) -> float:
     from navcuda.metrics.frechet import feature_statistics, frechet_distance
@@ -78,11 +66,8 @@ def _fd_at(generator, direction, t, ws, stats, regressor, batch_size) -> float:
     dev = next(regressor.parameters()).device
     feats = []
     for w in ws.split(batch_size):
-        if direction is None:
-            img = generator.synthesis(w)
-        else:
-            img = synthesize_shifted(generator, w, [direction] * w.shape[0],
-                                     torch.full((w.shape[0],), float(t)))  # fmt: skip
+        dirs = None if direction is None else [direction] * w.shape[0]
+        img = synthesize_shifted(generator, w, dirs, torch.full((w.shape[0],), float(t)))
         feats.append(regressor.features(img.to(dev)).double().cpu())
     return float(frechet_distance(*feature_statistics(torch.cat(feats)), *stats))
 
@@ -104,6 +89,8 @@ def interpretability_table(
     """
     from navcuda.metrics.factor_regressor import load_factor_regressor
     from navcuda.metrics.factor_scores import score_edit
+    from navcuda.metrics.frechet import world_statistics
+    from navcuda.shift import seeded_ws
 
     if not sets:
         raise ValueError("no direction sets to compare")
@@ -114,12 +101,8 @@ def interpretability_table(
         if torch.isnan(ds.amplitudes).any():
             raise ValueError(f"set {label!r} has directions without amplitudes; calibrate it")
     reg = load_factor_regressor()
-    stats = _world_stats(realism_samples, seed, reg)
-    z = torch.randn(realism_samples, generator.config.z_dim,
-                    generator=torch.Generator().manual_seed(seed + 1))  # fmt: skip
-    dev = generator.w_avg.device
-    with torch.no_grad():
-        ws = torch.cat([generator.mapping(c.to(dev)) for c in z.split(batch_size)])
+    stats = world_statistics(realism_samples, seed, reg)
+    ws = seeded_ws(generator, realism_samples, seed + 1, batch_size=batch_size)
     fd0 = _fd_at(generator, None, 0.0, ws, stats, reg, batch_size)
 
     total = sum(len(ds) for ds in sets.values())
@@ -208,32 +191,15 @@ def table_markdown(table: Mapping) -> str:
 def plot_interpretability(table: Mapping, path: str | os.PathLike) -> Path:
     """Heat-map: rows = sets, columns = factors, cell = best disentanglement among the set's
     directions whose top factor it is (blank: no direction moves it most); clean cells marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from navcuda.rendering import atomic_save_figure
+    from navcuda.evaluate.figures import factor_heatmap
 
     labels = [r["set"] for r in table["rows"]]
     grid = np.full((len(labels), len(FACTOR_NAMES)), np.nan)
     for d in table["directions"]:
         i, j = labels.index(d["set"]), FACTOR_NAMES.index(d["top_factor"])
         grid[i, j] = np.fmax(grid[i, j], d["disentanglement"])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(FACTOR_NAMES), 1.2 + 0.45 * len(labels)),
-                           dpi=120)  # fmt: skip
-    im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            if grid[i, j] >= table["threshold"]:
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if grid[i, j] > 0.6 else "white")  # fmt: skip
-    ax.set_xticks(range(len(FACTOR_NAMES)))
-    ax.set_xticklabels([f.replace("_", " ") for f in FACTOR_NAMES], rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels(labels)
-    ax.set_title(f"best disentanglement per factor (numbers: clean, >= {table['threshold']})")
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    return atomic_save_figure(fig, path)
+    title = f"best disentanglement per factor (numbers: clean, >= {table['threshold']})"
+    return factor_heatmap(grid, labels, title, path, cmap="viridis", vmax=1.0,
+                          annotate_from=table["threshold"])  # fmt: skip

@@ -80,24 +80,12 @@ def layer_sweep(
 
 def plot_layer_sweep(sweep: dict, path: str | os.PathLike) -> Path:
     """Heat-map of the factor profiles: rows = layers (input to output), columns = factors."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    from navcuda.rendering import atomic_save_figure
+    from navcuda.evaluate.figures import factor_heatmap
 
     rows = sweep["layers"]
     grid = np.array([[r["profile"][f] for f in FACTOR_NAMES] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(FACTOR_NAMES), 1.2 + 0.4 * len(rows)),
-                           dpi=120)  # fmt: skip
-    im = ax.imshow(grid, cmap="magma", aspect="auto", vmin=0)
-    ax.set_xticks(range(len(FACTOR_NAMES)))
-    ax.set_xticklabels([f.replace("_", " ") for f in FACTOR_NAMES], rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"{r['layer']} ({r['resolution']}px)" for r in rows])
-    ax.set_title(f"share of factor change per layer ({sweep['method']}, k={sweep['k']})")
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    return atomic_save_figure(fig, path)
+    labels = [f"{r['layer']} ({r['resolution']}px)" for r in rows]
+    title = f"share of factor change per layer ({sweep['method']}, k={sweep['k']})"
+    return factor_heatmap(grid, labels, title, path, cmap="magma", row_height=0.4)

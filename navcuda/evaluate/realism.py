@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from navcuda.models.stylegan2 import Generator
-from navcuda.shift import Direction, synthesize_shifted
+from navcuda.shift import Direction, seeded_ws, synthesize_shifted
 
 __all__ = ["RealismCurve", "realism_curves", "plot_realism"]
 
@@ -63,11 +63,7 @@ def realism_curves(
 
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2, got {n_samples}")
-    dev = generator.w_avg.device
-    z = torch.randn(
-        n_samples, generator.config.z_dim, generator=torch.Generator().manual_seed(seed)
-    )
-    ws = torch.cat([generator.mapping(c.to(dev), truncation_psi) for c in z.split(batch_size)])
+    ws = seeded_ws(generator, n_samples, seed, truncation_psi, batch_size)
     mu_r, sig_r = real_stats
     curves = []
     total = len(directions) * len(relative_ts)

@@ -161,11 +161,11 @@ def score_image_edit(
 
 
 def _latents(generator, z, n_samples, seed, truncation_psi, batch_size) -> torch.Tensor:
-    dev = generator.w_avg.device
     if z is None:
-        z = torch.randn(
-            n_samples, generator.config.z_dim, generator=torch.Generator().manual_seed(seed)
-        )
+        from navcuda.shift import seeded_ws
+
+        return seeded_ws(generator, n_samples, seed, truncation_psi, batch_size)
+    dev = generator.w_avg.device
     if z.ndim != 2 or z.shape[1] != generator.config.z_dim:
         raise ValueError(f"z must be [N, {generator.config.z_dim}], got {list(z.shape)}")
     return torch.cat([generator.mapping(c.to(dev), truncation_psi) for c in z.split(batch_size)])

@@ -39,6 +39,7 @@ __all__ = [
     "inception_fd",
     "sqrtm_psd",
     "toy_fd",
+    "world_statistics",
 ]
 
 #: torchvision's Inception-v3 checkpoint (ImageNet) accepted by :func:`inception_fd`.
@@ -144,6 +145,27 @@ def _fd_of(feature_fn, images_a, images_b, batch_size, device) -> float:
     fa = batched_features(feature_fn, images_a, batch_size, device)
     fb = batched_features(feature_fn, images_b, batch_size, device)
     return frechet_distance(*feature_statistics(fa), *feature_statistics(fb))
+
+
+@torch.no_grad()
+def world_statistics(
+    n: int, seed: int = 0, regressor: nn.Module | None = None, batch_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mu, sigma)`` of the factor regressor's penultimate features over ``n`` toy-world renders
+    (64 px, factors drawn with ``seed + 7919``): the "real" side of toy-FD curves and tables."""
+    from navcuda.toyworld import render, sample_factors
+
+    if regressor is None:
+        from navcuda.metrics.factor_regressor import load_factor_regressor
+
+        regressor = load_factor_regressor()
+    dev = next(regressor.parameters()).device
+    f = sample_factors(n, seed=seed + 7919)
+    feats = [
+        regressor.features(render(chunk, resolution=64).to(dev)).double().cpu()
+        for chunk in f.split(batch_size)
+    ]
+    return feature_statistics(torch.cat(feats))
 
 
 def toy_fd(

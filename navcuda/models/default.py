@@ -21,6 +21,7 @@ __all__ = [
     "BUNDLED_DIRECTIONS",
     "load_default",
     "load_default_directions",
+    "is_toy_model",
     "RandomWeightsWarning",
 ]
 
@@ -69,6 +70,12 @@ def load_default(device: str | torch.device = "cpu", seed: int = 0) -> Generator
         g = Generator(TOY_CONFIG)
         g.update_w_avg(1024, seed=seed)
     return g.to(device).eval()
+
+
+def is_toy_model(generator: Generator) -> bool:
+    """Whether ``generator`` has the bundled toy-world architecture (so that the toy world's
+    factor regressor, toy-FD and factor scores apply to its images)."""
+    return generator.config == TOY_CONFIG
 
 
 def load_default_directions():

@@ -90,9 +90,9 @@ def test_discover_spectrum_matches_explicit_hessian(small_generator):
     ds = discover(g, "convs.1", method="spectrum", k=k, metric=PixelMSE(), n_latents=6, tol=1e-4,
                   max_iters=200, resize=None, calibrate=False, progress=False)  # fmt: skip
     # the same Hessian, explicitly: the same latents (seed 0) and metric
-    from navcuda.discover.spectrum import _make_latents
+    from navcuda.shift import seeded_ws
 
-    hess = PerceptualHessian(g, "convs.1", _make_latents(g, 6, 0, 1.0), PixelMSE(), resize=None)
+    hess = PerceptualHessian(g, "convs.1", seeded_ws(g, 6, 0), PixelMSE(), resize=None)
     evals, evecs = torch.linalg.eigh(hess.explicit_hessian("gn").double())
     top = evals.flip(0)[:k]
     torch.testing.assert_close(ds.values, top, rtol=2e-3, atol=0)
