@@ -57,12 +57,25 @@ quadratic ``q`` works, not only diagonal ones) and one vector-Jacobian product `
 (one backward pass). It is also PSD by construction. For a metric that is not of this form
 (``metric.is_quadratic`` False) ``hvp_gn`` falls back to ``hvp_fd`` with a warning.
 
-Forward mode: ``torch.func.jvp`` is NOT used on purpose: through the native custom op
-``navcuda::bias_act`` (registered with a backward only) it silently returns zero tangents
-(checked with torch 2.14). ``torch.autograd.forward_ad`` raises instead, and ``mode="auto"``
-then switches to the *double-backward* JVP: ``J v = d/du <J^T u, v>`` (``J^T u`` built with
-``create_graph=True`` from a zero ``u``; exact, needs ops that support double backward, as
-``bias_act`` does). If neither works the FD product is used, with a warning.
+Computing ``J v``: three modes, tried in this order by ``mode="auto"``.
+
+- ``"linearized"`` (the fast one): :mod:`navcuda.models.linearize` runs the unshifted synthesis
+  from the layer on ONCE per chunk of latents, keeping the leaky-ReLU slopes, then pushes the
+  tangents of a block of vectors through the layers after it with the fused kernels (one
+  modulated convolution per layer and vector/latent pair, the primal shared by all vectors); the
+  metric's features get their tangents by forward-mode AD, and one backward pass from ``J v``
+  returns ``J^T 2A J v`` for every vector of the block. Per product that is about one forward
+  and one backward pass of the layers after the shifted one, against two of each for a central
+  difference.
+- ``"forward"``: ``torch.autograd.forward_ad`` through the whole suffix with the plain-torch
+  pieces, the primal recomputed for every (vector, latent) pair.
+- ``"double-backward"``: ``J v = d/du <J^T u, v>`` (``J^T u`` built with ``create_graph=True``
+  from a zero ``u``; exact, needs ops that support double backward, as ``bias_act`` does).
+
+``torch.func.jvp`` is not used: through a native custom op registered with a backward only it
+silently returns zero tangents (checked with torch 2.14), and ``vmap`` over it, which would share
+the primal, measured 2.4x slower per product than the batched finite differences on the CPU. If no
+mode works the FD product is used, with a warning.
 
 Batching: every product works on *samples* = (vector or perturbation, latent) pairs, run through
 ``synthesis_suffix`` in chunks of ``batch_size`` samples. A chunk holds few distinct
@@ -75,9 +88,11 @@ per chunk returns every perturbation's gradient already summed over its latents.
 ``conv(x, delta)`` is computed apart from ``conv(x, W)``, so a small ``eps`` is not lost in the
 rounding of ``W + eps v``.
 
-The Gauss-Newton product and :meth:`~PerceptualHessian.loss` run the generator with the plain-torch
-pieces (``conv_route(impl="ref")``): the native fused kernels support first-order reverse mode
-only, and these need double backward or forward-mode AD.
+The "forward" and "double-backward" Gauss-Newton modes and :meth:`~PerceptualHessian.loss` run
+the generator with the plain-torch pieces (``conv_route(impl="ref")``): the native fused kernels
+support first-order reverse mode only, and these need double backward or forward-mode AD. The
+"linearized" mode needs neither through the generator (its tangent pass is an ordinary forward
+computation, differentiated once), so it runs the native kernels.
 
 Where this lives: ``navcuda/hessian.py``, not ``navcuda/ops/``: it composes the generator
 (``synthesis_prefix``/``suffix``) and a metric, and ``ops`` must not import upward (DESIGN.md
@@ -97,12 +112,13 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
 from navcuda.models.layers import get_layer, layer_weight
+from navcuda.models.linearize import linearize_suffix
 from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState, conv_route
 
 __all__ = ["GN_MODES", "PerceptualHessian"]
 
 #: Ways of computing the Jacobian-vector product of :meth:`PerceptualHessian.hvp_gn`.
-GN_MODES = ("auto", "forward", "double-backward")
+GN_MODES = ("auto", "linearized", "forward", "double-backward")
 
 _RESIZE_MODES = ("nearest", "bilinear", "bicubic", "area")
 
@@ -365,8 +381,9 @@ class PerceptualHessian:
         """Exact ``H v`` at ``delta = 0`` via Gauss-Newton (see the module docstring) for a block
         ``V [m, out, in, k, k]`` (or one vector).
 
-        ``mode``: ``"forward"`` (forward-mode AD, ``torch.autograd.forward_ad``),
-        ``"double-backward"`` (JVP by reverse-over-reverse), or ``"auto"``: the first that works
+        ``mode``: ``"linearized"`` (shared-primal tangent passes, the fast one), ``"forward"``
+        (forward-mode AD, ``torch.autograd.forward_ad``), ``"double-backward"`` (JVP by
+        reverse-over-reverse), or ``"auto"``: the first that works
         with this generator's ops (remembered in ``self.gn_mode_used``), else ``hvp_fd`` with a
         warning. On its first use "auto" also checks ``<v, Hv>`` for the block's first vector
         against the second difference of the loss (two forward passes) and rejects a mode that
@@ -389,7 +406,7 @@ class PerceptualHessian:
             hv = self.hvp_fd(v)
             return hv[0] if single else hv
         if mode == "auto":
-            modes = [self.gn_mode_used] if self.gn_mode_used else ["forward", "double-backward"]
+            modes = [self.gn_mode_used] if self.gn_mode_used else list(GN_MODES[1:])
         else:
             modes = [mode]
         errors = []
@@ -443,9 +460,56 @@ class PerceptualHessian:
         return None
 
     def _gn(self, v: torch.Tensor, mode: str) -> torch.Tensor:
+        if mode == "linearized":
+            return self._gn_linearized(v)
         # Double backward / forward-mode AD: the plain-torch pieces (see the module docstring).
         with conv_route(impl="ref"):
             return self._gn_chunks(v, mode)
+
+    def _gn_linearized(self, v: torch.Tensor) -> torch.Tensor:
+        """Tangents through :mod:`navcuda.models.linearize` (primal shared by the vectors), the
+        metric's JVP by forward-mode AD on its features, one backward pass per chunk. A chunk is
+        ``min(n, batch_size)`` latents times ``batch_size // that`` vectors; the primal pass runs
+        once per chunk of latents."""
+        out = torch.zeros_like(v)
+        n_c = min(self.n, self.batch_size)
+        m_c = max(1, self.batch_size // n_c)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            total = math.ceil(self.n / n_c) * math.ceil(v.shape[0] / m_c)
+            bar = tqdm(total=total, desc="hvp_gn[linearized]", leave=False)
+        for lo in range(0, self.n, n_c):
+            idx = torch.arange(lo, min(lo + n_c, self.n), device=self.device)
+            state = SynthesisState(
+                self.layer, self._x[idx], None if self._img is None else self._img[idx]
+            )
+            lin = linearize_suffix(self.generator, state, self.ws[idx], self.noise_mode)
+            img0 = self._resize(lin.image)
+            for p0 in range(0, v.shape[0], m_c):
+                out[p0 : p0 + m_c] += self._gn_linearized_block(lin, img0, v[p0 : p0 + m_c])
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+        return out / self.n
+
+    def _gn_linearized_block(self, lin, img0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``sum_i J_i^T 2A J_i v_p`` for the latents of ``lin`` and every vector of ``v``."""
+        vb = v.clone().requires_grad_(True)
+        img_t = self._resize(lin.jvp(vb))
+        with fwAD.dual_level():
+            primal = img0.repeat(vb.shape[0], 1, 1, 1)
+            feats = self.metric.features(fwAD.make_dual(primal, img_t))
+            jv = [fwAD.unpack_dual(f).tangent for f in feats]
+        if any(j is None for j in jv):
+            raise RuntimeError("forward-mode AD lost the tangent through the metric's features")
+        e = [j.detach().requires_grad_(True) for j in jv]
+        cot = torch.autograd.grad(self.metric.quadratic(e).sum(), e, allow_unused=True)
+        cot = [torch.zeros_like(j) if c is None else c for j, c in zip(jv, cot, strict=True)]
+        (g,) = torch.autograd.grad(jv, vb, cot)
+        return g
 
     def _gn_chunks(self, v: torch.Tensor, mode: str) -> torch.Tensor:
         out = torch.zeros_like(v)

@@ -62,7 +62,7 @@ def test_gradient_vanishes_at_zero_shift(hess):
     assert hess.loss(torch.zeros(hess.shape, dtype=torch.float64)).item() == 0
 
 
-@pytest.mark.parametrize("mode", ["double-backward", "forward"])
+@pytest.mark.parametrize("mode", ["linearized", "double-backward", "forward"])
 def test_gn_equals_autograd_hessian_at_zero(hess, mode, monkeypatch):
     if mode == "forward":
         # forward-mode AD needs the pure-torch ops (the native bias_act has no jvp rule)
@@ -80,7 +80,7 @@ def test_gn_auto_picks_a_working_mode(hess):
     hess.gn_mode_used = None
     V = _unit_block(hess, 2, seed=2)
     gn = hess.hvp_gn(V)
-    assert hess.gn_mode_used in ("forward", "double-backward")
+    assert hess.gn_mode_used == "linearized"
     assert _rel(gn, hess.hvp_gn(V, mode="double-backward")) < 1e-12
 
 
@@ -90,7 +90,7 @@ def test_gn_auto_rejects_a_mode_that_silently_drops_derivatives(gen64, monkeypat
     real = h._gn
 
     def broken(v, mode):  # e.g. torch.func.jvp through a custom op: zero tangents, no error
-        return torch.zeros_like(v) if mode == "forward" else real(v, mode)
+        return torch.zeros_like(v) if mode in ("linearized", "forward") else real(v, mode)
 
     monkeypatch.setattr(h, "_gn", broken)
     V = _unit_block(h, 2, seed=7)

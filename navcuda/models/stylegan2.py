@@ -509,7 +509,12 @@ class EqualLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = nn.functional.linear(x, self.weight * self.scale)
-        return bias_act(y, self.bias * self.lr_mul, act="lrelu" if self.activation else "linear")
+        return bias_act(
+            y,
+            self.bias * self.lr_mul,
+            act="lrelu" if self.activation else "linear",
+            impl=_route().impl,
+        )
 
 
 class Blur(nn.Module):
@@ -601,7 +606,7 @@ class FusedLeakyReLU(nn.Module):
         self.clamp = clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bias_act(x, self.bias, act="lrelu", clamp=self.clamp)
+        return bias_act(x, self.bias, act="lrelu", clamp=self.clamp, impl=_route().impl)
 
 
 class StyledConv(nn.Module):
@@ -707,7 +712,13 @@ class ToRGB(nn.Module):
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None
     ) -> torch.Tensor:
-        y = bias_act(self.conv(x, w), self.bias.flatten(), act="linear", clamp=self.clamp)
+        y = bias_act(
+            self.conv(x, w),
+            self.bias.flatten(),
+            act="linear",
+            clamp=self.clamp,
+            impl=_route().impl,
+        )
         if skip is not None:
             y = y + self.upsample(skip)
         return y
