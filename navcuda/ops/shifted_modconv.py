@@ -32,14 +32,25 @@ Strategies (``strategy=``)
     ``sigma + t_b dhat_b``, a 1x1 convolution with ``Vh`` (r -> out), the blur after it for
     ``up=2``. Requires ``W == unflatten(U diag(s) Vh)`` (checked once per weight version; a clear
     error otherwise). The gradient w.r.t. ``W`` (when it requires one) is the dense weight
-    gradient of ``conv(x * s, .)`` plus the demodulation term. Demodulation norms are exact: from
-    the *distinct* shifts ``Delta_k`` actually used in the batch (materialised, one per distinct
-    direction): ``n = A + 2 t B_k + t^2 C_k`` with ``A = sum_taps W^2``,
-    ``B_k = sum_taps W Delta_k``, ``C_k = sum_taps Delta_k^2`` contracted with ``s^2``
-    (the same native kernel as ``split``).
-    A cheaper closed form does not exist for dense coefficients: every exact route costs about
-    ``K r out`` multiply-adds per distinct direction (materialising ``Delta_k``; or the Gram matrix
-    ``U^T diag(s_b^2) U`` per *sample*, ``K r^2``), so per distinct direction beats per sample.
+    gradient of ``conv(x * s, .)`` plus the demodulation term. Demodulation norms are exact, by
+    one of two routes:
+
+    - *Gram* (the weight needs no gradient: the optimisation and hybrid methods):
+      ``n_b = colsum(M_b * (G_b M_b))`` with ``M_b = diag(e_b) Vh`` and
+      ``G_b = sum_i s_bi^2 P[i]``, ``P[i] = sum_taps U_(tap,i)^T U_(tap,i)`` (``[in, r, r]``),
+      all in r-space. ``P`` is cached up to ``GRAM_MAX_ELEMENTS`` (64 MiB: up to 256 channels)
+      and recomputed in 64 MiB chunks beyond (forward and backward; ``taps in r^2`` multiply-adds
+      each way), so nothing of size ``B x kernel`` ever exists.
+    - *directions* (the weight needs a gradient): from the *distinct* shifts ``Delta_k`` used in
+      the batch, ``n = A + 2 t B_k + t^2 C_k`` with ``A = sum_taps W^2``,
+      ``B_k = sum_taps W Delta_k``, ``C_k = sum_taps Delta_k^2`` contracted with ``s^2`` (the
+      same native kernel as ``split``); ``B_k, C_k`` are computed one direction at a time and
+      the direction recomputed in backward (``K r out`` multiply-adds per direction and pass).
+
+    Measured on the official 512-channel layer, batch 8, 8 distinct directions, forward+backward
+    on 2 CPU cores: grouped reference 633 ms / 360 MB peak; Gram (chunked ``P``) 308 ms / 73 MB;
+    directions 524 ms / 36 MB; materialising every ``W_b`` (the previous route, still available as
+    ``strategy="factorised-materialise"``) 446 ms / 288 MB.
 ``"split"`` (:class:`SplitShift`; :class:`SVDShift` with its directions materialised)
     ``y = conv(x * s, scale W) + t_b conv(x * s, scale Delta_{k_b})``: the base convolution over the
     batch, each used direction convolved once over the samples that use it (grouped by ``index``);
@@ -528,6 +539,76 @@ class _ConvWeightGrad(torch.autograd.Function):
         return g, gw, None, None, None, None
 
 
+def _svd_directions_demod(weight, styles, shift: SVDShift, batch: int, c: float, impl: str):
+    """Exact demodulation of an SVD shift from its distinct directions: ``n = A + 2 t B_k + t^2
+    C_k`` (:func:`_split_demod`), with ``B_k, C_k`` from :class:`_SVDDirectionNorms` (one
+    direction's kernel in memory at a time) except for ``impl="ref"`` (plain autograd through
+    all the materialised directions: the oracle, differentiable twice)."""
+    if impl == "ref":
+        deltas, t, idx = _as_split(weight, shift, batch)
+        return _split_demod(weight, styles, deltas, t, idx, c, impl)
+    if shift.index is None:
+        rows, idx = shift.coeffs, torch.arange(batch, device=weight.device)
+    else:
+        used, idx = torch.unique(shift.index.to(torch.int64), return_inverse=True)
+        rows = shift.coeffs[used]
+    q1, q2 = _SVDDirectionNorms.apply(weight, _dhat(rows), shift.u.detach(), shift.vh.detach())
+    q0 = weight.square().sum(dim=(2, 3)).unsqueeze(0)
+    return demod(styles, q0, q1, q2, shift.t, idx, scale2=c * c, impl=impl)
+
+
+class _SVDDirectionNorms(torch.autograd.Function):
+    """``q1[j] = sum_taps W * D_j`` and ``q2[j] = sum_taps D_j^2`` (``[J, out, in]``) for the unit
+    shifts ``D_j = unflatten(U diag(dhat_j) Vh)``, one direction at a time.
+
+    Materialising every used direction at once and letting autograd keep them (the previous
+    route) held ~4 kernels' worth of memory per direction: 288 MB for 8 directions of a 512-channel
+    layer, 80 % of the grouped reference's peak. Here each ``D_j`` lives only inside its loop
+    iteration and the backward recomputes it (one more ``[K in, r] x [r, out]`` GEMM per direction):
+    ``dW = sum_j g1_j D_j``; ``dD_j = g1_j W + 2 g2_j D_j``; ``d dhat_j = rowsum((U^T dD_j) * Vh)``.
+    First-order only (``impl="ref"`` takes the plain-autograd route)."""
+
+    @staticmethod
+    def forward(ctx, weight, dh, u, vh):
+        ctx.save_for_backward(weight, dh, u, vh)
+        # Work in the flattened layout [taps, in, out] of U diag(.) Vh: contiguous, no permutes.
+        wf = _flatten_kernel(weight)
+        q1 = weight.new_empty(dh.shape[0], wf.shape[2], wf.shape[1])  # [J, out, in]
+        q2 = torch.empty_like(q1)
+        for j in range(dh.shape[0]):
+            m = (u @ (dh[j, :, None] * vh)).view_as(wf)
+            q1[j] = (wf * m).sum(dim=0).t()
+            q2[j] = m.square().sum(dim=0).t()
+        return q1, q2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g1, g2):
+        weight, dh, u, vh = ctx.saved_tensors
+        need_w, need_dh = ctx.needs_input_grad[:2]
+        wf = _flatten_kernel(weight)
+        gwf = torch.zeros_like(wf) if need_w and g1 is not None else None
+        gdh = torch.zeros_like(dh) if need_dh else None
+        for j in range(dh.shape[0]):
+            m = (u @ (dh[j, :, None] * vh)).view_as(wf)
+            a = None if g1 is None else g1[j].t().unsqueeze(0)  # [1, in, out]
+            if gwf is not None:
+                gwf += a * m
+            if gdh is not None and (a is not None or g2 is not None):
+                gm = a * wf if a is not None else torch.zeros_like(wf)
+                if g2 is not None:
+                    gm += (2 * g2[j].t()).unsqueeze(0) * m
+                gdh[j] = ((u.t() @ gm.reshape(-1, gm.shape[2])) * vh).sum(dim=1)
+        gw = None if gwf is None else _unflatten(gwf.reshape(-1, wf.shape[2]), weight.shape)
+        return gw, gdh, None, None
+
+
+def _flatten_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """``[out, in, kh, kw] -> [kh*kw, in, out]`` (contiguous; rows of ``navcuda.shift`` order)."""
+    out_c, in_c = weight.shape[:2]
+    return weight.permute(2, 3, 1, 0).reshape(-1, in_c, out_c)
+
+
 def _strategy_factorised(
     x, weight, styles, shift, demodulate, up, blur_filter, impl, demod_route=None
 ):
@@ -572,8 +653,7 @@ def _strategy_factorised(
                 )
             dcoef = _gram_demod(shift, styles, e, c)
         elif route == "directions":
-            deltas, t, idx = _as_split(weight, shift, batch)
-            dcoef = _split_demod(weight, styles, deltas, t, idx, c, impl)
+            dcoef = _svd_directions_demod(weight, styles, shift, batch, c, impl)
         else:  # "materialise": W_b for every sample with the native svd_shift GEMM
             wb = _materialise(weight, shift, batch, impl)
             dcoef = demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
@@ -606,20 +686,65 @@ def _gram_demod(shift: SVDShift, styles: torch.Tensor, e: torch.Tensor, c: float
     ``n_b = colsum(M_b * (G_b M_b))`` with ``M_b = diag(e_b) Vh``, ``G_b = sum_i s_bi^2 P[i]``."""
     batch, in_c = styles.shape
     rank = e.shape[1]
-    p = _gram_tensor(shift.u, in_c)
-    g = (styles.square() @ p).reshape(batch, rank, rank)
+    if in_c * rank * rank <= GRAM_MAX_ELEMENTS:
+        g = (styles.square() @ _gram_tensor(shift.u, in_c)).reshape(batch, rank, rank)
+    else:
+        g = _ChunkedGram.apply(styles.square(), shift.u.detach(), in_c)
     m = e[:, :, None] * shift.vh.detach().unsqueeze(0)  # [B, r, out]
     n = (m * torch.bmm(g, m)).sum(dim=1)
     return torch.rsqrt((c * c) * n + DEMOD_EPS)
 
 
+def _gram_chunks(u: torch.Tensor, in_c: int):
+    """Yield ``(lo, hi, P[lo:hi])`` of the Gram tensor (:func:`_gram_tensor`) in chunks of at
+    most ``GRAM_MAX_ELEMENTS`` elements, computed on the fly (for layers too wide to cache it).
+    The chunks share one buffer (a fresh 64 MiB tensor per chunk costs more in page faults than
+    the product itself on the CPU): use each before asking for the next."""
+    rank = u.shape[1]
+    u3 = u.reshape(-1, in_c, rank)
+    step = max(1, min(in_c, GRAM_MAX_ELEMENTS // (rank * rank)))
+    buf = u.new_empty(step, rank, rank)
+    for lo in range(0, in_c, step):
+        hi = min(lo + step, in_c)
+        blk = u3[:, lo:hi].transpose(0, 1).contiguous()  # [c, taps, r]
+        p = buf[: hi - lo]
+        torch.bmm(blk.transpose(1, 2), blk, out=p)
+        yield lo, hi, p.view(hi - lo, rank * rank)
+
+
+class _ChunkedGram(torch.autograd.Function):
+    """``G [B, r, r] = sum_i s2[b, i] P[i]`` with ``P`` recomputed chunk by chunk in forward and in
+    backward (``d s2[b, i] = <P[i], dG_b>``) instead of cached: for 512-channel layers ``P`` would
+    take 512 MiB. Costs ``taps * in * r^2`` multiply-adds for ``P`` plus ``B * in * r^2`` for the
+    contraction, each way -- against ``taps * in * r * out`` per distinct direction to materialise
+    the shifts (8x more at 512 channels, batch 8)."""
+
+    @staticmethod
+    def forward(ctx, s2, u, in_c):
+        ctx.save_for_backward(u)
+        ctx.in_c = in_c
+        rank = u.shape[1]
+        g = s2.new_zeros(s2.shape[0], rank * rank)
+        for lo, hi, p in _gram_chunks(u, in_c):
+            g.addmm_(s2[:, lo:hi], p)
+        return g.view(s2.shape[0], rank, rank)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dg):
+        (u,) = ctx.saved_tensors
+        dg = dg.reshape(dg.shape[0], -1)
+        ds2 = dg.new_empty(dg.shape[0], ctx.in_c)
+        for lo, hi, p in _gram_chunks(u, ctx.in_c):
+            ds2[:, lo:hi] = dg @ p.t()
+        return ds2, None, None
+
+
 def _factorised_demod_route(weight, shift: SVDShift, batch: int, w_grad: bool) -> str:
-    """How the factorised strategy computes exact demodulation norms (see the module docstring)."""
-    in_c, rank = weight.shape[1], shift.u.shape[1]
-    if not w_grad and in_c * rank * rank <= GRAM_MAX_ELEMENTS:
-        return "gram"
-    n_used = batch if shift.index is None else int(torch.unique(shift.index).numel())
-    return "directions" if n_used < batch else "materialise"
+    """How the factorised strategy computes exact demodulation norms (see the module docstring):
+    the Gram route unless the weight needs a gradient (it gives none), else the distinct
+    directions (low memory)."""
+    return "directions" if w_grad else "gram"
 
 
 _STRATEGY_FNS = {

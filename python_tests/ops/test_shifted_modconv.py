@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 
 import pytest
 import torch
@@ -190,10 +191,17 @@ def test_strategy_matches_oracle_float64(kind, si, strategy, demodulate, clamp, 
 @needs_native
 @pytest.mark.parametrize("kind", ["svd_index", "svd_rows"])
 @pytest.mark.parametrize("si", range(len(SHAPES)))
-@pytest.mark.parametrize("strategy", ["factorised", "factorised-gram"])
-def test_factorised_gram_route_frozen_weight(kind, si, strategy):
+@pytest.mark.parametrize("strategy", ["factorised", "factorised-gram", "chunked-gram"])
+def test_factorised_gram_route_frozen_weight(kind, si, strategy, monkeypatch):
     """With a frozen weight (the optimisation method) the factorised strategy takes its Gram
-    demodulation route (r-space only); gradients to x, styles, t, coeffs, bias, noise strength."""
+    demodulation route (r-space only); gradients to x, styles, t, coeffs, bias, noise strength.
+    "chunked-gram": the Gram tensor too large to cache (a tiny limit here), recomputed in
+    chunks of one or two input channels in forward and backward (the 512-channel route)."""
+    if strategy == "chunked-gram":
+        smc = sys.modules["navcuda.ops.shifted_modconv"]  # the package exports the function
+        rank = min(SHAPES[si][2], SHAPES[si][1] * SHAPES[si][5] ** 2)
+        monkeypatch.setattr(smc, "GRAM_MAX_ELEMENTS", max(1, 2 * rank * rank - 1))
+        strategy = "factorised"
     shape = SHAPES[si]
     _, names, leaves = _make(kind, shape, torch.float64, seed=20 + si)
     names = [n for n in names if n != "weight"]
