@@ -1,21 +1,25 @@
-"""Discovery hot paths on the bundled model (layer convs.3: 64 -> 64 channels at 16x16), the fast
-route (structured shifts, ``conv_route("auto")``) against the pre-fusion grouped route
-(``conv_route("legacy")``: per-sample kernels materialised, grouped convolutions, separate noise
-and ``bias_act``) in the same run:
+"""Discovery hot paths on the bundled model (layer convs.3: 64 -> 64 channels at 16x16).
 
-- one step of the optimisation method (``DirectionOptimizer.train_step``: batch 32, K = 64,
-  ResNet-18 reconstructor at 64 px), SVD basis and a weight basis of 64 vectors (the hybrid method);
+- one step of the optimisation method (batch 32, K = 64, ResNet-18 reconstructor at 64 px), SVD
+  basis and a weight basis of 64 vectors (the hybrid method): :meth:`DirectionOptimizer.train_step`
+  (prefix computed once for both images of a pair, fused layer) against
+  :meth:`DirectionOptimizer.reference_step`, the official arrangement (two full syntheses from w,
+  per-sample kernels materialised, nothing reused; tested to compute the same step);
 - one block of 64 Hessian-vector products (``PerceptualHessian.hvp_fd``, metric
-  ``toy-regressor``, 4 latents, batch 32: 512 perturbed renders with backward).
+  ``toy-regressor``, 4 latents, batch 32: 512 perturbed renders with backward), the fast route
+  (structured shifts, ``conv_route("auto")``) against the pre-fusion grouped route
+  (``conv_route("legacy")``) in the same run. The official sequential method is timed in
+  ``test_bench_spectrum.py``.
 
 The reference includes the parts no route changes (the reconstructor, the metric), so the ratios
-are what a user of these methods sees.
+are what a user of these methods sees. Peak memory of each call is reported beside the ratio.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from memory import peak_memory_mb
 
 from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
 from navcuda.hessian import PerceptualHessian
@@ -47,14 +51,16 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
         kw["basis"] = torch.randn(64, *shape, generator=gen).to(device)
     opt = DirectionOptimizer(generator, LAYER, OptimizeConfig(k=64, batch_size=32, seed=0), **kw)
 
+    step = opt.reference_step if role == "reference" else opt.train_step
+
     def run():
-        with conv_route(ROUTES[role]):
-            opt.train_step()
+        step()
         _sync(device)
 
     run()
     benchmark.group = f"optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64"
     benchmark.extra_info["role"] = role
+    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
     benchmark(run)
 
 
@@ -77,4 +83,5 @@ def test_hvp_block(benchmark, generator, device, role):
     run()
     benchmark.group = f"hvp_fd block of 64, toy-regressor, 4 latents, bundled {LAYER}"
     benchmark.extra_info["role"] = role
+    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
     benchmark(run)

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from navcuda.io.directions import DirectionSet
 from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.layers import get_layer, layer_weight
-from navcuda.models.stylegan2 import Generator, LayerShift
+from navcuda.models.stylegan2 import Generator, LayerShift, conv_route
 from navcuda.shift import layer_space, unflatten_kernel
 
 __all__ = ["OptimizeConfig", "DirectionOptimizer", "discover_optimize", "FFHQ_KERNEL_NORM"]
@@ -163,6 +163,19 @@ class DirectionOptimizer:
         return LayerShift.split(self.info.name, deltas, t.to(deltas.dtype), k)
 
     def train_step(self) -> dict[str, float]:
+        """One optimisation step on a fresh batch (seeded by ``config.seed`` and the step count):
+        the activations before the layer are computed once for both images of each pair, and the
+        layer runs its fused strategy for the structured shift. Returns the step's statistics."""
+        return self._step(official=False)
+
+    def reference_step(self) -> dict[str, float]:
+        """The same step in the official code's arrangement (yandex-research/navigan): both
+        images rendered by full syntheses from ``w``, the shifted one with its per-sample
+        kernels materialised (``conv_route("legacy")``), nothing reused. Same batch, loss and
+        update as :meth:`train_step` (up to float rounding): the reference of the benchmarks."""
+        return self._step(official=True)
+
+    def _step(self, official: bool) -> dict[str, float]:
         cfg, g = self.config, self.generator
         dev = g.w_avg.device
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_count + 1)
@@ -174,9 +187,16 @@ class DirectionOptimizer:
         with _frozen(g):
             with torch.no_grad():
                 ws = g.mapping(z, cfg.truncation_psi)
-                state = g.synthesis_prefix(ws, self.info.name)
-                original = g.synthesis_suffix(state, ws)
-            shifted = g.synthesis_suffix(state, ws, shift=self.shift(k, t))
+            if official:
+                with conv_route("legacy"):
+                    with torch.no_grad():
+                        original = g.synthesis(ws)
+                    shifted = g.synthesis(ws, shift=self.shift(k, t))
+            else:
+                with torch.no_grad():
+                    state = g.synthesis_prefix(ws, self.info.name)
+                    original = g.synthesis_suffix(state, ws)
+                shifted = g.synthesis_suffix(state, ws, shift=self.shift(k, t))
         logits, t_hat = self.reconstructor(original, shifted)
         ce = F.cross_entropy(logits, k)
         t_err = (t_hat - t / self.t_max).abs().mean()

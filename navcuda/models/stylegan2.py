@@ -712,13 +712,30 @@ class ToRGB(nn.Module):
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None
     ) -> torch.Tensor:
-        y = bias_act(
-            self.conv(x, w),
-            self.bias.flatten(),
-            act="linear",
-            clamp=self.clamp,
-            impl=_route().impl,
-        )
+        route = _route()
+        if self.training or route.strategy == "legacy":
+            y = bias_act(
+                self.conv(x, w),
+                self.bias.flatten(),
+                act="linear",
+                clamp=self.clamp,
+                impl=route.impl,
+            )
+        else:
+            # Eval: one dense 1x1 convolution of the modulated activations plus the fused
+            # epilogue (bias, clamp), instead of a grouped convolution with per-sample kernels.
+            y = shifted_modconv(
+                x,
+                self.conv.weight[0],
+                self.conv.modulation(w),
+                None,
+                demodulate=False,
+                bias=self.bias.flatten(),
+                act="linear",
+                clamp=self.clamp,
+                strategy="grouped" if route.strategy == "grouped" else "shared",
+                impl=route.impl,
+            )
         if skip is not None:
             y = y + self.upsample(skip)
         return y
