@@ -158,7 +158,8 @@ void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __
   }
 }
 
-template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kWriteDz>
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kWriteDz,
+          bool kHasDd>
 void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, const T* __restrict y0,
                           const T* __restrict y1, const T* __restrict t, const T* __restrict dcoef,
                           const T* __restrict noise, int64_t noise_bstride, T* __restrict dy0,
@@ -188,14 +189,15 @@ void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, con
       g0[j] = dz * d;
       if constexpr (kWriteDz) gz[j] = dz;
       s_dz += dz;
-      T yv = a[j];
       if constexpr (kHasY1) {
-        const T y1v = a1[j];
         g1[j] = dz * dtb;
-        s_dzy1 += dz * y1v;
-        yv += tb * y1v;
+        s_dzy1 += dz * a1[j];
       }
-      s_dzy += dz * yv;
+      if constexpr (kHasDd) {
+        T yv = a[j];
+        if constexpr (kHasY1) yv += tb * a1[j];
+        s_dzy += dz * yv;
+      }
       if constexpr (kHasNoise) s_dzn += dz * nz[j];
     }
     if (p_dz) p_dz[p] = s_dz;
@@ -309,7 +311,7 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
                                double alpha, double gain, double clamp) {
   // ns is not needed by the gradient; pass noise as its own "strength" for the pairing check.
   modconv_epilogue_check_args("modconv_epilogue_grad_cpu", y0, y1, t, noise, noise, noise_bstride,
-                              batch, channels, hw, act);
+                              batch, channels, hw, act, ddcoef != 0);
   if (batch * channels * hw == 0) return;
   NAVCUDA_CHECK(dout != 0 && out != 0 && dy0 != 0,
                 "modconv_epilogue_grad_cpu: null dout, out or dy0");
@@ -321,14 +323,16 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
       dispatch_bool(y1 != 0, [&](auto has_y1) {
         dispatch_bool(noise != 0, [&](auto has_noise) {
           dispatch_bool(dz != 0, [&](auto write_dz) {
-            epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                 decltype(has_y1)::value, decltype(has_noise)::value,
-                                 decltype(write_dz)::value>(
-                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
-                as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
-                as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
+            dispatch_bool(ddcoef != 0, [&](auto has_dd) {
+              epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                   decltype(has_y1)::value, decltype(has_noise)::value,
+                                   decltype(write_dz)::value, decltype(has_dd)::value>(
+                  as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                  as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                  as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+                  as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+                  as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
+            });
           });
         });
       });

@@ -138,7 +138,7 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
                                 int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
                                 double alpha, double gain, double clamp, std::uintptr_t stream) {
   modconv_epilogue_check_args("modconv_epilogue_grad_cuda", y0, y1, t, noise, noise, noise_bstride,
-                              batch, channels, hw, act);
+                              batch, channels, hw, act, ddcoef != 0);
   const long long planes = batch * channels;
   if (planes * hw == 0) return;
   NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cuda: dy1 is required with y1");

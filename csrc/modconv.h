@@ -73,7 +73,8 @@ void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
                           double gain, double clamp);
 
 // Gradient of the epilogue from dout and the saved out. With dz = dL/dz (slope and clamp mask
-// read from `out`, as bias_act_grad does):
+// read from `out`, as bias_act_grad does; y0 is read only for ddcoef and may be 0 without it,
+// so that a caller whose dcoef needs no gradient need not keep y0 alive for the backward):
 //   dy0 = dz * dcoef (always), dy1 = dz * dcoef * t_b, dz itself         (each if its ptr != 0)
 //   ddcoef[b,c] = sum_hw dz * (y0 + t_b y1)
 //   p_dz[b,c]   = sum_hw dz,   p_dzy1[b,c] = sum_hw dz * y1,   p_dzn[b,c] = sum_hw dz * noise
@@ -142,7 +143,7 @@ inline void modconv_demod_check_args(const char* op, std::uintptr_t s, std::uint
 inline void modconv_epilogue_check_args(const char* op, std::uintptr_t y0, std::uintptr_t y1,
                                         std::uintptr_t t, std::uintptr_t noise, std::uintptr_t ns,
                                         int64_t noise_bstride, int64_t batch, int64_t channels,
-                                        int64_t hw, int act) {
+                                        int64_t hw, int act, bool need_y0 = true) {
   NAVCUDA_CHECK(batch >= 0 && channels >= 0 && hw >= 0,
                 op << ": sizes must be >= 0, got batch=" << batch << " channels=" << channels
                    << " hw=" << hw);
@@ -152,7 +153,7 @@ inline void modconv_epilogue_check_args(const char* op, std::uintptr_t y0, std::
   NAVCUDA_CHECK((noise == 0) == (ns == 0), op << ": noise and its strength go together");
   NAVCUDA_CHECK(noise_bstride == 0 || noise_bstride == hw,
                 op << ": noise_bstride must be 0 or hw=" << hw << ", got " << noise_bstride);
-  if (batch * channels * hw > 0) {
+  if (batch * channels * hw > 0 && need_y0) {
     NAVCUDA_CHECK(y0 != 0, op << ": null data pointer for a non-empty tensor");
   }
 }

@@ -173,14 +173,15 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const 
       dy0[e] = dz * d;
       if (dz_out) dz_out[e] = dz;
       s_dz += dz;
-      T yv = y0[e];
       if (kHasY1) {
-        const T y1v = y1[e];
         if (dy1) dy1[e] = dz * d * tb;
-        s_dzy1 += dz * y1v;
-        yv += tb * y1v;
+        s_dzy1 += dz * y1[e];
       }
-      s_dzy += dz * yv;
+      if (ddcoef) {  // y0 is read only for ddcoef (it may be null otherwise)
+        T yv = y0[e];
+        if (kHasY1) yv += tb * y1[e];
+        s_dzy += dz * yv;
+      }
       if (kHasNoise) s_dzn += dz * nz[j];
     }
     buf[threadIdx.x] = s_dz;

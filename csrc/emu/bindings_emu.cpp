@@ -226,7 +226,7 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
                                double alpha, double gain, double clamp, unsigned int grid,
                                unsigned int block) {
   navcuda::modconv_epilogue_check_args("modconv_epilogue_grad_emu", y0, y1, t, noise, noise,
-                                       noise_bstride, batch, channels, hw, act);
+                                       noise_bstride, batch, channels, hw, act, ddcoef != 0);
   modconv_check_block("modconv_epilogue_grad_emu", block);
   NAVCUDA_CHECK(grid > 0, "modconv_epilogue_grad_emu: grid must be > 0");
   if (batch * channels * hw == 0) return;

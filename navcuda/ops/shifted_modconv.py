@@ -345,6 +345,101 @@ def _dense_conv(xs, w, up, blur_filter):
     return _blur(F.conv_transpose2d(xs, w.transpose(0, 1), stride=2), blur_filter, k)
 
 
+def _blur_adjoint(g: torch.Tensor, blur_filter: torch.Tensor, k: int, h: int, w: int):
+    """The adjoint of ``_blur`` applied to ``g``: the gradient w.r.t. the transposed conv's
+    output ``[B, C, 2h + k - 2, 2w + k - 2]`` (for an input of ``h x w``).
+
+    ``_blur`` pads by ``(p0, p1)`` and correlates with the flipped filter (a depthwise conv);
+    its adjoint is the transposed depthwise conv with the same weight, cropped by the padding."""
+    p = (blur_filter.shape[0] - 2) - (k - 1)
+    p0, p1 = (p + 1) // 2 + 1, p // 2 + 1
+    fh, fw = blur_filter.shape
+    c = g.shape[1]
+    wt = torch.flip(blur_filter, [0, 1]).to(g.dtype).view(1, 1, fh, fw).expand(c, 1, fh, fw)
+    full = F.conv_transpose2d(g, wt, groups=c)
+    return full[:, :, p0 : full.shape[2] - p1, p0 : full.shape[3] - p1]
+
+
+def _gradient_edges(*tensors: torch.Tensor) -> tuple:
+    """The autograd edges of a custom Function's inputs, taken before ``apply`` (None where no
+    gradient flows or the edge cannot be had)."""
+    edges = []
+    for t in tensors:
+        try:
+            edges.append(torch.autograd.graph.get_gradient_edge(t) if t.requires_grad else None)
+        except (AssertionError, RuntimeError):
+            edges.append(None)
+    return tuple(edges)
+
+
+def _wanted_grads(ctx) -> tuple[bool, ...]:
+    """Which of the inputs recorded by :func:`_gradient_edges` this backward pass will use.
+
+    ``ctx.needs_input_grad`` only says which inputs require a gradient; the engine prunes more
+    (``torch.autograd.grad(loss, delta)`` never runs the branches to frozen-but-trainable
+    weights or to the styles). Autograd's own nodes skip those gradients; this lets a custom
+    Function do the same. Where the engine cannot answer (a leaf input under
+    ``autograd.grad``), the gradient is computed."""
+    wanted = []
+    for need, edge in zip(ctx.needs_input_grad, ctx.edges, strict=False):
+        if need and edge is not None:
+            try:
+                need = bool(torch._C._will_engine_execute_node(edge.node))
+            except (RuntimeError, AttributeError):
+                pass
+        wanted.append(need)
+    return tuple(wanted)
+
+
+class _ModulatedDenseConv(torch.autograd.Function):
+    """``_dense_conv(x * s, w)`` that keeps only ``x``, ``s`` and ``w`` for the backward.
+
+    Plain autograd would keep the modulated input ``x * s`` (a new activation-sized tensor) for
+    the convolution and, for ``up=2``, the blur's input as well; but the input gradient needs
+    only ``w``, and ``x`` is the previous layer's output, which its own backward keeps anyway.
+    So a frozen layer adds no activation to the backward's memory; ``x * s`` is recomputed only
+    when the weight gradient is wanted. A gradient is computed only when this backward pass will
+    use it (:func:`_wanted_grads`), as autograd does for its own nodes. First order only (the
+    native path's contract)."""
+
+    @staticmethod
+    def forward(ctx, x, s, w, up, blur_filter, edges):
+        ctx.save_for_backward(x, s, w, blur_filter)
+        ctx.up, ctx.edges = up, edges
+        return _dense_conv(x * s[:, :, None, None], w, up, blur_filter)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, s, w, blur_filter = ctx.saved_tensors
+        need_x, need_s, need_w = _wanted_grads(ctx)
+        k = w.shape[-1]
+        if ctx.up == 2:
+            g = _blur_adjoint(g, blur_filter, k, x.shape[2], x.shape[3])
+        gx = gs = gw = None
+        if need_x or need_s:
+            if ctx.up == 2:  # adjoint of the stride-2 transposed conv
+                gxs = F.conv2d(g, w.transpose(0, 1), stride=2)
+            else:
+                gxs = F.conv_transpose2d(g, w, padding=k // 2)
+            gx = gxs * s[:, :, None, None] if need_x else None
+            gs = (gxs * x).sum(dim=(2, 3)) if need_s else None
+        if need_w:
+            xs = x * s[:, :, None, None]
+            if ctx.up == 2:
+                _, gw, _ = torch.ops.aten.convolution_backward(
+                    g, xs, w.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
+                    [False, True, False],
+                )  # fmt: skip
+                gw = gw.transpose(0, 1)
+            else:
+                _, gw, _ = torch.ops.aten.convolution_backward(
+                    g, xs, w, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
+                    [False, True, False],
+                )  # fmt: skip
+        return gx, gs, gw, None, None, None
+
+
 def _dhat(coeffs: torch.Tensor) -> torch.Tensor:
     return coeffs / coeffs.norm(dim=1, keepdim=True)
 
@@ -464,7 +559,12 @@ def _strategy_grouped(x, weight, styles, shift, demodulate, up, blur_filter, imp
 def _strategy_shared(x, weight, styles, shift, demodulate, up, blur_filter, impl):
     c = _scale(weight)
     w = weight if shift is None else weight + shift.delta
-    y = _dense_conv(x * styles[:, :, None, None], w * c, up, blur_filter)
+    if impl == "native":
+        wc = w * c
+        edges = _gradient_edges(x, styles, wc)
+        y = _ModulatedDenseConv.apply(x, styles, wc, up, blur_filter, edges)
+    else:  # plain autograd: differentiable any number of times
+        y = _dense_conv(x * styles[:, :, None, None], w * c, up, blur_filter)
     dcoef = None
     if demodulate:
         dcoef = demod(styles, w.square().sum(dim=(2, 3)).unsqueeze(0), scale2=c * c, impl=impl)
@@ -520,11 +620,7 @@ class _ConvWeightGrad(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             k = weight.shape[-1]
             if ctx.up == 2:  # adjoint of the blur first
-                with torch.enable_grad():
-                    ho, wo = 2 * xs.shape[2] + k - 2, 2 * xs.shape[3] + k - 2
-                    z = torch.zeros(g.shape[0], g.shape[1], ho, wo, dtype=g.dtype,
-                                    device=g.device, requires_grad=True)  # fmt: skip
-                    (gz,) = torch.autograd.grad(_blur(z, blur_filter, k), z, g)
+                gz = _blur_adjoint(g, blur_filter, k, xs.shape[2], xs.shape[3])
                 _, gw, _ = torch.ops.aten.convolution_backward(
                     gz, xs, weight.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
                     [False, True, False],
@@ -1103,7 +1199,7 @@ def _(y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp):
 def _epilogue_grad_op(
     dout: torch.Tensor,
     out: torch.Tensor,
-    y0: torch.Tensor,
+    y0: torch.Tensor | None,
     y1: torch.Tensor | None,
     t: torch.Tensor | None,
     dcoef: torch.Tensor | None,
@@ -1119,30 +1215,33 @@ def _epilogue_grad_op(
 ]:
     """(dy0, dy1, ddcoef, dt, dns, dbias, dnoise); unneeded entries are empty tensors.
 
-    ``needs`` = [y1/t, dcoef, ns, bias, noise] gradients wanted."""
+    ``needs`` = [y1/t, dcoef, ns, bias, noise] gradients wanted. ``y0`` is read only for the
+    ``dcoef`` gradient and may be None without it (the forward then need not keep it)."""
     dout = dout.contiguous()
-    batch, channels, h, w = y0.shape
+    batch, channels, h, w = out.shape
     need_y1, need_dcoef, need_ns, need_bias, need_noise = needs
     has_y1, has_noise = y1 is not None, noise is not None
+    if need_dcoef and dcoef is not None and y0 is None:
+        raise ValueError("modconv_epilogue_grad: the dcoef gradient needs y0")
 
     def empty_():
-        return y0.new_empty(0)
+        return out.new_empty(0)
 
-    dy0 = torch.empty_like(y0)
-    dy1 = torch.empty_like(y0) if has_y1 else empty_()
-    dz = torch.empty_like(y0) if need_noise and has_noise else empty_()
+    dy0 = torch.empty_like(out)
+    dy1 = torch.empty_like(out) if has_y1 else empty_()
+    dz = torch.empty_like(out) if need_noise and has_noise else empty_()
     planes = (batch, channels)
-    ddcoef = y0.new_empty(planes) if need_dcoef and dcoef is not None else empty_()
-    p_dz = y0.new_empty(planes) if need_bias else empty_()
-    p_dzy1 = y0.new_empty(planes) if need_y1 and has_y1 else empty_()
-    p_dzn = y0.new_empty(planes) if need_ns and has_noise else empty_()
+    ddcoef = out.new_empty(planes) if need_dcoef and dcoef is not None else empty_()
+    p_dz = out.new_empty(planes) if need_bias else empty_()
+    p_dzy1 = out.new_empty(planes) if need_y1 and has_y1 else empty_()
+    p_dzn = out.new_empty(planes) if need_ns and has_noise else empty_()
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
-    if y0.numel() > 0:
+    if out.numel() > 0:
         _native.run_kernel(
-            "modconv_epilogue_grad", y0.device,
+            "modconv_epilogue_grad", out.device,
             _p(dout), _p(out), _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride,
             *(_p(v) if v.numel() else 0 for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn)),
-            batch, channels, h * w, _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain,
+            batch, channels, h * w, _native.dtype_code(out.dtype), _ACTS[act][0], alpha, gain,
             clamp,
         )  # fmt: skip
     else:
@@ -1163,22 +1262,25 @@ def _epilogue_grad_op(
 
 @_epilogue_grad_op.register_fake
 def _(dout, out, y0, y1, t, dcoef, noise, ns, act, alpha, gain, clamp, needs):
-    b, c = y0.shape[:2]
+    b, c = out.shape[:2]
     has_y1, has_noise = y1 is not None, noise is not None
     return (
-        torch.empty_like(y0),
-        torch.empty_like(y0) if has_y1 else y0.new_empty(0),
-        y0.new_empty((b, c) if needs[1] and dcoef is not None else 0),
-        y0.new_empty(b if needs[0] and has_y1 else 0),
-        y0.new_empty(1 if needs[2] and has_noise else 0),
-        y0.new_empty(c if needs[3] else 0),
-        noise.new_empty(noise.shape) if needs[4] and has_noise else y0.new_empty(0),
+        torch.empty_like(out),
+        torch.empty_like(out) if has_y1 else out.new_empty(0),
+        out.new_empty((b, c) if needs[1] and dcoef is not None else 0),
+        out.new_empty(b if needs[0] and has_y1 else 0),
+        out.new_empty(1 if needs[2] and has_noise else 0),
+        out.new_empty(c if needs[3] else 0),
+        noise.new_empty(noise.shape) if needs[4] and has_noise else out.new_empty(0),
     )
 
 
 def _epilogue_setup(ctx, inputs, output):
     y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp = inputs
-    ctx.save_for_backward(output, y0, y1, t, dcoef, noise, ns)
+    # y0 feeds only the dcoef gradient: not keeping it when dcoef needs none (every frozen layer
+    # of a shifted synthesis) saves one activation per layer for the backward.
+    keep_y0 = dcoef is not None and dcoef.requires_grad
+    ctx.save_for_backward(output, y0 if keep_y0 else None, y1, t, dcoef, noise, ns)
     ctx.args = (act, alpha, gain, clamp)
 
 

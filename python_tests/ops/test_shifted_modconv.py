@@ -188,6 +188,60 @@ def test_strategy_matches_oracle_float64(kind, si, strategy, demodulate, clamp, 
         torch.testing.assert_close(g[n], g_ref[n], rtol=F64_TOL, atol=F64_TOL, msg=n)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_blur_adjoint_matches_autograd(k, symmetric):
+    """The closed-form adjoint of the blur after a transposed conv (used by the backward of the
+    fused dense conv) equals autograd's, for the StyleGAN2 filter and an asymmetric one."""
+    from navcuda.ops.shifted_modconv import _blur, _blur_adjoint
+
+    g = torch.Generator().manual_seed(k)
+    f = make_filter((1, 3, 3, 1), 4).double() if symmetric else torch.rand(4, 4, generator=g)
+    h, w = 5, 7
+    z = torch.randn(2, 3, 2 * h + k - 2, 2 * w + k - 2, generator=g, dtype=torch.float64)
+    z.requires_grad_(True)
+    y = _blur(z, f.double(), k)
+    dy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    (gz,) = torch.autograd.grad(y, z, dy)
+    torch.testing.assert_close(_blur_adjoint(dy, f.double(), k, h, w), gz, rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("si", [0, 1])  # up=1 and up=2
+@pytest.mark.parametrize("frozen", ["weight+styles", "weight"])
+def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
+    """A frozen layer inside a shifted synthesis (only ``x``, maybe the styles, need a
+    gradient): the native shared strategy keeps no activation-sized tensor of its own for the
+    backward (not ``x * s``, not the blur's input), only ``x`` and its output (and, when the
+    styles need a gradient, the conv output for the demodulation's), and its gradients match
+    the oracle."""
+    shape = SHAPES[si]
+    _, _, leaves = _make("none", shape, torch.float64, seed=11, noise="batch")
+    grads, saved = {}, []
+    for fn in (shifted_modconv, ref_shifted_modconv):
+        L = leaves(torch.float64)
+        for n in ("weight", "bias", "ns") + (("styles",) if frozen == "weight+styles" else ()):
+            L[n] = L[n].detach()
+        names = ["x"] + (["styles"] if frozen == "weight" else [])
+        kw = dict(strategy="shared", impl="native") if fn is shifted_modconv else {}
+
+        def pack(t, fn=fn):  # activations: [B, C > 1, H', W'] (the noise plane is [B, 1, ...])
+            if fn is shifted_modconv and t.ndim == 4 and t.shape[0] == shape[0] and t.shape[1] > 1:
+                saved.append(t.untyped_storage().data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = _run(fn, "none", L, shape, True, None, **kw)
+        if fn is shifted_modconv:
+            allowed = {L["x"].untyped_storage().data_ptr(), y.untyped_storage().data_ptr()}
+            own = set(saved) - allowed
+            assert len(own) == (1 if frozen == "weight" else 0), "kept an activation of its own"
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype)
+        grads[fn.__name__] = torch.autograd.grad(y, [L[n] for n in names], dy)
+    for a, b in zip(grads["shifted_modconv"], grads["ref_shifted_modconv"], strict=True):
+        torch.testing.assert_close(a, b, rtol=F64_TOL, atol=F64_TOL)
+
+
 @needs_native
 @pytest.mark.parametrize("kind", ["svd_index", "svd_rows"])
 @pytest.mark.parametrize("si", range(len(SHAPES)))
@@ -360,6 +414,36 @@ def test_epilogue_native_float32_matches_ref(case):
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5)
 
 
+@needs_native
+@pytest.mark.parametrize("case", EPI_CASES[:2])
+def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
+    """A dcoef that needs no gradient (every frozen layer of a shifted synthesis): the native
+    epilogue keeps only its output for the backward, and the other gradients are unchanged."""
+    args, kw = _epi_inputs(case, torch.float64, seed=5)
+    grads = {}
+    for impl in ("native", "ref"):
+        leaves = [None if a is None else a.clone() for a in args]
+        leaves[0].requires_grad_(True)
+        saved = []
+
+        def pack(t, saved=saved):
+            saved.append(t.data_ptr())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = (
+                epilogue(*leaves, **kw, impl=impl)
+                if impl == "native"
+                else ref_epilogue(*leaves, **kw)
+            )
+        if impl == "native":
+            assert out.data_ptr() in saved
+            assert leaves[0].data_ptr() not in saved  # y0 is not kept
+        out.backward(torch.ones_like(out))
+        grads[impl] = leaves[0].grad
+    torch.testing.assert_close(grads["native"], grads["ref"], rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------------- CUDA bodies on the CPU
 
 
@@ -454,6 +538,18 @@ def test_epilogue_cuda_bodies_emulated(case, grid, block):
         torch.testing.assert_close(p_dzn.sum().reshape(1), leaves[5].grad, **tol)
     if bias is not None:
         torch.testing.assert_close(p_dz.sum(0), leaves[6].grad, **tol)
+    # Without the dcoef gradient y0 is never read: a null y0 gives the same other gradients.
+    dy0_b, dy1_b = torch.empty_like(y0), torch.empty_like(y0)
+    p_dz_b = torch.empty(b, c, dtype=dtype)
+    emu.modconv_epilogue_grad_emu(
+        *map(_ptr, (dout, out)), 0, *map(_ptr, (y1, t, dcoef, noise)), bstride, _ptr(dy0_b),
+        _ptr(dy1_b) if y1 is not None else 0, 0, 0, _ptr(p_dz_b), 0, 0,
+        b, c, h * w, code, act_code, 0.2, gain, clamp, grid, block,
+    )  # fmt: skip
+    torch.testing.assert_close(dy0_b, dy0, rtol=0, atol=0)
+    torch.testing.assert_close(p_dz_b, p_dz, rtol=0, atol=0)
+    if y1 is not None:
+        torch.testing.assert_close(dy1_b, dy1, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------- argument errors
