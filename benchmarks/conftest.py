@@ -4,7 +4,8 @@ Run: ``pytest benchmarks --benchmark-only [--device cuda]``. Each benchmark sets
 ``benchmark.group`` to the case and ``benchmark.extra_info["role"]`` to ``"reference"`` or
 ``"fast"``; the terminal summary prints, per group, the median-time ratio reference / fast
 (higher is better) and peak memory where measured, so speed claims are always ratios taken on
-the same machine in the same run.
+the same machine in the same run. A ``"floor"`` role times the part of a case that no fast
+path changes; ``reference / floor`` is printed as the bound on any speed-up of that case.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     groups: dict[str, dict[str, list]] = {}
     for bench in session.benchmarks:
         role = bench.extra_info.get("role")
-        if role in ("reference", "fast"):
+        if role in ("reference", "fast", "floor"):
             groups.setdefault(bench.group or bench.name, {}).setdefault(role, []).append(bench)
     tr = terminalreporter
     bw = [b for b in session.benchmarks if "GB/s" in b.extra_info]
@@ -58,3 +59,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             if rm is not None and fm is not None and rm > 0:
                 line += f"   peak memory {fm:.1f} / {rm:.1f} MB ({fm / rm:.2f})"
             tr.write_line(line)
+        for floor in roles.get("floor", []):
+            if refs:
+                bound = refs[0].stats.median / floor.stats.median
+                tr.write_line(f"{group:<48} {'bound: reference / shared floor':<40} {bound:6.2f}x")

@@ -4,7 +4,9 @@
   basis and a weight basis of 64 vectors (the hybrid method): :meth:`DirectionOptimizer.train_step`
   (prefix computed once for both images of a pair, fused layer) against
   :meth:`DirectionOptimizer.reference_step`, the official arrangement (two full syntheses from w,
-  per-sample kernels materialised, nothing reused; tested to compute the same step);
+  per-sample kernels materialised, nothing reused; tested to compute the same step), and the
+  step's ``floor``: the reconstructor's forward, backward and update alone, which every route
+  shares, so ``reference / floor`` bounds the speed-up any generator route can give (Amdahl);
 - one block of 64 Hessian-vector products (``PerceptualHessian.hvp_fd``, metric
   ``toy-regressor``, 4 latents, batch 32: 512 perturbed renders with backward), the fast route
   (structured shifts, ``conv_route("auto")``) against the pre-fusion grouped route
@@ -29,6 +31,7 @@ from navcuda.models.stylegan2 import conv_route
 
 LAYER = "convs.3"
 ROUTES = {"reference": "legacy", "fast": "auto"}
+STEP_ROLES = ["reference", "fast", "floor"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-@pytest.mark.parametrize("role", list(ROUTES))
+def _reconstructor_only(opt: DirectionOptimizer, device: torch.device):
+    """The part of a step that no generator route changes: the reconstructor's forward, backward
+    and the optimiser update, on a fixed pre-rendered image pair batch (the Amdahl floor)."""
+    cfg = opt.config
+    gen = torch.Generator().manual_seed(0)
+    k = torch.randint(cfg.k, (cfg.batch_size,), generator=gen).to(device)
+    t = (2 * torch.rand(cfg.batch_size, generator=gen) - 1).to(device)
+    with torch.no_grad():
+        z = torch.randn(2 * cfg.batch_size, opt.generator.config.z_dim, generator=gen)
+        images = opt.generator(z.to(device))
+    original, shifted = images.chunk(2)
+
+    def step():
+        logits, t_hat = opt.reconstructor(original, shifted)
+        loss = torch.nn.functional.cross_entropy(logits, k) + (t_hat - t).abs().mean()
+        opt.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.optimizer.step()
+
+    return step
+
+
+@pytest.mark.parametrize("role", STEP_ROLES)
 @pytest.mark.parametrize("basis", ["svd", "weight"])
 def test_optimize_train_step(benchmark, generator, device, basis, role):
     kw = {}
@@ -51,7 +76,10 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
         kw["basis"] = torch.randn(64, *shape, generator=gen).to(device)
     opt = DirectionOptimizer(generator, LAYER, OptimizeConfig(k=64, batch_size=32, seed=0), **kw)
 
-    step = opt.reference_step if role == "reference" else opt.train_step
+    if role == "floor":
+        step = _reconstructor_only(opt, device)
+    else:
+        step = opt.reference_step if role == "reference" else opt.train_step
 
     def run():
         step()
