@@ -10,6 +10,7 @@
 
 #include "bias_act.h"
 #include "common.h"
+#include "fir2d.h"
 #include "modconv.h"
 #include "svd_shift.h"
 
@@ -182,5 +183,17 @@ PYBIND11_MODULE(_C, m) {
   m.def("modconv_epilogue_cuda", [](py::args, py::kwargs) { no_cuda("modconv_epilogue_cuda"); });
   m.def("modconv_epilogue_grad_cuda",
         [](py::args, py::kwargs) { no_cuda("modconv_epilogue_grad_cuda"); });
+#endif
+
+  // ---------------------------------------------------------------- fir2d (upfirdn2d, up=down=1)
+  m.def("fir2d_cpu", &navcuda::fir2d_cpu, nogil, arg("x"), arg("w"), arg("out"), arg("planes"),
+        arg("h"), arg("wd"), arg("kh"), arg("kw"), arg("pad_y"), arg("pad_x"), arg("ho"), arg("wo"),
+        arg("dtype"), "2-D correlation with implicit zero padding per plane; see csrc/fir2d.h.");
+#if defined(NAVCUDA_WITH_CUDA)
+  m.def("fir2d_cuda", &navcuda::fir2d_cuda, nogil, arg("x"), arg("w"), arg("out"), arg("planes"),
+        arg("h"), arg("wd"), arg("kh"), arg("kw"), arg("pad_y"), arg("pad_x"), arg("ho"), arg("wo"),
+        arg("dtype"), arg("stream"));
+#else
+  m.def("fir2d_cuda", [](py::args, py::kwargs) { no_cuda("fir2d_cuda"); });
 #endif
 }

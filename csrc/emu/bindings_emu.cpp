@@ -12,6 +12,8 @@
 #include "bias_act.h"
 #include "bias_act_kernels.cuh"
 #include "common.h"
+#include "fir2d.h"
+#include "fir2d_kernels.cuh"
 #include "modconv.h"
 #include "modconv_kernels.cuh"
 #include "svd_shift.h"
@@ -251,6 +253,21 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
   });
 }
 
+void fir2d_emu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
+               int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
+               int64_t wo, int dtype, unsigned int grid, unsigned int block) {
+  navcuda::fir2d_check_args("fir2d_emu", x, w, out, planes, h, wd, kh, kw, ho, wo);
+  NAVCUDA_CHECK(grid > 0 && block > 0, "fir2d_emu: grid and block must be > 0");
+  if (planes * ho * wo == 0) return;
+  navcuda::dispatch_float(dtype, "fir2d_emu", [&](auto zero) {
+    using T = decltype(zero);
+    navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::fir2d_kernel<T>, as_ptr<const T>(x),
+                        as_ptr<const T>(w), as_ptr<T>(out), (long long)planes, (long long)h,
+                        (long long)wd, (long long)kh, (long long)kw, (long long)pad_y,
+                        (long long)pad_x, (long long)ho, (long long)wo);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C_emu, m) {
@@ -273,4 +290,7 @@ PYBIND11_MODULE(_C_emu, m) {
   m.def("modconv_demod_grad_emu", &modconv_demod_grad_emu, nogil);
   m.def("modconv_epilogue_emu", &modconv_epilogue_emu, nogil);
   m.def("modconv_epilogue_grad_emu", &modconv_epilogue_grad_emu, nogil);
+  m.def("fir2d_emu", &fir2d_emu, nogil, arg("x"), arg("w"), arg("out"), arg("planes"), arg("h"),
+        arg("wd"), arg("kh"), arg("kw"), arg("pad_y"), arg("pad_x"), arg("ho"), arg("wo"),
+        arg("dtype"), arg("grid"), arg("block"));
 }

@@ -96,6 +96,17 @@ def _register_builtin_cases() -> None:
         gx, gb = torch.autograd.grad(y.square().sum(), [x, b])
         return [y, gx, gb]
 
+    @register_case("upfirdn2d")
+    def _upfirdn2d(dev: torch.device, impl: str) -> list[torch.Tensor]:
+        from navcuda.ops.upfirdn2d import make_filter, upfirdn2d
+
+        g = torch.Generator().manual_seed(3)
+        x = torch.randn(2, 3, 7, 6, generator=g).to(dev).requires_grad_(True)
+        f = make_filter((1, 3, 3, 1), 4).to(dev)
+        y = upfirdn2d(x, f, pad=(2, 1), impl=impl)
+        (gx,) = torch.autograd.grad(y.square().sum(), [x])
+        return [y, gx]
+
     @register_case("svd_shift")
     def _svd_shift(dev: torch.device, impl: str) -> list[torch.Tensor]:
         from navcuda.ops.svd_shift import svd_shift

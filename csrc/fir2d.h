@@ -1,0 +1,53 @@
+// fir2d: the up=1, down=1 case of upfirdn2d (the blur after a transposed convolution, the blur
+// before a strided one), as a plain 2-D correlation with implicit zero padding:
+//
+//   out[p, y, x] = sum_{i < kh, j < kw} w[i, j] * in[p, y + i - pad_y, x + j - pad_x]
+//
+// over planes p (batch * channels) of contiguous [planes, h, w] input and [planes, ho, wo]
+// output; input pixels outside [0, h) x [0, w) read as zero, and negative pads crop. The caller
+// passes the filter already flipped (upfirdn2d convolves). The adjoint w.r.t. the input is the
+// same op with the filter flipped and the pads (kh - 1 - pad_y, kw - 1 - pad_x), output h x w.
+//
+// The padded input is never materialised: the CPU kernel (fir2d.cpp) computes each output row
+// from kh input rows in one vectorised pass; the CUDA kernel (fir2d_kernels.cuh) computes one
+// output pixel per thread.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace navcuda {
+
+// ----------------------------------------------------------------------- CPU (fir2d.cpp)
+void fir2d_cpu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
+               int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
+               int64_t wo, int dtype);
+
+#if defined(NAVCUDA_WITH_CUDA)
+// ----------------------------------------------------------------------- CUDA (fir2d.cu)
+void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
+                int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
+                int64_t wo, int dtype, std::uintptr_t stream);
+#endif
+
+// Largest filter side the kernels accept (the CUDA body keeps the filter in registers' reach).
+constexpr int64_t kFir2dMaxTaps = 16;
+
+// Shared argument checks (throw std::invalid_argument); inline so that navcuda._C_emu, which
+// compiles only the kernel headers, has them too.
+inline void fir2d_check_args(const char* op, std::uintptr_t x, std::uintptr_t w, std::uintptr_t out,
+                             int64_t planes, int64_t h, int64_t wd, int64_t kh, int64_t kw,
+                             int64_t ho, int64_t wo) {
+  NAVCUDA_CHECK(planes >= 0 && h >= 0 && wd >= 0 && ho >= 0 && wo >= 0,
+                op << ": sizes must be >= 0, got planes=" << planes << " h=" << h << " w=" << wd
+                   << " ho=" << ho << " wo=" << wo);
+  NAVCUDA_CHECK(kh >= 1 && kw >= 1 && kh <= kFir2dMaxTaps && kw <= kFir2dMaxTaps,
+                op << ": filter must be between 1x1 and " << kFir2dMaxTaps << "x" << kFir2dMaxTaps
+                   << ", got " << kh << "x" << kw);
+  if (planes * ho * wo > 0) {
+    NAVCUDA_CHECK(x != 0 && w != 0 && out != 0, op << ": null data pointer for a non-empty tensor");
+  }
+}
+
+}  // namespace navcuda

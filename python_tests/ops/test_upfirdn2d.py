@@ -1,0 +1,188 @@
+"""upfirdn2d: the native blur (fir2d: CPU, CUDA, the CUDA body emulated) against the reference."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from navcuda.ops import _native
+from navcuda.ops.upfirdn2d import make_filter, ref_upfirdn2d, upfirdn2d
+
+needs_native = pytest.mark.skipif(
+    _native.native_module() is None,
+    reason=f"navcuda._C is not importable: {_native.import_error()}",
+)
+
+# (B, C, H, W, filter, pad): batch 1, odd channels, non-square images and filters, the generator's
+# blurs (4x4, pads (2, 1) after a 3x3 transposed conv and (1, 1) in the discriminator), the
+# adjoint's pads, a 1x1 filter, negative (cropping) and asymmetric pads.
+CASES = [
+    (1, 3, 9, 9, "blur", (2, 1)),
+    (2, 5, 7, 11, "blur", (1, 1)),
+    (3, 2, 8, 6, "blur", (2, 2)),
+    (2, 3, 6, 5, "rand3x3", (1, 1)),
+    (1, 4, 5, 7, "rand2x5", (0, 3)),
+    (2, 1, 6, 6, "one", (0, 0)),
+    (2, 3, 9, 8, "rand3x3", (-1, 2)),
+    (1, 2, 10, 10, "blur", (-2, -1)),
+]
+
+
+def _filter(kind: str, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:
+    if kind == "blur":
+        return make_filter((1, 3, 3, 1), 4).to(dtype)
+    if kind == "one":
+        return torch.ones(1, 1, dtype=dtype)
+    kh, kw = (3, 3) if kind == "rand3x3" else (2, 5)
+    return torch.randn(kh, kw, generator=g, dtype=dtype)
+
+
+def _make(case, dtype, seed=0, noncontig=False):
+    b, c, h, w, fk, pad = case
+    g = torch.Generator().manual_seed(seed)
+    if noncontig:
+        x = torch.randn(b, c, w, h, generator=g, dtype=dtype).transpose(2, 3)
+        assert not x.is_contiguous()
+    else:
+        x = torch.randn(b, c, h, w, generator=g, dtype=dtype)
+    return x, _filter(fk, dtype, g), pad
+
+
+@needs_native
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("noncontig", [False, True])
+def test_native_matches_reference_float64(case, noncontig):
+    x, f, pad = _make(case, torch.float64, noncontig=noncontig)
+    y = upfirdn2d(x, f, pad=pad, impl="native")
+    ref = ref_upfirdn2d(x, f, pad=pad)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("case", CASES[:5])
+def test_native_gradcheck_and_double_backward(case):
+    """First and second derivatives w.r.t. x (the discriminator's R1 penalty differentiates its
+    blurs twice): the adjoint is the same op, itself differentiable."""
+    x, f, pad = _make(case, torch.float64, seed=1)
+    x.requires_grad_(True)
+
+    def fn(v):
+        return upfirdn2d(v, f, pad=pad, impl="native")
+
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-8)
+    assert torch.autograd.gradgradcheck(fn, (x,), eps=1e-6, atol=1e-8)
+
+
+@needs_native
+@pytest.mark.parametrize("case", CASES)
+def test_native_float32_gradients_match_reference(case):
+    # float32: the same products summed in a different order (per output pixel, row by row here;
+    # oneDNN's depthwise conv elsewhere); 16 taps of O(1) values -> rounding ~1e-6 relative.
+    x, f, pad = _make(case, torch.float32, seed=2)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    ys = [upfirdn2d(xs[0], f, pad=pad, impl="native"), ref_upfirdn2d(xs[1], f, pad=pad)]
+    torch.testing.assert_close(ys[0], ys[1], rtol=1e-5, atol=1e-5)
+    dy = torch.randn(ys[0].shape, generator=torch.Generator().manual_seed(3))
+    for y in ys:
+        y.backward(dy)
+    torch.testing.assert_close(xs[0].grad, xs[1].grad, rtol=1e-5, atol=1e-5)
+
+
+def test_filter_requiring_grad_runs_the_reference():
+    x = torch.randn(2, 3, 6, 6)
+    f = make_filter((1, 3, 3, 1)).requires_grad_(True)
+    y = upfirdn2d(x, f, pad=(2, 1), impl="native")  # falls to the reference: f needs a gradient
+    (gf,) = torch.autograd.grad(y.sum(), f)
+    assert gf.shape == f.shape and torch.isfinite(gf).all()
+
+
+@needs_native
+def test_custom_op_registrations():
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 4, dtype=torch.float64)
+    torch.library.opcheck(
+        torch.ops.navcuda.fir2d.default, (x, w, 2, 2, 6, 5),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )  # fmt: skip
+    meta = torch.ops.navcuda.fir2d(torch.empty(2, 3, 8, 8, device="meta"), w.float(), 1, 1, 7, 7)
+    assert meta.shape == (2, 3, 7, 7) and meta.device.type == "meta"
+
+
+@needs_native
+def test_empty_batch():
+    x = torch.empty(0, 3, 6, 6, requires_grad=True)
+    y = upfirdn2d(x, make_filter((1, 3, 3, 1)), pad=(2, 1), impl="native")
+    assert y.shape == (0, 3, 6, 6)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize(
+    "x,f,pad,exc,match",
+    [
+        (torch.randn(3, 6, 6), torch.ones(4, 4), (1, 1), ValueError, "must have 4 dimension"),
+        (torch.randn(1, 2, 6, 6), torch.ones(4), (1, 1), ValueError, "must have 2 dimension"),
+        (torch.randn(1, 2, 6, 6), torch.ones(17, 17), (8, 8), ValueError, "up to 16x16"),
+        (torch.randn(1, 2, 4, 4), torch.ones(4, 4), (-2, -2), ValueError, "crops more"),
+        (
+            torch.ones(1, 2, 4, 4, dtype=torch.int64),
+            torch.ones(2, 2),
+            (0, 0),
+            TypeError,
+            "floating",
+        ),
+    ],
+)
+def test_bad_inputs_raise_before_the_kernel(x, f, pad, exc, match):
+    with pytest.raises(exc, match=match):
+        upfirdn2d(x, f, pad=pad, impl="native")
+
+
+# ------------------------------------------------------------------------- CUDA body on the CPU
+
+
+def _emu():
+    try:
+        return importlib.import_module("navcuda._C_emu")
+    except ImportError as exc:
+        pytest.skip(f"test-only module navcuda._C_emu not built: {exc}")
+
+
+@needs_native
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("grid,block", [(1, 1), (2, 8), (5, 32)])
+def test_cuda_body_emulated(case, grid, block):
+    emu = _emu()
+    x, f, pad = _make(case, torch.float64, seed=4)
+    ref = ref_upfirdn2d(x, f, pad=pad)
+    b, c, h, w = x.shape
+    kh, kw = f.shape
+    wflip = torch.flip(f, [0, 1]).contiguous()
+    out = torch.full_like(ref, float("nan"))
+    emu.fir2d_emu(x.data_ptr(), wflip.data_ptr(), out.data_ptr(), b * c, h, w, kh, kw, pad[0],
+                  pad[0], ref.shape[2], ref.shape[3], _native.dtype_code(x.dtype), grid,
+                  block)  # fmt: skip
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_matches_reference(case):
+    if not _native.has_cuda():
+        pytest.skip("navcuda._C has no usable CUDA kernels")
+    x, f, pad = _make(case, torch.float64, seed=5)
+    x = x.cuda().requires_grad_(True)
+    y = upfirdn2d(x, f.cuda(), pad=pad, impl="native")
+    ref = ref_upfirdn2d(x, f.cuda(), pad=pad)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    dy = torch.randn_like(y)
+    (g1,) = torch.autograd.grad(y, x, dy)
+    (g2,) = torch.autograd.grad(ref, x, dy)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
