@@ -62,4 +62,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         for floor in roles.get("floor", []):
             if refs:
                 bound = refs[0].stats.median / floor.stats.median
-                tr.write_line(f"{group:<48} {'bound: reference / shared floor':<40} {bound:6.2f}x")
+                line = f"{group:<48} {'bound: reference / shared floor':<40} {bound:6.2f}x"
+                mem = floor.extra_info.get("peak_mem_mb")
+                if mem is not None:
+                    line += f"   floor peak memory {mem:.1f} MB"
+                tr.write_line(line)

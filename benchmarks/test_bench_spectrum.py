@@ -23,6 +23,7 @@ import time
 
 import pytest
 import torch
+from memory import peak_memory_mb
 
 from navcuda.discover.spectrum import block_eigensolver, power_eigensolver
 from navcuda.hessian import PerceptualHessian
@@ -118,7 +119,8 @@ def hessian64(device):
 @pytest.mark.parametrize("flavour", ["official sequential FD", "block FD", "block GN"])
 def test_hvp_block(benchmark, hessian64, flavour):
     """64 Hessian-vector products with 64 z: the official sequential FD (one vector at a time,
-    full synthesis, batches of 8) against the batched block products (once each: minutes)."""
+    full synthesis, batches of 8) against the batched block products (once each: minutes), and
+    the peak memory of each."""
     h = hessian64
     v = torch.randn(HVP_VECTORS, *h.shape, generator=torch.Generator().manual_seed(0))
     v = (v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)).to(h.device, h.dtype)
@@ -127,9 +129,16 @@ def test_hvp_block(benchmark, hessian64, flavour):
         "block FD": lambda: h.hvp_fd(v, eps=0.1),
         "block GN": lambda: h.hvp_gn(v, mode="linearized"),
     }
+    small = {
+        "official sequential FD": lambda: h.hvp_reference(v[:4], eps=0.1),
+        "block FD": lambda: h.hvp_fd(v[:4], eps=0.1),
+        "block GN": lambda: h.hvp_gn(v[:4], mode="linearized"),
+    }
     if flavour == "official sequential FD":
         h.batch_size = 8  # the official code's batch
     try:
+        # Peak memory on 4 vectors: the chunks (and so the peak) are those of the full block.
+        benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(small[flavour], h.device)
         out = benchmark.pedantic(fns[flavour], rounds=1, iterations=1)
     finally:
         h.batch_size = 32
