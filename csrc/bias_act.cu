@@ -3,27 +3,9 @@
 
 #include "bias_act.h"
 #include "bias_act_kernels.cuh"
+#include "cuda_launch.cuh"
 
 namespace navcuda {
-namespace {
-
-constexpr int kThreads = 256;
-constexpr long long kMaxBlocks = 65535LL * 4;
-
-unsigned int num_blocks(long long n) {
-  long long blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
-
-void check_launch(const char* op) {
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw_runtime(NAVCUDA_MSG(op << ": CUDA kernel launch failed: " << cudaGetErrorName(err) << ": "
-                                 << cudaGetErrorString(err)));
-  }
-}
-
-}  // namespace
 
 void bias_act_cuda(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
                    int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
@@ -37,9 +19,9 @@ void bias_act_cuda(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      bias_act_forward_kernel<T, kAct, kClamp>
-          <<<num_blocks(n), kThreads, 0, s>>>(as_ptr<const T>(x), as_ptr<const T>(b), as_ptr<T>(y),
-                                              n, channels, inner, T(alpha), T(gain), T(clamp));
+      bias_act_forward_kernel<T, kAct, kClamp><<<launch_blocks(n), kLaunchThreads, 0, s>>>(
+          as_ptr<const T>(x), as_ptr<const T>(b), as_ptr<T>(y), n, channels, inner, T(alpha),
+          T(gain), T(clamp));
     });
   });
   check_launch("bias_act_cuda");
@@ -57,7 +39,7 @@ void bias_act_grad_cuda(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, 
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      bias_act_grad_kernel<T, kAct, kClamp><<<num_blocks(n), kThreads, 0, s>>>(
+      bias_act_grad_kernel<T, kAct, kClamp><<<launch_blocks(n), kLaunchThreads, 0, s>>>(
           as_ptr<const T>(dy), as_ptr<const T>(y), as_ptr<T>(dx), n, T(alpha), T(gain), T(clamp));
     });
   });

@@ -1,21 +1,11 @@
 // CUDA launcher for fir2d (kernel body in fir2d_kernels.cuh).
 #include <cuda_runtime.h>
 
+#include "cuda_launch.cuh"
 #include "fir2d.h"
 #include "fir2d_kernels.cuh"
 
 namespace navcuda {
-namespace {
-
-constexpr int kThreads = 256;
-constexpr long long kMaxBlocks = 65535LL * 4;
-
-unsigned int num_blocks(long long n) {
-  long long blocks = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
-
-}  // namespace
 
 void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
                 int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
@@ -26,15 +16,11 @@ void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t 
   auto s = reinterpret_cast<cudaStream_t>(stream);
   dispatch_float(dtype, "fir2d_cuda", [&](auto zero) {
     using T = decltype(zero);
-    fir2d_kernel<T><<<num_blocks(n), kThreads, 0, s>>>(as_ptr<const T>(x), as_ptr<const T>(w),
-                                                       as_ptr<T>(out), planes, h, wd, kh, kw, pad_y,
-                                                       pad_x, ho, wo);
+    fir2d_kernel<T><<<launch_blocks(n), kLaunchThreads, 0, s>>>(
+        as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), planes, h, wd, kh, kw, pad_y, pad_x,
+        ho, wo);
   });
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw_runtime(NAVCUDA_MSG("fir2d_cuda: CUDA kernel launch failed: "
-                              << cudaGetErrorName(err) << ": " << cudaGetErrorString(err)));
-  }
+  check_launch("fir2d_cuda");
 }
 
 }  // namespace navcuda

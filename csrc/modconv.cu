@@ -3,29 +3,18 @@
 
 #include <type_traits>
 
+#include "cuda_launch.cuh"
 #include "modconv.h"
 #include "modconv_kernels.cuh"
 
 namespace navcuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = kLaunchThreads;
 constexpr int kDemodThreads = 128;
-constexpr long long kMaxBlocks = 65535LL * 4;
+constexpr long long kMaxBlocks = kLaunchMaxBlocks;
 
-unsigned int num_blocks(long long n, int threads = kThreads) {
-  long long blocks = (n + threads - 1) / threads;
-  if (blocks < 1) blocks = 1;
-  return static_cast<unsigned int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
-
-void check_launch(const char* op) {
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw_runtime(NAVCUDA_MSG(op << ": CUDA kernel launch failed: " << cudaGetErrorName(err) << ": "
-                                 << cudaGetErrorString(err)));
-  }
-}
+unsigned int num_blocks(long long n, int threads = kThreads) { return launch_blocks(n, threads); }
 
 template <typename Fn>
 void dispatch_bool(bool v, Fn&& fn) {

@@ -1,19 +1,12 @@
 // CUDA launchers for svd_shift (kernel bodies in svd_shift_kernels.cuh).
 #include <cuda_runtime.h>
 
+#include "cuda_launch.cuh"
 #include "svd_shift.h"
 #include "svd_shift_kernels.cuh"
 
 namespace navcuda {
 namespace {
-
-void check_launch(const char* op) {
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw_runtime(NAVCUDA_MSG(op << ": CUDA kernel launch failed: " << cudaGetErrorName(err) << ": "
-                                 << cudaGetErrorString(err)));
-  }
-}
 
 unsigned int blocks_for(long long n, int tile) {
   return static_cast<unsigned int>((n + tile - 1) / tile);
