@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
 
@@ -337,21 +336,13 @@ def test_native_cuda_gradgradcheck_and_stream():
 # ------------------------------------------------------------------------- CUDA kernels on the CPU
 
 
-def _emu_module():
-    try:
-        return importlib.import_module("navcuda._C_emu")
-    except ImportError as exc:
-        pytest.skip(f"test-only module navcuda._C_emu not built (dev install builds it): {exc}")
-
-
 @needs_native
 @pytest.mark.parametrize("shape,dim", [((5, 13), 1), ((2, 3, 11), 2), ((3, 7, 5, 9), 1), ((7,), 0)])
 @pytest.mark.parametrize("act,clamp", [("linear", None), ("lrelu", None), ("lrelu", 1.5)])
 @pytest.mark.parametrize("grid,block", [(1, 1), (3, 32), (8, 128)])
-def test_cuda_kernel_bodies_emulated_match_ref(shape, dim, act, clamp, grid, block):
+def test_cuda_kernel_bodies_emulated_match_ref(shape, dim, act, clamp, grid, block, emu):
     """The __global__ bodies of csrc/bias_act_kernels.cuh, compiled as host C++ (csrc/cuda_emu.h),
     against the reference: grid-stride loops with fewer, equal and more threads than elements."""
-    emu = _emu_module()
     x, b = _make(shape, dim, torch.float32)
     dim %= x.ndim
     outer, channels, inner = math.prod(shape[:dim]), shape[dim], math.prod(shape[dim + 1 :])

@@ -4,7 +4,6 @@ against their plain-torch references, gradcheck, strategy choice and argument er
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
 
@@ -447,13 +446,6 @@ def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
 # ------------------------------------------------------------------------- CUDA bodies on the CPU
 
 
-def _emu():
-    try:
-        return importlib.import_module("navcuda._C_emu")
-    except ImportError as exc:
-        pytest.skip(f"test-only module navcuda._C_emu not built: {exc}")
-
-
 def _ptr(t):
     return 0 if t is None else t.data_ptr()
 
@@ -461,8 +453,7 @@ def _ptr(t):
 @needs_native
 @pytest.mark.parametrize("case", DEMOD_CASES)
 @pytest.mark.parametrize("block", [1, 8, 32])
-def test_demod_cuda_bodies_emulated(case, block):
-    emu = _emu()
+def test_demod_cuda_bodies_emulated(case, block, emu):
     batch, n_out, n_in, n0, n_dir, with_t, with_index = case
     n_dir = n_dir if not (with_t and not with_index) else batch
     dtype = torch.float64
@@ -497,8 +488,7 @@ def test_demod_cuda_bodies_emulated(case, block):
 @needs_native
 @pytest.mark.parametrize("case", EPI_CASES)
 @pytest.mark.parametrize("grid,block", [(1, 1), (2, 8), (5, 32)])
-def test_epilogue_cuda_bodies_emulated(case, grid, block):
-    emu = _emu()
+def test_epilogue_cuda_bodies_emulated(case, grid, block, emu):
     dtype = torch.float64
     args, kw = _epi_inputs(case, dtype, seed=4)
     y0, y1, t, dcoef, noise, ns, bias = args

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
@@ -144,18 +142,10 @@ def test_bad_inputs_raise_before_the_kernel(x, f, pad, exc, match):
 # ------------------------------------------------------------------------- CUDA body on the CPU
 
 
-def _emu():
-    try:
-        return importlib.import_module("navcuda._C_emu")
-    except ImportError as exc:
-        pytest.skip(f"test-only module navcuda._C_emu not built: {exc}")
-
-
 @needs_native
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("grid,block", [(1, 1), (2, 8), (5, 32)])
-def test_cuda_body_emulated(case, grid, block):
-    emu = _emu()
+def test_cuda_body_emulated(case, grid, block, emu):
     x, f, pad = _make(case, torch.float64, seed=4)
     ref = ref_upfirdn2d(x, f, pad=pad)
     b, c, h, w = x.shape
