@@ -424,19 +424,24 @@ class _ModulatedDenseConv(torch.autograd.Function):
             gx = gxs * s[:, :, None, None] if need_x else None
             gs = (gxs * x).sum(dim=(2, 3)) if need_s else None
         if need_w:
-            xs = x * s[:, :, None, None]
-            if ctx.up == 2:
-                _, gw, _ = torch.ops.aten.convolution_backward(
-                    g, xs, w.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
-                    [False, True, False],
-                )  # fmt: skip
-                gw = gw.transpose(0, 1)
-            else:
-                _, gw, _ = torch.ops.aten.convolution_backward(
-                    g, xs, w, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
-                    [False, True, False],
-                )  # fmt: skip
+            gw = _dense_conv_weight_grad(g, x * s[:, :, None, None], w, ctx.up)
         return gx, gs, gw, None, None, None
+
+
+def _dense_conv_weight_grad(g, xs, w, up):
+    """The gradient w.r.t. ``w`` of the convolution in ``_dense_conv(xs, w)``, from the gradient
+    ``g`` of its output *before the blur* (for up=2: the blur's adjoint already applied)."""
+    k = w.shape[-1]
+    if up == 2:
+        _, gw, _ = torch.ops.aten.convolution_backward(
+            g, xs, w.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
+            [False, True, False],
+        )  # fmt: skip
+        return gw.transpose(0, 1)
+    _, gw, _ = torch.ops.aten.convolution_backward(
+        g, xs, w, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1, [False, True, False]
+    )
+    return gw
 
 
 def _dhat(coeffs: torch.Tensor) -> torch.Tensor:
@@ -617,20 +622,12 @@ class _ConvWeightGrad(torch.autograd.Function):
         weight, xs, blur_filter = ctx.saved_tensors
         gw = None
         if ctx.needs_input_grad[1]:
-            k = weight.shape[-1]
             if ctx.up == 2:  # adjoint of the blur first
-                gz = _blur_adjoint(g, blur_filter, k, xs.shape[2], xs.shape[3])
-                _, gw, _ = torch.ops.aten.convolution_backward(
-                    gz, xs, weight.transpose(0, 1), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1,
-                    [False, True, False],
-                )  # fmt: skip
-                gw = gw.transpose(0, 1)
+                k = weight.shape[-1]
+                g_conv = _blur_adjoint(g, blur_filter, k, xs.shape[2], xs.shape[3])
             else:
-                _, gw, _ = torch.ops.aten.convolution_backward(
-                    g, xs, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
-                    [False, True, False],
-                )  # fmt: skip
-            gw = gw * ctx.scale
+                g_conv = g
+            gw = _dense_conv_weight_grad(g_conv, xs, weight, ctx.up) * ctx.scale
         return g, gw, None, None, None, None
 
 
