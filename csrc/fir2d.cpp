@@ -35,20 +35,21 @@ void fir2d_row(const T* const* rows, const T* __restrict w, T* __restrict dst, i
     dst[xo] = acc;
   };
   for (int64_t xo = 0; xo < lo; ++xo) border(xo);
-  if constexpr (KH > 0 && KW > 0) {
-    T c[KH * KW];
-    for (int k = 0; k < KH * KW; ++k) c[k] = w[k];
-    const T* r[KH];
-    for (int i = 0; i < KH; ++i) r[i] = rows[i] - pad_x;
+  if constexpr (KH == 4 && KW == 4) {
+    // Written out so that GCC vectorises along xo (the nested tap loops defeated it).
+    const T* __restrict a = rows[0] - pad_x;
+    const T* __restrict b = rows[1] - pad_x;
+    const T* __restrict c = rows[2] - pad_x;
+    const T* __restrict d = rows[3] - pad_x;
+    const T w00 = w[0], w01 = w[1], w02 = w[2], w03 = w[3], w10 = w[4], w11 = w[5], w12 = w[6],
+            w13 = w[7], w20 = w[8], w21 = w[9], w22 = w[10], w23 = w[11], w30 = w[12], w31 = w[13],
+            w32 = w[14], w33 = w[15];
 #pragma omp simd
     for (int64_t xo = lo; xo < hi; ++xo) {
-      T acc = T(0);
-#pragma GCC unroll 8
-      for (int i = 0; i < KH; ++i) {
-#pragma GCC unroll 8
-        for (int j = 0; j < KW; ++j) acc += c[i * KW + j] * r[i][xo + j];
-      }
-      dst[xo] = acc;
+      dst[xo] = (w00 * a[xo] + w01 * a[xo + 1] + w02 * a[xo + 2] + w03 * a[xo + 3]) +
+                (w10 * b[xo] + w11 * b[xo + 1] + w12 * b[xo + 2] + w13 * b[xo + 3]) +
+                (w20 * c[xo] + w21 * c[xo + 1] + w22 * c[xo + 2] + w23 * c[xo + 3]) +
+                (w30 * d[xo] + w31 * d[xo + 1] + w32 * d[xo + 2] + w33 * d[xo + 3]);
     }
   } else {
     for (int64_t xo = lo; xo < hi; ++xo) dst[xo] = T(0);
