@@ -242,6 +242,34 @@ def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
 
 
 @needs_native
+@pytest.mark.parametrize("si", [0, 1])  # up=1 and up=2
+def test_shared_native_skips_gradients_the_engine_will_not_use(si, monkeypatch):
+    """torch.autograd.grad w.r.t. x alone must not compute the weight gradient of a layer whose
+    weight requires one (the Hessian's case: trainable but not differentiated), as autograd's
+    own nodes would not; asking for the weight gradient does compute it."""
+    import sys
+
+    smc = sys.modules["navcuda.ops.shifted_modconv"]
+    calls = []
+    real = smc._dense_conv_weight_grad
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(smc, "_dense_conv_weight_grad", spy)
+    shape = SHAPES[si]
+    _, _, leaves = _make("none", shape, torch.float64, seed=12, noise="batch")
+    L = leaves(torch.float64)
+    y = _run(shifted_modconv, "none", L, shape, True, None, strategy="shared", impl="native")
+    dy = torch.ones_like(y)
+    torch.autograd.grad(y, [L["x"]], dy, retain_graph=True)
+    assert calls == []
+    torch.autograd.grad(y, [L["weight"]], dy)
+    assert calls == [1]
+
+
+@needs_native
 @pytest.mark.parametrize("kind", ["svd_index", "svd_rows"])
 @pytest.mark.parametrize("si", range(len(SHAPES)))
 @pytest.mark.parametrize("strategy", ["factorised", "factorised-gram", "chunked-gram"])
