@@ -10,11 +10,7 @@
 namespace navcuda {
 namespace {
 
-constexpr int kThreads = kLaunchThreads;
 constexpr int kDemodThreads = 128;
-constexpr long long kMaxBlocks = kLaunchMaxBlocks;
-
-unsigned int num_blocks(long long n, int threads = kThreads) { return launch_blocks(n, threads); }
 
 template <typename Fn>
 void dispatch_bool(bool v, Fn&& fn) {
@@ -63,7 +59,7 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
   dispatch_float(dtype, "modconv_demod_grad_cuda", [&](auto zero) {
     using T = decltype(zero);
     const long long n = batch * n_out;
-    modconv_demod_dn_kernel<T><<<num_blocks(n), kThreads, 0, st>>>(
+    modconv_demod_dn_kernel<T><<<launch_blocks(n), kLaunchThreads, 0, st>>>(
         as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn), n, T(scale2));
     const long long* idx = as_ptr<const long long>(index);
     if ((ds != 0 || dt != 0) && n_in > 0) {
@@ -82,7 +78,7 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
       const long long rows = mode == 0 ? n0 : n_dir;
       const long long m = rows * n_out * n_in;
       if (m == 0) continue;
-      modconv_demod_grad_q_kernel<T><<<num_blocks(m), kThreads, 0, st>>>(
+      modconv_demod_grad_q_kernel<T><<<launch_blocks(m), kLaunchThreads, 0, st>>>(
           as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]),
           rows, batch, n_out, n_in, n0, mode);
     }
@@ -107,7 +103,7 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
         dispatch_bool(noise != 0, [&](auto has_noise) {
           modconv_epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
                                   decltype(has_y1)::value, decltype(has_noise)::value>
-              <<<num_blocks(n), kThreads, 0, st>>>(
+              <<<launch_blocks(n), kLaunchThreads, 0, st>>>(
                   as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
                   as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
                   as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out), n, channels, hw,
@@ -132,7 +128,8 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
   if (planes * hw == 0) return;
   NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cuda: dy1 is required with y1");
   auto st = reinterpret_cast<cudaStream_t>(stream);
-  const unsigned int blocks = static_cast<unsigned int>(planes < kMaxBlocks ? planes : kMaxBlocks);
+  const unsigned int blocks =
+      static_cast<unsigned int>(planes < kLaunchMaxBlocks ? planes : kLaunchMaxBlocks);
   dispatch_float(dtype, "modconv_epilogue_grad_cuda", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
@@ -140,7 +137,7 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
         dispatch_bool(noise != 0, [&](auto has_noise) {
           modconv_epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
                                        decltype(has_y1)::value, decltype(has_noise)::value>
-              <<<blocks, kThreads, 0, st>>>(
+              <<<blocks, kLaunchThreads, 0, st>>>(
                   as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
                   as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
                   as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),

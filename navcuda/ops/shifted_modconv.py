@@ -331,10 +331,14 @@ def _scale(weight: torch.Tensor) -> float:
     return 1.0 / math.sqrt(in_c * kh * kw)
 
 
-def _blur(y: torch.Tensor, blur_filter: torch.Tensor, k: int) -> torch.Tensor:
-    # Pads so that the output of the transposed conv (2H + k - 2) becomes exactly 2H.
+def _blur_pads(blur_filter: torch.Tensor, k: int) -> tuple[int, int]:
+    """Pads that make the blur take the transposed conv's output (2H + k - 2) to exactly 2H."""
     p = (blur_filter.shape[0] - 2) - (k - 1)
-    return upfirdn2d(y, blur_filter, pad=((p + 1) // 2 + 1, p // 2 + 1))
+    return (p + 1) // 2 + 1, p // 2 + 1
+
+
+def _blur(y: torch.Tensor, blur_filter: torch.Tensor, k: int) -> torch.Tensor:
+    return upfirdn2d(y, blur_filter, pad=_blur_pads(blur_filter, k))
 
 
 def _dense_conv(xs, w, up, blur_filter):
@@ -345,15 +349,14 @@ def _dense_conv(xs, w, up, blur_filter):
     return _blur(F.conv_transpose2d(xs, w.transpose(0, 1), stride=2), blur_filter, k)
 
 
-def _blur_adjoint(g: torch.Tensor, blur_filter: torch.Tensor, k: int, h: int, w: int):
-    """The adjoint of ``_blur`` applied to ``g``: the gradient w.r.t. the transposed conv's
-    output ``[B, C, 2h + k - 2, 2w + k - 2]`` (for an input of ``h x w``).
+def _blur_adjoint(g: torch.Tensor, blur_filter: torch.Tensor, k: int) -> torch.Tensor:
+    """The adjoint of ``_blur`` applied to ``g [B, C, 2h, 2w]``: the gradient w.r.t. the
+    transposed conv's output ``[B, C, 2h + k - 2, 2w + k - 2]``.
 
     ``_blur`` pads by ``(p0, p1)`` and correlates with the flipped filter; its adjoint is the
     same blur with the filter flipped and the complementary pads ``(kh - 1 - p0, kh - 1 - p1)``
     (the native ``fir2d`` where available: no padded copy)."""
-    p = (blur_filter.shape[0] - 2) - (k - 1)
-    p0, p1 = (p + 1) // 2 + 1, p // 2 + 1
+    p0, p1 = _blur_pads(blur_filter, k)
     fh = blur_filter.shape[0]
     flipped = torch.flip(blur_filter, [0, 1])
     return upfirdn2d(g, flipped, pad=(fh - 1 - p0, fh - 1 - p1))
@@ -414,7 +417,7 @@ class _ModulatedDenseConv(torch.autograd.Function):
         need_x, need_s, need_w = _wanted_grads(ctx)
         k = w.shape[-1]
         if ctx.up == 2:
-            g = _blur_adjoint(g, blur_filter, k, x.shape[2], x.shape[3])
+            g = _blur_adjoint(g, blur_filter, k)
         gx = gs = gw = None
         if need_x or need_s:
             if ctx.up == 2:  # adjoint of the stride-2 transposed conv
@@ -624,7 +627,7 @@ class _ConvWeightGrad(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             if ctx.up == 2:  # adjoint of the blur first
                 k = weight.shape[-1]
-                g_conv = _blur_adjoint(g, blur_filter, k, xs.shape[2], xs.shape[3])
+                g_conv = _blur_adjoint(g, blur_filter, k)
             else:
                 g_conv = g
             gw = _dense_conv_weight_grad(g_conv, xs, weight, ctx.up) * ctx.scale

@@ -91,17 +91,15 @@ def upfirdn2d(
     run the reference."""
     if up != 1 or down != 1 or f.requires_grad:
         return ref_upfirdn2d(x, f, up=up, down=down, pad=pad)
-    _check_blur_args(x, f, pad)
+    ho, wo = _check_blur_args(x, f, pad)
     if _native.resolve_impl(_OP, impl, x) == "ref":
         return ref_upfirdn2d(x, f, pad=pad)
-    kh, kw = f.shape
     weight = torch.flip(f, [0, 1]).to(device=x.device, dtype=x.dtype).contiguous()
-    p0, p1 = pad
-    ho, wo = x.shape[2] + p0 + p1 - kh + 1, x.shape[3] + p0 + p1 - kw + 1
-    return torch.ops.navcuda.fir2d(x, weight, p0, p0, ho, wo)
+    return torch.ops.navcuda.fir2d(x, weight, int(pad[0]), int(pad[0]), ho, wo)
 
 
-def _check_blur_args(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int]) -> None:
+def _check_blur_args(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int]) -> tuple[int, int]:
+    """Validate the blur case's arguments; return its output size ``(ho, wo)``."""
     _native.check_tensor(_OP, "x", x, ndim=4)
     _native.check_tensor(_OP, "f", f, ndim=2)
     if not x.is_floating_point():
@@ -116,6 +114,7 @@ def _check_blur_args(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int]) -> 
             f"{_OP}: pad={tuple(pad)} crops more than x of shape {list(x.shape)} with a "
             f"{kh}x{kw} filter leaves (output {ho}x{wo})"
         )
+    return ho, wo
 
 
 # ------------------------------------------------------------------------- native custom op
