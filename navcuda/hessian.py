@@ -122,6 +122,11 @@ GN_MODES = ("auto", "linearized", "forward", "double-backward")
 
 _RESIZE_MODES = ("nearest", "bilinear", "bicubic", "area")
 
+#: Samples per metric pass of the linearized Gauss-Newton product: the metric's tangent graph
+#: (per-sample activations of its feature network) is kept for this many samples at a time,
+#: the official code's batch.
+_METRIC_GROUP = 8
+
 
 class PerceptualHessian:
     """Gradients and Hessian-vector products of ``L(delta)`` (see the module docstring).
@@ -468,12 +473,16 @@ class PerceptualHessian:
 
     def _gn_linearized(self, v: torch.Tensor) -> torch.Tensor:
         """Tangents through :mod:`navcuda.models.linearize` (primal shared by the vectors), the
-        metric's JVP by forward-mode AD on its features, one backward pass per chunk. A chunk is
-        ``min(n, batch_size)`` latents times ``batch_size // that`` vectors; the primal pass runs
-        once per chunk of latents."""
+        metric's JVP by forward-mode AD on its features, one backward pass per chunk.
+
+        A chunk is at most ``batch_size`` (vector, latent) samples, filled with vectors first:
+        ``m_c = min(m, batch_size)`` vectors times ``batch_size // m_c`` latents. The unshifted
+        synthesis of a chunk of latents runs once (each latent's exactly once overall) and is
+        shared by every vector; what it keeps (a slope mask per later layer) grows with the
+        latents of a chunk, not with the vectors."""
         out = torch.zeros_like(v)
-        n_c = min(self.n, self.batch_size)
-        m_c = max(1, self.batch_size // n_c)
+        m_c = min(v.shape[0], self.batch_size)
+        n_c = min(self.n, max(1, self.batch_size // m_c))
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -496,19 +505,31 @@ class PerceptualHessian:
         return out / self.n
 
     def _gn_linearized_block(self, lin, img0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``sum_i J_i^T 2A J_i v_p`` for the latents of ``lin`` and every vector of ``v``."""
+        """``sum_i J_i^T 2A J_i v_p`` for the latents of ``lin`` and every vector of ``v``.
+
+        Staged: the generator's tangents ``u = J_gen v`` of the whole block (their backward keeps
+        only the primal's masks), then the image-space cotangent ``J_phi^T 2A J_phi u`` of the
+        metric's features ``phi`` in groups of :data:`_METRIC_GROUP` samples (the metric's
+        tangent graph holds per-sample activations: it lives for one group only), then one
+        backward pass through the generator's tangents."""
         vb = v.clone().requires_grad_(True)
         img_t = self._resize(lin.jvp(vb))
-        with fwAD.dual_level():
-            primal = img0.repeat(vb.shape[0], 1, 1, 1)
-            feats = self.metric.features(fwAD.make_dual(primal, img_t))
-            jv = [fwAD.unpack_dual(f).tangent for f in feats]
-        if any(j is None for j in jv):
-            raise RuntimeError("forward-mode AD lost the tangent through the metric's features")
-        e = [j.detach().requires_grad_(True) for j in jv]
-        cot = torch.autograd.grad(self.metric.quadratic(e).sum(), e, allow_unused=True)
-        cot = [torch.zeros_like(j) if c is None else c for j, c in zip(jv, cot, strict=True)]
-        (g,) = torch.autograd.grad(jv, vb, cot)
+        cot = torch.empty_like(img_t)
+        for lo in range(0, img_t.shape[0], _METRIC_GROUP):
+            samples = torch.arange(lo, min(lo + _METRIC_GROUP, img_t.shape[0]), device=self.device)
+            u = img_t[samples].detach().requires_grad_(True)
+            with fwAD.dual_level():
+                feats = self.metric.features(fwAD.make_dual(img0[samples % lin.n], u))
+                jv = [fwAD.unpack_dual(f).tangent for f in feats]
+            if any(j is None for j in jv):
+                raise RuntimeError("forward-mode AD lost the tangent through the metric's features")
+            e = [j.detach().requires_grad_(True) for j in jv]
+            c = torch.autograd.grad(self.metric.quadratic(e).sum(), e, allow_unused=True)
+            c = [torch.zeros_like(j) if ci is None else ci for j, ci in zip(jv, c, strict=True)]
+            (cu,) = torch.autograd.grad(jv, u, c, allow_unused=True)
+            cot[lo : lo + len(samples)] = 0 if cu is None else cu
+            del feats, jv, e, c, cu, u  # the group's metric graph, before the next one
+        (g,) = torch.autograd.grad(img_t, vb, cot)
         return g
 
     def _gn_chunks(self, v: torch.Tensor, mode: str) -> torch.Tensor:

@@ -51,6 +51,13 @@ from navcuda.ops.shifted_modconv import DEMOD_EPS, shifted_modconv
 
 __all__ = ["SuffixLinearization", "linearize_suffix"]
 
+#: Memory layout of the tangent pass and of the masks it multiplies by: torch's convolutions
+#: (oneDNN, cuDNN) run channels-last activations fastest and without reorder buffers (measured on
+#: the bundled model's 64x64 layers, 2-core CPU: 3x3 conv 2.7x, stride-2 transposed conv 7x, the
+#: blur 7x faster than NCHW), and a tangent pass needs none of the NCHW-only native kernels (its
+#: epilogue is a per-channel scale), so the dispatcher runs torch's layout-preserving reference.
+_LAYOUT = torch.channels_last
+
 #: The leaky ReLU of every StyledConv (``bias_act(act="lrelu")`` defaults).
 _LRELU_ALPHA = 0.2
 _LRELU_GAIN = math.sqrt(2.0)
@@ -66,6 +73,7 @@ class SuffixLinearization:
         layer: the shifted layer's name.
         ws: the latents ``[n, num_ws, w_dim]``.
         styles: the shifted layer's styles ``[n, in]``.
+        later_styles: the styles of every later StyledConv and toRGB ``[n, in]``.
         base: the shifted layer's modulated convolution before demodulation ``[n, out, r', r']``.
         dcoef: its demodulation coefficients ``[n, out]`` (None without demodulation).
         slopes: d output / d pre-activation of the shifted layer and of every later StyledConv
@@ -79,6 +87,7 @@ class SuffixLinearization:
     ws: torch.Tensor
     x: torch.Tensor
     styles: torch.Tensor
+    later_styles: dict[str, torch.Tensor]
     base: torch.Tensor
     dcoef: torch.Tensor | None
     slopes: dict[str, torch.Tensor]
@@ -118,11 +127,18 @@ class SuffixLinearization:
             )
         m = v.shape[0]
         x_t = self._shifted_layer_tangent(conv, v)
-        ws = self.ws.repeat(m, 1, 1)
         img_t = None
+        # The tangent map is linear with constant coefficients (styles, kernels, masks), all
+        # detached: its backward keeps none of the m * n tangent activations.
         for later in plan[start + 1 :]:
             module = gen.get_submodule(later.name)
-            y = _linear_modconv(module.conv, x_t, ws[:, later.w_index])
+            y = _modconv(
+                module.conv,
+                x_t,
+                self.later_styles[later.name].repeat(m, 1),
+                module.conv.weight[0].detach(),
+                module.conv.demodulate,
+            )
             if later.kind == "torgb":
                 if later.name in self.rgb_masks:
                     y = _broadcast_mul(y, self.rgb_masks[later.name], m)
@@ -148,12 +164,13 @@ class SuffixLinearization:
         u1 = _modconv(conv, self.x, self.styles, v.reshape(m * out_c, *v.shape[2:]), False)
         u1 = u1.unflatten(1, (m, out_c)).transpose(0, 1)  # [m, n, out, r', r']
         if self.dcoef is not None:
-            w = conv.weight[0]
+            w = conv.weight[0].detach()
             scale2 = 1.0 / (w.shape[1] * w.shape[2] * w.shape[3])
             g = (w.unsqueeze(0) * v).sum(dim=(3, 4)) * scale2  # [m, out, in]
             d_t = -(self.dcoef**3) * torch.einsum("bi,poi->pbo", self.styles.square(), g)
             u1 = self.dcoef[:, :, None, None] * u1 + d_t[..., None, None] * self.base
-        return _broadcast_mul(u1.flatten(0, 1), self.slopes[self.layer], m)
+        u1 = u1.flatten(0, 1).contiguous(memory_format=_LAYOUT)
+        return _broadcast_mul(u1, self.slopes[self.layer], m)
 
 
 def linearize_suffix(
@@ -173,6 +190,7 @@ def linearize_suffix(
     plan = generator._plan()
     start = [info.name for info in plan].index(state.layer)
     slopes: dict[str, torch.Tensor] = {}
+    later_styles: dict[str, torch.Tensor] = {}
     rgb_masks: dict[str, torch.Tensor] = {}
     x, img = state.x, state.img
     with torch.no_grad():
@@ -187,29 +205,40 @@ def linearize_suffix(
         for info in plan[start:]:
             module = generator.get_submodule(info.name)
             w = ws[:, info.w_index]
+            if info.name != state.layer:
+                later_styles[info.name] = module.conv.modulation(w)
             if info.kind == "torgb":
                 if module.clamp is None:
                     img = module(x, w, img)
                     continue
                 y = bias_act(module.conv(x, w), module.bias.flatten(), clamp=module.clamp)
-                rgb_masks[info.name] = _clamp_mask(y, module.clamp)
+                rgb_masks[info.name] = _clamp_mask(y, module.clamp).contiguous(
+                    memory_format=_LAYOUT
+                )
                 img = y if img is None else y + module.upsample(img)
                 continue
             noise = generator._noise(noise_mode, _noise_index(info), x, info.resolution)
             x = module(x, w, noise, None)
-            slopes[info.name] = _lrelu_slope(x, module.activate.clamp)
+            slopes[info.name] = _lrelu_slope(x, module.activate.clamp).contiguous(
+                memory_format=_LAYOUT
+            )
     return SuffixLinearization(
-        generator, state.layer, ws, state.x, styles, base, dcoef, slopes, rgb_masks, img
+        generator,
+        state.layer,
+        ws,
+        state.x,
+        styles,
+        later_styles,
+        base,
+        dcoef,
+        slopes,
+        rgb_masks,
+        img,
     )
 
 
 def _noise_index(info) -> int:
     return 0 if info.index is None else info.index + 1
-
-
-def _linear_modconv(conv, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The modulated convolution of ``conv`` (a ``ModulatedConv2d``) alone: linear in ``x``."""
-    return _modconv(conv, x, conv.modulation(w), conv.weight[0], conv.demodulate)
 
 
 def _modconv(conv, x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor, demodulate: bool):
@@ -242,5 +271,27 @@ def _clamp_mask(y: torch.Tensor, clamp: float | None) -> torch.Tensor:
 
 
 def _broadcast_mul(y: torch.Tensor, mask: torch.Tensor, m: int) -> torch.Tensor:
-    """``y [m * n, ...]`` times the per-latent ``mask [n, ...]``."""
-    return (y.unflatten(0, (m, -1)) * mask).flatten(0, 1)
+    """``y [m * n, ...]`` times the per-latent ``mask [n, ...]``, in place (see
+    :class:`_MaskMul`)."""
+    return _MaskMul.apply(y, mask, m)
+
+
+class _MaskMul(torch.autograd.Function):
+    """``y *= mask`` broadcast over the ``m`` vectors, in place and keeping only the mask.
+
+    ``y`` is always a fresh tangent that the op computing it does not keep (linear epilogue), so
+    the tangent pass holds one activation per layer at a time, not two. (An in-place multiply on
+    a reshaped view through plain autograd would copy the whole gradient in its backward.)"""
+
+    @staticmethod
+    def forward(ctx, y, mask, m):
+        y.unflatten(0, (m, -1)).mul_(mask)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(mask)
+        ctx.m = m
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return (g.unflatten(0, (ctx.m, -1)) * mask).flatten(0, 1), None, None

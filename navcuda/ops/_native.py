@@ -169,17 +169,36 @@ def native_unavailable_reason(
     return None
 
 
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    """True for a 4-D tensor laid out channels-last (NHWC in memory) and not also NCHW.
+
+    The native image kernels read NCHW: copying a channels-last activation to NCHW and back costs
+    more than they save, while torch's own kernels (oneDNN, cuDNN) are fastest on channels-last
+    convolutions and keep the layout through elementwise ops. So ``impl="auto"`` runs the
+    reference for such tensors, without a warning: a choice by layout, not a fallback."""
+    return (
+        tensor.ndim == 4
+        and not tensor.is_contiguous()
+        and tensor.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
 def resolve_impl(
     op: str,
     impl: str,
     tensor: torch.Tensor,
     dtypes: Iterable[torch.dtype] = NATIVE_DTYPES,
+    *,
+    by_layout: bool = True,
 ) -> Literal["ref", "native"]:
     """Pick ``"ref"`` or ``"native"`` for running ``op`` on ``tensor``.
 
     ``impl`` is ``"auto"``, ``"ref"`` or ``"native"``; ``$NAVCUDA_IMPL`` overrides ``"auto"``.
-    Auto falls back to ``"ref"`` with a one-time :class:`NativeFallbackWarning` per (op, reason);
-    ``"native"`` raises :class:`RuntimeError` when the native kernel cannot run.
+    Auto picks ``"ref"`` for a channels-last ``tensor`` (:func:`is_channels_last`; not with
+    ``by_layout=False``, for a composite op whose own code works in any layout and that lets its
+    image kernels decide) and falls back to ``"ref"`` with a one-time
+    :class:`NativeFallbackWarning` per (op, reason); ``"native"`` raises :class:`RuntimeError`
+    when the native kernel cannot run.
     """
     if impl not in _IMPLS:
         raise ValueError(f"{op}: impl must be one of {_IMPLS}, got {impl!r}")
@@ -191,7 +210,7 @@ def resolve_impl(
                 f"unset it or fix its value"
             )
         impl = env
-    if impl == "ref":
+    if impl == "ref" or (impl == "auto" and by_layout and is_channels_last(tensor)):
         return "ref"
     reason = native_unavailable_reason(op, tensor, dtypes)
     if reason is None:

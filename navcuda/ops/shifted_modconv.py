@@ -399,14 +399,18 @@ class _ModulatedDenseConv(torch.autograd.Function):
     Plain autograd would keep the modulated input ``x * s`` (a new activation-sized tensor) for
     the convolution and, for ``up=2``, the blur's input as well; but the input gradient needs
     only ``w``, and ``x`` is the previous layer's output, which its own backward keeps anyway.
-    So a frozen layer adds no activation to the backward's memory; ``x * s`` is recomputed only
-    when the weight gradient is wanted. A gradient is computed only when this backward pass will
-    use it (:func:`_wanted_grads`), as autograd does for its own nodes. First order only (the
+    So a frozen layer adds no activation to the backward's memory (with constant styles and
+    weight, as in a tangent pass, it keeps not even ``x``); ``x * s`` is recomputed only when the
+    weight gradient is wanted. A gradient is computed only when this backward pass will use it
+    (:func:`_wanted_grads`), as autograd does for its own nodes. First order only (the
     native path's contract)."""
 
     @staticmethod
     def forward(ctx, x, s, w, up, blur_filter, edges):
-        ctx.save_for_backward(x, s, w, blur_filter)
+        # x serves only the style and weight gradients: a constant-coefficient (tangent) pass
+        # keeps no activation at all.
+        keep_x = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        ctx.save_for_backward(x if keep_x else None, s, w, blur_filter)
         ctx.up, ctx.edges = up, edges
         return _dense_conv(x * s[:, :, None, None], w, up, blur_filter)
 
@@ -424,8 +428,8 @@ class _ModulatedDenseConv(torch.autograd.Function):
                 gxs = F.conv2d(g, w.transpose(0, 1), stride=2)
             else:
                 gxs = F.conv_transpose2d(g, w, padding=k // 2)
-            gx = gxs * s[:, :, None, None] if need_x else None
             gs = (gxs * x).sum(dim=(2, 3)) if need_s else None
+            gx = gxs.mul_(s[:, :, None, None]) if need_x else None
         if need_w:
             gw = _dense_conv_weight_grad(g, x * s[:, :, None, None], w, ctx.up)
         return gx, gs, gw, None, None, None
@@ -905,13 +909,15 @@ def shifted_modconv(
                                   noise_strength, bias, act, clamp, strategy)  # fmt: skip
     if strategy == "auto":
         strategy = choose_strategy(weight, shift)
-    which = _native.resolve_impl(_OP, impl, x)
+    # The strategies run in any memory layout; the epilogue picks its kernel by layout itself.
+    which = _native.resolve_impl(_OP, impl, x, by_layout=False)
     y0, y1, t, dcoef = _STRATEGY_FNS[strategy](
         x, weight, styles, shift, demodulate, up, blur_filter, which
     )
     gain = _ACTS[act][1] if gain is None else float(gain)
     return epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
-                    clamp=None if clamp_value < 0 else clamp_value, impl=which)  # fmt: skip
+                    clamp=None if clamp_value < 0 else clamp_value,
+                    impl="ref" if which == "ref" else impl)  # fmt: skip
 
 
 def ref_shifted_modconv(
@@ -1015,7 +1021,8 @@ def ref_epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None
     if act == "lrelu":
         y = F.leaky_relu(y, alpha)
     gain = _ACTS[act][1] if gain is None else gain
-    y = y * gain
+    if gain != 1:  # a linear epilogue (tangent passes) skips the identity pass
+        y = y * gain
     if clamp is not None:
         y = y.clamp(-clamp, clamp)
     return y
@@ -1279,12 +1286,20 @@ def _epilogue_setup(ctx, inputs, output):
     # y0 feeds only the dcoef gradient: not keeping it when dcoef needs none (every frozen layer
     # of a shifted synthesis) saves one activation per layer for the backward.
     keep_y0 = dcoef is not None and dcoef.requires_grad
-    ctx.save_for_backward(output, y0 if keep_y0 else None, y1, t, dcoef, noise, ns)
+    # The output feeds only the activation's and the clamp's derivative: a linear epilogue
+    # (every layer of a tangent pass) keeps nothing activation-sized at all.
+    keep_out = act != "linear" or clamp >= 0
+    ctx.save_for_backward(
+        output if keep_out else None, y0 if keep_y0 else None, y1, t, dcoef, noise, ns
+    )
     ctx.args = (act, alpha, gain, clamp)
 
 
 def _epilogue_backward(ctx, dout):
     out, y0, y1, t, dcoef, noise, ns = ctx.saved_tensors
+    if out is None:  # linear, no clamp: the kernel never reads it; any contiguous same-shape one
+        dout = dout.contiguous()
+        out = dout
     n = ctx.needs_input_grad
     needs = [n[1] or n[2], n[3], n[5], n[6], n[4]]
     dy0, dy1, ddcoef, dt, dns, dbias, dnoise = torch.ops.navcuda.modconv_epilogue_grad(

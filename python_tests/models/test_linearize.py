@@ -74,6 +74,33 @@ def test_jvp_is_differentiable_and_linear_in_v(tiny_config):
         torch.testing.assert_close(jt_c.reshape(-1)[j], (lin.jvp(e) * c).sum())
 
 
+def test_tangent_pass_keeps_no_per_vector_activation(tiny_config):
+    """The tangent map is linear with constant coefficients: the backward of ``J v`` for a block
+    of vectors keeps per-latent constants (masks, styles, kernels) and none of the ``m * n``
+    feature-map tangents, even with a generator whose parameters require grad. (The toRGB skip's
+    upsampling, a reference conv, keeps its 3-channel padded input.)"""
+    g = _generator(tiny_config)
+    assert all(p.requires_grad for p in g.parameters())
+    ws = g.mapping(torch.randn(2, 32, dtype=torch.float64)).detach()
+    lin = linearize_suffix(g, g.synthesis_prefix(ws, "convs.1"), ws)
+    shape = g.get_submodule("convs.1").conv.weight.shape[1:]
+    v = torch.randn(3, *shape, dtype=torch.float64, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        if t.ndim == 4 and t[0, 0].numel() > 1:  # maps, not per-channel coefficients
+            saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        jv = lin.jvp(v)
+    assert jv.shape[0] == 6
+    assert any(s[0] == 2 and s[1] > 3 for s in saved)  # the per-latent masks
+    assert not [s for s in saved if s[0] == 6 and s[1] > 3], saved
+    (gv,) = torch.autograd.grad(jv, v, torch.ones_like(jv))
+    assert torch.isfinite(gv).all() and gv.abs().sum() > 0
+
+
 def test_bad_inputs(tiny_config):
     g = _generator(tiny_config)
     ws = g.mapping(torch.randn(2, 32, dtype=torch.float64)).detach()

@@ -265,6 +265,24 @@ def test_env_native_and_explicit_arguments(monkeypatch, fresh_dispatch):
     assert _native.resolve_impl("bias_act", "native", x) == "native"  # the argument wins
 
 
+@needs_native
+def test_auto_runs_channels_last_images_on_torch(fresh_dispatch):
+    """The native image kernels read NCHW: ``auto`` runs a channels-last 4-D tensor on torch's
+    layout-preserving reference, silently (a choice, not a fallback); ``by_layout=False`` and
+    an explicit ``native`` still pick the kernel; a tensor that is both layouts stays native."""
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _native.resolve_impl("bias_act", "auto", x) == "ref"
+        y = bias_act(x, torch.randn(3), act="lrelu", dim=1)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert _native.resolve_impl("bias_act", "auto", x, by_layout=False) == "native"
+    assert _native.resolve_impl("bias_act", "native", x) == "native"
+    assert _native.resolve_impl("bias_act", "auto", x.contiguous()) == "native"
+    both = torch.randn(2, 3, 1, 1)  # NCHW- and channels-last-contiguous at once
+    assert _native.resolve_impl("bias_act", "auto", both) == "native"
+
+
 def test_fallback_warns_once_for_unsupported_dtype(fresh_dispatch):
     x = torch.randn(2, 3, dtype=torch.float16)
     with pytest.warns(_native.NativeFallbackWarning, match="bias_act.*float16"):

@@ -243,6 +243,48 @@ def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
 
 @needs_native
 @pytest.mark.parametrize("si", [0, 1])  # up=1 and up=2
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_shared_constant_linear_layer_keeps_no_activation(si, layout):
+    """A tangent pass's layer (constant styles and kernel, linear epilogue, no noise or bias) is
+    a fixed linear map of ``x``: its backward needs no activation, so none is kept (not ``x``,
+    not the output); a channels-last ``x`` stays channels-last (torch's epilogue and blur run,
+    no NCHW copy); the gradient matches the oracle's."""
+    shape = SHAPES[si]
+    _, _, leaves = _make("none", shape, torch.float64, seed=13, noise=None, bias=False)
+    L = leaves(torch.float64)
+    for n in ("weight", "styles"):
+        L[n] = L[n].detach()
+    if layout == "channels_last":
+        L["x"] = L["x"].detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    saved = []
+
+    def pack(t):
+        if t.ndim == 4 and t.shape[0] == shape[0] and t.shape[1] > 1 and t[0, 0].numel() > 1:
+            saved.append(tuple(t.shape))  # activations (not per-channel coefficients)
+        return t
+
+    kw = dict(act="linear", bias=None, noise=None)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = shifted_modconv(L["x"], L["weight"], L["styles"], None, up=shape[-1],
+                            blur_filter=_run_filter(shape), strategy="shared", **kw)  # fmt: skip
+    assert saved == []
+    if layout == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    ref = ref_shifted_modconv(L["x"], L["weight"], L["styles"], None, up=shape[-1],
+                              blur_filter=_run_filter(shape), **kw)  # fmt: skip
+    torch.testing.assert_close(y, ref, rtol=F64_TOL, atol=F64_TOL)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4), dtype=y.dtype)
+    (gx,) = torch.autograd.grad(y, L["x"], dy)
+    (gx_ref,) = torch.autograd.grad(ref, L["x"], dy)
+    torch.testing.assert_close(gx, gx_ref, rtol=F64_TOL, atol=F64_TOL)
+
+
+def _run_filter(shape):
+    return make_filter((1, 3, 3, 1), 4).double() if shape[-1] == 2 else None
+
+
+@needs_native
+@pytest.mark.parametrize("si", [0, 1])  # up=1 and up=2
 def test_shared_native_skips_gradients_the_engine_will_not_use(si, monkeypatch):
     """torch.autograd.grad w.r.t. x alone must not compute the weight gradient of a layer whose
     weight requires one (the Hessian's case: trainable but not differentiated), as autograd's
