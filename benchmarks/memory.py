@@ -10,6 +10,12 @@ not tensors (oneDNN workspaces, the C++ kernels' thread-local buffers), which ar
 activations these benchmarks compare. Where the profiler's timeline is unavailable (it is a
 private torch API), the RSS high-water mark is the fallback; either way a reference and a fast
 path are compared only as figures measured the same way in the same run.
+
+Only tensors allocated during the call count, as on CUDA (peak minus what was allocated before):
+until 2026-11-27 (``0458a9e``) the CPU figure also counted every pre-existing tensor the call
+touched (inputs, weights, a Hessian's cached prefix activations). With ``warmup=True`` the call
+runs once unmeasured first, so that one-time lazy initialisation (caches built on first use) is
+not counted as the call's memory.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ def _status_kb(field: str) -> int:
 
 def _cpu_peak_profiler(fn: Callable[[], object]) -> float:
     from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import MemoryProfileTimeline
+    from torch.profiler._memory_profiler import Action
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -42,10 +48,21 @@ def _cpu_peak_profiler(fn: Callable[[], object]) -> float:
             with_stack=True,
         ) as prof:
             fn()
-        timeline = MemoryProfileTimeline(prof._memory_profile())
-        _, sizes = timeline._coalesce_timeline("cpu")
-    live = [sum(categories) for categories in sizes]
-    return max(live, default=0) / 2**20
+        timeline = prof._memory_profile().timeline
+    # Only tensors allocated during the call: tensors that existed before it (inputs, weights,
+    # caches; the profiler's PREEXISTING entries) are not memory the call added, as on CUDA.
+    live: dict[object, int] = {}
+    current = peak = 0
+    for _, action, (key, _version), size in timeline:
+        if key.device.type != "cpu":
+            continue
+        if action == Action.CREATE:
+            live[key] = size
+            current += size
+        elif action == Action.DESTROY:
+            current -= live.pop(key, 0)
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 def _cpu_peak_rss(fn: Callable[[], object]) -> float:
@@ -55,8 +72,13 @@ def _cpu_peak_rss(fn: Callable[[], object]) -> float:
     return (_status_kb("VmHWM") - base) / 1024
 
 
-def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | None:
-    """Peak extra memory (MB) while running ``fn`` once; None where it cannot be measured."""
+def peak_memory_mb(
+    fn: Callable[[], object], device: torch.device, warmup: bool = False
+) -> float | None:
+    """Peak extra memory (MB) while running ``fn`` once (after one unmeasured run with
+    ``warmup``); None where it cannot be measured."""
+    if warmup:
+        fn()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
