@@ -51,17 +51,22 @@ def _cpu_peak_profiler(fn: Callable[[], object]) -> float:
         timeline = prof._memory_profile().timeline
     # Only tensors allocated during the call: tensors that existed before it (inputs, weights,
     # caches; the profiler's PREEXISTING entries) are not memory the call added, as on CUDA.
-    live: dict[object, int] = {}
+    # Same arithmetic as torch's MemoryProfileTimeline._coalesce_timeline, minus those.
+    preexisting = set()
     current = peak = 0
-    for _, action, (key, _version), size in timeline:
+    last_t = None
+    for t, action, (key, _version), size in timeline:
         if key.device.type != "cpu":
             continue
-        if action == Action.CREATE:
-            live[key] = size
+        if t != last_t:  # events of one timestamp are one step of the timeline
+            peak, last_t = max(peak, current), t
+        if action == Action.PREEXISTING:
+            preexisting.add(key)
+        elif action == Action.CREATE:
             current += size
-        elif action == Action.DESTROY:
-            current -= live.pop(key, 0)
-        peak = max(peak, current)
+        elif action == Action.DESTROY and key not in preexisting:
+            current -= size
+    peak = max(peak, current)
     return peak / 2**20
 
 
