@@ -61,10 +61,11 @@ Computing ``J v``: three modes, tried in this order by ``mode="auto"``.
 
 - ``"linearized"`` (the fast one): :mod:`navcuda.models.linearize` runs the unshifted synthesis
   from the layer on ONCE per chunk of latents, keeping the leaky-ReLU slopes, then pushes the
-  tangents of a block of vectors through the layers after it with the fused kernels (one
-  modulated convolution per layer and vector/latent pair, the primal shared by all vectors); the
-  metric's features get their tangents by forward-mode AD, and one backward pass from ``J v``
-  returns ``J^T 2A J v`` for every vector of the block. Per product that is about one forward
+  tangents of a block of vectors through the layers after it as a fixed linear map (one
+  modulated convolution per layer and vector/latent pair, channels-last, the primal shared by
+  all vectors, no tangent kept for the backward); the metric's features get their tangents by
+  forward-mode AD, in groups of 8 samples, and one backward pass from ``J v`` returns
+  ``J^T 2A J v`` for every vector of the block. Per product that is about one forward
   and one backward pass of the layers after the shifted one, against two of each for a central
   difference.
 - ``"forward"``: ``torch.autograd.forward_ad`` through the whole suffix with the plain-torch

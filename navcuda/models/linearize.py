@@ -14,13 +14,15 @@ differences through the fused kernels). This module shares it explicitly:
    toRGB.
 2. :meth:`SuffixLinearization.jvp` pushes the tangents of ``m`` vectors through the layers:
 
-   - the shifted layer: forward-mode AD through the plain-torch pieces (``conv_route(impl="ref")``)
-     with the block as a :class:`~navcuda.ops.shifted_modconv.SplitShift` of dual zeros (exact,
-     including the demodulation's dependence on the kernel, noise and bias drop out);
+   - the shifted layer: its derivative in closed form (one convolution of the latents with the
+     ``m`` stacked kernels plus the demodulation's dependence on the kernel; noise and bias drop
+     out; see ``_shifted_layer_tangent``);
    - every later StyledConv: linear in its input given the styles, so its tangent is ONE
      ``shifted_modconv`` (``strategy="shared"``: modulate the activations, one dense convolution,
-     demodulate; no noise, no bias, linear activation; the native fused kernels) times the slope
-     mask of the primal output;
+     demodulate; no noise, no bias, linear activation) times the slope mask of the primal output,
+     in place. Styles and kernels are detached constants, so the backward keeps none of the
+     ``m * n`` tangents, and the tangents are channels-last (``_LAYOUT``), where torch's
+     convolutions are fastest and the dispatcher runs the layout-preserving torch epilogue;
    - every toRGB: the same 1x1 modulated convolution without demodulation, bias or noise, plus the
      upsampled tangent of the skip sum.
 
