@@ -142,9 +142,14 @@ def _shift(kind, L):
     return SplitShift(L["delta"], L["t"], L["index"])
 
 
+def _blur_filter(shape, dtype):
+    """The StyleGAN2 blur for an up=2 case of ``SHAPES``, None for up=1."""
+    return make_filter((1, 3, 3, 1), 4).to(dtype) if shape[-1] == 2 else None
+
+
 def _run(fn, kind, L, shape, demodulate, clamp, **kw):
     up = shape[-1]
-    bf = make_filter((1, 3, 3, 1), 4).to(L["x"].dtype) if up == 2 else None
+    bf = _blur_filter(shape, L["x"].dtype)
     return fn(L["x"], L["weight"], L["styles"], _shift(kind, L), demodulate=demodulate, up=up,
               blur_filter=bf, noise=L["noise"], noise_strength=L["ns"], bias=L["bias"],
               clamp=clamp, **kw)  # fmt: skip
@@ -264,23 +269,19 @@ def test_shared_constant_linear_layer_keeps_no_activation(si, layout):
         return t
 
     kw = dict(act="linear", bias=None, noise=None)
+    kw["blur_filter"] = _blur_filter(shape, torch.float64)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = shifted_modconv(L["x"], L["weight"], L["styles"], None, up=shape[-1],
-                            blur_filter=_run_filter(shape), strategy="shared", **kw)  # fmt: skip
+                            strategy="shared", **kw)  # fmt: skip
     assert saved == []
     if layout == "channels_last":
         assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
-    ref = ref_shifted_modconv(L["x"], L["weight"], L["styles"], None, up=shape[-1],
-                              blur_filter=_run_filter(shape), **kw)  # fmt: skip
+    ref = ref_shifted_modconv(L["x"], L["weight"], L["styles"], None, up=shape[-1], **kw)
     torch.testing.assert_close(y, ref, rtol=F64_TOL, atol=F64_TOL)
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4), dtype=y.dtype)
     (gx,) = torch.autograd.grad(y, L["x"], dy)
     (gx_ref,) = torch.autograd.grad(ref, L["x"], dy)
     torch.testing.assert_close(gx, gx_ref, rtol=F64_TOL, atol=F64_TOL)
-
-
-def _run_filter(shape):
-    return make_filter((1, 3, 3, 1), 4).double() if shape[-1] == 2 else None
 
 
 @needs_native
