@@ -18,11 +18,12 @@ differences through the fused kernels). This module shares it explicitly:
      ``m`` stacked kernels plus the demodulation's dependence on the kernel; noise and bias drop
      out; see ``_shifted_layer_tangent``);
    - every later StyledConv: linear in its input given the styles, so its tangent is ONE
-     ``shifted_modconv`` (``strategy="shared"``: modulate the activations, one dense convolution,
-     demodulate; no noise, no bias, linear activation) times the slope mask of the primal output,
-     in place. Styles and kernels are detached constants, so the backward keeps none of the
-     ``m * n`` tangents, and the tangents are channels-last (``_LAYOUT``), where torch's
-     convolutions are fastest and the dispatcher runs the layout-preserving torch epilogue;
+     ``shifted_modconv`` (``strategy="shared"``: modulate the activations, one dense convolution;
+     no noise, no bias, linear activation) times, in place, the slope mask of the primal output
+     with the layer's demodulation coefficients folded in (per latent, computed once, so no
+     tangent pays a demodulation pass). Styles and kernels are detached constants, so the
+     backward keeps none of the ``m * n`` tangents, and the tangents are channels-last
+     (``_LAYOUT``), where torch's convolutions are fastest;
    - every toRGB: the same 1x1 modulated convolution without demodulation, bias or noise, plus the
      upsampled tangent of the skip sum.
 
@@ -78,8 +79,10 @@ class SuffixLinearization:
         later_styles: the styles of every later StyledConv and toRGB ``[n, in]``.
         base: the shifted layer's modulated convolution before demodulation ``[n, out, r', r']``.
         dcoef: its demodulation coefficients ``[n, out]`` (None without demodulation).
-        slopes: d output / d pre-activation of the shifted layer and of every later StyledConv
-            (leaky-ReLU slope times clamp mask) ``[n, C, r', r']``.
+        slopes: d output / d pre-activation of the shifted layer (leaky-ReLU slope times clamp
+            mask) and, for every later StyledConv, d output / d its modulated convolution before
+            demodulation (that times the demodulation coefficients, which are constant given the
+            styles) ``[n, C, r', r']``.
         rgb_masks: clamp mask of every clamped toRGB ``[n, C, r', r']``.
         image: the unshifted images ``[n, C, R, R]``.
     """
@@ -134,12 +137,13 @@ class SuffixLinearization:
         # detached: its backward keeps none of the m * n tangent activations.
         for later in plan[start + 1 :]:
             module = gen.get_submodule(later.name)
+            # Demodulation is a per-latent channel scale, folded into the layer's mask.
             y = _modconv(
                 module.conv,
                 x_t,
                 self.later_styles[later.name].repeat(m, 1),
                 module.conv.weight[0].detach(),
-                module.conv.demodulate,
+                False,
             )
             if later.kind == "torgb":
                 if later.name in self.rgb_masks:
@@ -200,10 +204,7 @@ def linearize_suffix(
         w = ws[:, plan[start].w_index]
         styles = conv.modulation(w)
         base = _modconv(conv, state.x, styles, conv.weight[0], False)
-        dcoef = None
-        if conv.demodulate:
-            a2 = conv.weight[0].square().sum(dim=(2, 3)) * (1.0 / conv.weight[0, 0].numel())
-            dcoef = torch.rsqrt(styles.square() @ a2.t() + DEMOD_EPS)
+        dcoef = _demod_coefficients(conv, styles)
         for info in plan[start:]:
             module = generator.get_submodule(info.name)
             w = ws[:, info.w_index]
@@ -221,9 +222,12 @@ def linearize_suffix(
                 continue
             noise = generator._noise(noise_mode, _noise_index(info), x, info.resolution)
             x = module(x, w, noise, None)
-            slopes[info.name] = _lrelu_slope(x, module.activate.clamp).contiguous(
-                memory_format=_LAYOUT
-            )
+            slope = _lrelu_slope(x, module.activate.clamp)
+            if info.name != state.layer:
+                later_dcoef = _demod_coefficients(module.conv, later_styles[info.name])
+                if later_dcoef is not None:
+                    slope = slope * later_dcoef[:, :, None, None]
+            slopes[info.name] = slope.contiguous(memory_format=_LAYOUT)
     return SuffixLinearization(
         generator,
         state.layer,
@@ -256,6 +260,16 @@ def _modconv(conv, x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor, 
         act="linear",
         strategy="shared",
     )
+
+
+def _demod_coefficients(conv, styles: torch.Tensor) -> torch.Tensor | None:
+    """``conv``'s demodulation coefficients ``[n, out]`` for ``styles [n, in]`` (None without
+    demodulation): ``rsqrt(scale^2 sum_{i,k} (W[o,i,k] s[i])^2 + eps)``."""
+    if not conv.demodulate:
+        return None
+    w = conv.weight[0].detach()
+    a2 = w.square().sum(dim=(2, 3)) * (1.0 / w[0].numel())
+    return torch.rsqrt(styles.square() @ a2.t() + DEMOD_EPS)
 
 
 def _lrelu_slope(y: torch.Tensor, clamp: float | None) -> torch.Tensor:

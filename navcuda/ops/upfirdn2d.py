@@ -64,14 +64,17 @@ def ref_upfirdn2d(
         z = x.new_zeros(b, c, h, up, w, up)
         z[:, :, :, 0, :, 0] = x
         x = z.reshape(b, c, h * up, w * up)
-    x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
+    # Equal non-negative pads go to the convolution (no padded copy of x); others are explicit.
+    conv_pad = p0 if p0 == p1 and p0 >= 0 else 0
+    if not conv_pad and (p0 or p1):
+        x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
     if p0 < 0 or p1 < 0:
         hh, ww = x.shape[2], x.shape[3]
         x = x[:, :, max(-p0, 0) : hh - max(-p1, 0), max(-p0, 0) : ww - max(-p1, 0)]
     kh, kw = f.shape
     weight = torch.flip(f, [0, 1]).to(dtype=x.dtype, device=x.device)
     weight = weight.view(1, 1, kh, kw).expand(c, 1, kh, kw)
-    x = F.conv2d(x, weight, groups=c)
+    x = F.conv2d(x, weight, padding=conv_pad, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
