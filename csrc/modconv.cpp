@@ -207,6 +207,109 @@ void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, con
   }
 }
 
+// Channels-last (NHWC) epilogue: rows of `channels` contiguous values, one row per (b, pixel).
+// dcoef and bias are per-channel vectors here; absent ones read a row of ones / zeros.
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+void epilogue_nhwc_kernel(const T* __restrict y0, const T* __restrict y1, const T* __restrict t,
+                          const T* dcoef, const T* __restrict noise, int64_t noise_bstride,
+                          const T* __restrict ns, const T* bias, T* __restrict out, int64_t batch,
+                          int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+  const std::vector<T> ones(dcoef ? 0 : channels, T(1)), zeros(bias ? 0 : channels, T(0));
+  const int64_t rows = batch * hw;
+  const T nsv = kHasNoise ? ns[0] : T(0);
+#pragma omp parallel for schedule(static) if (rows * channels >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / hw, j = r % hw;
+    const T* __restrict d = dcoef ? dcoef + b * channels : ones.data();
+    const T* __restrict bv = bias ? bias : zeros.data();
+    const T tb = kHasY1 ? t[b] : T(0);
+    const T nz = kHasNoise ? nsv * noise[b * noise_bstride + j] : T(0);
+    const T* a = y0 + r * channels;
+    const T* a1 = kHasY1 ? y1 + r * channels : nullptr;
+    T* dst = out + r * channels;
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) {
+      T v = a[c];
+      if constexpr (kHasY1) v += tb * a1[c];
+      v = v * d[c] + nz + bv[c];
+      v = bias_act_value<T, kAct>(v, alpha, gain);
+      dst[c] = kClamp ? bias_act_clamp(v, clamp) : v;
+    }
+  }
+}
+
+// Pixels per work item of the channels-last gradient: each item keeps four per-channel partial
+// sums, added up per sample afterwards.
+constexpr int64_t kNhwcRowsPerItem = 256;
+
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kWriteDz,
+          bool kHasDd>
+void epilogue_grad_nhwc_kernel(const T* __restrict dout, const T* __restrict out,
+                               const T* __restrict y0, const T* __restrict y1,
+                               const T* __restrict t, const T* dcoef, const T* __restrict noise,
+                               int64_t noise_bstride, T* __restrict dy0, T* __restrict dy1,
+                               T* __restrict dz_out, T* __restrict ddcoef, T* __restrict p_dz,
+                               T* __restrict p_dzy1, T* __restrict p_dzn, int64_t batch,
+                               int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+  const std::vector<T> ones(dcoef ? 0 : channels, T(1));
+  const int64_t chunks = (hw + kNhwcRowsPerItem - 1) / kNhwcRowsPerItem;
+  const int64_t items = batch * chunks;
+  // part[item][k][c]: k = 0 sum dz, 1 sum dz*y, 2 sum dz*y1, 3 sum dz*noise.
+  std::vector<T> part(static_cast<size_t>(items * 4 * channels), T(0));
+#pragma omp parallel for schedule(static) if (batch * hw * channels >= kParallelMin)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t b = it / chunks;
+    const int64_t j0 = (it % chunks) * kNhwcRowsPerItem;
+    const int64_t j1 = j0 + kNhwcRowsPerItem < hw ? j0 + kNhwcRowsPerItem : hw;
+    const T* __restrict d = dcoef ? dcoef + b * channels : ones.data();
+    const T tb = kHasY1 ? t[b] : T(0);
+    T* __restrict s_dz = part.data() + it * 4 * channels;
+    T* __restrict s_dzy = s_dz + channels;
+    T* __restrict s_dzy1 = s_dz + 2 * channels;
+    T* __restrict s_dzn = s_dz + 3 * channels;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t base = (b * hw + j) * channels;
+      const T nz = kHasNoise ? noise[b * noise_bstride + j] : T(0);
+      const T* g = dout + base;
+      const T* yo = out + base;
+      const T* a = y0 + base;
+      const T* a1 = kHasY1 ? y1 + base : nullptr;
+      T* g0 = dy0 + base;
+      T* g1 = kHasY1 ? dy1 + base : nullptr;
+      T* gz = kWriteDz ? dz_out + base : nullptr;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) {
+        const T dz = bias_act_grad_value<T, kAct, kClamp>(g[c], yo[c], alpha, gain, clamp);
+        g0[c] = dz * d[c];
+        if constexpr (kWriteDz) gz[c] = dz;
+        s_dz[c] += dz;
+        if constexpr (kHasY1) {
+          g1[c] = dz * d[c] * tb;
+          s_dzy1[c] += dz * a1[c];
+        }
+        if constexpr (kHasDd) {
+          T yv = a[c];
+          if constexpr (kHasY1) yv += tb * a1[c];
+          s_dzy[c] += dz * yv;
+        }
+        if constexpr (kHasNoise) s_dzn[c] += dz * nz;
+      }
+    }
+  }
+  T* const dst[4] = {p_dz, ddcoef, p_dzy1, p_dzn};
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int k = 0; k < 4; ++k) {
+      if (!dst[k]) continue;
+      T* row = dst[k] + b * channels;
+      for (int64_t c = 0; c < channels; ++c) row[c] = T(0);
+      for (int64_t q = 0; q < chunks; ++q) {
+        const T* src = part.data() + ((b * chunks + q) * 4 + k) * channels;
+        for (int64_t c = 0; c < channels; ++c) row[c] += src[c];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------- entry points
@@ -280,8 +383,8 @@ void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
 void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                           std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
-                          int64_t channels, int64_t hw, int dtype, int act, double alpha,
-                          double gain, double clamp) {
+                          int64_t channels, int64_t hw, int channels_last, int dtype, int act,
+                          double alpha, double gain, double clamp) {
   modconv_epilogue_check_args("modconv_epilogue_cpu", y0, y1, t, noise, ns, noise_bstride, batch,
                               channels, hw, act);
   if (batch * channels * hw == 0) return;
@@ -291,11 +394,16 @@ void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       dispatch_bool(y1 != 0, [&](auto has_y1) {
         dispatch_bool(noise != 0, [&](auto has_noise) {
-          epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                          decltype(has_y1)::value, decltype(has_noise)::value>(
-              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-              as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns), as_ptr<const T>(bias),
-              as_ptr<T>(out), batch, channels, hw, T(alpha), T(gain), T(clamp));
+          auto kernel =
+              channels_last
+                  ? &epilogue_nhwc_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                          decltype(has_y1)::value, decltype(has_noise)::value>
+                  : &epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
+                                     decltype(has_y1)::value, decltype(has_noise)::value>;
+          kernel(as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
+                 as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns),
+                 as_ptr<const T>(bias), as_ptr<T>(out), batch, channels, hw, T(alpha), T(gain),
+                 T(clamp));
         });
       });
     });
@@ -307,8 +415,8 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
                                std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                               int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                               double alpha, double gain, double clamp) {
+                               int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                               int dtype, int act, double alpha, double gain, double clamp) {
   // ns is not needed by the gradient; pass noise as its own "strength" for the pairing check.
   modconv_epilogue_check_args("modconv_epilogue_grad_cpu", y0, y1, t, noise, noise, noise_bstride,
                               batch, channels, hw, act, ddcoef != 0);
@@ -324,14 +432,17 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
         dispatch_bool(noise != 0, [&](auto has_noise) {
           dispatch_bool(dz != 0, [&](auto write_dz) {
             dispatch_bool(ddcoef != 0, [&](auto has_dd) {
-              epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                   decltype(has_y1)::value, decltype(has_noise)::value,
-                                   decltype(write_dz)::value, decltype(has_dd)::value>(
-                  as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                  as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                  as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
-                  as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
-                  as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
+              constexpr int kA = decltype(act_c)::value;
+              constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                             kN = decltype(has_noise)::value, kDz = decltype(write_dz)::value,
+                             kDd = decltype(has_dd)::value;
+              auto kernel = channels_last ? &epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN, kDz, kDd>
+                                          : &epilogue_grad_kernel<T, kA, kC, kY1, kN, kDz, kDd>;
+              kernel(as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                     as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                     as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+                     as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+                     as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
             });
           });
         });

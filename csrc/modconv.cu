@@ -20,6 +20,8 @@ void dispatch_bool(bool v, Fn&& fn) {
 }  // namespace
 
 static_assert(kModconvTile <= kModconvMaxThreads, "demod tile exceeds the reduction buffer");
+static_assert(kModconvNhwcTile <= kLaunchThreads && kLaunchThreads <= kModconvMaxThreads,
+              "channels-last gradient blocks must hold a channel tile and fit the buffer");
 
 void modconv_demod_cuda(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
                         std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,
@@ -89,8 +91,9 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
 void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                            std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                            std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                           int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                           double alpha, double gain, double clamp, std::uintptr_t stream) {
+                           int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                           int dtype, int act, double alpha, double gain, double clamp,
+                           std::uintptr_t stream) {
   modconv_epilogue_check_args("modconv_epilogue_cuda", y0, y1, t, noise, ns, noise_bstride, batch,
                               channels, hw, act);
   const long long n = batch * channels * hw;
@@ -101,13 +104,15 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       dispatch_bool(y1 != 0, [&](auto has_y1) {
         dispatch_bool(noise != 0, [&](auto has_noise) {
-          modconv_epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                  decltype(has_y1)::value, decltype(has_noise)::value>
-              <<<launch_blocks(n), kLaunchThreads, 0, st>>>(
-                  as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
-                  as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
-                  as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out), n, channels, hw,
-                  T(alpha), T(gain), T(clamp));
+          constexpr int kA = decltype(act_c)::value;
+          constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                         kN = decltype(has_noise)::value;
+          auto kernel = channels_last ? &modconv_epilogue_nhwc_kernel<T, kA, kC, kY1, kN>
+                                      : &modconv_epilogue_kernel<T, kA, kC, kY1, kN>;
+          kernel<<<launch_blocks(n), kLaunchThreads, 0, st>>>(
+              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+              as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns), as_ptr<const T>(bias),
+              as_ptr<T>(out), n, channels, hw, T(alpha), T(gain), T(clamp));
         });
       });
     });
@@ -120,29 +125,44 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
                                 std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                 std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
                                 std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                                int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                                double alpha, double gain, double clamp, std::uintptr_t stream) {
+                                int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                                int dtype, int act, double alpha, double gain, double clamp,
+                                std::uintptr_t stream) {
   modconv_epilogue_check_args("modconv_epilogue_grad_cuda", y0, y1, t, noise, noise, noise_bstride,
                               batch, channels, hw, act, ddcoef != 0);
   const long long planes = batch * channels;
   if (planes * hw == 0) return;
   NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cuda: dy1 is required with y1");
   auto st = reinterpret_cast<cudaStream_t>(stream);
+  // One block per plane, or per (sample, channel tile) channels-last.
+  const long long items =
+      channels_last ? batch * ((channels + kModconvNhwcTile - 1) / kModconvNhwcTile) : planes;
   const unsigned int blocks =
-      static_cast<unsigned int>(planes < kLaunchMaxBlocks ? planes : kLaunchMaxBlocks);
+      static_cast<unsigned int>(items < kLaunchMaxBlocks ? items : kLaunchMaxBlocks);
   dispatch_float(dtype, "modconv_epilogue_grad_cuda", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       dispatch_bool(y1 != 0, [&](auto has_y1) {
         dispatch_bool(noise != 0, [&](auto has_noise) {
-          modconv_epilogue_grad_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                       decltype(has_y1)::value, decltype(has_noise)::value>
-              <<<blocks, kLaunchThreads, 0, st>>>(
-                  as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                  as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                  as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
-                  as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
-                  as_ptr<T>(p_dzn), planes, channels, hw, T(alpha), T(gain), T(clamp));
+          constexpr int kA = decltype(act_c)::value;
+          constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                         kN = decltype(has_noise)::value;
+          if (channels_last) {
+            modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
+                <<<blocks, kLaunchThreads, 0, st>>>(
+                    as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                    as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                    as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+                    as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+                    as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
+          } else {
+            modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN><<<blocks, kLaunchThreads, 0, st>>>(
+                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+                as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+                as_ptr<T>(p_dzn), planes, channels, hw, T(alpha), T(gain), T(clamp));
+          }
         });
       });
     });

@@ -7,7 +7,7 @@
 //     r0(b) = 0 or b), and for the split-by-linearity strategy Q1 = sum_taps W*Delta_k and
 //     Q2 = sum_taps Delta_k^2 ([n_dir, out, in], k(b) = index[b], or b when index == 0).
 //     Q1/Q2/t are all given or all absent (null pointers).
-// (2) The epilogue over contiguous [B, C, HW] planes:
+// (2) The epilogue over contiguous [B, C, HW] planes (or, with channels_last, [B, HW, C] rows):
 //       z   = dcoef[b,c] * (y0 + t_b * y1) + ns * noise[b or 0, hw] + bias[c]
 //       out = clamp(act(z) * gain, -clamp, clamp)                        (clamp < 0: no clamp)
 //     y1/t, dcoef, noise (with ns, a pointer to one element), bias may each be absent.
@@ -69,8 +69,8 @@ void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
 void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                           std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
-                          int64_t channels, int64_t hw, int dtype, int act, double alpha,
-                          double gain, double clamp);
+                          int64_t channels, int64_t hw, int channels_last, int dtype, int act,
+                          double alpha, double gain, double clamp);
 
 // Gradient of the epilogue from dout and the saved out. With dz = dL/dz (slope and clamp mask
 // read from `out`, as bias_act_grad does; y0 is read only for ddcoef and may be 0 without it,
@@ -84,8 +84,8 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
                                std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                               int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                               double alpha, double gain, double clamp);
+                               int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                               int dtype, int act, double alpha, double gain, double clamp);
 
 #if defined(NAVCUDA_WITH_CUDA)
 // ------------------------------------------------------------------------- CUDA (modconv.cu)
@@ -103,15 +103,17 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
 void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                            std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                            std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                           int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                           double alpha, double gain, double clamp, std::uintptr_t stream);
+                           int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                           int dtype, int act, double alpha, double gain, double clamp,
+                           std::uintptr_t stream);
 void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
                                 std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
                                 std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                 std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
                                 std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                                int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                                double alpha, double gain, double clamp, std::uintptr_t stream);
+                                int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                                int dtype, int act, double alpha, double gain, double clamp,
+                                std::uintptr_t stream);
 #endif
 
 // Columns of i handled by one block of the CUDA demod-gradient kernel (dt partials per block).

@@ -13,10 +13,11 @@ namespace navcuda {
 
 constexpr int kModconvMaxThreads = 256;
 
-// Tree reduction of `buf[0..blockDim.x)` (power of two) into buf[0]; every thread must call it.
+// Tree reduction of `buf[0..blockDim.x)` (power of two) into buf[0..keep) (keep a power of two:
+// buf[r] sums the entries r, r + keep, r + 2 keep, ...); every thread must call it.
 template <typename T>
-__device__ __forceinline__ void modconv_block_sum(T* buf, int lanes) {
-  for (unsigned int half = blockDim.x / 2; half > 0; half >>= 1) {
+__device__ __forceinline__ void modconv_block_sum(T* buf, int lanes, unsigned int keep = 1) {
+  for (unsigned int half = blockDim.x / 2; half >= keep; half >>= 1) {
     if (threadIdx.x < half) {
       for (int k = 0; k < lanes; ++k) {
         buf[k * kModconvMaxThreads + threadIdx.x] +=
@@ -197,6 +198,88 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const 
       if (p_dzn) p_dzn[plane] = buf[3 * kModconvMaxThreads];
     }
     __syncthreads();  // buf is reused by the next plane
+  }
+}
+
+// Channels-last (NHWC) epilogue: out[b, j, c], grid-stride over B*HW*C elements.
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+__global__ void modconv_epilogue_nhwc_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
+                                             const T* noise, long long noise_bstride, const T* ns,
+                                             const T* bias, T* out, long long n, long long channels,
+                                             long long hw, T alpha, T gain, T clamp) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
+    const long long c = e % channels;
+    const long long row = e / channels;
+    const long long b = row / hw;
+    T v = y0[e];
+    if (kHasY1) v += t[b] * y1[e];
+    if (dcoef) v *= dcoef[b * channels + c];
+    if (kHasNoise) v += ns[0] * noise[b * noise_bstride + (row - b * hw)];
+    if (bias) v += bias[c];
+    v = bias_act_value<T, kAct>(v, alpha, gain);
+    out[e] = kClamp ? bias_act_clamp(v, clamp) : v;
+  }
+}
+
+// Channels per block of the channels-last gradient: consecutive threads read consecutive
+// channels of a pixel (coalesced); the blockDim.x / kModconvNhwcTile thread rows stride over the
+// pixels, and the four per-channel sums are reduced over those rows in shared memory.
+constexpr int kModconvNhwcTile = 32;
+
+// Gradient of the channels-last epilogue: one block per (b, tile of kModconvNhwcTile channels)
+// (grid-stride over batch * tiles); blockDim.x a power of two >= kModconvNhwcTile.
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+__global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const T* out, const T* y0,
+                                                  const T* y1, const T* t, const T* dcoef,
+                                                  const T* noise, long long noise_bstride, T* dy0,
+                                                  T* dy1, T* dz_out, T* ddcoef, T* p_dz, T* p_dzy1,
+                                                  T* p_dzn, long long batch, long long channels,
+                                                  long long hw, T alpha, T gain, T clamp) {
+  __shared__ T buf[4 * kModconvMaxThreads];
+  const long long tiles = (channels + kModconvNhwcTile - 1) / kModconvNhwcTile;
+  const long long lane = threadIdx.x % kModconvNhwcTile;
+  const long long row0 = threadIdx.x / kModconvNhwcTile;
+  const long long row_step = blockDim.x / kModconvNhwcTile;
+  for (long long item = blockIdx.x; item < batch * tiles; item += gridDim.x) {
+    const long long b = item / tiles;
+    const long long c = (item % tiles) * kModconvNhwcTile + lane;
+    T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
+    if (c < channels) {
+      const T d = dcoef ? dcoef[b * channels + c] : T(1);
+      const T tb = kHasY1 ? t[b] : T(0);
+      for (long long j = row0; j < hw; j += row_step) {
+        const long long e = (b * hw + j) * channels + c;
+        const T dz = bias_act_grad_value<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
+        dy0[e] = dz * d;
+        if (dz_out) dz_out[e] = dz;
+        s_dz += dz;
+        if (kHasY1) {
+          if (dy1) dy1[e] = dz * d * tb;
+          s_dzy1 += dz * y1[e];
+        }
+        if (ddcoef) {  // y0 is read only for ddcoef (it may be null otherwise)
+          T yv = y0[e];
+          if (kHasY1) yv += tb * y1[e];
+          s_dzy += dz * yv;
+        }
+        if (kHasNoise) s_dzn += dz * noise[b * noise_bstride + j];
+      }
+    }
+    buf[threadIdx.x] = s_dz;
+    buf[kModconvMaxThreads + threadIdx.x] = s_dzy;
+    buf[2 * kModconvMaxThreads + threadIdx.x] = s_dzy1;
+    buf[3 * kModconvMaxThreads + threadIdx.x] = s_dzn;
+    __syncthreads();
+    modconv_block_sum(buf, 4, kModconvNhwcTile);
+    if (threadIdx.x < kModconvNhwcTile && c < channels) {
+      const long long plane = b * channels + c;
+      if (p_dz) p_dz[plane] = buf[threadIdx.x];
+      if (ddcoef) ddcoef[plane] = buf[kModconvMaxThreads + threadIdx.x];
+      if (p_dzy1) p_dzy1[plane] = buf[2 * kModconvMaxThreads + threadIdx.x];
+      if (p_dzn) p_dzn[plane] = buf[3 * kModconvMaxThreads + threadIdx.x];
+    }
+    __syncthreads();  // buf is reused by the next item
   }
 }
 

@@ -192,8 +192,9 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
 void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                           std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
-                          int64_t channels, int64_t hw, int dtype, int act, double alpha,
-                          double gain, double clamp, unsigned int grid, unsigned int block) {
+                          int64_t channels, int64_t hw, int channels_last, int dtype, int act,
+                          double alpha, double gain, double clamp, unsigned int grid,
+                          unsigned int block) {
   navcuda::modconv_epilogue_check_args("modconv_epilogue_emu", y0, y1, t, noise, ns, noise_bstride,
                                        batch, channels, hw, act);
   NAVCUDA_CHECK(grid > 0 && block > 0, "modconv_epilogue_emu: grid and block must be > 0");
@@ -204,11 +205,13 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
     navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       emu_dispatch_bool(y1 != 0, [&](auto has_y1) {
         emu_dispatch_bool(noise != 0, [&](auto has_noise) {
+          constexpr int kA = decltype(act_c)::value;
+          constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                         kN = decltype(has_noise)::value;
           navcuda_emu::launch(
               dim3(grid), dim3(block),
-              &navcuda::modconv_epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                                decltype(has_y1)::value,
-                                                decltype(has_noise)::value>,
+              channels_last ? &navcuda::modconv_epilogue_nhwc_kernel<T, kA, kC, kY1, kN>
+                            : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN>,
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
               as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<const T>(ns),
               as_ptr<const T>(bias), as_ptr<T>(out), n, (long long)channels, (long long)hw,
@@ -224,9 +227,9 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
                                std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                               int64_t batch, int64_t channels, int64_t hw, int dtype, int act,
-                               double alpha, double gain, double clamp, unsigned int grid,
-                               unsigned int block) {
+                               int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                               int dtype, int act, double alpha, double gain, double clamp,
+                               unsigned int grid, unsigned int block) {
   navcuda::modconv_epilogue_check_args("modconv_epilogue_grad_emu", y0, y1, t, noise, noise,
                                        noise_bstride, batch, channels, hw, act, ddcoef != 0);
   modconv_check_block("modconv_epilogue_grad_emu", block);
@@ -237,16 +240,31 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
     navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       emu_dispatch_bool(y1 != 0, [&](auto has_y1) {
         emu_dispatch_bool(noise != 0, [&](auto has_noise) {
-          navcuda_emu::launch(dim3(grid), dim3(block),
-                              &navcuda::modconv_epilogue_grad_kernel<
-                                  T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                  decltype(has_y1)::value, decltype(has_noise)::value>,
-                              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0),
-                              as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
-                              as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), (long long)(batch * channels),
-                              (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
+          constexpr int kA = decltype(act_c)::value;
+          constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                         kN = decltype(has_noise)::value;
+          if (channels_last) {
+            NAVCUDA_CHECK(block >= navcuda::kModconvNhwcTile,
+                          "modconv_epilogue_grad_emu: channels-last blocks need >= "
+                              << navcuda::kModconvNhwcTile << " threads, got " << block);
+            navcuda_emu::launch(dim3(grid), dim3(block),
+                                &navcuda::modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>,
+                                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                                as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0),
+                                as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
+                                as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), (long long)batch,
+                                (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
+          } else {
+            navcuda_emu::launch(dim3(grid), dim3(block),
+                                &navcuda::modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>,
+                                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+                                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                                as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0),
+                                as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
+                                as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), (long long)(batch * channels),
+                                (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
+          }
         });
       });
     });

@@ -172,10 +172,12 @@ def native_unavailable_reason(
 def is_channels_last(tensor: torch.Tensor) -> bool:
     """True for a 4-D tensor laid out channels-last (NHWC in memory) and not also NCHW.
 
-    The native image kernels read NCHW: copying a channels-last activation to NCHW and back costs
-    more than they save, while torch's own kernels (oneDNN, cuDNN) are fastest on channels-last
-    convolutions and keep the layout through elementwise ops. So ``impl="auto"`` runs the
-    reference for such tensors, without a warning: a choice by layout, not a fallback."""
+    The native ``bias_act`` and ``fir2d`` kernels read NCHW: copying a channels-last activation
+    to NCHW and back costs more than they save, while torch's own kernels (oneDNN, cuDNN) are
+    fastest on channels-last convolutions and keep the layout through elementwise ops. So
+    ``impl="auto"`` runs their reference for such tensors, without a warning: a choice by
+    layout, not a fallback. (The modconv epilogue reads both layouts and resolves with
+    ``by_layout=False``.)"""
     return (
         tensor.ndim == 4
         and not tensor.is_contiguous()
@@ -295,10 +297,11 @@ def _suggested_dtype(dtypes: Sequence[torch.dtype]) -> str:
 
 
 def data_ptr(t: torch.Tensor | None) -> int:
-    """Address of a contiguous tensor's data as an int for ``_C`` (0 for ``None``)."""
+    """Address of a contiguous (or channels-last contiguous) tensor's data as an int for ``_C``
+    (0 for ``None``); the caller tells the kernel which layout it passes."""
     if t is None:
         return 0
-    if not t.is_contiguous():
+    if not (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
         raise ValueError("internal error: a non-contiguous tensor reached the native code")
     return int(t.data_ptr())
 

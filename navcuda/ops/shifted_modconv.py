@@ -1036,13 +1036,14 @@ def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
     ``ns [1]``; ``bias [C]``; each optional. Differentiable w.r.t. every tensor.
     """
     gain = _ACTS[act][1] if gain is None else float(gain)
-    if _native.resolve_impl(_OP, impl, y0) == "ref":
+    # The native kernels read NCHW or channels-last (the output keeps y0's layout).
+    if _native.resolve_impl(_OP, impl, y0, by_layout=False) == "ref":
         return ref_epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
                             clamp=clamp)  # fmt: skip
-    cont = [None if v is None else v.contiguous() for v in (y0, y1, t, dcoef, noise, ns, bias)]
     return torch.ops.navcuda.modconv_epilogue(
-        *cont, act, float(alpha), gain, -1.0 if clamp is None else float(clamp)
-    )
+        y0, y1, t, dcoef, noise, ns, bias, act, float(alpha), gain,
+        -1.0 if clamp is None else float(clamp),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------- native custom ops
@@ -1184,21 +1185,30 @@ def _epilogue_op(
     clamp: float,
 ) -> torch.Tensor:
     batch, channels, h, w = y0.shape
-    out = torch.empty_like(y0, memory_format=torch.contiguous_format)
+    fmt = _layout(y0)
+    y0, y1 = (None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1))
+    t, dcoef, noise, ns, bias = (None if v is None else v.contiguous()
+                                 for v in (t, dcoef, noise, ns, bias))  # fmt: skip
+    out = torch.empty_like(y0, memory_format=fmt)
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
     if out.numel() > 0:
         _native.run_kernel(
             "modconv_epilogue", y0.device,
             _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias), _p(out),
-            batch, channels, h * w, _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain,
-            clamp,
+            batch, channels, h * w, int(fmt == torch.channels_last),
+            _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
     return out
 
 
+def _layout(y: torch.Tensor) -> torch.memory_format:
+    """The layout the native epilogue runs ``y`` in: channels-last if ``y`` is, else NCHW."""
+    return torch.channels_last if _native.is_channels_last(y) else torch.contiguous_format
+
+
 @_epilogue_op.register_fake
 def _(y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp):
-    return torch.empty_like(y0, memory_format=torch.contiguous_format)
+    return torch.empty_like(y0, memory_format=_layout(y0))
 
 
 @torch.library.custom_op("navcuda::modconv_epilogue_grad", mutates_args=())
@@ -1223,7 +1233,10 @@ def _epilogue_grad_op(
 
     ``needs`` = [y1/t, dcoef, ns, bias, noise] gradients wanted. ``y0`` is read only for the
     ``dcoef`` gradient and may be None without it (the forward then need not keep it)."""
-    dout = dout.contiguous()
+    fmt = _layout(out)
+    out = out.contiguous(memory_format=fmt)
+    dout = dout.contiguous(memory_format=fmt)
+    y0, y1 = (None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1))
     batch, channels, h, w = out.shape
     need_y1, need_dcoef, need_ns, need_bias, need_noise = needs
     has_y1, has_noise = y1 is not None, noise is not None
@@ -1247,8 +1260,8 @@ def _epilogue_grad_op(
             "modconv_epilogue_grad", out.device,
             _p(dout), _p(out), _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride,
             *(_p(v) if v.numel() else 0 for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn)),
-            batch, channels, h * w, _native.dtype_code(out.dtype), _ACTS[act][0], alpha, gain,
-            clamp,
+            batch, channels, h * w, int(fmt == torch.channels_last),
+            _native.dtype_code(out.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
     else:
         for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn):
@@ -1270,9 +1283,10 @@ def _epilogue_grad_op(
 def _(dout, out, y0, y1, t, dcoef, noise, ns, act, alpha, gain, clamp, needs):
     b, c = out.shape[:2]
     has_y1, has_noise = y1 is not None, noise is not None
+    fmt = _layout(out)
     return (
-        torch.empty_like(out),
-        torch.empty_like(out) if has_y1 else out.new_empty(0),
+        torch.empty_like(out, memory_format=fmt),
+        torch.empty_like(out, memory_format=fmt) if has_y1 else out.new_empty(0),
         out.new_empty((b, c) if needs[1] and dcoef is not None else 0),
         out.new_empty(b if needs[0] and has_y1 else 0),
         out.new_empty(1 if needs[2] and has_noise else 0),
@@ -1297,8 +1311,7 @@ def _epilogue_setup(ctx, inputs, output):
 
 def _epilogue_backward(ctx, dout):
     out, y0, y1, t, dcoef, noise, ns = ctx.saved_tensors
-    if out is None:  # linear, no clamp: the kernel never reads it; any contiguous same-shape one
-        dout = dout.contiguous()
+    if out is None:  # linear, no clamp: the kernel never reads it; any same-shape tensor
         out = dout
     n = ctx.needs_input_grad
     needs = [n[1] or n[2], n[3], n[5], n[6], n[4]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import pytest
 import torch
@@ -440,48 +441,91 @@ EPI_CASES = [
 ]
 
 
-def _epi_inputs(case, dtype, seed=0):
+# An extra case wider than one channel tile of the channels-last CUDA gradient (32 channels).
+EPI_CASES_CL = [*EPI_CASES, (2, 37, 3, 4, True, True, "batch", True, "lrelu", None)]
+LAYOUTS = ["nchw", "channels_last"]
+
+
+def _epi_inputs(case, dtype, seed=0, layout="nchw"):
     b, c, h, w, y1, dc, noise, bias, act, clamp = case
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*sz):
         return torch.randn(*sz, generator=g, dtype=dtype)
 
-    args = [rnd(b, c, h, w), rnd(b, c, h, w) if y1 else None, rnd(b) if y1 else None,
+    def image():
+        x = rnd(b, c, h, w)
+        return x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
+
+    args = [image(), image() if y1 else None, rnd(b) if y1 else None,
             rnd(b, c).abs() + 0.5 if dc else None,
             rnd(b if noise == "batch" else 1, 1, h, w) if noise else None,
             rnd(1) if noise else None, rnd(c) if bias else None]  # fmt: skip
+    if layout == "channels_last":
+        assert _native.is_channels_last(args[0])
     return args, dict(act=act, clamp=clamp)
 
 
+def _assert_layout(y: torch.Tensor, layout: str) -> None:
+    if layout == "channels_last":
+        assert _native.is_channels_last(y)
+    else:
+        assert y.is_contiguous()
+
+
 @needs_native
-@pytest.mark.parametrize("case", EPI_CASES)
-def test_epilogue_native_gradcheck(case):
-    args, kw = _epi_inputs(case, torch.float64)
+@pytest.mark.parametrize("case", EPI_CASES_CL)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_epilogue_native_gradcheck(case, layout):
+    args, kw = _epi_inputs(case, torch.float64, layout=layout)
     diff = [a.requires_grad_(True) if a is not None else None for a in args]
 
     def fn(*a):
         return epilogue(*a, **kw, impl="native")
 
-    torch.testing.assert_close(fn(*diff), ref_epilogue(*diff, **kw), rtol=1e-12, atol=1e-12)
+    y = fn(*diff)
+    _assert_layout(y, layout)
+    torch.testing.assert_close(y, ref_epilogue(*diff, **kw), rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(fn, diff, eps=1e-6, atol=1e-8)
 
 
 @needs_native
-@pytest.mark.parametrize("case", EPI_CASES)
-def test_epilogue_native_float32_matches_ref(case):
-    args, kw = _epi_inputs(case, torch.float32, seed=3)
+@pytest.mark.parametrize("case", EPI_CASES_CL)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_epilogue_native_float32_matches_ref(case, layout):
+    # float32: per-element math in the same order as the reference; the per-channel sums
+    # (bias, dcoef, t, noise strength gradients) are accumulated in a different order
+    # (NCHW: one plane; channels-last: chunks of 256 pixels), so ~sqrt(HW) eps relative.
+    args, kw = _epi_inputs(case, torch.float32, seed=3, layout=layout)
     a1 = [None if a is None else a.clone().requires_grad_(True) for a in args]
     a2 = [None if a is None else a.clone().requires_grad_(True) for a in args]
     y1 = epilogue(*a1, **kw, impl="native")
     y2 = ref_epilogue(*a2, **kw)
+    _assert_layout(y1, layout)
     torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-6)
     dy = torch.randn(y1.shape, generator=torch.Generator().manual_seed(1))
     y1.backward(dy)
     y2.backward(dy)
+    _assert_layout(a1[0].grad, layout)
     for p, q in zip(a1, a2, strict=True):
         if p is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_epilogue_auto_runs_channels_last_natively(monkeypatch):
+    """The native epilogue reads channels-last too: ``impl="auto"`` keeps it native for such
+    an input (no reference fallback, no warning) and the output keeps the layout."""
+    monkeypatch.delenv("NAVCUDA_IMPL", raising=False)
+    args, kw = _epi_inputs(EPI_CASES[0], torch.float32, layout="channels_last")
+    assert _native.resolve_impl("modconv_epilogue", "auto", args[0], by_layout=False) == "native"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.profiler.profile() as prof:
+            y = epilogue(*args, **kw)
+    assert any(e.name == "navcuda::modconv_epilogue" for e in prof.events())
+    _assert_layout(y, "channels_last")
+    torch.testing.assert_close(y, ref_epilogue(*args, **kw), rtol=1e-5, atol=1e-6)
 
 
 @needs_native
@@ -557,11 +601,17 @@ def test_demod_cuda_bodies_emulated(case, block, emu):
 
 
 @needs_native
-@pytest.mark.parametrize("case", EPI_CASES)
-@pytest.mark.parametrize("grid,block", [(1, 1), (2, 8), (5, 32)])
-def test_epilogue_cuda_bodies_emulated(case, grid, block, emu):
+@pytest.mark.parametrize("case", EPI_CASES_CL)
+@pytest.mark.parametrize(
+    "layout,grid,block",
+    # channels-last gradient blocks hold >= one channel tile (32 threads), a power of two.
+    [("nchw", 1, 1), ("nchw", 2, 8), ("nchw", 5, 32), ("channels_last", 1, 32),
+     ("channels_last", 3, 64), ("channels_last", 2, 256)],
+)  # fmt: skip
+def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     dtype = torch.float64
-    args, kw = _epi_inputs(case, dtype, seed=4)
+    args, kw = _epi_inputs(case, dtype, seed=4, layout=layout)
+    cl = int(layout == "channels_last")
     y0, y1, t, dcoef, noise, ns, bias = args
     b, c, h, w = y0.shape
     act_code = 0 if kw["act"] == "linear" else 1
@@ -571,12 +621,13 @@ def test_epilogue_cuda_bodies_emulated(case, grid, block, emu):
     code = _native.dtype_code(dtype)
     out = torch.empty_like(y0)
     emu.modconv_epilogue_emu(*map(_ptr, (y0, y1, t, dcoef, noise)), bstride, _ptr(ns), _ptr(bias),
-                             _ptr(out), b, c, h * w, code, act_code, 0.2, gain, clamp, grid,
-                             block)  # fmt: skip
+                             _ptr(out), b, c, h * w, cl, code, act_code, 0.2, gain, clamp,
+                             grid, block)  # fmt: skip
     leaves = [None if a is None else a.clone().requires_grad_(True) for a in args]
     ref = ref_epilogue(*leaves, **kw)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     dout = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(9))
+    dout = dout.contiguous(memory_format=torch.channels_last) if cl else dout  # as out
     ref.backward(dout)
     dy0, dy1, dz = torch.empty_like(y0), torch.empty_like(y0), torch.empty_like(y0)
     ddcoef, p_dz, p_dzy1, p_dzn = (torch.empty(b, c, dtype=dtype) for _ in range(4))
@@ -584,7 +635,7 @@ def test_epilogue_cuda_bodies_emulated(case, grid, block, emu):
         *map(_ptr, (dout, out, y0, y1, t, dcoef, noise)), bstride, _ptr(dy0),
         _ptr(dy1) if y1 is not None else 0, _ptr(dz), _ptr(ddcoef) if dcoef is not None else 0,
         _ptr(p_dz), _ptr(p_dzy1) if y1 is not None else 0, _ptr(p_dzn) if noise is not None else 0,
-        b, c, h * w, code, act_code, 0.2, gain, clamp, grid, block,
+        b, c, h * w, cl, code, act_code, 0.2, gain, clamp, grid, block,
     )  # fmt: skip
     tol = dict(rtol=1e-11, atol=1e-12)
     torch.testing.assert_close(dy0, leaves[0].grad, **tol)
@@ -605,7 +656,7 @@ def test_epilogue_cuda_bodies_emulated(case, grid, block, emu):
     emu.modconv_epilogue_grad_emu(
         *map(_ptr, (dout, out)), 0, *map(_ptr, (y1, t, dcoef, noise)), bstride, _ptr(dy0_b),
         _ptr(dy1_b) if y1 is not None else 0, 0, 0, _ptr(p_dz_b), 0, 0,
-        b, c, h * w, code, act_code, 0.2, gain, clamp, grid, block,
+        b, c, h * w, cl, code, act_code, 0.2, gain, clamp, grid, block,
     )  # fmt: skip
     torch.testing.assert_close(dy0_b, dy0, rtol=0, atol=0)
     torch.testing.assert_close(p_dz_b, p_dz, rtol=0, atol=0)
@@ -696,6 +747,24 @@ def test_cuda_strategies_match_oracle(kind):
         torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
         for n in names:
             torch.testing.assert_close(g[n], g_ref[n], rtol=1e-9, atol=1e-9, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_cuda_epilogue_matches_reference(layout):
+    if not _native.has_cuda():
+        pytest.skip("navcuda._C has no usable CUDA kernels")
+    args, kw = _epi_inputs(EPI_CASES_CL[-1], torch.float64, seed=6, layout=layout)
+    grads = {}
+    for impl in ("native", "ref"):
+        leaves = [None if a is None else a.cuda().requires_grad_(True) for a in args]
+        y = epilogue(*leaves, **kw, impl=impl)
+        _assert_layout(y, layout)
+        y.backward(torch.ones_like(y))
+        grads[impl] = [y.detach(), *(a.grad for a in leaves if a is not None)]
+    for got, want in zip(grads["native"], grads["ref"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
 
 
 def test_strategies_constant_is_complete():
