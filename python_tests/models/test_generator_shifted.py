@@ -17,6 +17,7 @@ from navcuda.metrics.perceptual import PixelMSE
 from navcuda.models import stylegan2
 from navcuda.models.layers import layer_weight
 from navcuda.models.stylegan2 import LayerShift, conv_route, eval_strategy
+from navcuda.ops import _native
 from navcuda.ops.shifted_modconv import PerSampleShift, SharedShift, SplitShift, SVDShift
 from navcuda.shift import (
     Direction,
@@ -413,6 +414,79 @@ def test_training_mode_keeps_the_dense_path(tiny_generator, strategies):
         assert torch.isfinite(out).all()
     assert strategies == []
     g.eval()
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def _layouts(g, layout: str, strategy: str = "auto"):
+    """float64 render + gradient w.r.t. a shared delta of convs.3 under ``layout``; the layouts
+    (channels-last or not) of every StyledConv's input and of its output's gradient."""
+    ws = _ws(g, 3, seed=2)
+    delta = _shift(g, "shared", "convs.3", 3, seed=1).delta.detach().requires_grad_(True)
+    inputs, grads = [], []
+
+    def pre(module, args):
+        inputs.append(_native.is_channels_last(args[0]))
+
+    def post(module, args, out):
+        if out.requires_grad:  # the layers from the shifted one on
+            out.register_hook(lambda gr: grads.append(_native.is_channels_last(gr)))
+
+    mods = [m for m in g.modules() if isinstance(m, stylegan2.StyledConv)]
+    hooks = [m.register_forward_pre_hook(pre) for m in mods]
+    hooks += [m.register_forward_hook(post) for m in mods]
+    try:
+        with conv_route(strategy, layout=layout):
+            img = g.synthesis(ws, shift=LayerShift("convs.3", delta))
+            (gd,) = torch.autograd.grad((img * img).sum(), delta)
+    finally:
+        for h in hooks:
+            h.remove()
+    return img, gd, inputs, grads
+
+
+def test_layout_route_runs_channels_last_on_the_cpu(tiny_generator):
+    """On the CPU an eval-mode synthesis runs channels-last by default, forward and backward,
+    returns NCHW-contiguous images, and equals the NCHW route (float64: same math, another
+    summation order in the convolutions); "nchw" and the legacy reference stay NCHW."""
+    g = tiny_generator.double().requires_grad_(False)
+    img_cl, g_cl, ins_cl, grads_cl = _layouts(g, "auto")
+    img_n, g_n, ins_n, grads_n = _layouts(g, "nchw")
+    assert ins_cl and all(ins_cl) and grads_cl and all(grads_cl)
+    assert not any(ins_n) and not any(grads_n)
+    assert img_cl.is_contiguous() and img_n.is_contiguous()
+    torch.testing.assert_close(img_cl, img_n, rtol=F64_TOL, atol=F64_TOL)
+    torch.testing.assert_close(g_cl, g_n, rtol=F64_TOL, atol=F64_TOL)
+    _, _, ins_legacy, _ = _layouts(g, "auto", strategy="legacy")
+    assert not any(ins_legacy)
+    _, _, ins_forced, _ = _layouts(g, "channels_last", strategy="legacy")
+    assert all(ins_forced)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        with conv_route(layout="nhwc"):
+            pass
+
+
+def test_layout_is_restored_after_a_strategy_that_changes_it(tiny_generator, monkeypatch):
+    """A shifted layer whose strategy returns NCHW (the factorised SVD route can) does not turn
+    the rest of a channels-last synthesis NCHW: every later StyledConv still reads
+    channels-last."""
+    g = tiny_generator
+    original = stylegan2.shifted_modconv
+
+    def nchw_output(*args, **kw):
+        return original(*args, **kw).contiguous()
+
+    monkeypatch.setattr(stylegan2, "shifted_modconv", nchw_output)
+    seen = []
+    mods = [m for m in g.modules() if isinstance(m, stylegan2.StyledConv)]
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(a[0])) for m in mods]
+    try:
+        g.synthesis(_ws(g, 2), shift=_shift(g, "svd", "convs.3", 2))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == len(mods) and all(_native.is_channels_last(x) for x in seen)
 
 
 def _bad(g, match, exc=ValueError, batch=2, **kw):
