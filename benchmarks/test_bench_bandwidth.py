@@ -7,7 +7,8 @@ these kernels are memory-bound and their bytes moved / time is the figure of mer
 - ``stream triad``: ``a = b + s * c`` with torch (2 reads + 1 write): the machine's bandwidth;
 - ``bias_act`` forward: read x, write y (the bias is negligible);
 - ``modconv epilogue`` forward, split form ``clamp(lrelu(dcoef (y0 + t y1) + ns noise + bias))``:
-  read y0, y1, write out (noise ``[B, 1, H, W]`` and the per-channel vectors are negligible).
+  read y0, y1, write out (noise ``[B, 1, H, W]`` and the per-channel vectors are negligible), in
+  NCHW and channels-last (the layout the generator runs in on the CPU).
 
 Each case reports GB/s in ``extra_info`` and, for the fused kernels, the fraction of the triad's.
 """
@@ -52,17 +53,19 @@ def test_bias_act_bandwidth(benchmark, device, impl):
         benchmark.extra_info["fraction_of_triad"] = gbs / TRIAD_GBS[device.type]
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("impl", ["ref", "native"])
-def test_epilogue_bandwidth(benchmark, device, impl):
+def test_epilogue_bandwidth(benchmark, device, impl, layout):
     b, c, h, w = SHAPE
-    y0 = torch.randn(SHAPE, device=device)
-    y1 = torch.randn(SHAPE, device=device)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    y0 = torch.randn(SHAPE, device=device).contiguous(memory_format=fmt)
+    y1 = torch.randn(SHAPE, device=device).contiguous(memory_format=fmt)
     t = torch.randn(b, device=device)
     dcoef = torch.rand(b, c, device=device) + 0.5
     noise = torch.randn(b, 1, h, w, device=device)
     ns = torch.tensor([0.1], device=device)
     bias = torch.randn(c, device=device)
-    benchmark.group = "bandwidth: modconv epilogue fwd (64 MiB tensors)"
+    benchmark.group = f"bandwidth: modconv epilogue fwd, {layout} (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
     benchmark(lambda: epilogue(y0, y1, t, dcoef, noise, ns, bias, clamp=256.0, impl=impl))
     gbs = _gbs(benchmark, 3)

@@ -5,7 +5,9 @@ same ``N`` latents:
 
 - reference: the official recipe, :meth:`PerceptualHessian.hvp_reference` (full synthesis from
   w for both signs, the unshifted images re-rendered every time, batches of 8, one vector at a
-  time), 20 fixed iterations per vector, Gram-Schmidt deflation;
+  time) on the official kernels (per-sample modulated weights, grouped convolutions:
+  ``conv_route("legacy")``; until 2026-11-27 it ran on the fast route, a stronger reference
+  than the official code), 20 fixed iterations per vector, Gram-Schmidt deflation;
 - fast: :func:`block_eigensolver` with locking, batched exact Gauss-Newton products (prefix
   activations and unshifted features computed once), stopping at ``tol`` = 1e-2.
 
@@ -29,6 +31,7 @@ from navcuda.discover.spectrum import block_eigensolver, power_eigensolver
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import make_metric
 from navcuda.models.default import load_default
+from navcuda.models.stylegan2 import conv_route
 from navcuda.shift import seeded_ws
 
 K = int(os.environ.get("NAVCUDA_BENCH_SPECTRUM_K", "16"))
@@ -42,6 +45,13 @@ def _hessian(device, n_latents: int, seed: int, batch_size: int) -> PerceptualHe
     metric = make_metric("toy-regressor").to(device)
     ws = seeded_ws(g, n_latents, seed)
     return PerceptualHessian(g, "convs.3", ws, metric, batch_size=batch_size)
+
+
+def _official_fd(h: PerceptualHessian, v: torch.Tensor) -> torch.Tensor:
+    """The official sequential FD products on the official kernels: per-sample modulated
+    weights, one grouped convolution per layer (``conv_route("legacy")``, NCHW)."""
+    with conv_route("legacy"):
+        return h.hvp_reference(v, eps=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +81,7 @@ def test_spectrum_end_to_end(benchmark, hessian, solver):
     else:
 
         def hvp(v):
-            return h.hvp_reference(v.view(-1, *h.shape), eps=0.1).flatten(1)
+            return _official_fd(h, v.view(-1, *h.shape)).flatten(1)
 
         def run():
             return power_eigensolver(hvp, n, K, iterations=20, progress=False)
@@ -126,7 +136,7 @@ def hessian8(device):
 #: flavour -> (batch size, product); the block flavours run 32 samples per chunk, the official
 #: code 8; "block GN, batch 8" shows the exact products at the official batch.
 HVP_FLAVOURS = {
-    "official sequential FD": (8, lambda h, v: h.hvp_reference(v, eps=0.1)),
+    "official sequential FD": (8, _official_fd),
     "block FD": (32, lambda h, v: h.hvp_fd(v, eps=0.1)),
     "block GN": (32, lambda h, v: h.hvp_gn(v, mode="linearized")),
     "block GN, batch 8": (8, lambda h, v: h.hvp_gn(v, mode="linearized")),

@@ -136,8 +136,11 @@ def _register_builtin_cases() -> None:
         index = torch.tensor([0, 1, 1, 0], device=dev)
         noise = torch.randn(4, 1, 6, 6, generator=g).to(dev)
         bias = torch.randn(6, generator=g).to(dev).requires_grad_(True)
-        y = shifted_modconv(x, w, s, SplitShift(delta, t, index), noise=noise,
-                            noise_strength=0.1, bias=bias, clamp=2.0, strategy="split",
-                            impl=impl)  # fmt: skip
-        grads = torch.autograd.grad(y.square().sum(), [x, w, s, delta, t, bias])
-        return [y, *grads]
+        out = []
+        # Both layouts the native epilogue reads: NCHW and channels-last activations.
+        for xl in (x, x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()):
+            y = shifted_modconv(xl, w, s, SplitShift(delta, t, index), noise=noise,
+                                noise_strength=0.1, bias=bias, clamp=2.0, strategy="split",
+                                impl=impl)  # fmt: skip
+            out += [y, *torch.autograd.grad(y.square().sum(), [xl, w, s, delta, t, bias])]
+        return out
