@@ -64,7 +64,7 @@ Computing ``J v``: three modes, tried in this order by ``mode="auto"``.
   tangents of a block of vectors through the layers after it as a fixed linear map (one
   modulated convolution per layer and vector/latent pair, channels-last, the primal shared by
   all vectors, no tangent kept for the backward); the metric's features get their tangents by
-  forward-mode AD, in groups of half a chunk, and one backward pass from ``J v`` returns
+  forward-mode AD, in groups of 3/4 of a chunk, and one backward pass from ``J v`` returns
   ``J^T 2A J v`` for every vector of the block. Per product that is about one forward
   and one backward pass of the layers after the shifted one, against two of each for a central
   difference.
@@ -125,16 +125,17 @@ _RESIZE_MODES = ("nearest", "bilinear", "bicubic", "area")
 
 
 def _metric_group(batch_size: int) -> int:
-    """Samples per metric pass of the linearized Gauss-Newton product: half a chunk.
+    """Samples per metric pass of the linearized Gauss-Newton product: 3/4 of a chunk.
 
     The metric's tangent graph (per-sample activations of its feature network, primal and
-    tangent) lives for one group; the generator's tangents of the whole chunk live through all
-    groups. Measured on the bundled model with the toy-regressor metric (2-core CPU): the graph
-    holds ~1.8 MB per 64 px sample, a little more than the generator tangent pass's transients
-    per sample, so at batch 8 a group of 8 set the peak (23.9 MB) and a group of 4 leaves the
-    generator's pass as the peak (17.3 MB), ~10 % slower; at batch 32 a group of 16 is ~8 %
-    faster than 8 at the same peak (set by the generator's pass)."""
-    return max(1, batch_size // 2)
+    tangent) lives for one group, on top of what the generator's tangents of the whole chunk
+    keep; each group pays a fixed cost (~6 ms for the toy regressor, whose primal is recomputed
+    per sample). Measured on the bundled model with the toy-regressor metric (2-core CPU): the
+    graph holds ~1.8 MB per 64 px sample, the generator tangent pass's transients ~1.4 MB, so
+    groups of ~3/4 of a chunk keep the metric phase near the generator pass's peak: at batch 8
+    groups of 4 / 6 / 8 peaked at 16.2 / 18.1 / 22.4 MB (1.92 / 1.84 / 1.76 s for 16 x 16
+    products); at batch 32 larger groups are faster at the same peak (the generator's)."""
+    return max(1, 3 * batch_size // 4)
 
 
 class PerceptualHessian:

@@ -408,10 +408,12 @@ class _ModulatedDenseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, s, w, up, blur_filter, edges):
         # x serves only the style and weight gradients: a constant-coefficient (tangent) pass
-        # keeps no activation at all.
+        # keeps no activation at all. w serves only the input and style gradients: a kernel
+        # that alone needs a gradient (a shift of a layer whose input is frozen) is not kept.
         keep_x = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        ctx.save_for_backward(x if keep_x else None, s, w, blur_filter)
-        ctx.up, ctx.edges = up, edges
+        keep_w = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        ctx.save_for_backward(x if keep_x else None, s, w if keep_w else None, blur_filter)
+        ctx.up, ctx.edges, ctx.w_meta = up, edges, (w.shape, w.dtype, w.device)
         return _dense_conv(x * s[:, :, None, None], w, up, blur_filter)
 
     @staticmethod
@@ -419,6 +421,9 @@ class _ModulatedDenseConv(torch.autograd.Function):
     def backward(ctx, g):
         x, s, w, blur_filter = ctx.saved_tensors
         need_x, need_s, need_w = _wanted_grads(ctx)
+        if w is None:  # only its shape is read (by the weight gradient): a zero-size stand-in
+            shape, dtype, device = ctx.w_meta
+            w = torch.zeros((), dtype=dtype, device=device).expand(shape)
         k = w.shape[-1]
         if ctx.up == 2:
             g = _blur_adjoint(g, blur_filter, k)

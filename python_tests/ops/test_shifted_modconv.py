@@ -253,8 +253,8 @@ def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
 def test_shared_constant_linear_layer_keeps_no_activation(si, layout):
     """A tangent pass's layer (constant styles and kernel, linear epilogue, no noise or bias) is
     a fixed linear map of ``x``: its backward needs no activation, so none is kept (not ``x``,
-    not the output); a channels-last ``x`` stays channels-last (torch's epilogue and blur run,
-    no NCHW copy); the gradient matches the oracle's."""
+    not the output); a channels-last ``x`` stays channels-last (the native epilogue reads it,
+    torch's blur runs, no NCHW copy); the gradient matches the oracle's."""
     shape = SHAPES[si]
     _, _, leaves = _make("none", shape, torch.float64, seed=13, noise=None, bias=False)
     L = leaves(torch.float64)
@@ -283,6 +283,40 @@ def test_shared_constant_linear_layer_keeps_no_activation(si, layout):
     (gx,) = torch.autograd.grad(y, L["x"], dy)
     (gx_ref,) = torch.autograd.grad(ref, L["x"], dy)
     torch.testing.assert_close(gx, gx_ref, rtol=F64_TOL, atol=F64_TOL)
+
+
+@needs_native
+@pytest.mark.parametrize("si", [0, 1])  # up=1 and up=2
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_shared_shift_of_a_frozen_input_keeps_no_kernel(si, demodulate):
+    """Only the shift needs a gradient (a Hessian's or a direction's; the input and styles are
+    frozen): the convolution's weight gradient needs the modulated input, not the kernel, so the
+    scaled kernel ``(W + delta) c`` is not kept for the backward (the demodulation keeps
+    ``W + delta``: its own gradient needs it); the gradient matches the oracle's."""
+    shape = SHAPES[si]
+    _, _, leaves = _make("none", shape, torch.float64, seed=17)
+    L = leaves(torch.float64)
+    for n in ("x", "weight", "styles"):
+        L[n] = L[n].detach()
+    delta = (0.1 * torch.randn(L["weight"].shape, dtype=torch.float64)).requires_grad_(True)
+    kshape = tuple(L["weight"].shape)
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    kw = dict(blur_filter=_blur_filter(shape, torch.float64), up=shape[-1], demodulate=demodulate)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = shifted_modconv(L["x"], L["weight"], L["styles"], SharedShift(delta),
+                            strategy="shared", impl="native", **kw)  # fmt: skip
+    assert saved.count(kshape) == (1 if demodulate else 0)
+    ref = ref_shifted_modconv(L["x"], L["weight"], L["styles"], SharedShift(delta), **kw)
+    torch.testing.assert_close(y, ref, rtol=F64_TOL, atol=F64_TOL)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=y.dtype)
+    (gd,) = torch.autograd.grad(y, delta, dy)
+    (gd_ref,) = torch.autograd.grad(ref, delta, dy)
+    torch.testing.assert_close(gd, gd_ref, rtol=F64_TOL, atol=F64_TOL)
 
 
 @needs_native
