@@ -147,13 +147,9 @@ void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __
     T* dst = out + p * hw;
 #pragma omp simd
     for (int64_t j = 0; j < hw; ++j) {
-      T v = a[j];
-      if constexpr (kHasY1) v += tb * a1[j];
-      v *= d;
-      if constexpr (kHasNoise) v += nsv * nz[j];
-      v += bv;
-      v = bias_act_value<T, kAct>(v, alpha, gain);
-      dst[j] = kClamp ? bias_act_clamp(v, clamp) : v;
+      dst[j] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[j], kHasY1 ? a1[j] : T(0), tb, d,
+                                                               kHasNoise ? nsv * nz[j] : T(0), bv,
+                                                               alpha, gain, clamp);
     }
   }
 }
@@ -229,11 +225,8 @@ void epilogue_nhwc_kernel(const T* __restrict y0, const T* __restrict y1, const 
     T* dst = out + r * channels;
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
-      T v = a[c];
-      if constexpr (kHasY1) v += tb * a1[c];
-      v = v * d[c] + nz + bv[c];
-      v = bias_act_value<T, kAct>(v, alpha, gain);
-      dst[c] = kClamp ? bias_act_clamp(v, clamp) : v;
+      dst[c] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[c], kHasY1 ? a1[c] : T(0), tb,
+                                                               d[c], nz, bv[c], alpha, gain, clamp);
     }
   }
 }

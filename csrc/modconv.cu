@@ -147,22 +147,15 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
-          if (channels_last) {
-            modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
-                <<<blocks, kLaunchThreads, 0, st>>>(
-                    as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                    as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                    as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
-                    as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
-                    as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain), T(clamp));
-          } else {
-            modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN><<<blocks, kLaunchThreads, 0, st>>>(
-                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
-                as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
-                as_ptr<T>(p_dzn), planes, channels, hw, T(alpha), T(gain), T(clamp));
-          }
+          // Same arguments; one block per (b, c) plane, or per (sample, channel tile).
+          auto kernel = channels_last ? &modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
+                                      : &modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>;
+          kernel<<<blocks, kLaunchThreads, 0, st>>>(
+              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0), as_ptr<const T>(y1),
+              as_ptr<const T>(t), as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
+              as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
+              as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain),
+              T(clamp));
         });
       });
     });

@@ -35,6 +35,16 @@ NAVCUDA_HD T modconv_rsqrt(T v) {
 
 // act / clamp / their gradient: bias_act_value, bias_act_clamp, bias_act_grad_value (bias_act.h).
 
+// One element of the epilogue: clamp(act(d (y0 + t y1) + nz + bias) gain), with nz the noise
+// term ns * noise; absent pieces are passed as d = 1, nz = 0, bias = 0 (exact no-ops).
+template <typename T, int kAct, bool kClamp, bool kHasY1>
+NAVCUDA_HD T modconv_epilogue_value(T y0, T y1, T tb, T d, T nz, T bias, T alpha, T gain, T clamp) {
+  T v = y0;
+  if (kHasY1) v += tb * y1;
+  v = bias_act_value<T, kAct>(v * d + nz + bias, alpha, gain);
+  return kClamp ? bias_act_clamp(v, clamp) : v;
+}
+
 // Row of Q0 used by sample b: the shared row 0 or the sample's own row.
 NAVCUDA_HD long long modconv_q0_row(long long b, long long n0) { return n0 == 1 ? 0 : b; }
 

@@ -141,14 +141,52 @@ __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, co
     const long long plane = e / hw;
     const long long b = plane / channels;
     const long long c = plane % channels;
-    T v = y0[e];
-    if (kHasY1) v += t[b] * y1[e];
-    if (dcoef) v *= dcoef[plane];
-    if (kHasNoise) v += ns[0] * noise[b * noise_bstride + (e - plane * hw)];
-    if (bias) v += bias[c];
-    v = bias_act_value<T, kAct>(v, alpha, gain);
-    out[e] = kClamp ? bias_act_clamp(v, clamp) : v;
+    out[e] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+        y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[plane] : T(1),
+        kHasNoise ? ns[0] * noise[b * noise_bstride + (e - plane * hw)] : T(0),
+        bias ? bias[c] : T(0), alpha, gain, clamp);
   }
+}
+
+// One element e of the epilogue's gradient: writes dy0[e] (and dy1[e], dz_out[e] when given)
+// and adds dz, dz*y, dz*y1, dz*noise to sums[0..3]; nz is the element's noise value (y0 is read
+// only for ddcoef, so it may be null otherwise).
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+__device__ __forceinline__ void modconv_epilogue_grad_elem(long long e, T d, T tb, T nz,
+                                                           const T* dout, const T* out, const T* y0,
+                                                           const T* y1, T* dy0, T* dy1, T* dz_out,
+                                                           bool with_dd, T alpha, T gain, T clamp,
+                                                           T* sums) {
+  const T dz = bias_act_grad_value<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
+  dy0[e] = dz * d;
+  if (dz_out) dz_out[e] = dz;
+  sums[0] += dz;
+  if (kHasY1) {
+    if (dy1) dy1[e] = dz * d * tb;
+    sums[2] += dz * y1[e];
+  }
+  if (with_dd) sums[1] += dz * (kHasY1 ? y0[e] + tb * y1[e] : y0[e]);
+  if (kHasNoise) sums[3] += dz * nz;
+}
+
+// Reduces every thread's four sums over the block into its first `keep` lanes and lets lane r
+// (r < keep, when `store`) write them at `plane` of p_dz, ddcoef, p_dzy1, p_dzn (each if given).
+// Every thread of the block must call it; buf is free again on return.
+template <typename T>
+__device__ __forceinline__ void modconv_epilogue_grad_store(T* buf, const T* sums,
+                                                            unsigned int keep, bool store,
+                                                            long long plane, T* p_dz, T* ddcoef,
+                                                            T* p_dzy1, T* p_dzn) {
+  for (int k = 0; k < 4; ++k) buf[k * kModconvMaxThreads + threadIdx.x] = sums[k];
+  __syncthreads();
+  modconv_block_sum(buf, 4, keep);
+  if (store && threadIdx.x < keep) {
+    T* const dst[4] = {p_dz, ddcoef, p_dzy1, p_dzn};
+    for (int k = 0; k < 4; ++k) {
+      if (dst[k]) dst[k][plane] = buf[k * kModconvMaxThreads + threadIdx.x];
+    }
+  }
+  __syncthreads();  // buf is reused by the caller's next item
 }
 
 // Gradient of the epilogue: one block per (b, c) plane (grid-stride over planes), threads stride
@@ -158,46 +196,22 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const 
                                              const T* t, const T* dcoef, const T* noise,
                                              long long noise_bstride, T* dy0, T* dy1, T* dz_out,
                                              T* ddcoef, T* p_dz, T* p_dzy1, T* p_dzn,
-                                             long long planes, long long channels, long long hw,
+                                             long long batch, long long channels, long long hw,
                                              T alpha, T gain, T clamp) {
   __shared__ T buf[4 * kModconvMaxThreads];
+  const long long planes = batch * channels;
   for (long long plane = blockIdx.x; plane < planes; plane += gridDim.x) {
     const long long b = plane / channels;
     const T d = dcoef ? dcoef[plane] : T(1);
     const T tb = kHasY1 ? t[b] : T(0);
-    const long long base = plane * hw;
     const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
-    T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
+    T sums[4] = {T(0), T(0), T(0), T(0)};
     for (long long j = threadIdx.x; j < hw; j += blockDim.x) {
-      const long long e = base + j;
-      const T dz = bias_act_grad_value<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
-      dy0[e] = dz * d;
-      if (dz_out) dz_out[e] = dz;
-      s_dz += dz;
-      if (kHasY1) {
-        if (dy1) dy1[e] = dz * d * tb;
-        s_dzy1 += dz * y1[e];
-      }
-      if (ddcoef) {  // y0 is read only for ddcoef (it may be null otherwise)
-        T yv = y0[e];
-        if (kHasY1) yv += tb * y1[e];
-        s_dzy += dz * yv;
-      }
-      if (kHasNoise) s_dzn += dz * nz[j];
+      modconv_epilogue_grad_elem<T, kAct, kClamp, kHasY1, kHasNoise>(
+          plane * hw + j, d, tb, kHasNoise ? nz[j] : T(0), dout, out, y0, y1, dy0, dy1, dz_out,
+          ddcoef != nullptr, alpha, gain, clamp, sums);
     }
-    buf[threadIdx.x] = s_dz;
-    buf[kModconvMaxThreads + threadIdx.x] = s_dzy;
-    buf[2 * kModconvMaxThreads + threadIdx.x] = s_dzy1;
-    buf[3 * kModconvMaxThreads + threadIdx.x] = s_dzn;
-    __syncthreads();
-    modconv_block_sum(buf, 4);
-    if (threadIdx.x == 0) {
-      if (p_dz) p_dz[plane] = buf[0];
-      if (ddcoef) ddcoef[plane] = buf[kModconvMaxThreads];
-      if (p_dzy1) p_dzy1[plane] = buf[2 * kModconvMaxThreads];
-      if (p_dzn) p_dzn[plane] = buf[3 * kModconvMaxThreads];
-    }
-    __syncthreads();  // buf is reused by the next plane
+    modconv_epilogue_grad_store(buf, sums, 1, true, plane, p_dz, ddcoef, p_dzy1, p_dzn);
   }
 }
 
@@ -212,13 +226,10 @@ __global__ void modconv_epilogue_nhwc_kernel(const T* y0, const T* y1, const T* 
     const long long c = e % channels;
     const long long row = e / channels;
     const long long b = row / hw;
-    T v = y0[e];
-    if (kHasY1) v += t[b] * y1[e];
-    if (dcoef) v *= dcoef[b * channels + c];
-    if (kHasNoise) v += ns[0] * noise[b * noise_bstride + (row - b * hw)];
-    if (bias) v += bias[c];
-    v = bias_act_value<T, kAct>(v, alpha, gain);
-    out[e] = kClamp ? bias_act_clamp(v, clamp) : v;
+    out[e] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+        y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[b * channels + c] : T(1),
+        kHasNoise ? ns[0] * noise[b * noise_bstride + (row - b * hw)] : T(0), bias ? bias[c] : T(0),
+        alpha, gain, clamp);
   }
 }
 
@@ -244,42 +255,18 @@ __global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const T* out, c
   for (long long item = blockIdx.x; item < batch * tiles; item += gridDim.x) {
     const long long b = item / tiles;
     const long long c = (item % tiles) * kModconvNhwcTile + lane;
-    T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
+    T sums[4] = {T(0), T(0), T(0), T(0)};
     if (c < channels) {
       const T d = dcoef ? dcoef[b * channels + c] : T(1);
       const T tb = kHasY1 ? t[b] : T(0);
       for (long long j = row0; j < hw; j += row_step) {
-        const long long e = (b * hw + j) * channels + c;
-        const T dz = bias_act_grad_value<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
-        dy0[e] = dz * d;
-        if (dz_out) dz_out[e] = dz;
-        s_dz += dz;
-        if (kHasY1) {
-          if (dy1) dy1[e] = dz * d * tb;
-          s_dzy1 += dz * y1[e];
-        }
-        if (ddcoef) {  // y0 is read only for ddcoef (it may be null otherwise)
-          T yv = y0[e];
-          if (kHasY1) yv += tb * y1[e];
-          s_dzy += dz * yv;
-        }
-        if (kHasNoise) s_dzn += dz * noise[b * noise_bstride + j];
+        modconv_epilogue_grad_elem<T, kAct, kClamp, kHasY1, kHasNoise>(
+            (b * hw + j) * channels + c, d, tb, kHasNoise ? noise[b * noise_bstride + j] : T(0),
+            dout, out, y0, y1, dy0, dy1, dz_out, ddcoef != nullptr, alpha, gain, clamp, sums);
       }
     }
-    buf[threadIdx.x] = s_dz;
-    buf[kModconvMaxThreads + threadIdx.x] = s_dzy;
-    buf[2 * kModconvMaxThreads + threadIdx.x] = s_dzy1;
-    buf[3 * kModconvMaxThreads + threadIdx.x] = s_dzn;
-    __syncthreads();
-    modconv_block_sum(buf, 4, kModconvNhwcTile);
-    if (threadIdx.x < kModconvNhwcTile && c < channels) {
-      const long long plane = b * channels + c;
-      if (p_dz) p_dz[plane] = buf[threadIdx.x];
-      if (ddcoef) ddcoef[plane] = buf[kModconvMaxThreads + threadIdx.x];
-      if (p_dzy1) p_dzy1[plane] = buf[2 * kModconvMaxThreads + threadIdx.x];
-      if (p_dzn) p_dzn[plane] = buf[3 * kModconvMaxThreads + threadIdx.x];
-    }
-    __syncthreads();  // buf is reused by the next item
+    modconv_epilogue_grad_store(buf, sums, kModconvNhwcTile, c < channels, b * channels + c, p_dz,
+                                ddcoef, p_dzy1, p_dzn);
   }
 }
 

@@ -243,28 +243,18 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
-          if (channels_last) {
-            NAVCUDA_CHECK(block >= navcuda::kModconvNhwcTile,
-                          "modconv_epilogue_grad_emu: channels-last blocks need >= "
-                              << navcuda::kModconvNhwcTile << " threads, got " << block);
-            navcuda_emu::launch(dim3(grid), dim3(block),
-                                &navcuda::modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>,
-                                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                                as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0),
-                                as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
-                                as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), (long long)batch,
-                                (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
-          } else {
-            navcuda_emu::launch(dim3(grid), dim3(block),
-                                &navcuda::modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>,
-                                as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
-                                as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                                as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0),
-                                as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
-                                as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), (long long)(batch * channels),
-                                (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
-          }
+          NAVCUDA_CHECK(!channels_last || block >= navcuda::kModconvNhwcTile,
+                        "modconv_epilogue_grad_emu: channels-last blocks need >= "
+                            << navcuda::kModconvNhwcTile << " threads, got " << block);
+          navcuda_emu::launch(
+              dim3(grid), dim3(block),
+              channels_last ? &navcuda::modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
+                            : &navcuda::modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>,
+              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0), as_ptr<const T>(y1),
+              as_ptr<const T>(t), as_ptr<const T>(dcoef), as_ptr<const T>(noise),
+              (long long)noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz),
+              as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn),
+              (long long)batch, (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
         });
       });
     });

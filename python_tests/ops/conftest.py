@@ -6,6 +6,9 @@ import importlib
 from types import ModuleType
 
 import pytest
+import torch
+
+from navcuda.ops import _native
 
 
 @pytest.fixture
@@ -16,3 +19,12 @@ def emu() -> ModuleType:
         return importlib.import_module("navcuda._C_emu")
     except ImportError as exc:
         pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
+
+
+@pytest.fixture
+def cuda_kernels() -> None:
+    """Skips the test unless torch sees a CUDA device and navcuda._C can run its CUDA kernels."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if not _native.has_cuda():
+        pytest.skip(f"navcuda._C has no usable CUDA kernels: {_native.import_error()}")

@@ -754,11 +754,8 @@ def test_zero_svd_coefficients_rejected():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
-def test_cuda_strategies_match_oracle(kind):
-    if not _native.has_cuda():
-        pytest.skip("navcuda._C has no usable CUDA kernels")
+def test_cuda_strategies_match_oracle(kind, cuda_kernels):
     shape = SHAPES[1]
     _, names, leaves = _make(kind, shape, torch.float64, seed=3)
 
@@ -784,11 +781,8 @@ def test_cuda_strategies_match_oracle(kind):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_epilogue_matches_reference(layout):
-    if not _native.has_cuda():
-        pytest.skip("navcuda._C has no usable CUDA kernels")
+def test_cuda_epilogue_matches_reference(layout, cuda_kernels):
     args, kw = _epi_inputs(EPI_CASES_CL[-1], torch.float64, seed=6, layout=layout)
     grads = {}
     for impl in ("native", "ref"):
