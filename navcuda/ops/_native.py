@@ -296,13 +296,15 @@ def _suggested_dtype(dtypes: Sequence[torch.dtype]) -> str:
     return str(torch.float32 if torch.float32 in dtypes else dtypes[0])
 
 
-def data_ptr(t: torch.Tensor | None) -> int:
-    """Address of a contiguous (or channels-last contiguous) tensor's data as an int for ``_C``
-    (0 for ``None``); the caller tells the kernel which layout it passes."""
+def data_ptr(t: torch.Tensor | None, layout: torch.memory_format = torch.contiguous_format) -> int:
+    """Address of the data of a tensor contiguous in ``layout`` (a kernel that reads
+    channels-last says so) as an int for ``_C`` (0 for ``None``)."""
     if t is None:
         return 0
-    if not (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
-        raise ValueError("internal error: a non-contiguous tensor reached the native code")
+    if not t.is_contiguous(memory_format=layout):
+        raise ValueError(
+            f"internal error: a tensor not contiguous in {layout} reached the native code"
+        )
     return int(t.data_ptr())
 
 

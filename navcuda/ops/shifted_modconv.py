@@ -1045,18 +1045,20 @@ def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
     if _native.resolve_impl(_OP, impl, y0, by_layout=False) == "ref":
         return ref_epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
                             clamp=clamp)  # fmt: skip
+    fmt = _layout(y0)
+    images = [None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1)]
+    rest = [None if v is None else v.contiguous() for v in (t, dcoef, noise, ns, bias)]
     return torch.ops.navcuda.modconv_epilogue(
-        y0, y1, t, dcoef, noise, ns, bias, act, float(alpha), gain,
-        -1.0 if clamp is None else float(clamp),
-    )  # fmt: skip
+        *images, *rest, act, float(alpha), gain, -1.0 if clamp is None else float(clamp)
+    )
 
 
 # ------------------------------------------------------------------------- native custom ops
 # Internal: arguments are validated by the callers above.
 
 
-def _p(t):
-    return _native.data_ptr(t)
+def _p(t, layout=torch.contiguous_format):
+    return _native.data_ptr(t, layout)
 
 
 @torch.library.custom_op("navcuda::modconv_demod", mutates_args=())
@@ -1190,16 +1192,14 @@ def _epilogue_op(
     clamp: float,
 ) -> torch.Tensor:
     batch, channels, h, w = y0.shape
-    fmt = _layout(y0)
-    y0, y1 = (None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1))
-    t, dcoef, noise, ns, bias = (None if v is None else v.contiguous()
-                                 for v in (t, dcoef, noise, ns, bias))  # fmt: skip
+    fmt = _layout(y0)  # y1 in the same layout (epilogue() sees to it)
     out = torch.empty_like(y0, memory_format=fmt)
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
     if out.numel() > 0:
         _native.run_kernel(
             "modconv_epilogue", y0.device,
-            _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias), _p(out),
+            _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias),
+            _p(out, fmt),
             batch, channels, h * w, int(fmt == torch.channels_last),
             _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
@@ -1238,10 +1238,8 @@ def _epilogue_grad_op(
 
     ``needs`` = [y1/t, dcoef, ns, bias, noise] gradients wanted. ``y0`` is read only for the
     ``dcoef`` gradient and may be None without it (the forward then need not keep it)."""
-    fmt = _layout(out)
-    out = out.contiguous(memory_format=fmt)
-    dout = dout.contiguous(memory_format=fmt)
-    y0, y1 = (None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1))
+    fmt = _layout(out)  # the forward's layout: out, y0 and y1 are in it
+    dout = dout.contiguous(memory_format=fmt)  # (a no-op from _epilogue_backward)
     batch, channels, h, w = out.shape
     need_y1, need_dcoef, need_ns, need_bias, need_noise = needs
     has_y1, has_noise = y1 is not None, noise is not None
@@ -1263,8 +1261,9 @@ def _epilogue_grad_op(
     if out.numel() > 0:
         _native.run_kernel(
             "modconv_epilogue_grad", out.device,
-            _p(dout), _p(out), _p(y0), _p(y1), _p(t), _p(dcoef), _p(noise), bstride,
-            *(_p(v) if v.numel() else 0 for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn)),
+            _p(dout, fmt), _p(out, fmt), _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise),
+            bstride, *(_p(v, fmt) if v.numel() else 0 for v in (dy0, dy1, dz)),
+            *(_p(v) if v.numel() else 0 for v in (ddcoef, p_dz, p_dzy1, p_dzn)),
             batch, channels, h * w, int(fmt == torch.channels_last),
             _native.dtype_code(out.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
@@ -1312,11 +1311,13 @@ def _epilogue_setup(ctx, inputs, output):
         output if keep_out else None, y0 if keep_y0 else None, y1, t, dcoef, noise, ns
     )
     ctx.args = (act, alpha, gain, clamp)
+    ctx.layout = _layout(output)
 
 
 def _epilogue_backward(ctx, dout):
     out, y0, y1, t, dcoef, noise, ns = ctx.saved_tensors
-    if out is None:  # linear, no clamp: the kernel never reads it; any same-shape tensor
+    dout = dout.contiguous(memory_format=ctx.layout)  # the gradient in the forward's layout
+    if out is None:  # linear, no clamp: the kernel never reads it; any same-layout tensor
         out = dout
     n = ctx.needs_input_grad
     needs = [n[1] or n[2], n[3], n[5], n[6], n[4]]

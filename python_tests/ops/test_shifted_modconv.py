@@ -547,6 +547,37 @@ def test_epilogue_native_float32_matches_ref(case, layout):
 
 
 @needs_native
+@pytest.mark.parametrize("case", [EPI_CASES[0], EPI_CASES[2]])  # lrelu + clamp; linear
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_epilogue_gradient_arriving_in_the_other_layout(case, layout):
+    """The output gradient may come in another layout than the forward's (an NCHW image
+    gradient into a channels-last synthesis, or the reverse): the native backward reads it in
+    the forward's layout (also when it keeps no output: linear, no clamp) and the gradients
+    keep the forward's layout and match the reference."""
+    args, kw = _epi_inputs(case, torch.float64, seed=8, layout=layout)
+    other = torch.contiguous_format if layout == "channels_last" else torch.channels_last
+    grads = {}
+    for impl in ("native", "ref"):
+        leaves = [None if a is None else a.clone().requires_grad_(True) for a in args]
+        y = epilogue(*leaves, **kw, impl=impl) if impl == "native" else ref_epilogue(*leaves, **kw)
+        dy = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(2))
+        y.backward(dy.contiguous(memory_format=other))
+        grads[impl] = [a.grad for a in leaves if a is not None]
+    _assert_layout(grads["native"][0], layout)
+    for got, want in zip(grads["native"], grads["ref"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_data_ptr_refuses_a_layout_the_kernel_does_not_read():
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="not contiguous"):
+        _native.data_ptr(x)  # an NCHW kernel
+    assert _native.data_ptr(x, torch.channels_last) == x.data_ptr()
+    with pytest.raises(ValueError, match="not contiguous"):
+        _native.data_ptr(x.contiguous(), torch.channels_last)
+
+
+@needs_native
 def test_epilogue_auto_runs_channels_last_natively(monkeypatch):
     """The native epilogue reads channels-last too: ``impl="auto"`` keeps it native for such
     an input (no reference fallback, no warning) and the output keeps the layout."""
