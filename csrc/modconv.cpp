@@ -387,12 +387,11 @@ void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       dispatch_bool(y1 != 0, [&](auto has_y1) {
         dispatch_bool(noise != 0, [&](auto has_noise) {
-          auto kernel =
-              channels_last
-                  ? &epilogue_nhwc_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                          decltype(has_y1)::value, decltype(has_noise)::value>
-                  : &epilogue_kernel<T, decltype(act_c)::value, decltype(clamp_c)::value,
-                                     decltype(has_y1)::value, decltype(has_noise)::value>;
+          constexpr int kA = decltype(act_c)::value;
+          constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                         kN = decltype(has_noise)::value;
+          auto kernel = channels_last ? &epilogue_nhwc_kernel<T, kA, kC, kY1, kN>
+                                      : &epilogue_kernel<T, kA, kC, kY1, kN>;
           kernel(as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
                  as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns),
                  as_ptr<const T>(bias), as_ptr<T>(out), batch, channels, hw, T(alpha), T(gain),
