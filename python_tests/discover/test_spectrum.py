@@ -101,6 +101,7 @@ def test_discover_spectrum_matches_explicit_hessian(small_generator):
     assert ds.basis == "weight" and ds.method == "spectrum" and ds.metric == "pixel"
     assert ds.extra["converged"] and max(ds.extra["residuals"]) < 1e-4
     assert ds.hparams["solver"] == "block" and ds.hparams["hvp"] == "gn"
+    assert ds.hparams["batch_size"] == 8  # the default for exact GN products
 
 
 def test_power_fd_agrees_with_block_gn(small_generator):
@@ -117,6 +118,7 @@ def test_power_fd_agrees_with_block_gn(small_generator):
     torch.testing.assert_close(power.values, block.values, rtol=1e-3, atol=0)
     cos = (power.coefficients.flatten(1) @ block.coefficients.flatten(1).t()).abs().diagonal()
     assert float(cos.min()) > 0.999
+    assert (block.hparams["batch_size"], power.hparams["batch_size"]) == (8, 32)  # GN, FD
 
 
 def test_spectrum_bad_arguments(small_generator):
