@@ -161,11 +161,11 @@ PYBIND11_MODULE(_C, m) {
         arg("n0"), arg("n_dir"), arg("dtype"), arg("scale2"));
   m.def("modconv_epilogue_cpu", &navcuda::modconv_epilogue_cpu, nogil, arg("y0"), arg("y1"),
         arg("t"), arg("dcoef"), arg("noise"), arg("noise_bstride"), arg("ns"), arg("bias"),
-        arg("out"), arg("batch"), arg("channels"), arg("hw"), arg("channels_last"), arg("dtype"),
-        arg("act"), arg("alpha"), arg("gain"), arg("clamp"),
+        arg("out"), arg("mask"), arg("batch"), arg("channels"), arg("hw"), arg("channels_last"),
+        arg("dtype"), arg("act"), arg("alpha"), arg("gain"), arg("clamp"),
         "out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain); see csrc/modconv.h.");
   m.def("modconv_epilogue_grad_cpu", &navcuda::modconv_epilogue_grad_cpu, nogil, arg("dout"),
-        arg("out"), arg("y0"), arg("y1"), arg("t"), arg("dcoef"), arg("noise"),
+        arg("mask"), arg("y0"), arg("y1"), arg("t"), arg("dcoef"), arg("noise"),
         arg("noise_bstride"), arg("dy0"), arg("dy1"), arg("dz"), arg("ddcoef"), arg("p_dz"),
         arg("p_dzy1"), arg("p_dzn"), arg("batch"), arg("channels"), arg("hw"), arg("channels_last"),
         arg("dtype"), arg("act"), arg("alpha"), arg("gain"), arg("clamp"));

@@ -14,6 +14,10 @@ namespace {
 // Parallelise only when there is enough work to pay for waking the threads.
 constexpr int64_t kParallelMin = 1 << 15;
 
+// Whether the epilogue's gradient reads the forward's mask (a slope or a clamp to undo).
+template <int kAct, bool kClamp>
+constexpr bool kReadsMask = kClamp || kAct == static_cast<int>(Act::kLrelu);
+
 template <typename Fn>
 void dispatch_bool(bool v, Fn&& fn) {
   v ? fn(std::true_type{}) : fn(std::false_type{});
@@ -128,11 +132,12 @@ void demod_grad_q_kernel(const T* __restrict dn, const T* __restrict s2, const T
 
 // ------------------------------------------------------------------------------- epilogue
 
-template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kMask>
 void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __restrict t,
                      const T* __restrict dcoef, const T* __restrict noise, int64_t noise_bstride,
                      const T* __restrict ns, const T* __restrict bias, T* __restrict out,
-                     int64_t batch, int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+                     std::uint8_t* __restrict mask, int64_t batch, int64_t channels, int64_t hw,
+                     T alpha, T gain, T clamp) {
   const int64_t planes = batch * channels;
   const T nsv = kHasNoise ? ns[0] : T(0);
 #pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
@@ -145,23 +150,27 @@ void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __
     const T* a1 = kHasY1 ? y1 + p * hw : nullptr;
     const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
     T* dst = out + p * hw;
+    std::uint8_t* code = kMask ? mask + p * hw : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < hw; ++j) {
-      dst[j] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[j], kHasY1 ? a1[j] : T(0), tb, d,
-                                                               kHasNoise ? nsv * nz[j] : T(0), bv,
-                                                               alpha, gain, clamp);
+      const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[j], kHasY1 ? a1[j] : T(0), tb,
+                                                                  d, kHasNoise ? nsv * nz[j] : T(0),
+                                                                  bv, alpha, gain, clamp);
+      dst[j] = v;
+      if constexpr (kMask) code[j] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
     }
   }
 }
 
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kWriteDz,
           bool kHasDd>
-void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, const T* __restrict y0,
-                          const T* __restrict y1, const T* __restrict t, const T* __restrict dcoef,
-                          const T* __restrict noise, int64_t noise_bstride, T* __restrict dy0,
-                          T* __restrict dy1, T* __restrict dz_out, T* __restrict ddcoef,
-                          T* __restrict p_dz, T* __restrict p_dzy1, T* __restrict p_dzn,
-                          int64_t batch, int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+void epilogue_grad_kernel(const T* __restrict dout, const std::uint8_t* __restrict mask,
+                          const T* __restrict y0, const T* __restrict y1, const T* __restrict t,
+                          const T* __restrict dcoef, const T* __restrict noise,
+                          int64_t noise_bstride, T* __restrict dy0, T* __restrict dy1,
+                          T* __restrict dz_out, T* __restrict ddcoef, T* __restrict p_dz,
+                          T* __restrict p_dzy1, T* __restrict p_dzn, int64_t batch,
+                          int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
   const int64_t planes = batch * channels;
 #pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
   for (int64_t p = 0; p < planes; ++p) {
@@ -171,7 +180,7 @@ void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, con
     const T dtb = d * tb;
     const int64_t base = p * hw;
     const T* g = dout + base;
-    const T* yo = out + base;
+    const std::uint8_t* code = kReadsMask<kAct, kClamp> ? mask + base : nullptr;
     const T* a = y0 + base;
     const T* a1 = kHasY1 ? y1 + base : nullptr;
     const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
@@ -181,7 +190,8 @@ void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, con
     T s_dz = T(0), s_dzy = T(0), s_dzy1 = T(0), s_dzn = T(0);
 #pragma omp simd reduction(+ : s_dz, s_dzy, s_dzy1, s_dzn)
     for (int64_t j = 0; j < hw; ++j) {
-      const T dz = bias_act_grad_value<T, kAct, kClamp>(g[j], yo[j], alpha, gain, clamp);
+      const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
+          g[j], kReadsMask<kAct, kClamp> ? code[j] : std::uint8_t(0), alpha, gain);
       g0[j] = dz * d;
       if constexpr (kWriteDz) gz[j] = dz;
       s_dz += dz;
@@ -205,11 +215,12 @@ void epilogue_grad_kernel(const T* __restrict dout, const T* __restrict out, con
 
 // Channels-last (NHWC) epilogue: rows of `channels` contiguous values, one row per (b, pixel).
 // dcoef and bias are per-channel vectors here; absent ones read a row of ones / zeros.
-template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kMask>
 void epilogue_nhwc_kernel(const T* __restrict y0, const T* __restrict y1, const T* __restrict t,
                           const T* dcoef, const T* __restrict noise, int64_t noise_bstride,
-                          const T* __restrict ns, const T* bias, T* __restrict out, int64_t batch,
-                          int64_t channels, int64_t hw, T alpha, T gain, T clamp) {
+                          const T* __restrict ns, const T* bias, T* __restrict out,
+                          std::uint8_t* __restrict mask, int64_t batch, int64_t channels,
+                          int64_t hw, T alpha, T gain, T clamp) {
   const std::vector<T> ones(dcoef ? 0 : channels, T(1)), zeros(bias ? 0 : channels, T(0));
   const int64_t rows = batch * hw;
   const T nsv = kHasNoise ? ns[0] : T(0);
@@ -223,10 +234,13 @@ void epilogue_nhwc_kernel(const T* __restrict y0, const T* __restrict y1, const 
     const T* a = y0 + r * channels;
     const T* a1 = kHasY1 ? y1 + r * channels : nullptr;
     T* dst = out + r * channels;
+    std::uint8_t* code = kMask ? mask + r * channels : nullptr;
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
-      dst[c] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[c], kHasY1 ? a1[c] : T(0), tb,
-                                                               d[c], nz, bv[c], alpha, gain, clamp);
+      const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+          a[c], kHasY1 ? a1[c] : T(0), tb, d[c], nz, bv[c], alpha, gain, clamp);
+      dst[c] = v;
+      if constexpr (kMask) code[c] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
     }
   }
 }
@@ -237,7 +251,7 @@ constexpr int64_t kNhwcRowsPerItem = 256;
 
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kWriteDz,
           bool kHasDd>
-void epilogue_grad_nhwc_kernel(const T* __restrict dout, const T* __restrict out,
+void epilogue_grad_nhwc_kernel(const T* __restrict dout, const std::uint8_t* __restrict mask,
                                const T* __restrict y0, const T* __restrict y1,
                                const T* __restrict t, const T* dcoef, const T* __restrict noise,
                                int64_t noise_bstride, T* __restrict dy0, T* __restrict dy1,
@@ -264,7 +278,7 @@ void epilogue_grad_nhwc_kernel(const T* __restrict dout, const T* __restrict out
       const int64_t base = (b * hw + j) * channels;
       const T nz = kHasNoise ? noise[b * noise_bstride + j] : T(0);
       const T* g = dout + base;
-      const T* yo = out + base;
+      const std::uint8_t* code = kReadsMask<kAct, kClamp> ? mask + base : nullptr;
       const T* a = y0 + base;
       const T* a1 = kHasY1 ? y1 + base : nullptr;
       T* g0 = dy0 + base;
@@ -272,7 +286,8 @@ void epilogue_grad_nhwc_kernel(const T* __restrict dout, const T* __restrict out
       T* gz = kWriteDz ? dz_out + base : nullptr;
 #pragma omp simd
       for (int64_t c = 0; c < channels; ++c) {
-        const T dz = bias_act_grad_value<T, kAct, kClamp>(g[c], yo[c], alpha, gain, clamp);
+        const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
+            g[c], kReadsMask<kAct, kClamp> ? code[c] : std::uint8_t(0), alpha, gain);
         g0[c] = dz * d[c];
         if constexpr (kWriteDz) gz[c] = dz;
         s_dz[c] += dz;
@@ -375,9 +390,10 @@ void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
 
 void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
-                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
-                          int64_t channels, int64_t hw, int channels_last, int dtype, int act,
-                          double alpha, double gain, double clamp) {
+                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
+                          std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
+                          int channels_last, int dtype, int act, double alpha, double gain,
+                          double clamp) {
   modconv_epilogue_check_args("modconv_epilogue_cpu", y0, y1, t, noise, ns, noise_bstride, batch,
                               channels, hw, act);
   if (batch * channels * hw == 0) return;
@@ -387,22 +403,24 @@ void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       dispatch_bool(y1 != 0, [&](auto has_y1) {
         dispatch_bool(noise != 0, [&](auto has_noise) {
-          constexpr int kA = decltype(act_c)::value;
-          constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
-                         kN = decltype(has_noise)::value;
-          auto kernel = channels_last ? &epilogue_nhwc_kernel<T, kA, kC, kY1, kN>
-                                      : &epilogue_kernel<T, kA, kC, kY1, kN>;
-          kernel(as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
-                 as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns),
-                 as_ptr<const T>(bias), as_ptr<T>(out), batch, channels, hw, T(alpha), T(gain),
-                 T(clamp));
+          dispatch_bool(mask != 0, [&](auto has_mask) {
+            constexpr int kA = decltype(act_c)::value;
+            constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
+                           kN = decltype(has_noise)::value, kM = decltype(has_mask)::value;
+            auto kernel = channels_last ? &epilogue_nhwc_kernel<T, kA, kC, kY1, kN, kM>
+                                        : &epilogue_kernel<T, kA, kC, kY1, kN, kM>;
+            kernel(as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
+                   as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
+                   as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out),
+                   as_ptr<std::uint8_t>(mask), batch, channels, hw, T(alpha), T(gain), T(clamp));
+          });
         });
       });
     });
   });
 }
 
-void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
                                std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
@@ -413,8 +431,9 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
   modconv_epilogue_check_args("modconv_epilogue_grad_cpu", y0, y1, t, noise, noise, noise_bstride,
                               batch, channels, hw, act, ddcoef != 0);
   if (batch * channels * hw == 0) return;
-  NAVCUDA_CHECK(dout != 0 && out != 0 && dy0 != 0,
-                "modconv_epilogue_grad_cpu: null dout, out or dy0");
+  NAVCUDA_CHECK(dout != 0 && dy0 != 0, "modconv_epilogue_grad_cpu: null dout or dy0");
+  NAVCUDA_CHECK(mask != 0 || (act == static_cast<int>(Act::kLinear) && clamp < 0),
+                "modconv_epilogue_grad_cpu: lrelu or a clamp needs the forward's mask");
   NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cpu: dy1 is required with y1");
   NAVCUDA_CHECK(ddcoef == 0 || dcoef != 0, "modconv_epilogue_grad_cpu: ddcoef needs dcoef");
   dispatch_float(dtype, "modconv_epilogue_grad_cpu", [&](auto zero) {
@@ -430,7 +449,7 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uin
                              kDd = decltype(has_dd)::value;
               auto kernel = channels_last ? &epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN, kDz, kDd>
                                           : &epilogue_grad_kernel<T, kA, kC, kY1, kN, kDz, kDd>;
-              kernel(as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0),
+              kernel(as_ptr<const T>(dout), as_ptr<const std::uint8_t>(mask), as_ptr<const T>(y0),
                      as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
                      as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
                      as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),

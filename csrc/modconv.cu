@@ -91,9 +91,9 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
 void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                            std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                            std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                           int64_t batch, int64_t channels, int64_t hw, int channels_last,
-                           int dtype, int act, double alpha, double gain, double clamp,
-                           std::uintptr_t stream) {
+                           std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
+                           int channels_last, int dtype, int act, double alpha, double gain,
+                           double clamp, std::uintptr_t stream) {
   modconv_epilogue_check_args("modconv_epilogue_cuda", y0, y1, t, noise, ns, noise_bstride, batch,
                               channels, hw, act);
   const long long n = batch * channels * hw;
@@ -112,7 +112,8 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
           kernel<<<launch_blocks(n), kLaunchThreads, 0, st>>>(
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
               as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns), as_ptr<const T>(bias),
-              as_ptr<T>(out), n, channels, hw, T(alpha), T(gain), T(clamp));
+              as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n, channels, hw, T(alpha), T(gain),
+              T(clamp));
         });
       });
     });
@@ -120,7 +121,7 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
   check_launch("modconv_epilogue_cuda");
 }
 
-void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
                                 std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
                                 std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                 std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
@@ -133,6 +134,8 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
   const long long planes = batch * channels;
   if (planes * hw == 0) return;
   NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cuda: dy1 is required with y1");
+  NAVCUDA_CHECK(mask != 0 || (act == static_cast<int>(Act::kLinear) && clamp < 0),
+                "modconv_epilogue_grad_cuda: lrelu or a clamp needs the forward's mask");
   auto st = reinterpret_cast<cudaStream_t>(stream);
   // One block per plane, or per (sample, channel tile) channels-last.
   const long long items =
@@ -151,11 +154,11 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::ui
           auto kernel = channels_last ? &modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
                                       : &modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>;
           kernel<<<blocks, kLaunchThreads, 0, st>>>(
-              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0), as_ptr<const T>(y1),
-              as_ptr<const T>(t), as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
-              as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
-              as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain),
-              T(clamp));
+              as_ptr<const T>(dout), as_ptr<const std::uint8_t>(mask), as_ptr<const T>(y0),
+              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+              as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz),
+              as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), batch,
+              channels, hw, T(alpha), T(gain), T(clamp));
         });
       });
     });

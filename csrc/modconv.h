@@ -11,6 +11,8 @@
 //       z   = dcoef[b,c] * (y0 + t_b * y1) + ns * noise[b or 0, hw] + bias[c]
 //       out = clamp(act(z) * gain, -clamp, clamp)                        (clamp < 0: no clamp)
 //     y1/t, dcoef, noise (with ns, a pointer to one element), bias may each be absent.
+//     Optionally also `mask`: one byte per output, bias_act_grad_code(out) (slope sign and clamp
+//     test), all the gradient needs of the output (a quarter of its memory).
 // (3) Their gradients (see the entry points below).
 //
 // The element-wise math is shared by the CPU kernels (modconv.cpp) and the CUDA kernel bodies
@@ -76,20 +78,23 @@ void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
                             int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2);
 
 // noise_bstride: elements between the noise planes of consecutive samples (0: one shared plane).
+// mask: uint8 buffer shaped like out, written when non-zero.
 void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
-                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
-                          int64_t channels, int64_t hw, int channels_last, int dtype, int act,
-                          double alpha, double gain, double clamp);
+                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
+                          std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
+                          int channels_last, int dtype, int act, double alpha, double gain,
+                          double clamp);
 
-// Gradient of the epilogue from dout and the saved out. With dz = dL/dz (slope and clamp mask
-// read from `out`, as bias_act_grad does; y0 is read only for ddcoef and may be 0 without it,
-// so that a caller whose dcoef needs no gradient need not keep y0 alive for the backward):
+// Gradient of the epilogue from dout and the forward's mask (read only with lrelu or a clamp;
+// may be 0 otherwise). With dz = dL/dz (bias_act_grad_from_code; y0 is read only for ddcoef
+// and may be 0 without it, so that a caller whose dcoef needs no gradient need not keep y0
+// alive for the backward):
 //   dy0 = dz * dcoef (always), dy1 = dz * dcoef * t_b, dz itself         (each if its ptr != 0)
 //   ddcoef[b,c] = sum_hw dz * (y0 + t_b y1)
 //   p_dz[b,c]   = sum_hw dz,   p_dzy1[b,c] = sum_hw dz * y1,   p_dzn[b,c] = sum_hw dz * noise
 // (the per-plane partial sums from which the caller forms dbias, dt and d(ns)).
-void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
                                std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
@@ -113,10 +118,10 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
 void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                            std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                            std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                           int64_t batch, int64_t channels, int64_t hw, int channels_last,
-                           int dtype, int act, double alpha, double gain, double clamp,
-                           std::uintptr_t stream);
-void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+                           std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
+                           int channels_last, int dtype, int act, double alpha, double gain,
+                           double clamp, std::uintptr_t stream);
+void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
                                 std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
                                 std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                 std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,

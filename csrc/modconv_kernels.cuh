@@ -134,30 +134,36 @@ __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
 __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
                                         const T* noise, long long noise_bstride, const T* ns,
-                                        const T* bias, T* out, long long n, long long channels,
-                                        long long hw, T alpha, T gain, T clamp) {
+                                        const T* bias, T* out, std::uint8_t* mask, long long n,
+                                        long long channels, long long hw, T alpha, T gain,
+                                        T clamp) {
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
     const long long plane = e / hw;
     const long long b = plane / channels;
     const long long c = plane % channels;
-    out[e] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+    const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
         y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[plane] : T(1),
         kHasNoise ? ns[0] * noise[b * noise_bstride + (e - plane * hw)] : T(0),
         bias ? bias[c] : T(0), alpha, gain, clamp);
+    out[e] = v;
+    if (mask) mask[e] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
   }
 }
 
 // One element e of the epilogue's gradient: writes dy0[e] (and dy1[e], dz_out[e] when given)
-// and adds dz, dz*y, dz*y1, dz*noise to sums[0..3]; nz is the element's noise value (y0 is read
-// only for ddcoef, so it may be null otherwise).
+// and adds dz, dz*y, dz*y1, dz*noise to sums[0..3]; nz is the element's noise value. mask is
+// the forward's (read only with lrelu or a clamp), y0 is read only for ddcoef: each may be null
+// otherwise.
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
 __device__ __forceinline__ void modconv_epilogue_grad_elem(long long e, T d, T tb, T nz,
-                                                           const T* dout, const T* out, const T* y0,
-                                                           const T* y1, T* dy0, T* dy1, T* dz_out,
-                                                           bool with_dd, T alpha, T gain, T clamp,
-                                                           T* sums) {
-  const T dz = bias_act_grad_value<T, kAct, kClamp>(dout[e], out[e], alpha, gain, clamp);
+                                                           const T* dout, const std::uint8_t* mask,
+                                                           const T* y0, const T* y1, T* dy0, T* dy1,
+                                                           T* dz_out, bool with_dd, T alpha, T gain,
+                                                           T clamp, T* sums) {
+  const bool reads_mask = kClamp || kAct == static_cast<int>(Act::kLrelu);
+  const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
+      dout[e], reads_mask ? mask[e] : std::uint8_t(0), alpha, gain);
   dy0[e] = dz * d;
   if (dz_out) dz_out[e] = dz;
   sums[0] += dz;
@@ -192,12 +198,12 @@ __device__ __forceinline__ void modconv_epilogue_grad_store(T* buf, const T* sum
 // Gradient of the epilogue: one block per (b, c) plane (grid-stride over planes), threads stride
 // over HW; the four per-plane sums are reduced in shared memory.
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
-__global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const T* y0, const T* y1,
-                                             const T* t, const T* dcoef, const T* noise,
-                                             long long noise_bstride, T* dy0, T* dy1, T* dz_out,
-                                             T* ddcoef, T* p_dz, T* p_dzy1, T* p_dzn,
-                                             long long batch, long long channels, long long hw,
-                                             T alpha, T gain, T clamp) {
+__global__ void modconv_epilogue_grad_kernel(const T* dout, const std::uint8_t* mask, const T* y0,
+                                             const T* y1, const T* t, const T* dcoef,
+                                             const T* noise, long long noise_bstride, T* dy0,
+                                             T* dy1, T* dz_out, T* ddcoef, T* p_dz, T* p_dzy1,
+                                             T* p_dzn, long long batch, long long channels,
+                                             long long hw, T alpha, T gain, T clamp) {
   __shared__ T buf[4 * kModconvMaxThreads];
   const long long planes = batch * channels;
   for (long long plane = blockIdx.x; plane < planes; plane += gridDim.x) {
@@ -208,7 +214,7 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const 
     T sums[4] = {T(0), T(0), T(0), T(0)};
     for (long long j = threadIdx.x; j < hw; j += blockDim.x) {
       modconv_epilogue_grad_elem<T, kAct, kClamp, kHasY1, kHasNoise>(
-          plane * hw + j, d, tb, kHasNoise ? nz[j] : T(0), dout, out, y0, y1, dy0, dy1, dz_out,
+          plane * hw + j, d, tb, kHasNoise ? nz[j] : T(0), dout, mask, y0, y1, dy0, dy1, dz_out,
           ddcoef != nullptr, alpha, gain, clamp, sums);
     }
     modconv_epilogue_grad_store(buf, sums, 1, true, plane, p_dz, ddcoef, p_dzy1, p_dzn);
@@ -219,17 +225,20 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const T* out, const 
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
 __global__ void modconv_epilogue_nhwc_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
                                              const T* noise, long long noise_bstride, const T* ns,
-                                             const T* bias, T* out, long long n, long long channels,
-                                             long long hw, T alpha, T gain, T clamp) {
+                                             const T* bias, T* out, std::uint8_t* mask, long long n,
+                                             long long channels, long long hw, T alpha, T gain,
+                                             T clamp) {
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
     const long long c = e % channels;
     const long long row = e / channels;
     const long long b = row / hw;
-    out[e] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+    const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
         y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[b * channels + c] : T(1),
         kHasNoise ? ns[0] * noise[b * noise_bstride + (row - b * hw)] : T(0), bias ? bias[c] : T(0),
         alpha, gain, clamp);
+    out[e] = v;
+    if (mask) mask[e] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
   }
 }
 
@@ -241,10 +250,11 @@ constexpr int kModconvNhwcTile = 32;
 // Gradient of the channels-last epilogue: one block per (b, tile of kModconvNhwcTile channels)
 // (grid-stride over batch * tiles); blockDim.x a power of two >= kModconvNhwcTile.
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
-__global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const T* out, const T* y0,
-                                                  const T* y1, const T* t, const T* dcoef,
-                                                  const T* noise, long long noise_bstride, T* dy0,
-                                                  T* dy1, T* dz_out, T* ddcoef, T* p_dz, T* p_dzy1,
+__global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const std::uint8_t* mask,
+                                                  const T* y0, const T* y1, const T* t,
+                                                  const T* dcoef, const T* noise,
+                                                  long long noise_bstride, T* dy0, T* dy1,
+                                                  T* dz_out, T* ddcoef, T* p_dz, T* p_dzy1,
                                                   T* p_dzn, long long batch, long long channels,
                                                   long long hw, T alpha, T gain, T clamp) {
   __shared__ T buf[4 * kModconvMaxThreads];
@@ -262,7 +272,7 @@ __global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const T* out, c
       for (long long j = row0; j < hw; j += row_step) {
         modconv_epilogue_grad_elem<T, kAct, kClamp, kHasY1, kHasNoise>(
             (b * hw + j) * channels + c, d, tb, kHasNoise ? noise[b * noise_bstride + j] : T(0),
-            dout, out, y0, y1, dy0, dy1, dz_out, ddcoef != nullptr, alpha, gain, clamp, sums);
+            dout, mask, y0, y1, dy0, dy1, dz_out, ddcoef != nullptr, alpha, gain, clamp, sums);
       }
     }
     modconv_epilogue_grad_store(buf, sums, kModconvNhwcTile, c < channels, b * channels + c, p_dz,

@@ -114,7 +114,13 @@ import torch.nn.functional as F
 
 from navcuda.models.layers import get_layer, layer_weight
 from navcuda.models.linearize import linearize_suffix
-from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState, conv_route
+from navcuda.models.stylegan2 import (
+    Generator,
+    LayerShift,
+    SynthesisState,
+    conv_route,
+    frozen,
+)
 
 __all__ = ["GN_MODES", "PerceptualHessian"]
 
@@ -351,14 +357,17 @@ class PerceptualHessian:
         return total / self.n
 
     def _grads(self, deltas: torch.Tensor, desc: str = "grad") -> torch.Tensor:
-        """``g(delta_p)`` for every ``deltas[p]`` (``[P, *shape]``), batched over (p, z)."""
+        """``g(delta_p)`` for every ``deltas[p]`` (``[P, *shape]``), batched over (p, z), with
+        the generator's parameters frozen (the layers then keep only what the shift's gradient
+        needs)."""
         out = torch.zeros_like(deltas)
-        for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
-            leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
-            f0 = [f[i] for f in self._feats0]
-            dist = self.metric.distance_from_features(f0, self._features(i, leaf, p_local))
-            (g,) = torch.autograd.grad(dist.sum(), leaf)
-            out[p_lo:p_hi] += g
+        with frozen(self.generator):
+            for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
+                leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
+                f0 = [f[i] for f in self._feats0]
+                dist = self.metric.distance_from_features(f0, self._features(i, leaf, p_local))
+                (g,) = torch.autograd.grad(dist.sum(), leaf)
+                out[p_lo:p_hi] += g
         return out / self.n
 
     def grad(self, delta: torch.Tensor) -> torch.Tensor:
@@ -475,11 +484,12 @@ class PerceptualHessian:
         return None
 
     def _gn(self, v: torch.Tensor, mode: str) -> torch.Tensor:
-        if mode == "linearized":
-            return self._gn_linearized(v)
-        # Double backward / forward-mode AD: the plain-torch pieces (see the module docstring).
-        with conv_route(impl="ref"):
-            return self._gn_chunks(v, mode)
+        with frozen(self.generator):
+            if mode == "linearized":
+                return self._gn_linearized(v)
+            # Double backward / forward-mode AD: the plain-torch pieces (module docstring).
+            with conv_route(impl="ref"):
+                return self._gn_chunks(v, mode)
 
     def _gn_linearized(self, v: torch.Tensor) -> torch.Tensor:
         """Tangents through :mod:`navcuda.models.linearize` (primal shared by the vectors), the

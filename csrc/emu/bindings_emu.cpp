@@ -191,10 +191,10 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
 
 void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
-                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out, int64_t batch,
-                          int64_t channels, int64_t hw, int channels_last, int dtype, int act,
-                          double alpha, double gain, double clamp, unsigned int grid,
-                          unsigned int block) {
+                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
+                          std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
+                          int channels_last, int dtype, int act, double alpha, double gain,
+                          double clamp, unsigned int grid, unsigned int block) {
   navcuda::modconv_epilogue_check_args("modconv_epilogue_emu", y0, y1, t, noise, ns, noise_bstride,
                                        batch, channels, hw, act);
   NAVCUDA_CHECK(grid > 0 && block > 0, "modconv_epilogue_emu: grid and block must be > 0");
@@ -214,15 +214,15 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
                             : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN>,
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
               as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<const T>(ns),
-              as_ptr<const T>(bias), as_ptr<T>(out), n, (long long)channels, (long long)hw,
-              T(alpha), T(gain), T(clamp));
+              as_ptr<const T>(bias), as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n,
+              (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
         });
       });
     });
   });
 }
 
-void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uintptr_t y0,
+void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
                                std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
@@ -250,11 +250,12 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t out, std::uin
               dim3(grid), dim3(block),
               channels_last ? &navcuda::modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
                             : &navcuda::modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>,
-              as_ptr<const T>(dout), as_ptr<const T>(out), as_ptr<const T>(y0), as_ptr<const T>(y1),
-              as_ptr<const T>(t), as_ptr<const T>(dcoef), as_ptr<const T>(noise),
-              (long long)noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz),
-              as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn),
-              (long long)batch, (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
+              as_ptr<const T>(dout), as_ptr<const std::uint8_t>(mask), as_ptr<const T>(y0),
+              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1),
+              as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1),
+              as_ptr<T>(p_dzn), (long long)batch, (long long)channels, (long long)hw, T(alpha),
+              T(gain), T(clamp));
         });
       });
     });

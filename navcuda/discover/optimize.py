@@ -25,7 +25,6 @@ the per-sample ``t`` and direction index. Gradients reach the direction coeffici
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from tqdm.auto import tqdm
 from navcuda.io.directions import DirectionSet
 from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.layers import get_layer, layer_weight
-from navcuda.models.stylegan2 import Generator, LayerShift, conv_route
+from navcuda.models.stylegan2 import Generator, LayerShift, conv_route, frozen
 from navcuda.shift import layer_space, unflatten_kernel
 
 __all__ = ["OptimizeConfig", "DirectionOptimizer", "discover_optimize", "FFHQ_KERNEL_NORM"]
@@ -72,18 +71,6 @@ class OptimizeConfig:
             )
         if self.batch_size < 1 or self.steps < 0 or self.lr <= 0:
             raise ValueError(f"invalid optimisation config: {self}")
-
-
-@contextlib.contextmanager
-def _frozen(module: torch.nn.Module):
-    """Temporarily stop gradients to a module's parameters (restored afterwards)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(f)
 
 
 class DirectionOptimizer:
@@ -184,7 +171,7 @@ class DirectionOptimizer:
         mag = self.t_min + (self.t_max - self.t_min) * torch.rand(cfg.batch_size, generator=gen)
         sign = torch.where(torch.rand(cfg.batch_size, generator=gen) < 0.5, -1.0, 1.0)
         t = (mag * sign).to(dev)
-        with _frozen(g):
+        with frozen(g):
             with torch.no_grad():
                 ws = g.mapping(z, cfg.truncation_psi)
             if official:

@@ -61,6 +61,7 @@ __all__ = [
     "PRESETS",
     "SynthesisState",
     "conv_route",
+    "frozen",
     "eval_strategy",
 ]
 
@@ -427,6 +428,23 @@ def conv_route(
         yield
     finally:
         _ROUTE.reset(token)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Stop gradients to ``module``'s parameters inside the block (flags restored afterwards).
+
+    For a pass that differentiates w.r.t. a shift, not the parameters: the native layers then
+    keep for the backward only what the shift's gradient needs (a parameter that requires a
+    gradient makes a layer keep its input and pre-demodulation output, even when this backward
+    never asks for that gradient)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(f)
 
 
 def _zero_shift_any(spec: _OpShift) -> bool:

@@ -1048,9 +1048,17 @@ def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
     fmt = _layout(y0)
     images = [None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1)]
     rest = [None if v is None else v.contiguous() for v in (t, dcoef, noise, ns, bias)]
-    return torch.ops.navcuda.modconv_epilogue(
-        *images, *rest, act, float(alpha), gain, -1.0 if clamp is None else float(clamp)
+    # The backward of an activation or a clamp reads one byte per output (its mask), not the
+    # output: written only when a backward can follow.
+    want_mask = (
+        (act != "linear" or clamp is not None)
+        and torch.is_grad_enabled()
+        and any(v is not None and v.requires_grad for v in (*images, *rest))
     )
+    out, _ = torch.ops.navcuda.modconv_epilogue(
+        *images, *rest, act, float(alpha), gain, -1.0 if clamp is None else float(clamp), want_mask
+    )
+    return out
 
 
 # ------------------------------------------------------------------------- native custom ops
@@ -1190,20 +1198,30 @@ def _epilogue_op(
     alpha: float,
     gain: float,
     clamp: float,
-) -> torch.Tensor:
+    want_mask: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, mask): mask is the uint8 code of bias_act_grad_code per output (empty unless
+    ``want_mask``), what the backward reads instead of the output."""
     batch, channels, h, w = y0.shape
     fmt = _layout(y0)  # y1 in the same layout (epilogue() sees to it)
     out = torch.empty_like(y0, memory_format=fmt)
+    mask = _empty_mask(y0, want_mask)
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
     if out.numel() > 0:
         _native.run_kernel(
             "modconv_epilogue", y0.device,
             _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias),
-            _p(out, fmt),
+            _p(out, fmt), _p(mask, fmt) if want_mask else 0,
             batch, channels, h * w, int(fmt == torch.channels_last),
             _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
-    return out
+    return out, mask
+
+
+def _empty_mask(y0: torch.Tensor, want: bool) -> torch.Tensor:
+    if not want:
+        return y0.new_empty(0, dtype=torch.uint8)
+    return torch.empty_like(y0, dtype=torch.uint8, memory_format=_layout(y0))
 
 
 def _layout(y: torch.Tensor) -> torch.memory_format:
@@ -1212,14 +1230,14 @@ def _layout(y: torch.Tensor) -> torch.memory_format:
 
 
 @_epilogue_op.register_fake
-def _(y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp):
-    return torch.empty_like(y0, memory_format=_layout(y0))
+def _(y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp, want_mask):
+    return torch.empty_like(y0, memory_format=_layout(y0)), _empty_mask(y0, want_mask)
 
 
 @torch.library.custom_op("navcuda::modconv_epilogue_grad", mutates_args=())
 def _epilogue_grad_op(
     dout: torch.Tensor,
-    out: torch.Tensor,
+    mask: torch.Tensor | None,
     y0: torch.Tensor | None,
     y1: torch.Tensor | None,
     t: torch.Tensor | None,
@@ -1236,36 +1254,38 @@ def _epilogue_grad_op(
 ]:
     """(dy0, dy1, ddcoef, dt, dns, dbias, dnoise); unneeded entries are empty tensors.
 
-    ``needs`` = [y1/t, dcoef, ns, bias, noise] gradients wanted. ``y0`` is read only for the
-    ``dcoef`` gradient and may be None without it (the forward then need not keep it)."""
-    fmt = _layout(out)  # the forward's layout: out, y0 and y1 are in it
-    dout = dout.contiguous(memory_format=fmt)  # (a no-op from _epilogue_backward)
-    batch, channels, h, w = out.shape
+    ``dout`` comes in the forward's layout (``_epilogue_backward`` sees to it), like ``y0``,
+    ``y1`` and ``mask`` (the forward's uint8 codes; None for a linear epilogue without clamp,
+    whose gradient does not depend on the output). ``needs`` = [y1/t, dcoef, ns, bias, noise]
+    gradients wanted. ``y0`` is read only for the ``dcoef`` gradient and may be None without it
+    (the forward then need not keep it)."""
+    fmt = _layout(dout)
+    batch, channels, h, w = dout.shape
     need_y1, need_dcoef, need_ns, need_bias, need_noise = needs
     has_y1, has_noise = y1 is not None, noise is not None
     if need_dcoef and dcoef is not None and y0 is None:
         raise ValueError("modconv_epilogue_grad: the dcoef gradient needs y0")
 
     def empty_():
-        return out.new_empty(0)
+        return dout.new_empty(0)
 
-    dy0 = torch.empty_like(out)
-    dy1 = torch.empty_like(out) if has_y1 else empty_()
-    dz = torch.empty_like(out) if need_noise and has_noise else empty_()
+    dy0 = torch.empty_like(dout)
+    dy1 = torch.empty_like(dout) if has_y1 else empty_()
+    dz = torch.empty_like(dout) if need_noise and has_noise else empty_()
     planes = (batch, channels)
-    ddcoef = out.new_empty(planes) if need_dcoef and dcoef is not None else empty_()
-    p_dz = out.new_empty(planes) if need_bias else empty_()
-    p_dzy1 = out.new_empty(planes) if need_y1 and has_y1 else empty_()
-    p_dzn = out.new_empty(planes) if need_ns and has_noise else empty_()
+    ddcoef = dout.new_empty(planes) if need_dcoef and dcoef is not None else empty_()
+    p_dz = dout.new_empty(planes) if need_bias else empty_()
+    p_dzy1 = dout.new_empty(planes) if need_y1 and has_y1 else empty_()
+    p_dzn = dout.new_empty(planes) if need_ns and has_noise else empty_()
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
-    if out.numel() > 0:
+    if dout.numel() > 0:
         _native.run_kernel(
-            "modconv_epilogue_grad", out.device,
-            _p(dout, fmt), _p(out, fmt), _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise),
+            "modconv_epilogue_grad", dout.device,
+            _p(dout, fmt), _p(mask, fmt), _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise),
             bstride, *(_p(v, fmt) if v.numel() else 0 for v in (dy0, dy1, dz)),
             *(_p(v) if v.numel() else 0 for v in (ddcoef, p_dz, p_dzy1, p_dzn)),
             batch, channels, h * w, int(fmt == torch.channels_last),
-            _native.dtype_code(out.dtype), _ACTS[act][0], alpha, gain, clamp,
+            _native.dtype_code(dout.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
     else:
         for v in (dy0, dy1, dz, ddcoef, p_dz, p_dzy1, p_dzn):
@@ -1284,45 +1304,44 @@ def _epilogue_grad_op(
 
 
 @_epilogue_grad_op.register_fake
-def _(dout, out, y0, y1, t, dcoef, noise, ns, act, alpha, gain, clamp, needs):
-    b, c = out.shape[:2]
+def _(dout, mask, y0, y1, t, dcoef, noise, ns, act, alpha, gain, clamp, needs):
+    b, c = dout.shape[:2]
     has_y1, has_noise = y1 is not None, noise is not None
-    fmt = _layout(out)
+    fmt = _layout(dout)
     return (
-        torch.empty_like(out, memory_format=fmt),
-        torch.empty_like(out, memory_format=fmt) if has_y1 else out.new_empty(0),
-        out.new_empty((b, c) if needs[1] and dcoef is not None else 0),
-        out.new_empty(b if needs[0] and has_y1 else 0),
-        out.new_empty(1 if needs[2] and has_noise else 0),
-        out.new_empty(c if needs[3] else 0),
-        noise.new_empty(noise.shape) if needs[4] and has_noise else out.new_empty(0),
+        torch.empty_like(dout, memory_format=fmt),
+        torch.empty_like(dout, memory_format=fmt) if has_y1 else dout.new_empty(0),
+        dout.new_empty((b, c) if needs[1] and dcoef is not None else 0),
+        dout.new_empty(b if needs[0] and has_y1 else 0),
+        dout.new_empty(1 if needs[2] and has_noise else 0),
+        dout.new_empty(c if needs[3] else 0),
+        noise.new_empty(noise.shape) if needs[4] and has_noise else dout.new_empty(0),
     )
 
 
 def _epilogue_setup(ctx, inputs, output):
-    y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp = inputs
+    y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp, want_mask = inputs
+    out, mask = output
     # y0 feeds only the dcoef gradient: not keeping it when dcoef needs none (every frozen layer
     # of a shifted synthesis) saves one activation per layer for the backward.
     keep_y0 = dcoef is not None and dcoef.requires_grad
-    # The output feeds only the activation's and the clamp's derivative: a linear epilogue
-    # (every layer of a tangent pass) keeps nothing activation-sized at all.
-    keep_out = act != "linear" or clamp >= 0
-    ctx.save_for_backward(
-        output if keep_out else None, y0 if keep_y0 else None, y1, t, dcoef, noise, ns
-    )
+    # The activation's and the clamp's derivatives read the one-byte mask, not the output (a
+    # quarter of its memory); a linear epilogue without clamp (every layer of a tangent pass)
+    # keeps nothing activation-sized at all.
+    ctx.save_for_backward(mask if mask.numel() else None, y0 if keep_y0 else None, y1, t, dcoef,
+                          noise, ns)  # fmt: skip
     ctx.args = (act, alpha, gain, clamp)
-    ctx.layout = _layout(output)
+    ctx.layout = _layout(out)
+    ctx.mark_non_differentiable(mask)
 
 
-def _epilogue_backward(ctx, dout):
-    out, y0, y1, t, dcoef, noise, ns = ctx.saved_tensors
+def _epilogue_backward(ctx, dout, _dmask):
+    mask, y0, y1, t, dcoef, noise, ns = ctx.saved_tensors
     dout = dout.contiguous(memory_format=ctx.layout)  # the gradient in the forward's layout
-    if out is None:  # linear, no clamp: the kernel never reads it; any same-layout tensor
-        out = dout
     n = ctx.needs_input_grad
     needs = [n[1] or n[2], n[3], n[5], n[6], n[4]]
     dy0, dy1, ddcoef, dt, dns, dbias, dnoise = torch.ops.navcuda.modconv_epilogue_grad(
-        dout, out, y0, y1, t, dcoef, noise, ns, *ctx.args, needs
+        dout, mask, y0, y1, t, dcoef, noise, ns, *ctx.args, needs
     )
     pick = lambda v, need: v if need and v.numel() else None  # noqa: E731
     return (
@@ -1333,6 +1352,7 @@ def _epilogue_backward(ctx, dout):
         pick(dnoise, n[4]),
         pick(dns, n[5]),
         pick(dbias, n[6]),
+        None,
         None,
         None,
         None,

@@ -217,12 +217,12 @@ def test_blur_adjoint_matches_autograd(k, symmetric):
 def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
     """A frozen layer inside a shifted synthesis (only ``x``, maybe the styles, need a
     gradient): the native shared strategy keeps no activation-sized tensor of its own for the
-    backward (not ``x * s``, not the blur's input), only ``x`` and its output (and, when the
-    styles need a gradient, the conv output for the demodulation's), and its gradients match
-    the oracle."""
+    backward (not ``x * s``, not the blur's input, not its output), only ``x`` and the one-byte
+    activation mask of its output (and, when the styles need a gradient, the conv output for the
+    demodulation's), and its gradients match the oracle."""
     shape = SHAPES[si]
     _, _, leaves = _make("none", shape, torch.float64, seed=11, noise="batch")
-    grads, saved = {}, []
+    grads, saved, masks = {}, [], []
     for fn in (shifted_modconv, ref_shifted_modconv):
         L = leaves(torch.float64)
         for n in ("weight", "bias", "ns") + (("styles",) if frozen == "weight+styles" else ()):
@@ -232,14 +232,15 @@ def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
 
         def pack(t, fn=fn):  # activations: [B, C > 1, H', W'] (the noise plane is [B, 1, ...])
             if fn is shifted_modconv and t.ndim == 4 and t.shape[0] == shape[0] and t.shape[1] > 1:
-                saved.append(t.untyped_storage().data_ptr())
+                (masks if t.dtype == torch.uint8 else saved).append(t.untyped_storage().data_ptr())
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             y = _run(fn, "none", L, shape, True, None, **kw)
         if fn is shifted_modconv:
-            allowed = {L["x"].untyped_storage().data_ptr(), y.untyped_storage().data_ptr()}
-            own = set(saved) - allowed
+            own = set(saved) - {L["x"].untyped_storage().data_ptr()}
+            assert y.untyped_storage().data_ptr() not in own  # its one-byte mask instead
+            assert len(masks) == 1
             assert len(own) == (1 if frozen == "weight" else 0), "kept an activation of its own"
         dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype)
         grads[fn.__name__] = torch.autograd.grad(y, [L[n] for n in names], dy)
@@ -597,7 +598,8 @@ def test_epilogue_auto_runs_channels_last_natively(monkeypatch):
 @pytest.mark.parametrize("case", EPI_CASES[:2])
 def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
     """A dcoef that needs no gradient (every frozen layer of a shifted synthesis): the native
-    epilogue keeps only its output for the backward, and the other gradients are unchanged."""
+    epilogue keeps for the backward only the one-byte mask of its output (not y0, not the
+    output), and the other gradients are unchanged."""
     args, kw = _epi_inputs(case, torch.float64, seed=5)
     grads = {}
     for impl in ("native", "ref"):
@@ -606,7 +608,7 @@ def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
         saved = []
 
         def pack(t, saved=saved):
-            saved.append(t.data_ptr())
+            saved.append((t.data_ptr(), t.dtype, tuple(t.shape)))
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -616,8 +618,9 @@ def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
                 else ref_epilogue(*leaves, **kw)
             )
         if impl == "native":
-            assert out.data_ptr() in saved
-            assert leaves[0].data_ptr() not in saved  # y0 is not kept
+            ptrs = [ptr for ptr, _, _ in saved]
+            assert out.data_ptr() not in ptrs and leaves[0].data_ptr() not in ptrs
+            assert (torch.uint8, tuple(out.shape)) in [(dt, sh) for _, dt, sh in saved]
         out.backward(torch.ones_like(out))
         grads[impl] = leaves[0].grad
     torch.testing.assert_close(grads["native"], grads["ref"], rtol=1e-12, atol=1e-12)
@@ -685,19 +688,24 @@ def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
     code = _native.dtype_code(dtype)
     out = torch.empty_like(y0)
+    mask = torch.empty_like(y0, dtype=torch.uint8)
     emu.modconv_epilogue_emu(*map(_ptr, (y0, y1, t, dcoef, noise)), bstride, _ptr(ns), _ptr(bias),
-                             _ptr(out), b, c, h * w, cl, code, act_code, 0.2, gain, clamp,
-                             grid, block)  # fmt: skip
+                             _ptr(out), _ptr(mask), b, c, h * w, cl, code, act_code, 0.2, gain,
+                             clamp, grid, block)  # fmt: skip
     leaves = [None if a is None else a.clone().requires_grad_(True) for a in args]
     ref = ref_epilogue(*leaves, **kw)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    # the mask: bit 0 = positive slope (always, linear), bit 1 = inside the clamp (or none)
+    pos = (out * gain > 0) if act_code == 1 else torch.ones_like(out, dtype=torch.bool)
+    inside = (out.abs() < clamp) if clamp >= 0 else torch.ones_like(out, dtype=torch.bool)
+    assert torch.equal(mask, pos.to(torch.uint8) + 2 * inside.to(torch.uint8))
     dout = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(9))
     dout = dout.contiguous(memory_format=torch.channels_last) if cl else dout  # as out
     ref.backward(dout)
     dy0, dy1, dz = torch.empty_like(y0), torch.empty_like(y0), torch.empty_like(y0)
     ddcoef, p_dz, p_dzy1, p_dzn = (torch.empty(b, c, dtype=dtype) for _ in range(4))
     emu.modconv_epilogue_grad_emu(
-        *map(_ptr, (dout, out, y0, y1, t, dcoef, noise)), bstride, _ptr(dy0),
+        *map(_ptr, (dout, mask, y0, y1, t, dcoef, noise)), bstride, _ptr(dy0),
         _ptr(dy1) if y1 is not None else 0, _ptr(dz), _ptr(ddcoef) if dcoef is not None else 0,
         _ptr(p_dz), _ptr(p_dzy1) if y1 is not None else 0, _ptr(p_dzn) if noise is not None else 0,
         b, c, h * w, cl, code, act_code, 0.2, gain, clamp, grid, block,
@@ -719,7 +727,7 @@ def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     dy0_b, dy1_b = torch.empty_like(y0), torch.empty_like(y0)
     p_dz_b = torch.empty(b, c, dtype=dtype)
     emu.modconv_epilogue_grad_emu(
-        *map(_ptr, (dout, out)), 0, *map(_ptr, (y1, t, dcoef, noise)), bstride, _ptr(dy0_b),
+        *map(_ptr, (dout, mask)), 0, *map(_ptr, (y1, t, dcoef, noise)), bstride, _ptr(dy0_b),
         _ptr(dy1_b) if y1 is not None else 0, 0, 0, _ptr(p_dz_b), 0, 0,
         b, c, h * w, cl, code, act_code, 0.2, gain, clamp, grid, block,
     )  # fmt: skip
