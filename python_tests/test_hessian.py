@@ -139,6 +139,41 @@ def test_chunking_does_not_change_results(gen64):
             assert _rel(a, b) < 1e-12
 
 
+def test_products_freeze_the_generator_and_restore_its_flags(gen64):
+    """FD and GN products run with the generator's parameters frozen (a parameter requiring a
+    gradient makes every later layer keep its input for the backward: measured 146 vs 80 MB for
+    a block-FD chunk set of the bundled model) and give the caller's flags back, also mixed ones
+    and after an error."""
+    g, ws = gen64
+    h = PerceptualHessian(g, LAYER, ws, _metric("pixel"), batch_size=64, resize=8)
+    seen = []
+    hook = g.get_submodule(LAYER).register_forward_pre_hook(
+        lambda m, a: seen.append(any(p.requires_grad for p in g.parameters()))
+    )
+    params = list(g.parameters())
+    flags = [i % 2 == 0 for i in range(len(params))]
+    try:
+        for p, f in zip(params, flags, strict=True):
+            p.requires_grad_(f)
+        V = _unit_block(h, 2, 9)
+        h.hvp_fd(V)
+        h.hvp_gn(V, mode="linearized")
+        assert seen and not any(seen)
+        assert [p.requires_grad for p in params] == flags
+
+        def boom(*args):
+            raise RuntimeError("metric failed")
+
+        failing = {"features": h.metric.features, "distance_from_features": staticmethod(boom)}
+        h.metric = type("Failing", (), failing)()
+        with pytest.raises(RuntimeError, match="metric failed"):
+            h.hvp_fd(V)  # fails inside the frozen block
+        assert [p.requires_grad for p in params] == flags
+    finally:
+        hook.remove()
+        g.requires_grad_(True)
+
+
 def test_explicit_hessian_is_symmetric_psd(gen64):
     g, ws = gen64
     h = PerceptualHessian(g, LAYER, ws, _metric("random-vgg"), batch_size=144, resize=8)
