@@ -1041,6 +1041,13 @@ def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
     ``ns [1]``; ``bias [C]``; each optional. Differentiable w.r.t. every tensor.
     """
     gain = _ACTS[act][1] if gain is None else float(gain)
+    if (
+        act == "linear"
+        and gain == 1
+        and clamp is None
+        and all(v is None for v in (y1, dcoef, noise, bias))
+    ):
+        return y0  # the identity (a tangent pass's layer without demodulation): no pass at all
     # The native kernels read NCHW or channels-last (the output keeps y0's layout).
     if _native.resolve_impl(_OP, impl, y0, by_layout=False) == "ref":
         return ref_epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,

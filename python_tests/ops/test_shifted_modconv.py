@@ -569,6 +569,18 @@ def test_epilogue_gradient_arriving_in_the_other_layout(case, layout):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("impl", ["native", "ref", "auto"])
+def test_identity_epilogue_is_no_pass(impl):
+    """Linear, gain 1, nothing to add, scale or clamp (every layer of a tangent pass without
+    demodulation): the input itself comes back, no copy in the forward or the backward; any
+    other piece makes it run."""
+    y0 = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    assert epilogue(y0, act="linear", impl=impl) is y0
+    assert epilogue(y0, act="linear", gain=2.0, impl="ref") is not y0
+    bias = torch.zeros(3)
+    torch.testing.assert_close(epilogue(y0, bias=bias, act="linear", impl="ref"), y0)
+
+
 def test_data_ptr_refuses_a_layout_the_kernel_does_not_read():
     x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="not contiguous"):
