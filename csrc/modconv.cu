@@ -107,8 +107,8 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
-          auto kernel = channels_last ? &modconv_epilogue_nhwc_kernel<T, kA, kC, kY1, kN>
-                                      : &modconv_epilogue_kernel<T, kA, kC, kY1, kN>;
+          auto kernel = channels_last ? &modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
+                                      : &modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>;
           kernel<<<launch_blocks(n), kLaunchThreads, 0, st>>>(
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
               as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns), as_ptr<const T>(bias),

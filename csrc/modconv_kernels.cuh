@@ -130,8 +130,9 @@ __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
   }
 }
 
-// out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain), grid-stride over B*C*HW elements.
-template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
+// out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain), grid-stride over the B*C*HW
+// elements, NCHW or (kNhwc) channels-last: element e is (b, c, pixel j) of either layout.
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kNhwc>
 __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
                                         const T* noise, long long noise_bstride, const T* ns,
                                         const T* bias, T* out, std::uint8_t* mask, long long n,
@@ -139,13 +140,13 @@ __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, co
                                         T clamp) {
   const long long stride = (long long)blockDim.x * gridDim.x;
   for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const long long plane = e / hw;
-    const long long b = plane / channels;
-    const long long c = plane % channels;
+    const long long c = kNhwc ? e % channels : (e / hw) % channels;
+    const long long b = e / (channels * hw);
+    const long long j = kNhwc ? (e / channels) % hw : e % hw;
     const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
-        y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[plane] : T(1),
-        kHasNoise ? ns[0] * noise[b * noise_bstride + (e - plane * hw)] : T(0),
-        bias ? bias[c] : T(0), alpha, gain, clamp);
+        y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[b * channels + c] : T(1),
+        kHasNoise ? ns[0] * noise[b * noise_bstride + j] : T(0), bias ? bias[c] : T(0), alpha, gain,
+        clamp);
     out[e] = v;
     if (mask) mask[e] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
   }
@@ -218,27 +219,6 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const std::uint8_t* 
           ddcoef != nullptr, alpha, gain, clamp, sums);
     }
     modconv_epilogue_grad_store(buf, sums, 1, true, plane, p_dz, ddcoef, p_dzy1, p_dzn);
-  }
-}
-
-// Channels-last (NHWC) epilogue: out[b, j, c], grid-stride over B*HW*C elements.
-template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
-__global__ void modconv_epilogue_nhwc_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
-                                             const T* noise, long long noise_bstride, const T* ns,
-                                             const T* bias, T* out, std::uint8_t* mask, long long n,
-                                             long long channels, long long hw, T alpha, T gain,
-                                             T clamp) {
-  const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const long long c = e % channels;
-    const long long row = e / channels;
-    const long long b = row / hw;
-    const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
-        y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[b * channels + c] : T(1),
-        kHasNoise ? ns[0] * noise[b * noise_bstride + (row - b * hw)] : T(0), bias ? bias[c] : T(0),
-        alpha, gain, clamp);
-    out[e] = v;
-    if (mask) mask[e] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
   }
 }
 

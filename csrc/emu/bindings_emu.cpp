@@ -210,8 +210,8 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
                          kN = decltype(has_noise)::value;
           navcuda_emu::launch(
               dim3(grid), dim3(block),
-              channels_last ? &navcuda::modconv_epilogue_nhwc_kernel<T, kA, kC, kY1, kN>
-                            : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN>,
+              channels_last ? &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
+                            : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>,
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
               as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<const T>(ns),
               as_ptr<const T>(bias), as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n,
