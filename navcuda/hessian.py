@@ -149,7 +149,9 @@ class PerceptualHessian:
 
     Args:
         generator: a :class:`~navcuda.models.stylegan2.Generator` (not modified; its parameters
-            get no gradients).
+            get no gradients: the FD and GN products run with them frozen, ``requires_grad``
+            False, restored afterwards, so that the layers keep for the backward only what the
+            shift's gradient needs; :meth:`hvp_reference` leaves them as they are).
         layer: a shiftable layer (official index or name, e.g. ``3`` or ``"convs.3"``).
         ws: the latents, ``[n, w_dim]`` or W+ ``[n, num_ws, w_dim]`` (``n`` = number of z; cast
             to the generator's dtype/device).
