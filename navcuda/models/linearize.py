@@ -143,7 +143,6 @@ class SuffixLinearization:
                 x_t,
                 self.later_styles[later.name].repeat(m, 1),
                 module.conv.weight[0].detach(),
-                False,
             )
             if later.kind == "torgb":
                 if later.name in self.rgb_masks:
@@ -167,7 +166,7 @@ class SuffixLinearization:
         and the output's tangent is ``pre'(0)`` times the slope mask. ``u(v_p)`` for every vector
         is ONE convolution of the ``n`` latents with the ``m * out`` stacked kernels."""
         m, out_c = v.shape[0], v.shape[1]
-        u1 = _modconv(conv, self.x, self.styles, v.reshape(m * out_c, *v.shape[2:]), False)
+        u1 = _modconv(conv, self.x, self.styles, v.reshape(m * out_c, *v.shape[2:]))
         u1 = u1.unflatten(1, (m, out_c)).transpose(0, 1)  # [m, n, out, r', r']
         if self.dcoef is not None:
             w = conv.weight[0].detach()
@@ -203,7 +202,7 @@ def linearize_suffix(
         conv = generator.get_submodule(state.layer).conv
         w = ws[:, plan[start].w_index]
         styles = conv.modulation(w)
-        base = _modconv(conv, state.x, styles, conv.weight[0], False)
+        base = _modconv(conv, state.x, styles, conv.weight[0])
         dcoef = _demod_coefficients(conv, styles)
         for info in plan[start:]:
             module = generator.get_submodule(info.name)
@@ -247,14 +246,15 @@ def _noise_index(info) -> int:
     return 0 if info.index is None else info.index + 1
 
 
-def _modconv(conv, x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor, demodulate: bool):
-    """``conv``'s modulated convolution (its up/blur) of ``x`` with the raw kernel ``weight``."""
+def _modconv(conv, x: torch.Tensor, styles: torch.Tensor, weight: torch.Tensor):
+    """``conv``'s modulated convolution (its up/blur) of ``x`` with the raw kernel ``weight``,
+    without demodulation (the callers apply it: a per-latent scale, folded into masks)."""
     return shifted_modconv(
         x,
         weight,
         styles,
         None,
-        demodulate=demodulate,
+        demodulate=False,
         up=2 if conv.upsample else 1,
         blur_filter=conv.blur.kernel if conv.upsample else None,
         act="linear",

@@ -980,7 +980,7 @@ class Generator(nn.Module):
     def _activation_layout(self, x: torch.Tensor) -> torch.memory_format | None:
         """The layout :func:`conv_route` asks for (None: leave ``x`` as it is)."""
         route = _route()
-        if self.training or route.layout == "nchw" or x.ndim != 4:
+        if self.training or route.layout == "nchw":
             return None
         if route.layout == "channels_last" or (
             route.strategy != "legacy" and x.device.type == "cpu"
