@@ -63,11 +63,14 @@ Computing ``J v``: three modes, tried in this order by ``mode="auto"``.
   from the layer on ONCE per chunk of latents, keeping the leaky-ReLU slopes, then pushes the
   tangents of a block of vectors through the layers after it as a fixed linear map (one
   modulated convolution per layer and vector/latent pair, channels-last, the primal shared by
-  all vectors, no tangent kept for the backward); the metric's features get their tangents by
-  forward-mode AD, in groups of 3/4 of a chunk, and one backward pass from ``J v`` returns
-  ``J^T 2A J v`` for every vector of the block. Per product that is about one forward
-  and one backward pass of the layers after the shifted one, against two of each for a central
-  difference.
+  all vectors, no tangent kept for the backward); the metric's image-space product
+  ``J_phi^T 2A J_phi u`` comes from its linearisation at the unshifted images
+  (``metric.linearize``, :mod:`navcuda.metrics.linearize`: every bundled metric records its
+  network once per image and pushes the tangents of all vectors through the linear map that
+  leaves; other metrics use forward-mode AD per sample, in groups of 3/4 of a chunk), and one
+  backward pass from ``J v`` returns ``J^T 2A J v`` for every vector of the block. Per product
+  that is about one forward and one backward pass of the layers after the shifted one, against
+  two of each for a central difference.
 - ``"forward"``: ``torch.autograd.forward_ad`` through the whole suffix with the plain-torch
   pieces, the primal recomputed for every (vector, latent) pair.
 - ``"double-backward"``: ``J v = d/du <J^T u, v>`` (``J^T u`` built with ``create_graph=True``
@@ -131,7 +134,8 @@ _RESIZE_MODES = ("nearest", "bilinear", "bicubic", "area")
 
 
 def _metric_group(batch_size: int) -> int:
-    """Samples per metric pass of the linearized Gauss-Newton product: 3/4 of a chunk.
+    """Samples per metric pass of the linearized Gauss-Newton product when the metric has no
+    shared-primal linearisation (forward-mode AD): 3/4 of a chunk.
 
     The metric's tangent graph (per-sample activations of its feature network, primal and
     tangent) lives for one group, on top of what the generator's tangents of the whole chunk
@@ -517,41 +521,28 @@ class PerceptualHessian:
                 self.layer, self._x[idx], None if self._img is None else self._img[idx]
             )
             lin = linearize_suffix(self.generator, state, self.ws[idx], self.noise_mode)
-            img0 = self._resize(lin.image)
+            metric_lin = self.metric.linearize(self._resize(lin.image))
             for p0 in range(0, v.shape[0], m_c):
-                out[p0 : p0 + m_c] += self._gn_linearized_block(lin, img0, v[p0 : p0 + m_c])
+                out[p0 : p0 + m_c] += self._gn_linearized_block(lin, metric_lin, v[p0 : p0 + m_c])
                 if bar is not None:
                     bar.update()
         if bar is not None:
             bar.close()
         return out / self.n
 
-    def _gn_linearized_block(self, lin, img0: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _gn_linearized_block(self, lin, metric_lin, v: torch.Tensor) -> torch.Tensor:
         """``sum_i J_i^T 2A J_i v_p`` for the latents of ``lin`` and every vector of ``v``.
 
         Staged: the generator's tangents ``u = J_gen v`` of the whole block (their backward keeps
         only the primal's masks), then the image-space cotangent ``J_phi^T 2A J_phi u`` of the
-        metric's features ``phi`` in groups of :func:`_metric_group` samples (the metric's
-        tangent graph holds per-sample activations: it lives for one group only), then one
-        backward pass through the generator's tangents."""
+        metric's features ``phi`` (``metric_lin``, :mod:`navcuda.metrics.linearize`; a
+        forward-mode AD linearisation, whose graph holds per-sample activations, runs in groups
+        of :func:`_metric_group` samples), then one backward pass through the generator's
+        tangents."""
         vb = v.clone().requires_grad_(True)
         img_t = self._resize(lin.jvp(vb))
-        cot = torch.empty_like(img_t)
-        group = _metric_group(self.batch_size)
-        for lo in range(0, img_t.shape[0], group):
-            samples = torch.arange(lo, min(lo + group, img_t.shape[0]), device=self.device)
-            u = img_t[samples].detach().requires_grad_(True)
-            with fwAD.dual_level():
-                feats = self.metric.features(fwAD.make_dual(img0[samples % lin.n], u))
-                jv = [fwAD.unpack_dual(f).tangent for f in feats]
-            if any(j is None for j in jv):
-                raise RuntimeError("forward-mode AD lost the tangent through the metric's features")
-            e = [j.detach().requires_grad_(True) for j in jv]
-            c = torch.autograd.grad(self.metric.quadratic(e).sum(), e, allow_unused=True)
-            c = [torch.zeros_like(j) if ci is None else ci for j, ci in zip(jv, c, strict=True)]
-            (cu,) = torch.autograd.grad(jv, u, c, allow_unused=True)
-            cot[lo : lo + len(samples)] = 0 if cu is None else cu
-            del feats, jv, e, c, cu, u  # the group's metric graph, before the next one
+        group = None if metric_lin.shares_primal else _metric_group(self.batch_size)
+        cot = metric_lin.gauss_newton(img_t.detach(), group)
         (g,) = torch.autograd.grad(img_t, vb, cot)
         return g
 

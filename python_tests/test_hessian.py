@@ -41,10 +41,13 @@ def gen64():
 def _metric(name):
     if name == "pixel":
         return PixelMSE()
-    return RandomFeatureLPIPS(seed=0, channels=(8, 16)).double()
+    m = RandomFeatureLPIPS(seed=0, channels=(8, 16)).double()
+    if name == "random-vgg, forward AD":
+        m.linearize_fn = None  # no shared-primal linearisation: the metric's generic fallback
+    return m
 
 
-@pytest.fixture(scope="module", params=["pixel", "random-vgg"])
+@pytest.fixture(scope="module", params=["pixel", "random-vgg", "random-vgg, forward AD"])
 def hess(request, gen64):
     g, ws = gen64
     return PerceptualHessian(g, LAYER, ws, _metric(request.param), batch_size=64, resize=8)

@@ -176,6 +176,20 @@ class FactorRegressor(nn.Module):
         feats, maps = self._trunk(x, keep=True)
         return [*maps, feats]
 
+    def linearize_feature_maps(self, lin) -> None:
+        """Record :meth:`feature_maps` on a :class:`~navcuda.metrics.linearize.Linearizer`
+        (shared-primal Gauss-Newton products of the ``"toy-regressor"`` metric)."""
+        dtype = self.fc.weight.dtype
+        lin.linear(lambda x: self.prepare(x).to(dtype))
+        for conv in self.convs:
+            lin.conv2d(conv)
+            lin.silu()
+            lin.tap()
+        lin.linear(lambda x: x.flatten(1))
+        lin.linear_layer(self.fc)
+        lin.silu()
+        lin.tap()
+
     def predict_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Unclamped factor predictions ``[B, num_factors]`` (the training target's scale)."""
         return self.head(self.features(x))

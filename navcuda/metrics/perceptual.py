@@ -7,6 +7,10 @@ Every metric is a :class:`PerceptualMetric` (an ``nn.Module``):
 - ``metric.features(x)``: the per-layer features, so that the features of fixed images (e.g. the
   unshifted renders of a Hessian computation) are computed once and reused with
   ``metric.distance_from_features(fa, fb)``;
+- ``metric.linearize(x0)``: the features' Jacobian at fixed images, for the Gauss-Newton products
+  of :mod:`navcuda.hessian` (:mod:`navcuda.metrics.linearize`; every metric here records its
+  network once per image and shares that primal across vectors; a custom ``FeatureLPIPS`` does
+  when given ``linearize_fn``, otherwise it falls back to forward-mode AD per sample);
 - ``metric.name`` and ``metric.describe()`` (a JSON-able dict) to record in result files which
   metric produced a number.
 
@@ -59,9 +63,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from navcuda.metrics.linearize import (
+    ForwardADLinearization,
+    Linearizer,
+    MetricLinearization,
+    SharedPrimalLinearization,
+    norm_plus_eps_normalize,
+    smooth_unit_normalize,
+)
+
 __all__ = [
     "BACKBONE_FILES",
     "FeatureLPIPS",
+    "LINEARIZE_MODES",
     "LPIPSMetric",
     "METRIC_NAMES",
     "PerceptualMetric",
@@ -85,6 +99,9 @@ _TV_CONSTRUCTORS = {"vgg": "vgg16", "alex": "alexnet"}
 METRIC_NAMES = ("lpips-vgg", "lpips-alex", "random-vgg", "toy-regressor", "pixel")
 
 _RESIZE_MODES = ("nearest", "bilinear", "bicubic", "area")
+
+#: ``mode`` of :meth:`PerceptualMetric.linearize`.
+LINEARIZE_MODES = ("auto", "shared", "forward")
 
 
 def _unit_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -155,6 +172,34 @@ class PerceptualMetric(nn.Module):
 
     def _features(self, x: torch.Tensor) -> Features:
         raise NotImplementedError
+
+    def linearize(self, x0: torch.Tensor, mode: str = "auto") -> MetricLinearization:
+        """The features and their Jacobian at images ``x0 [n, C, H, W]``
+        (:mod:`navcuda.metrics.linearize`).
+
+        ``mode``: ``"shared"`` records the feature network once per image (one primal shared
+        by every tangent; raises ``NotImplementedError`` if this metric cannot),
+        ``"forward"`` uses forward-mode AD per sample (any metric), ``"auto"`` the first that
+        works."""
+        if mode not in LINEARIZE_MODES:
+            raise ValueError(f"mode must be one of {LINEARIZE_MODES}, got {mode!r}")
+        self.check_images(x0, "x0")
+        if mode != "forward":
+            with torch.no_grad():
+                lin = Linearizer(self.preprocess(x0))
+            try:
+                self._linearize_features(lin)
+            except NotImplementedError:
+                if mode == "shared":
+                    raise
+            else:
+                return SharedPrimalLinearization(self, x0, lin)
+        return ForwardADLinearization(self, x0)
+
+    def _linearize_features(self, lin: Linearizer) -> None:
+        """Record :meth:`_features` on ``lin`` (its input: the preprocessed images), tapping
+        every feature; raise ``NotImplementedError`` where a layer has no linearisation."""
+        raise NotImplementedError(f"{self.name}: no shared-primal linearisation")
 
     def quadratic(self, diffs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The PSD quadratic form ``q`` with ``d(a, b) = q(features(a) - features(b))``: ``[B]``."""
@@ -308,6 +353,13 @@ class LPIPSMetric(PerceptualMetric):
         outs = self.lpips.net(self.lpips.scaling_layer(x))
         return [lpips.normalize_tensor(o) for o in outs]
 
+    def _linearize_features(self, lin: Linearizer) -> None:
+        scaling, net = self.lpips.scaling_layer, self.lpips.net
+        lin.affine(scaling, lambda t: t / scaling.scale)
+        for k in range(1, net.N_slices + 1):
+            lin.module(getattr(net, f"slice{k}"))
+            lin.tap(norm_plus_eps_normalize(1e-10))  # lpips.normalize_tensor's default eps
+
     def quadratic(self, diffs):
         total = 0
         for lin, d in zip(self.lpips.lins, diffs, strict=True):
@@ -334,11 +386,15 @@ class FeatureLPIPS(PerceptualMetric):
 
     Args:
         feature_fn: ``x [B, C, H, W] -> list of [B, C_l, H_l, W_l] or [B, C_l]`` (differentiable in
-            ``x``). If it is an ``nn.Module`` it is registered as a submodule (moves with
-            ``.to()``) and frozen.
+            ``x``). If it is an ``nn.Module`` or a method of one, that module is registered as
+            a submodule (moves with ``.to()``) and frozen.
         weights: per-layer weights (default 1 for every layer).
         name: recorded by :meth:`describe`; name the features you plug in.
         in_channels: expected image channels (None: any).
+        linearize_fn: ``linearize_fn(lin)`` records ``feature_fn`` on a
+            :class:`~navcuda.metrics.linearize.Linearizer` (its input: the preprocessed images),
+            tapping every feature in order; it makes :meth:`linearize` share one primal per
+            image (faster, leaner Gauss-Newton products). Without it, forward-mode AD.
     """
 
     def __init__(
@@ -351,11 +407,20 @@ class FeatureLPIPS(PerceptualMetric):
         resize: int | None = None,
         resize_mode: str = "bilinear",
         in_channels: int | None = 3,
+        linearize_fn: Callable[[Linearizer], None] | None = None,
     ) -> None:
         super().__init__(resize=resize, resize_mode=resize_mode, in_channels=in_channels)
         if not callable(feature_fn):
             raise TypeError("FeatureLPIPS: feature_fn must be callable")
+        if linearize_fn is not None and not callable(linearize_fn):
+            raise TypeError("FeatureLPIPS: linearize_fn must be callable or None")
         self.feature_fn = feature_fn
+        owner = getattr(feature_fn, "__self__", None)
+        if isinstance(owner, nn.Module) and not isinstance(feature_fn, nn.Module):
+            # A bound method (e.g. ``regressor.feature_maps``): register its module, so that it
+            # moves with ``.to()`` and is frozen like a feature_fn that is a module.
+            self.feature_module = owner
+        self.linearize_fn = linearize_fn
         self.layer_weights = None if weights is None else [float(w) for w in weights]
         if self.layer_weights is not None and any(w < 0 for w in self.layer_weights):
             raise ValueError("FeatureLPIPS: layer weights must be >= 0 (a PSD quadratic form)")
@@ -379,6 +444,19 @@ class FeatureLPIPS(PerceptualMetric):
                 )
             out.append(_unit_normalize(f, self.eps) if self.normalize else f)
         return out
+
+    def _linearize_features(self, lin: Linearizer) -> None:
+        if self.linearize_fn is None:
+            raise NotImplementedError(f"{self.name}: no linearize_fn was given")
+        self.linearize_fn(lin)
+        n_feats = len(lin.features)
+        if self.layer_weights is not None and n_feats != len(self.layer_weights):
+            raise ValueError(
+                f"{self.name}: linearize_fn tapped {n_feats} features but "
+                f"{len(self.layer_weights)} weights were given"
+            )
+        if self.normalize:
+            lin.transform_features(smooth_unit_normalize(self.eps))
 
     def quadratic(self, diffs):
         total = 0
@@ -427,6 +505,12 @@ class _RandomVGG(nn.Module):
             out.append(x)
         return out
 
+    def linearize(self, lin: Linearizer) -> None:
+        """Record :meth:`forward` on ``lin`` (:mod:`navcuda.metrics.linearize`)."""
+        for block in self.blocks:
+            lin.module(block)
+            lin.tap()
+
 
 class RandomFeatureLPIPS(FeatureLPIPS):
     """LPIPS-style distance on a fixed-seed random VGG-like network (offline fallback).
@@ -447,7 +531,12 @@ class RandomFeatureLPIPS(FeatureLPIPS):
     ) -> None:
         net = _RandomVGG(tuple(int(c) for c in channels), int(convs_per_block), in_channels, seed)
         super().__init__(
-            net, name="random-vgg", resize=resize, resize_mode=resize_mode, in_channels=in_channels
+            net,
+            name="random-vgg",
+            resize=resize,
+            resize_mode=resize_mode,
+            in_channels=in_channels,
+            linearize_fn=net.linearize,
         )
         self.seed = int(seed)
         self.channels = [int(c) for c in channels]
@@ -478,6 +567,9 @@ class PixelMSE(PerceptualMetric):
     def _features(self, x: torch.Tensor) -> Features:
         return [x]
 
+    def _linearize_features(self, lin: Linearizer) -> None:
+        lin.tap()
+
     def quadratic(self, diffs):
         (d,) = diffs
         return d.square().flatten(1).mean(dim=1)
@@ -492,7 +584,9 @@ def toy_regressor_metric(regressor=None, **kw) -> FeatureLPIPS:
     from navcuda.metrics.factor_regressor import load_factor_regressor
 
     reg = load_factor_regressor() if regressor is None else regressor
-    return FeatureLPIPS(reg.feature_maps, name="toy-regressor", **kw)
+    return FeatureLPIPS(
+        reg.feature_maps, name="toy-regressor", linearize_fn=reg.linearize_feature_maps, **kw
+    )
 
 
 def make_metric(name: str, **kw) -> PerceptualMetric:

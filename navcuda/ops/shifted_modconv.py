@@ -403,17 +403,26 @@ class _ModulatedDenseConv(torch.autograd.Function):
     weight, as in a tangent pass, it keeps not even ``x``); ``x * s`` is recomputed only when the
     weight gradient is wanted. A gradient is computed only when this backward pass will use it
     (:func:`_wanted_grads`), as autograd does for its own nodes. First order only (the
-    native path's contract)."""
+    native path's contract).
+
+    When only the input needs a gradient and every sample has the same styles (the tangent
+    pass of one latent's Hessian products), the styles are folded into the kernel instead: no
+    modulated copy of ``x`` forward, no style scaling of the input gradient backward."""
 
     @staticmethod
     def forward(ctx, x, s, w, up, blur_filter, edges):
+        ctx.up, ctx.edges, ctx.w_meta = up, edges, (w.shape, w.dtype, w.device)
+        ctx.folded = not (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]) and _one_row(s)
+        if ctx.folded:
+            w = w * s[0][None, :, None, None]
+            ctx.save_for_backward(None, None, w if ctx.needs_input_grad[0] else None, blur_filter)
+            return _dense_conv(x, w, up, blur_filter)
         # x serves only the style and weight gradients: a constant-coefficient (tangent) pass
         # keeps no activation at all. w serves only the input and style gradients: a kernel
         # that alone needs a gradient (a shift of a layer whose input is frozen) is not kept.
         keep_x = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         keep_w = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         ctx.save_for_backward(x if keep_x else None, s, w if keep_w else None, blur_filter)
-        ctx.up, ctx.edges, ctx.w_meta = up, edges, (w.shape, w.dtype, w.device)
         return _dense_conv(x * s[:, :, None, None], w, up, blur_filter)
 
     @staticmethod
@@ -434,10 +443,18 @@ class _ModulatedDenseConv(torch.autograd.Function):
             else:
                 gxs = F.conv_transpose2d(g, w, padding=k // 2)
             gs = (gxs * x).sum(dim=(2, 3)) if need_s else None
-            gx = gxs.mul_(s[:, :, None, None]) if need_x else None
+            if need_x:  # folded: w already holds the styles
+                gx = gxs if ctx.folded else gxs.mul_(s[:, :, None, None])
         if need_w:
             gw = _dense_conv_weight_grad(g, x * s[:, :, None, None], w, ctx.up)
         return gx, gs, gw, None, None, None
+
+
+def _one_row(s: torch.Tensor) -> bool:
+    """Whether every row of ``s [B, C]`` equals the first (checked on the CPU only: on a GPU
+    the answer would cost a device synchronisation, and the modulation pass it saves is cheap
+    there)."""
+    return s.device.type == "cpu" and (s.shape[0] == 1 or bool((s == s[:1]).all()))
 
 
 def _dense_conv_weight_grad(g, xs, w, up):

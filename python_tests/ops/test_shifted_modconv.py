@@ -287,6 +287,46 @@ def test_shared_constant_linear_layer_keeps_no_activation(si, layout):
 
 
 @needs_native
+@pytest.mark.parametrize("si", [2, 1])  # up=1 and up=2, batch > 1
+@pytest.mark.parametrize("styles_grad", [False, True])
+def test_shared_one_latent_folds_styles_into_the_kernel(si, styles_grad, monkeypatch):
+    """Every sample with the same styles and only ``x`` differentiated (a tangent pass of one
+    latent): the styles go into the kernel, ``x`` reaches the convolution unmodulated; with
+    differing styles, or styles that need a gradient, they do not. Values and gradients match
+    the oracle's either way."""
+    import sys
+
+    smc = sys.modules["navcuda.ops.shifted_modconv"]
+    seen = []
+    real = smc._dense_conv
+
+    def spy(xs, *args):
+        seen.append(xs)
+        return real(xs, *args)
+
+    monkeypatch.setattr(smc, "_dense_conv", spy)
+    shape = SHAPES[si]
+    _, _, leaves = _make("none", shape, torch.float64, seed=19, noise=None, bias=False)
+    L = leaves(torch.float64)
+    kw = dict(act="linear", bias=None, noise=None, up=shape[-1])
+    kw["blur_filter"] = _blur_filter(shape, torch.float64)
+    one = L["styles"].detach()[:1].expand_as(L["styles"]).clone()
+    for styles, folds in ((one, not styles_grad), (L["styles"].detach(), False)):
+        styles = styles.requires_grad_(styles_grad)
+        seen.clear()
+        y = shifted_modconv(L["x"], L["weight"].detach(), styles, None, strategy="shared", **kw)
+        assert (seen[0] is L["x"]) == folds
+        ref = ref_shifted_modconv(L["x"], L["weight"].detach(), styles, None, **kw)
+        torch.testing.assert_close(y, ref, rtol=F64_TOL, atol=F64_TOL)
+        dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(6), dtype=y.dtype)
+        wrt = [L["x"], styles] if styles_grad else [L["x"]]
+        for g, g_ref in zip(
+            torch.autograd.grad(y, wrt, dy), torch.autograd.grad(ref, wrt, dy), strict=True
+        ):
+            torch.testing.assert_close(g, g_ref, rtol=F64_TOL, atol=F64_TOL)
+
+
+@needs_native
 @pytest.mark.parametrize("si", [0, 1])  # up=1 and up=2
 @pytest.mark.parametrize("demodulate", [True, False])
 def test_shared_shift_of_a_frozen_input_keeps_no_kernel(si, demodulate):
