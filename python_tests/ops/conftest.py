@@ -23,8 +23,14 @@ def emu() -> ModuleType:
 
 @pytest.fixture
 def cuda_kernels() -> None:
-    """Skips the test unless torch sees a CUDA device and navcuda._C can run its CUDA kernels."""
+    """For tests of the real CUDA kernels: skips without a CUDA device or on a CPU-only build
+    (``NAVCUDA_WITH_CUDA=OFF``); FAILS where torch sees a GPU and navcuda._C was compiled with
+    CUDA but cannot run its kernels (a broken build must not pass as skipped)."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    if not _native.has_cuda():
-        pytest.skip(f"navcuda._C has no usable CUDA kernels: {_native.import_error()}")
+    if _native.has_cuda():
+        return
+    mod = _native.native_module()
+    if mod is None or not mod.build_info()["cuda_compiled"]:
+        pytest.skip(f"navcuda._C was built without CUDA kernels ({_native.import_error()})")
+    pytest.fail(f"torch sees a GPU but navcuda._C cannot run its CUDA kernels: {mod.build_info()}")

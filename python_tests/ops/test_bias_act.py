@@ -321,17 +321,13 @@ def test_cuda_tensor_without_native_cuda_raises_or_falls_back(fresh_dispatch):
 @pytest.mark.parametrize("act", ["linear", "lrelu"])
 @pytest.mark.parametrize("clamp", [None, 1.5])
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_native_cuda_matches_ref(shape, dim, act, clamp):
-    if not _native.has_cuda():
-        pytest.fail(f"torch sees a GPU but navcuda._C cannot use it: {_native.import_error()}")
+def test_native_cuda_matches_ref(shape, dim, act, clamp, cuda_kernels):
     _compare(shape, dim, act, True, clamp, noncontig=False, device="cuda")
     _compare(shape, dim, act, False, clamp, noncontig=True, device="cuda")
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_native_cuda_gradgradcheck_and_stream():
+def test_native_cuda_gradgradcheck_and_stream(cuda_kernels):
     x, b = _make((2, 5, 3, 3), 1, torch.float64, device="cuda")
     x, b = x.requires_grad_(True), b.requires_grad_(True)
 

@@ -22,11 +22,6 @@ except ImportError:  # a wheel build without the test-only module
     _emu = None
 needs_emu = pytest.mark.skipif(_emu is None, reason="navcuda._C_emu was not built")
 
-needs_cuda = pytest.mark.skipif(
-    not (torch.cuda.is_available() and _native.has_cuda()),
-    reason="needs a CUDA device and navcuda._C built with CUDA",
-)
-
 # float32 tolerance. The native kernels sum the same products in another order than torch's
 # einsum/MKL (blocked over r or K, fused multiply-adds): forward values are W + sums of r terms,
 # gradients sums of up to K*out ~ 1e4 terms, so the rounding differences are ~ sqrt(n) * 6e-8
@@ -325,10 +320,9 @@ def test_unsupported_dtype_falls_back_with_warning(fresh_dispatch):
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("shape", [(1, 5, 3, 3, 3), (3, 33, 17, 3, 3), (4, 130, 70, 3, 3)], ids=str)
 @pytest.mark.parametrize("n_dir", [None, 3], ids=["per-sample", "indexed"])
-def test_cuda_matches_ref(shape, n_dir, monkeypatch):
+def test_cuda_matches_ref(shape, n_dir, monkeypatch, cuda_kernels):
     """float32 on the GPU (TF32 off for the reference): rtol 1e-3 per DESIGN.md section 4."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     _compare(shape, torch.float32, n_dir, device="cuda", tol=dict(rtol=1e-3, atol=1e-4))
@@ -336,8 +330,7 @@ def test_cuda_matches_ref(shape, n_dir, monkeypatch):
 
 
 @pytest.mark.gpu
-@needs_cuda
-def test_cuda_gradcheck_float64():
+def test_cuda_gradcheck_float64(cuda_kernels):
     w, u, vh, t, d, index = _make(2, 5, 3, 3, 3, torch.float64, device="cuda", n_dir=3)
     w, t, d = (x.requires_grad_(True) for x in (w, t, d))
     f = lambda w, t, d: svd_shift(w, u, vh, t, d, index, impl="native")  # noqa: E731
