@@ -158,10 +158,11 @@ def test_hvp_block(benchmark, hessian64, hessian8, flavour):
     # latents (4 vectors, 8 latents: chunks of 32 as in the full block; at batch 8, one vector:
     # chunks of one perturbation x 8 latents, as in the full block); a GN chunk is
     # batch-size vectors x one latent. (Fewer profiled calls also matter: under torch's memory
-    # profiler, which needs with_stack=True, the metric's forward-mode AD pass lowers None's
+    # profiler, which needs with_stack=True, forward-mode AD through a metric lowers None's
     # reference count, measured -146 per 4-image call with torch 2.14.1 / Python 3.11, and a
-    # long profiled GN call can exhaust it: "Fatal Python error: none_dealloc". Unprofiled runs
-    # leave it unchanged, with or without the native kernels.)
+    # long profiled call can exhaust it: "Fatal Python error: none_dealloc". Unprofiled runs
+    # leave it unchanged. The GN products no longer use forward-mode AD for this metric, whose
+    # linearisation shares the primal, but a metric without one still does.)
     few = {"official sequential FD": 1, "block FD": 4, "block FD, batch 8": 1}.get(flavour, batch)
     benchmark.group = f"{HVP_VECTORS} HVPs, {HVP_LATENTS} latents, bundled convs.3"
     benchmark.extra_info["role"] = "reference" if flavour.startswith("official") else "fast"
