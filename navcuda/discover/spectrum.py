@@ -10,13 +10,21 @@ Solvers (``solver=``)
     ``iterations`` (default 20) steps ``v <- P(H v / |v|)`` with ``P`` the Gram-Schmidt projection
     onto the orthogonal complement of the vectors already found (deflation), central finite
     differences (``hvp="fd"``, ``eps=0.1``); ``tol`` optionally stops a vector early.
-``"block"`` -- the default: subspace iteration on a block of ``k + oversample`` vectors with a
-    Rayleigh-Ritz step every iteration and locking of converged vectors. Every iteration costs one
-    batched block of HVPs (all active vectors and latents in one pass over chunks) and yields Ritz
-    values, Ritz vectors and their residuals ``|H x - theta x| / |theta|`` for free; it stops when
-    the top ``k`` residuals are below ``tol`` (or after ``max_iters``). HVPs are exact
-    Gauss-Newton products (``hvp="gn"``; the Hessian at zero shift *is* the Gauss-Newton matrix)
-    or finite differences (``hvp="fd"``).
+``"lobpcg"`` -- the default: block LOBPCG (locally optimal block preconditioned conjugate
+    gradient, here unpreconditioned) on ``k + oversample`` vectors with soft locking: each
+    iteration multiplies the active Ritz vectors' residuals by ``H`` and takes the Ritz pairs of
+    the span of the Ritz vectors, those residuals and the previous search directions. Same cost
+    per iteration as ``"block"``, far fewer iterations (top-16 of the bundled model's ``convs.3``
+    to residual 1e-2: 102 HVPs against 170, and a 5x smaller median residual).
+``"block"`` -- subspace iteration on a block of ``k + oversample`` vectors with a Rayleigh-Ritz
+    step every iteration and locking of converged vectors (the default before ``"lobpcg"``).
+    Every iteration costs one batched block of HVPs (all active vectors and latents in one pass
+    over chunks) and yields Ritz values, Ritz vectors and their residuals
+    ``|H x - theta x| / |theta|`` for free; it stops when the top ``k`` residuals are below
+    ``tol`` (or after ``max_iters``). Both block solvers stop that way.
+
+Both block solvers use exact Gauss-Newton products by default (``hvp="gn"``; the Hessian at zero
+shift *is* the Gauss-Newton matrix), or finite differences (``hvp="fd"``).
 
 Every result carries eigenvalues (``DirectionSet.values``) and, in ``extra``, the final residual of
 every vector computed with the same HVP, the iterations, the number of HVPs and whether the
@@ -50,10 +58,11 @@ __all__ = [
     "SpectrumResult",
     "block_eigensolver",
     "discover_spectrum",
+    "lobpcg_eigensolver",
     "power_eigensolver",
 ]
 
-SOLVERS = ("block", "power")
+SOLVERS = ("lobpcg", "block", "power")
 HVPS = ("gn", "fd")
 
 #: ``V [m, N] -> H V [m, N]`` on flattened vectors.
@@ -216,11 +225,107 @@ def block_eigensolver(
                           history)  # fmt: skip
 
 
+def _project_out(
+    b: torch.Tensor, hb: torch.Tensor, a: torch.Tensor, ha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``b`` minus its components along the orthonormal rows ``a``, twice (Kahan's "twice is
+    enough"); products follow the same linear map (``hb`` may be None)."""
+    for _ in range(2):
+        c = b @ a.t()
+        b = b - c @ a
+        hb = None if hb is None else hb - c @ ha
+    return b, hb
+
+
+def _orthonormalize(
+    b: torch.Tensor, hb: torch.Tensor | None, rtol: float = 1e-7
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Orthonormal rows spanning those of ``b`` (thin SVD; directions with a singular value
+    below ``rtol`` times the largest are dropped), the same linear map applied to ``hb``."""
+    if b.shape[0] == 0:
+        return b, hb
+    u, sv, vh = torch.linalg.svd(b, full_matrices=False)
+    keep = sv > rtol * sv.max()
+    if hb is None:
+        return vh[keep], None
+    t = u[:, keep].t() / sv[keep].unsqueeze(1)  # vh[keep] = t @ b
+    return vh[keep], t @ hb
+
+
+def lobpcg_eigensolver(
+    hvp: HVPFn,
+    n: int,
+    k: int,
+    oversample: int | None = None,
+    max_iters: int = 50,
+    tol: float = 1e-3,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    init: torch.Tensor | None = None,
+) -> SpectrumResult:
+    """Block LOBPCG (Knyazev 2001) with soft locking on ``p = k + oversample`` vectors.
+
+    Each iteration multiplies the residuals ``W = H x - theta x`` of the active Ritz vectors by
+    ``H`` (one batched block of HVPs, as many as :func:`block_eigensolver` spends per iteration)
+    and takes the Ritz pairs of the span of the locked vectors, the active Ritz vectors, ``W`` and
+    the previous step's directions ``P`` (orthonormalised; every product there is a linear
+    combination of products already computed, so it is exact and free). The three-term
+    recurrence converges like a Chebyshev-accelerated method: far fewer iterations than subspace
+    iteration for the same residuals. Locking, stopping and ``init`` as
+    :func:`block_eigensolver`.
+    """
+    _check_k(k, n)
+    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(p, n, generator=gen, dtype=torch.float64)
+    if init is not None:
+        m = min(p, init.shape[0])
+        q[:m] = init[:m].reshape(m, n).double().cpu()
+    basis = torch.linalg.qr(q.t())[0].t().contiguous()
+    hbasis = hvp(basis.to(device, dtype)).double().cpu()
+    count, it, history = p, 1, []
+    n_lx = p  # rows of the basis that are locked or active Ritz vectors (the rest: W, then P)
+    empty = torch.zeros(0, n, dtype=torch.float64)
+    bar = tqdm(total=max_iters, desc="lobpcg", unit="iter", disable=not progress)
+    while True:
+        t = basis @ hbasis.t()
+        evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
+        order = torch.argsort(evals, descending=True)[:p]
+        theta, s = evals[order], s[:, order]
+        x, hx = s.t() @ basis, s.t() @ hbasis  # Ritz vectors [p, N], their exact products
+        res = _rel_residuals(hx[:k], x[:k], theta[:k])
+        worst = float(res.max())
+        history.append(worst)
+        n_lock = int(torch.cumprod((res < tol).int(), 0).sum())
+        bar.update(1)
+        bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
+        if worst < tol or it >= max_iters:
+            break
+        # P: the new active Ritz vectors' components along the previous W and P.
+        sp = s[n_lx:, n_lock:]
+        prev, hprev = sp.t() @ basis[n_lx:], sp.t() @ hbasis[n_lx:]
+        lx, hlx = x, hx  # locked + active Ritz vectors: orthonormal
+        w = hx[n_lock:] - theta[n_lock:].unsqueeze(1) * x[n_lock:]
+        w, _ = _orthonormalize(_project_out(w, None, lx, hlx)[0], None)
+        hw = hvp(w.to(device, dtype)).double().cpu() if w.shape[0] else empty
+        count += w.shape[0]
+        it += 1
+        a, ha = torch.cat([lx, w]), torch.cat([hlx, hw])
+        prev, hprev = _orthonormalize(*_project_out(prev, hprev, a, ha))
+        basis, hbasis, n_lx = torch.cat([a, prev]), torch.cat([ha, hprev]), p
+    bar.close()
+    vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
+    return SpectrumResult(vecs.to(dtype), theta[:k], res, it, count, bool(res.max() < tol),
+                          history)  # fmt: skip
+
+
 def discover_spectrum(
     generator: Generator,
     layer: int | str,
     k: int = 64,
-    solver: str = "block",
+    solver: str = "lobpcg",
     hvp: str | None = None,
     metric: str | object = "auto",
     backbone_path: str | os.PathLike | None = None,
@@ -241,17 +346,17 @@ def discover_spectrum(
     """Top-``k`` eigenvectors of the perceptual Hessian of ``layer`` (module docstring).
 
     Args:
-        solver: ``"block"`` (default) or ``"power"`` (the paper's reference).
+        solver: ``"lobpcg"`` (default), ``"block"`` or ``"power"`` (the paper's reference).
         hvp: ``"gn"`` (exact Gauss-Newton products) or ``"fd"`` (central differences with
-            ``eps``); default ``"gn"`` for the block solver and ``"fd"`` (the paper's) for power.
+            ``eps``); default ``"gn"`` for the block solvers and ``"fd"`` (the paper's) for power.
         metric: ``"auto"``, a name of :data:`navcuda.metrics.perceptual.METRIC_NAMES`, or a
             metric object; ``backbone_path``: the LPIPS VGG checkpoint file.
         n_latents: z shared by every vector (paper: 512); ``batch_size``: samples per chunk
-            (default: 8 for exact GN products -- the official batch; on the bundled model they
-            ran as fast as at 32 with a quarter of the peak memory, 18 vs 67 MB for 64 x 64
+            (default: 8 for exact GN products -- the official batch; on the bundled model
+            ~85 % of the speed at 32 with 0.28 of its peak memory, 14.5 vs 51.5 MB for 64 x 64
             products -- and 32 for finite differences, ~15 % faster than 8 there).
         iterations: power steps per vector (paper: 20); ``max_iters``/``tol``/``oversample``:
-            block solver (``tol`` also stops a power vector early when given to it).
+            block solvers (``tol`` also stops a power vector early when given to it).
         resize: images are resized to ``resize`` (nearest, as the official code) before the
             metric; ``None`` keeps them.
         calibrate/target_rms: recommended amplitudes (RMS image change, as the other methods).
@@ -296,8 +401,8 @@ def discover_spectrum(
     if solver == "power":
         res = power_eigensolver(hvp_fn, n, k, iterations=iterations, tol=None, **common)
     else:
-        res = block_eigensolver(hvp_fn, n, k, oversample=oversample, max_iters=max_iters,
-                                tol=tol, **common)  # fmt: skip
+        solve = lobpcg_eigensolver if solver == "lobpcg" else block_eigensolver
+        res = solve(hvp_fn, n, k, oversample=oversample, max_iters=max_iters, tol=tol, **common)
     vectors = res.vectors.float().cpu().reshape(k, *shape)
     ds = DirectionSet(
         layer=hess.layer,
