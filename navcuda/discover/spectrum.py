@@ -157,6 +157,33 @@ def power_eigensolver(
                           bool(all_ok), history)  # fmt: skip
 
 
+def _start_block(
+    n: int, k: int, oversample: int | None, seed: int, init: torch.Tensor | None
+) -> torch.Tensor:
+    """The block solvers' orthonormal starting rows ``[p, N]``, ``p = k + oversample`` (default
+    oversampling ``max(4, k // 4)``): ``init`` rows first, seeded Gaussian rows after."""
+    _check_k(k, n)
+    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(p, n, generator=gen, dtype=torch.float64)
+    if init is not None:
+        m = min(p, init.shape[0])
+        q[:m] = init[:m].reshape(m, n).double().cpu()
+    return torch.linalg.qr(q.t())[0].t().contiguous()
+
+
+def _rayleigh_ritz(
+    basis: torch.Tensor, hbasis: torch.Tensor, p: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top ``p`` Ritz pairs in the span of the orthonormal rows ``basis`` with products
+    ``hbasis``: (values descending, coefficients ``[rows, p]``, vectors, their products)."""
+    t = basis @ hbasis.t()
+    evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
+    order = torch.argsort(evals, descending=True)[:p]
+    theta, s = evals[order], s[:, order]
+    return theta, s, s.t() @ basis, s.t() @ hbasis
+
+
 def block_eigensolver(
     hvp: HVPFn,
     n: int,
@@ -181,14 +208,7 @@ def block_eigensolver(
     ``i`` converges like ``(lambda_{p+1} / lambda_i)^iter``, hence the oversampling (default
     ``max(4, k // 4)``). ``init [m <= p, N]`` seeds the block (e.g. a previous run's vectors).
     """
-    _check_k(k, n)
-    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(p, n, generator=gen, dtype=torch.float64)
-    if init is not None:
-        m = min(p, init.shape[0])
-        q[:m] = init[:m].reshape(m, n).double().cpu()
-    q = torch.linalg.qr(q.t())[0].t().contiguous()
+    q = _start_block(n, k, oversample, seed, init)
     locked_x = torch.zeros(0, n, dtype=torch.float64)
     locked_hx = torch.zeros(0, n, dtype=torch.float64)
     history: list[float] = []
@@ -199,13 +219,8 @@ def block_eigensolver(
         z = hvp(q.to(device, dtype)).double().cpu()
         count += q.shape[0]
         it += 1
-        basis, hbasis = torch.cat([locked_x, q]), torch.cat([locked_hx, z])
-        t = basis @ hbasis.t()
-        t = 0.5 * (t + t.t())
-        evals, s = torch.linalg.eigh(t)
-        order = torch.argsort(evals, descending=True)
-        theta, s = evals[order], s[:, order]
-        x, hx = s.t() @ basis, s.t() @ hbasis  # Ritz vectors [p, N] and their exact products
+        # Ritz vectors [p, N] and their exact products
+        theta, _, x, hx = _rayleigh_ritz(torch.cat([locked_x, q]), torch.cat([locked_hx, z]))
         res = _rel_residuals(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
@@ -276,25 +291,15 @@ def lobpcg_eigensolver(
     iteration for the same residuals. Locking, stopping and ``init`` as
     :func:`block_eigensolver`.
     """
-    _check_k(k, n)
-    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(p, n, generator=gen, dtype=torch.float64)
-    if init is not None:
-        m = min(p, init.shape[0])
-        q[:m] = init[:m].reshape(m, n).double().cpu()
-    basis = torch.linalg.qr(q.t())[0].t().contiguous()
+    basis = _start_block(n, k, oversample, seed, init)
+    p = basis.shape[0]
     hbasis = hvp(basis.to(device, dtype)).double().cpu()
     count, it, history = p, 1, []
     n_lx = p  # rows of the basis that are locked or active Ritz vectors (the rest: W, then P)
     empty = torch.zeros(0, n, dtype=torch.float64)
     bar = tqdm(total=max_iters, desc="lobpcg", unit="iter", disable=not progress)
     while True:
-        t = basis @ hbasis.t()
-        evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
-        order = torch.argsort(evals, descending=True)[:p]
-        theta, s = evals[order], s[:, order]
-        x, hx = s.t() @ basis, s.t() @ hbasis  # Ritz vectors [p, N], their exact products
+        theta, s, x, hx = _rayleigh_ritz(basis, hbasis, p)  # products exact, as the basis's
         res = _rel_residuals(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
