@@ -5,12 +5,19 @@ The tensors (``[32, 512, 32, 32]`` float32, 64 MiB each) are larger than the las
 these kernels are memory-bound and their bytes moved / time is the figure of merit:
 
 - ``stream triad``: ``a = b + s * c`` with torch (2 reads + 1 write): the machine's bandwidth;
-- ``bias_act`` forward: read x, write y (the bias is negligible);
+- ``bias_act`` forward: read x, write y (the bias is negligible); backward (no bias gradient):
+  read dy and the saved y, write dx;
 - ``modconv epilogue`` forward, split form ``clamp(lrelu(dcoef (y0 + t y1) + ns noise + bias))``:
   read y0, y1, write out (noise ``[B, 1, H, W]`` and the per-channel vectors are negligible), in
-  NCHW and channels-last (the layout the generator runs in on the CPU).
+  NCHW and channels-last (the layout the generator runs in on the CPU); backward (gradients of y0
+  and y1): read dout, y1 (for t's gradient, computed with y1's) and the one-byte mask, write dy0
+  and dy1;
+- ``fir2d`` (the blur of the upsampling layers, 4x4 filter): read x, write the output.
 
-Each case reports GB/s in ``extra_info`` and, for the fused kernels, the fraction of the triad's.
+Bytes are the kernel's minimal traffic, counted the same for the reference (which moves more:
+that is the point of fusing). Each case reports GB/s in ``extra_info`` and, for the fused kernels,
+the fraction of the triad's. (``svd_shift`` is not here: it sums ``r`` products per output
+element, compute-bound, and ``modconv_demod`` touches per-channel vectors only.)
 """
 
 from __future__ import annotations
@@ -20,14 +27,23 @@ import torch
 
 from navcuda.ops.bias_act import bias_act
 from navcuda.ops.shifted_modconv import epilogue
+from navcuda.ops.upfirdn2d import upfirdn2d
 
 SHAPE = (32, 512, 32, 32)
 _BYTES = 4 * SHAPE[0] * SHAPE[1] * SHAPE[2] * SHAPE[3]
 TRIAD_GBS: dict[str, float] = {}
 
 
-def _gbs(benchmark, n_tensors: int) -> float:
+def _gbs(benchmark, n_tensors: float) -> float:
     return n_tensors * _BYTES / benchmark.stats.stats.median / 1e9
+
+
+def _record(benchmark, device, n_tensors: float) -> None:
+    """GB/s of ``n_tensors`` 64 MiB tensors moved per call, and the fraction of the triad's."""
+    gbs = _gbs(benchmark, n_tensors)
+    benchmark.extra_info["GB/s"] = gbs
+    if device.type in TRIAD_GBS:
+        benchmark.extra_info["fraction_of_triad"] = gbs / TRIAD_GBS[device.type]
 
 
 def test_stream_triad(benchmark, device):
@@ -47,28 +63,67 @@ def test_bias_act_bandwidth(benchmark, device, impl):
     benchmark.group = "bandwidth: bias_act fwd (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
     benchmark(lambda: bias_act(x, bias, act="lrelu", impl=impl))
-    gbs = _gbs(benchmark, 2)
-    benchmark.extra_info["GB/s"] = gbs
-    if device.type in TRIAD_GBS:
-        benchmark.extra_info["fraction_of_triad"] = gbs / TRIAD_GBS[device.type]
+    _record(benchmark, device, 2)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("impl", ["ref", "native"])
-def test_epilogue_bandwidth(benchmark, device, impl, layout):
+def test_bias_act_grad_bandwidth(benchmark, device, impl):
+    x = torch.randn(SHAPE, device=device, requires_grad=True)
+    y = bias_act(x, None, act="lrelu", clamp=256.0, impl=impl)
+    dy = torch.randn(SHAPE, device=device)
+    benchmark.group = "bandwidth: bias_act bwd (64 MiB tensors)"
+    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
+    benchmark(lambda: torch.autograd.grad(y, x, dy, retain_graph=True))
+    _record(benchmark, device, 3)
+
+
+def _epilogue_inputs(device, layout: str, requires_grad: bool = False):
     b, c, h, w = SHAPE
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    y0 = torch.randn(SHAPE, device=device).contiguous(memory_format=fmt)
-    y1 = torch.randn(SHAPE, device=device).contiguous(memory_format=fmt)
+    y0, y1 = (
+        torch.randn(SHAPE, device=device)
+        .contiguous(memory_format=fmt)
+        .requires_grad_(requires_grad)
+        for _ in range(2)
+    )
     t = torch.randn(b, device=device)
     dcoef = torch.rand(b, c, device=device) + 0.5
     noise = torch.randn(b, 1, h, w, device=device)
     ns = torch.tensor([0.1], device=device)
     bias = torch.randn(c, device=device)
+    return y0, y1, t, dcoef, noise, ns, bias
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("impl", ["ref", "native"])
+def test_epilogue_bandwidth(benchmark, device, impl, layout):
+    args = _epilogue_inputs(device, layout)
     benchmark.group = f"bandwidth: modconv epilogue fwd, {layout} (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark(lambda: epilogue(y0, y1, t, dcoef, noise, ns, bias, clamp=256.0, impl=impl))
-    gbs = _gbs(benchmark, 3)
-    benchmark.extra_info["GB/s"] = gbs
-    if device.type in TRIAD_GBS:
-        benchmark.extra_info["fraction_of_triad"] = gbs / TRIAD_GBS[device.type]
+    benchmark(lambda: epilogue(*args, clamp=256.0, impl=impl))
+    _record(benchmark, device, 3)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("impl", ["ref", "native"])
+def test_epilogue_grad_bandwidth(benchmark, device, impl, layout):
+    args = _epilogue_inputs(device, layout, requires_grad=True)
+    out = epilogue(*args, clamp=256.0, impl=impl)
+    dout = torch.randn_like(out)
+    benchmark.group = f"bandwidth: modconv epilogue bwd, {layout} (64 MiB tensors)"
+    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
+    benchmark(lambda: torch.autograd.grad(out, args[:2], dout, retain_graph=True))
+    # dout, y1, dy0, dy1 and the one-byte mask: with y1 differentiated the kernel also sums
+    # dz * y1 per plane (t's gradient), reading y1, whether or not t needs a gradient.
+    _record(benchmark, device, 4.25)
+
+
+@pytest.mark.parametrize("impl", ["ref", "native"])
+def test_fir2d_bandwidth(benchmark, device, impl):
+    x = torch.randn(SHAPE, device=device)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device)
+    f = torch.outer(f, f) / 16
+    benchmark.group = "bandwidth: fir2d blur fwd, 4x4 (64 MiB tensors)"
+    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
+    benchmark(lambda: upfirdn2d(x, f, pad=(2, 1), impl=impl))
+    _record(benchmark, device, 2)
