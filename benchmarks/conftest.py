@@ -43,6 +43,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         for b in bw:
             frac = b.extra_info.get("fraction_of_triad")
             extra = f"   {frac:.0%} of the stream triad" if frac is not None else ""
+            frac = b.extra_info.get("fraction_of_allocating_triad")
+            extra += f", {frac:.0%} of the allocating one" if frac is not None else ""
             tr.write_line(f"{b.group:<52} {b.name:<36} {b.extra_info['GB/s']:7.1f} GB/s{extra}")
     if not groups:
         return
