@@ -115,6 +115,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
+from navcuda.grad_mode import differentiates, refuse_inference_mode
 from navcuda.models.layers import get_layer, layer_weight
 from navcuda.models.linearize import linearize_suffix
 from navcuda.models.stylegan2 import (
@@ -215,6 +216,9 @@ class PerceptualHessian:
             raise ValueError(f"resize must be None or a positive int, got {resize!r}")
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
+        refuse_inference_mode(
+            "PerceptualHessian"
+        )  # its cached activations would be inference tensors
 
         weight = layer_weight(generator, info.name)
         self.generator = generator
@@ -342,6 +346,7 @@ class PerceptualHessian:
         return eps
 
     # ================================================================ loss and gradient
+    @differentiates
     def loss(self, delta: torch.Tensor) -> torch.Tensor:
         """``L(delta)`` for one shared shift ``[out, in, k, k]``; differentiable (also twice).
 
@@ -376,6 +381,7 @@ class PerceptualHessian:
                 out[p_lo:p_hi] += g
         return out / self.n
 
+    @differentiates
     def grad(self, delta: torch.Tensor) -> torch.Tensor:
         """``dL/d delta`` at ``delta`` (``[out, in, k, k]``, or ``[P, ...]`` for several)."""
         d, single = self._check_block(delta, "delta")
@@ -383,6 +389,7 @@ class PerceptualHessian:
         return g[0] if single else g
 
     # ================================================================ Hessian-vector products
+    @differentiates
     def hvp_fd(self, V: torch.Tensor, eps: float = 0.1, normalize: bool = False) -> torch.Tensor:
         """Central-difference products for a block ``V [m, out, in, k, k]`` (or one vector).
 
@@ -407,6 +414,7 @@ class PerceptualHessian:
             raise ValueError("normalize=True needs non-zero vectors (the paper divides by ||v||)")
         return norms.view(-1, *([1] * (v.ndim - 1)))
 
+    @differentiates
     def hvp_gn(self, V: torch.Tensor, mode: str = "auto") -> torch.Tensor:
         """Exact ``H v`` at ``delta = 0`` via Gauss-Newton (see the module docstring) for a block
         ``V [m, out, in, k, k]`` (or one vector).
@@ -578,6 +586,7 @@ class PerceptualHessian:
             out[p_lo:p_hi] += g
         return out / self.n
 
+    @differentiates
     def hvp_reference(
         self, V: torch.Tensor, eps: float = 0.1, normalize: bool = False
     ) -> torch.Tensor:
@@ -620,6 +629,7 @@ class PerceptualHessian:
         return g
 
     # ================================================================ the whole matrix
+    @differentiates
     def explicit_hessian(
         self,
         method: str = "gn",

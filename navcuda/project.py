@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
 from navcuda.models.stylegan2 import Generator
 from navcuda.shift import Direction
@@ -191,6 +192,7 @@ class Projection:
             return synthesize_shifted(generator, self.ws, direction, t, "const")
 
 
+@differentiates
 def project(
     generator: Generator,
     target: torch.Tensor,

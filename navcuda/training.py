@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda.grad_mode import differentiates
 from navcuda.io.atomic import atomic_path
 from navcuda.models.discriminator import Discriminator
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
@@ -100,6 +101,7 @@ class Trainer:
         z = torch.randn(self.config.batch_size, self.g_config.z_dim, generator=gen)
         return z.to(self.device)
 
+    @differentiates
     def train_step(self) -> dict[str, float]:
         """One D step (plus R1 every ``r1_interval`` steps), one G step, one EMA update."""
         c = self.config

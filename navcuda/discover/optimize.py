@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
 from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.layers import get_layer, layer_weight
@@ -149,12 +150,14 @@ class DirectionOptimizer:
         deltas = self.unit_deltas()
         return LayerShift.split(self.info.name, deltas, t.to(deltas.dtype), k)
 
+    @differentiates
     def train_step(self) -> dict[str, float]:
         """One optimisation step on a fresh batch (seeded by ``config.seed`` and the step count):
         the activations before the layer are computed once for both images of each pair, and the
         layer runs its fused strategy for the structured shift. Returns the step's statistics."""
         return self._step(official=False)
 
+    @differentiates
     def reference_step(self) -> dict[str, float]:
         """The same step in the official code's arrangement (yandex-research/navigan): both
         images rendered by full syntheses from ``w``, the shifted one with its per-sample

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
+from navcuda.grad_mode import differentiates
 from navcuda.models.stylegan2 import Generator
 from navcuda.shift import Direction, synthesize_shifted
 
@@ -46,6 +47,7 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).square().flatten(1).mean(dim=1)
 
 
+@differentiates
 def reproduce_edit(
     generator: Generator,
     direction: Direction,

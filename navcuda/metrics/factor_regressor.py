@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from navcuda.grad_mode import differentiates
 from navcuda.toyworld import FACTOR_NAMES, NUM_FACTORS, render, sample_factors
 
 __all__ = [
@@ -338,6 +339,7 @@ def evaluate_factor_regressor(
 
 
 # ------------------------------------------------------------------------ training
+@differentiates
 def train_factor_regressor(
     output: str | os.PathLike | None = None,
     steps: int = 4000,
