@@ -35,7 +35,8 @@ def _tangents(n, size=32, seed=1, dtype=torch.float64):
 
 class _TanhNet(nn.Module):
     """A feature network with a layer the Linearizer has no method for (tanh): its
-    linearize_fn records it with ``pointwise``."""
+    linearize_fn records it with ``pointwise``; overlapping max-pool windows (AlexNet's 3x3,
+    stride 2) send one input's gradient to several outputs."""
 
     def __init__(self):
         super().__init__()
@@ -49,7 +50,7 @@ class _TanhNet(nn.Module):
     def forward(self, x):
         h1 = torch.tanh(self.c1(x))
         h2 = torch.relu(self.c2(h1))
-        return [h1, nn.functional.max_pool2d(h2, 2).flatten(1)]
+        return [h1, nn.functional.max_pool2d(h2, 3, 2).flatten(1)]  # overlapping windows
 
     def linearize(self, lin: Linearizer):
         lin.conv2d(self.c1)
@@ -57,7 +58,7 @@ class _TanhNet(nn.Module):
         lin.tap()
         lin.conv2d(self.c2)
         lin.relu()
-        lin.max_pool2d(nn.MaxPool2d(2))
+        lin.max_pool2d(nn.MaxPool2d(3, 2))
         lin.linear(lambda t: t.flatten(1))
         lin.tap()
 
