@@ -216,9 +216,8 @@ class PerceptualHessian:
             raise ValueError(f"resize must be None or a positive int, got {resize!r}")
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
-        refuse_inference_mode(
-            "PerceptualHessian"
-        )  # its cached activations would be inference tensors
+        # Its cached activations would be inference tensors, unusable by every product.
+        refuse_inference_mode("PerceptualHessian")
 
         weight = layer_weight(generator, info.name)
         self.generator = generator

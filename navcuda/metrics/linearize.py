@@ -168,8 +168,7 @@ class Linearizer:
     def linear(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """A map that is linear and acts on each sample alone (a resize, a flatten, a constant
         scale): applied as it is to the primal and to the tangents."""
-        with torch.no_grad():
-            return self._record(fn(self.x), fn)
+        return self.affine(fn, fn)
 
     def affine(
         self, fn: Callable[[torch.Tensor], torch.Tensor], linear_part: Callable
@@ -186,21 +185,26 @@ class Linearizer:
             return self._record(fn(self.x), lambda t: per_image(t, slope))
 
     def conv2d(self, conv: nn.Conv2d) -> torch.Tensor:
+        """``conv`` (zero padding); its tangent map keeps only the kernel for the backward."""
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise NotImplementedError("Linearizer: conv2d with zero numeric padding only")
         return self.affine(conv, lambda t: _ConvInput.apply(t, conv))
 
     def linear_layer(self, layer: nn.Linear) -> torch.Tensor:
+        """``layer`` (``nn.Linear``); the tangents see its weight only."""
         return self.affine(layer, lambda t: F.linear(t, layer.weight))
 
     def relu(self) -> torch.Tensor:
+        """ReLU; slope: the primal's positive mask."""
         return self.pointwise(F.relu, self.x > 0)
 
     def silu(self) -> torch.Tensor:
+        """SiLU ``x sigmoid(x)``; slope ``s (1 + x (1 - s))``."""
         s = torch.sigmoid(self.x)
         return self.pointwise(F.silu, s * (1 + self.x * (1 - s)))
 
     def max_pool2d(self, pool: nn.MaxPool2d) -> torch.Tensor:
+        """``pool``; tangents are gathered at the primal's argmax (ties: torch's choice)."""
         if pool.return_indices:
             raise NotImplementedError("Linearizer: MaxPool2d(return_indices=True)")
         with torch.no_grad():
@@ -239,7 +243,7 @@ class Linearizer:
             return self.max_pool2d(m)
         if isinstance(m, nn.Flatten):
             return self.linear(m)
-        if isinstance(m, nn.Identity | nn.Dropout) and not m.training:
+        if isinstance(m, nn.Identity) or (isinstance(m, nn.Dropout) and not m.training):
             return self.x
         raise NotImplementedError(f"Linearizer: no linearisation of {type(m).__name__}")
 
