@@ -157,6 +157,18 @@ def power_eigensolver(
                           bool(all_ok), history)  # fmt: skip
 
 
+def _products(hvp: HVPFn, q: torch.Tensor, device, dtype) -> torch.Tensor:
+    """``H q`` for the float64 CPU rows ``q``, computed on ``device`` in ``dtype`` and returned
+    as float64 on the CPU; a wrong shape or a non-finite product raises."""
+    z = hvp(q.to(device, dtype))
+    if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(q.shape):
+        got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"hvp must return [{q.shape[0]}, {q.shape[1]}] products, got {got}")
+    if not torch.isfinite(z).all():
+        raise FloatingPointError("hvp returned NaN or inf (a diverged or broken generator?)")
+    return z.double().cpu()
+
+
 def _start_block(
     n: int, k: int, oversample: int | None, seed: int, init: torch.Tensor | None
 ) -> torch.Tensor:
@@ -216,7 +228,7 @@ def block_eigensolver(
     it, count = 0, 0
     theta = res = x = None
     while it < max_iters:
-        z = hvp(q.to(device, dtype)).double().cpu()
+        z = _products(hvp, q, device, dtype)
         count += q.shape[0]
         it += 1
         # Ritz vectors [p, N] and their exact products
@@ -293,7 +305,7 @@ def lobpcg_eigensolver(
     """
     basis = _start_block(n, k, oversample, seed, init)
     p = basis.shape[0]
-    hbasis = hvp(basis.to(device, dtype)).double().cpu()
+    hbasis = _products(hvp, basis, device, dtype)
     count, it, history = p, 1, []
     n_lx = p  # rows of the basis that are locked or active Ritz vectors (the rest: W, then P)
     empty = torch.zeros(0, n, dtype=torch.float64)
@@ -314,7 +326,7 @@ def lobpcg_eigensolver(
         lx, hlx = x, hx  # locked + active Ritz vectors: orthonormal
         w = hx[n_lock:] - theta[n_lock:].unsqueeze(1) * x[n_lock:]
         w, _ = _orthonormalize(_project_out(w, None, lx, hlx)[0], None)
-        hw = hvp(w.to(device, dtype)).double().cpu() if w.shape[0] else empty
+        hw = _products(hvp, w, device, dtype) if w.shape[0] else empty
         count += w.shape[0]
         it += 1
         a, ha = torch.cat([lx, w]), torch.cat([hlx, hw])

@@ -96,6 +96,16 @@ def test_power_solver_matches_paper_recipe_on_known_spectrum():
     assert res.hvp_count == 3 * (60 + 1)
 
 
+@pytest.mark.parametrize("solver", list(BLOCK_SOLVERS))
+def test_block_solvers_refuse_bad_products(solver):
+    a, _, _ = _operator()
+    kw = dict(progress=False, dtype=torch.float64)
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        BLOCK_SOLVERS[solver](lambda v: (v @ a) * float("nan"), 60, 3, **kw)
+    with pytest.raises(ValueError, match=r"hvp must return \[7, 60\]"):
+        BLOCK_SOLVERS[solver](lambda v: (v @ a)[:, :10], 60, 3, **kw)
+
+
 def test_solvers_reject_bad_k():
     with pytest.raises(ValueError, match="k must be"):
         block_eigensolver(lambda v: v, 10, 11, progress=False)
