@@ -302,16 +302,23 @@ def lobpcg_eigensolver(
     recurrence converges like a Chebyshev-accelerated method: far fewer iterations than subspace
     iteration for the same residuals. Locking, stopping and ``init`` as
     :func:`block_eigensolver`.
+
+    Memory: the solver's own float64 blocks of ``[p, N]`` on the CPU peak at ~11 (subspace
+    iteration: ~9; measured by ``benchmarks/test_bench_spectrum.py::test_solver_memory``): for
+    ``k = 64`` on an official 512-channel 3x3 layer (``N = 2.36e6``, one block 1.5 GB) about
+    17 GB of host memory.
     """
-    basis = _start_block(n, k, oversample, seed, init)
-    p = basis.shape[0]
-    hbasis = _products(hvp, basis, device, dtype)
+    x = _start_block(n, k, oversample, seed, init)
+    p = x.shape[0]
+    # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors,
+    # then W and P. Never concatenated: every product with the basis is a sum over blocks, so
+    # the solver holds ~10 blocks of [p, N] at its peak (concatenating had made it ~22).
+    blocks = [(x, _products(hvp, x, device, dtype))]
     count, it, history = p, 1, []
-    n_lx = p  # rows of the basis that are locked or active Ritz vectors (the rest: W, then P)
-    empty = torch.zeros(0, n, dtype=torch.float64)
     bar = tqdm(total=max_iters, desc="lobpcg", unit="iter", disable=not progress)
     while True:
-        theta, s, x, hx = _rayleigh_ritz(basis, hbasis, p)  # products exact, as the basis's
+        theta, s = _block_ritz(blocks, p)
+        x, hx = _combine(blocks, s, n)  # Ritz vectors [p, N] and their exact products
         res = _rel_residuals(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
@@ -320,22 +327,48 @@ def lobpcg_eigensolver(
         bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
         if worst < tol or it >= max_iters:
             break
-        # P: the new active Ritz vectors' components along the previous W and P.
-        sp = s[n_lx:, n_lock:]
-        prev, hprev = sp.t() @ basis[n_lx:], sp.t() @ hbasis[n_lx:]
-        lx, hlx = x, hx  # locked + active Ritz vectors: orthonormal
+        # P: the active Ritz vectors' components along the previous W and P blocks.
+        prev, hprev = _combine(blocks[1:], s[p:, n_lock:], n)
+        del blocks
         w = hx[n_lock:] - theta[n_lock:].unsqueeze(1) * x[n_lock:]
-        w, _ = _orthonormalize(_project_out(w, None, lx, hlx)[0], None)
-        hw = _products(hvp, w, device, dtype) if w.shape[0] else empty
+        w, _ = _orthonormalize(_project_out(w, None, x, hx)[0], None)
+        hw = _products(hvp, w, device, dtype) if w.shape[0] else w.new_zeros(0, n)
         count += w.shape[0]
         it += 1
-        a, ha = torch.cat([lx, w]), torch.cat([hlx, hw])
-        prev, hprev = _orthonormalize(*_project_out(prev, hprev, a, ha))
-        basis, hbasis, n_lx = torch.cat([a, prev]), torch.cat([ha, hprev]), p
+        prev, hprev = _project_out(prev, hprev, x, hx)
+        prev, hprev = _orthonormalize(*_project_out(prev, hprev, w, hw))
+        blocks = [(x, hx), (w, hw), (prev, hprev)]
     bar.close()
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
     return SpectrumResult(vecs.to(dtype), theta[:k], res, it, count, bool(res.max() < tol),
                           history)  # fmt: skip
+
+
+def _block_ritz(
+    blocks: list[tuple[torch.Tensor, torch.Tensor]], p: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``p`` Ritz values (descending) and coefficients ``[rows, p]`` in the span of the
+    blocks' rows (orthonormal together), from their products."""
+    t = torch.cat([torch.cat([b @ hc.t() for _, hc in blocks], 1) for b, _ in blocks])
+    evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
+    order = torch.argsort(evals, descending=True)[:p]
+    return evals[order], s[:, order]
+
+
+def _combine(
+    blocks: list[tuple[torch.Tensor, torch.Tensor]], s: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s^T`` times the blocks' rows and products stacked (``[cols, n]`` each), accumulated
+    block by block in place (no stacked copy)."""
+    x = s.new_zeros(s.shape[1], n)
+    hx = s.new_zeros(s.shape[1], n)
+    lo = 0
+    for b, hb in blocks:
+        part = s[lo : lo + b.shape[0]].t()
+        x.addmm_(part, b)
+        hx.addmm_(part, hb)
+        lo += b.shape[0]
+    return x, hx
 
 
 def discover_spectrum(
