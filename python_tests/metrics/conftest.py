@@ -1,4 +1,4 @@
-"""Shared fixtures of the metric tests: an LPIPS(vgg) metric on a random-init backbone file."""
+"""Shared fixtures of the metric tests: LPIPS metrics on random-init backbone files."""
 
 from __future__ import annotations
 
@@ -25,3 +25,14 @@ def vgg_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lpips_vgg(vgg_file):
     return LPIPSMetric("vgg", backbone_path=vgg_file[0])
+
+
+@pytest.fixture(scope="session")
+def lpips_alex(tmp_path_factory):
+    """LPIPS(alex) on a randomly initialised torchvision AlexNet backbone file."""
+    torch.manual_seed(2)
+    feats = torchvision.models.AlexNet().features
+    sd = {f"features.{k}": v for k, v in feats.state_dict().items()}
+    path = tmp_path_factory.mktemp("hub-alex") / BACKBONE_FILES["alex"]
+    torch.save(sd, path)
+    return LPIPSMetric("alex", backbone_path=path)

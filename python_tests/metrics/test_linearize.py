@@ -64,13 +64,14 @@ class _TanhNet(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def metrics(lpips_vgg):
+def metrics(lpips_vgg, lpips_alex):
     net = _TanhNet()
     ms = {
         "toy-regressor": make_metric("toy-regressor"),
         "random-vgg": RandomFeatureLPIPS(seed=0, channels=(8, 16, 16)),
         "pixel": PixelMSE(resize=16),
         "lpips-vgg": lpips_vgg,
+        "lpips-alex": lpips_alex,  # 11x11 stride-4 conv, overlapping 3x3 max-pools
         "custom": FeatureLPIPS(net, name="custom", linearize_fn=net.linearize),
     }
     # float64 throughout: the two forms then agree to rounding (~1e-15), so the tolerance below
@@ -78,10 +79,12 @@ def metrics(lpips_vgg):
     return {k: m.double() for k, m in ms.items()}
 
 
-@pytest.mark.parametrize("name", ["toy-regressor", "random-vgg", "pixel", "lpips-vgg", "custom"])
+@pytest.mark.parametrize(
+    "name", ["toy-regressor", "random-vgg", "pixel", "lpips-vgg", "lpips-alex", "custom"]
+)
 def test_shared_primal_equals_forward_ad(metrics, name):
     m = metrics[name]
-    size = 64 if name == "toy-regressor" else 32
+    size = {"toy-regressor": 64, "lpips-alex": 64}.get(name, 32)
     x0, u = _images(size=size), _tangents(N_IMAGES, size=size)
     shared, fwd = m.linearize(x0), m.linearize(x0, mode="forward")
     assert isinstance(shared, SharedPrimalLinearization)
