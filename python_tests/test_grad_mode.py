@@ -10,6 +10,7 @@ from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
 from navcuda.grad_mode import differentiates
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import PixelMSE
+from navcuda.project import project
 
 
 def test_decorator_enables_grad_and_refuses_inference_mode():
@@ -51,3 +52,14 @@ def test_optimizer_step_inside_no_grad(tiny_generator):
     assert stats["step"] == 1 and all(p.grad is not None for p in opt.reconstructor.parameters())
     with torch.inference_mode(), pytest.raises(RuntimeError, match="train_step"):
         opt.train_step()
+
+
+def test_projection_inside_no_grad(tiny_generator):
+    target = torch.zeros(1, 3, 16, 16)
+    kw = dict(steps=3, mode="w", w_std_samples=64, seed=0, progress=False)
+    ref = project(tiny_generator, target, **kw)
+    with torch.no_grad():
+        proj = project(tiny_generator, target, **kw)
+    torch.testing.assert_close(proj.ws, ref.ws, rtol=0, atol=0)  # same seed, same steps
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="project.*inference_mode"):
+        project(tiny_generator, target, **kw)
