@@ -184,18 +184,6 @@ def _start_block(
     return torch.linalg.qr(q.t())[0].t().contiguous()
 
 
-def _rayleigh_ritz(
-    basis: torch.Tensor, hbasis: torch.Tensor, p: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top ``p`` Ritz pairs in the span of the orthonormal rows ``basis`` with products
-    ``hbasis``: (values descending, coefficients ``[rows, p]``, vectors, their products)."""
-    t = basis @ hbasis.t()
-    evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
-    order = torch.argsort(evals, descending=True)[:p]
-    theta, s = evals[order], s[:, order]
-    return theta, s, s.t() @ basis, s.t() @ hbasis
-
-
 def block_eigensolver(
     hvp: HVPFn,
     n: int,
@@ -231,8 +219,10 @@ def block_eigensolver(
         z = _products(hvp, q, device, dtype)
         count += q.shape[0]
         it += 1
-        # Ritz vectors [p, N] and their exact products
-        theta, _, x, hx = _rayleigh_ritz(torch.cat([locked_x, q]), torch.cat([locked_hx, z]))
+        blocks = [(locked_x, locked_hx), (q, z)]
+        theta, s = _block_ritz(blocks)
+        x, hx = _combine(blocks, s, n)  # Ritz vectors [p, N] and their exact products
+        del blocks, q, z  # spanned by x now
         res = _rel_residuals(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
@@ -304,7 +294,7 @@ def lobpcg_eigensolver(
     :func:`block_eigensolver`.
 
     Memory: the solver's own float64 blocks of ``[p, N]`` on the CPU peak at ~11 (subspace
-    iteration: ~9; measured by ``benchmarks/test_bench_spectrum.py::test_solver_memory``): for
+    iteration: ~7; measured by ``benchmarks/test_bench_spectrum.py::test_solver_memory``): for
     ``k = 64`` on an official 512-channel 3x3 layer (``N = 2.36e6``, one block 1.5 GB) about
     17 GB of host memory.
     """
@@ -345,10 +335,10 @@ def lobpcg_eigensolver(
 
 
 def _block_ritz(
-    blocks: list[tuple[torch.Tensor, torch.Tensor]], p: int
+    blocks: list[tuple[torch.Tensor, torch.Tensor]], p: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top ``p`` Ritz values (descending) and coefficients ``[rows, p]`` in the span of the
-    blocks' rows (orthonormal together), from their products."""
+    """Top ``p`` (default: all) Ritz values (descending) and coefficients ``[rows, p]`` in the
+    span of the blocks' rows (orthonormal together), from their products."""
     t = torch.cat([torch.cat([b @ hc.t() for _, hc in blocks], 1) for b, _ in blocks])
     evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
     order = torch.argsort(evals, descending=True)[:p]
