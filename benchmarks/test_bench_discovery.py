@@ -46,7 +46,8 @@ def _sync(device: torch.device) -> None:
 
 def _reconstructor_only(opt: DirectionOptimizer, device: torch.device):
     """The part of a step that no generator route changes: the reconstructor's forward, backward
-    and the optimiser update, on a fixed pre-rendered image pair batch (the Amdahl floor)."""
+    and the optimiser update (inside the backward, as the fast step does it), on a fixed
+    pre-rendered image pair batch (the Amdahl floor)."""
     cfg = opt.config
     gen = torch.Generator().manual_seed(0)
     k = torch.randint(cfg.k, (cfg.batch_size,), generator=gen).to(device)
@@ -59,9 +60,9 @@ def _reconstructor_only(opt: DirectionOptimizer, device: torch.device):
     def step():
         logits, t_hat = opt.reconstructor(original, shifted)
         loss = torch.nn.functional.cross_entropy(logits, k) + (t_hat - t).abs().mean()
-        opt.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.optimizer.step()
+        opt.optimizer.zero_grad()
+        with opt.optimizer.updating():  # as train_step updates
+            loss.backward()
 
     return step
 

@@ -47,9 +47,11 @@ def test_hessian_products_inside_no_grad(tiny_generator):
 
 def test_optimizer_step_inside_no_grad(tiny_generator):
     opt = DirectionOptimizer(tiny_generator, "convs.1", OptimizeConfig(k=4, batch_size=4, seed=0))
+    before = [p.detach().clone() for p in opt.optimizer.params]
     with torch.no_grad():
         stats = opt.train_step()
-    assert stats["step"] == 1 and all(p.grad is not None for p in opt.reconstructor.parameters())
+    assert stats["step"] == 1  # and every parameter was updated (inside the backward)
+    assert not any(torch.equal(p, q) for p, q in zip(opt.optimizer.params, before, strict=True))
     with torch.inference_mode(), pytest.raises(RuntimeError, match="train_step"):
         opt.train_step()
 

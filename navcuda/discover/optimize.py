@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda.discover.adam_in_backward import InBackwardAdam
 from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
 from navcuda.models.fingerprint import model_fingerprint
@@ -116,9 +117,7 @@ class DirectionOptimizer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.reconstructor = Reconstructor(cfg.k, size).to(dev)
-        self.optimizer = torch.optim.Adam(
-            [self.coeffs, *self.reconstructor.parameters()], lr=cfg.lr
-        )
+        self.optimizer = InBackwardAdam([self.coeffs, *self.reconstructor.parameters()], cfg.lr)
         self.step_count = 0
         self.history: list[dict[str, float]] = []
 
@@ -153,16 +152,20 @@ class DirectionOptimizer:
     @differentiates
     def train_step(self) -> dict[str, float]:
         """One optimisation step on a fresh batch (seeded by ``config.seed`` and the step count):
-        the activations before the layer are computed once for both images of each pair, and the
-        layer runs its fused strategy for the structured shift. Returns the step's statistics."""
+        the activations before the layer are computed once for both images of each pair, the
+        layer runs its fused strategy for the structured shift, and each parameter is updated
+        inside the backward pass as soon as its gradient is complete
+        (:class:`~navcuda.discover.adam_in_backward.InBackwardAdam`: the gradients are never all
+        alive at once). Returns the step's statistics."""
         return self._step(official=False)
 
     @differentiates
     def reference_step(self) -> dict[str, float]:
         """The same step in the official code's arrangement (yandex-research/navigan): both
         images rendered by full syntheses from ``w``, the shifted one with its per-sample
-        kernels materialised (``conv_route("legacy")``), nothing reused. Same batch, loss and
-        update as :meth:`train_step` (up to float rounding): the reference of the benchmarks."""
+        kernels materialised (``conv_route("legacy")``), nothing reused, every gradient computed
+        before one Adam step. Same batch, loss and update as :meth:`train_step` (up to float
+        rounding): the reference of the benchmarks."""
         return self._step(official=True)
 
     def _step(self, official: bool) -> dict[str, float]:
@@ -193,9 +196,13 @@ class DirectionOptimizer:
         loss = ce + cfg.t_weight * t_err
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step_count}: {float(loss)}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.optimizer.zero_grad()
+        if official:  # the official update: every gradient first, then one Adam step
+            loss.backward()
+            self.optimizer.step()
+        else:  # each parameter updated as soon as its gradient is complete, then freed
+            with self.optimizer.updating():
+                loss.backward()
         self.step_count += 1
         stats = {
             "step": self.step_count,

@@ -93,11 +93,25 @@ def test_reference_step_is_the_same_step(tiny_generator):
     1e-4 and 1e-3."""
     fast, ref = _opt(tiny_generator), _opt(tiny_generator)
     assert torch.equal(fast.coeffs, ref.coeffs)
+    # The fast step frees each gradient once its parameter is updated: record them on the way.
+    grads = {}
+    for name, p in [("coeffs", fast.coeffs), *fast.reconstructor.named_parameters()]:
+        p.register_hook(lambda g, name=name: grads.__setitem__(name, g.clone()))
     a, b = fast.train_step(), ref.reference_step()
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-    ga, gb = fast.coeffs.grad, ref.coeffs.grad
-    assert ga is not None and ga.abs().sum() > 0
+    ga, gb = grads["coeffs"], ref.coeffs.grad
+    assert ga.abs().sum() > 0
     assert ((ga - gb).norm() / gb.norm()).item() < 1e-3
-    pa = dict(fast.reconstructor.named_parameters())
     for name, p in ref.reconstructor.named_parameters():
-        assert ((pa[name].grad - p.grad).norm() / p.grad.norm().clamp_min(1e-12)).item() < 1e-3
+        assert ((grads[name] - p.grad).norm() / p.grad.norm().clamp_min(1e-12)).item() < 1e-3
+    # Both applied Adam's first step to their own gradients: p - lr * g / (|g| + eps). (The
+    # parameters themselves are not compared: that step moves a weight by about lr * sign(g),
+    # so weights whose gradient is ~0 may move either way by up to lr.)
+    lr, before = fast.config.lr, _opt(tiny_generator)
+    start = dict([("coeffs", before.coeffs), *before.reconstructor.named_parameters()])
+    for opt, grad_of in [(fast, grads.__getitem__), (ref, None)]:
+        for name, p in [("coeffs", opt.coeffs), *opt.reconstructor.named_parameters()]:
+            g = grad_of(name) if grad_of else p.grad
+            expected = start[name] - lr * g / (g.abs() + 1e-8)
+            torch.testing.assert_close(p.detach(), expected, atol=1e-9, rtol=1e-6, msg=name)
+    assert all(p.grad is None for p in fast.optimizer.params)
