@@ -8,9 +8,9 @@
 // passes the filter already flipped (upfirdn2d convolves). The adjoint w.r.t. the input is the
 // same op with the filter flipped and the pads (kh - 1 - pad_y, kw - 1 - pad_x), output h x w.
 //
-// The padded input is never materialised: the CPU kernel (fir2d.cpp) computes each output row
-// from kh input rows in one vectorised pass; the CUDA kernel (fir2d_kernels.cuh) computes one
-// output pixel per thread.
+// The padded input is never materialised: the CPU kernel (fir2d.cpp) pads one cache-sized strip
+// of rows at a time into scratch and filters it (separably where the filter is rank 1); the CUDA
+// kernel (fir2d_kernels.cuh) computes one output pixel per thread.
 #pragma once
 
 #include <cstdint>

@@ -7,9 +7,11 @@ the generator for the blur after a transposed convolution and for upsampling the
 ``ref_upfirdn2d`` is the pure-torch reference (pad, then a depthwise convolution). The blur case
 (``up = down = 1``) has a native path, the custom op ``navcuda::fir2d`` (``csrc/fir2d.{h,cpp,cu}``,
 CUDA body in ``csrc/fir2d_kernels.cuh``): a per-plane 2-D correlation with implicit zero padding,
-so the padded copy is never built. Its adjoint is the same op with the flipped filter and the
-complementary pads, so it is differentiable any number of times w.r.t. ``x`` (the filter is a
-constant; a filter that requires a gradient runs the reference). Measured on the bundled model's
+so the padded copy is never built (the CPU kernel pads one cache-sized strip of rows at a time
+into scratch and runs a separable filter, like the blur, as two 1-D passes). Its adjoint is the
+same op with the flipped filter and the complementary pads, so it is differentiable any number
+of times w.r.t. ``x`` (the filter is a constant; a filter that requires a gradient runs the
+reference). Measured on the bundled model's
 64x64 blur (B=32, 32 channels): oneDNN's NCHW depthwise conv on the padded copy and its backward
 were a fifth of a Gauss-Newton HVP's time (see ``benchmarks/RESULTS.md``).
 """

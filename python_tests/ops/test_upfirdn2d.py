@@ -15,7 +15,9 @@ needs_native = pytest.mark.skipif(
 
 # (B, C, H, W, filter, pad): batch 1, odd channels, non-square images and filters, the generator's
 # blurs (4x4, pads (2, 1) after a 3x3 transposed conv and (1, 1) in the discriminator), the
-# adjoint's pads, a 1x1 filter, negative (cropping) and asymmetric pads.
+# adjoint's pads, a 1x1 filter, negative (cropping) and asymmetric pads. The CPU kernel's paths:
+# separable filters (the blur, "sep3x5": two passes), others (one 2-D pass; "rand4x4" unrolled),
+# and planes wider than its scratch strip (the 300-wide case: several strips per plane).
 CASES = [
     (1, 3, 9, 9, "blur", (2, 1)),
     (2, 5, 7, 11, "blur", (1, 1)),
@@ -25,6 +27,9 @@ CASES = [
     (2, 1, 6, 6, "one", (0, 0)),
     (2, 3, 9, 8, "rand3x3", (-1, 2)),
     (1, 2, 10, 10, "blur", (-2, -1)),
+    (2, 3, 9, 8, "sep3x5", (1, 2)),
+    (1, 3, 7, 9, "rand4x4", (2, 1)),
+    (1, 2, 40, 300, "blur", (2, 1)),
 ]
 
 
@@ -33,7 +38,10 @@ def _filter(kind: str, dtype: torch.dtype, g: torch.Generator) -> torch.Tensor:
         return make_filter((1, 3, 3, 1), 4).to(dtype)
     if kind == "one":
         return torch.ones(1, 1, dtype=dtype)
-    kh, kw = (3, 3) if kind == "rand3x3" else (2, 5)
+    if kind == "sep3x5":
+        u, v = torch.rand(3, generator=g, dtype=dtype), torch.randn(5, generator=g, dtype=dtype)
+        return torch.outer(u, v)
+    kh, kw = {"rand3x3": (3, 3), "rand2x5": (2, 5), "rand4x4": (4, 4)}[kind]
     return torch.randn(kh, kw, generator=g, dtype=dtype)
 
 
