@@ -243,22 +243,34 @@ def block_eigensolver(
 
 
 def _project_out(
-    b: torch.Tensor, hb: torch.Tensor, a: torch.Tensor, ha: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    b: torch.Tensor, hb: torch.Tensor | None, a: torch.Tensor, ha: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``b`` minus its components along the orthonormal rows ``a``, twice (Kahan's "twice is
-    enough"); products follow the same linear map (``hb`` may be None)."""
+    enough"), *in place*; the products ``hb`` (may be None) follow the same linear map."""
     for _ in range(2):
         c = b @ a.t()
-        b = b - c @ a
-        hb = None if hb is None else hb - c @ ha
+        b.addmm_(c, a, alpha=-1.0)
+        if hb is not None:
+            hb.addmm_(c, ha, alpha=-1.0)
     return b, hb
+
+
+def _map_rows_(t: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """``t @ b`` for ``t [r, m]`` (``r <= m``) and ``b [m, N]``, written into ``b``'s first
+    ``r`` rows, one column chunk at a time (no second ``[m, N]`` block); returns that view."""
+    r = t.shape[0]
+    for lo in range(0, b.shape[1], chunk):
+        cols = b[:, lo : lo + chunk]
+        cols[:r] = t @ cols
+    return b[:r]
 
 
 def _orthonormalize(
     b: torch.Tensor, hb: torch.Tensor | None, rtol: float = 1e-7
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Orthonormal rows spanning those of ``b`` (thin SVD; directions with a singular value
-    below ``rtol`` times the largest are dropped), the same linear map applied to ``hb``."""
+    below ``rtol`` times the largest are dropped), the same linear map applied to ``hb`` (in
+    place: ``hb`` is overwritten)."""
     if b.shape[0] == 0:
         return b, hb
     u, sv, vh = torch.linalg.svd(b, full_matrices=False)
@@ -266,7 +278,7 @@ def _orthonormalize(
     if hb is None:
         return vh[keep], None
     t = u[:, keep].t() / sv[keep].unsqueeze(1)  # vh[keep] = t @ b
-    return vh[keep], t @ hb
+    return vh[keep], _map_rows_(t, hb)
 
 
 def lobpcg_eigensolver(
@@ -293,22 +305,34 @@ def lobpcg_eigensolver(
     iteration for the same residuals. Locking, stopping and ``init`` as
     :func:`block_eigensolver`.
 
-    Memory: the solver's own float64 blocks of ``[p, N]`` on the CPU peak at ~11 (subspace
+    Memory: the solver's own float64 blocks of ``[p, N]`` on the CPU peak at ~8 (subspace
     iteration: ~7; measured by ``benchmarks/test_bench_spectrum.py::test_solver_memory``): for
     ``k = 64`` on an official 512-channel 3x3 layer (``N = 2.36e6``, one block 1.5 GB) about
-    17 GB of host memory.
+    12 GB of host memory.
     """
     x = _start_block(n, k, oversample, seed, init)
     p = x.shape[0]
     # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors,
-    # then W and P. Never concatenated: every product with the basis is a sum over blocks, so
-    # the solver holds ~10 blocks of [p, N] at its peak (concatenating had made it ~22).
+    # then W and P. Never concatenated (every product with the basis is a sum over blocks), and
+    # each step frees a block before it builds the next or works in place: the solver holds
+    # ~8 blocks of [p, N] at its peak (concatenating had made it ~22).
     blocks = [(x, _products(hvp, x, device, dtype))]
     count, it, history = p, 1, []
     bar = tqdm(total=max_iters, desc="lobpcg", unit="iter", disable=not progress)
     while True:
         theta, s = _block_ritz(blocks, p)
-        x, hx = _combine(blocks, s, n)  # Ritz vectors [p, N] and their exact products
+        # Ritz vectors [p, N] and their exact products: first their components along W and P
+        # (those blocks are freed then), then plus those along the previous Ritz vectors.
+        x, hx = blocks[0]
+        if len(blocks) > 1:
+            q, hq = _combine(blocks[1:], s[p:], n)
+            del blocks
+            prev, hprev = q.clone(), hq.clone()  # the next P, once the active rows are known
+            x, hx = q.addmm_(s[:p].t(), x), hq.addmm_(s[:p].t(), hx)
+        else:
+            x, hx = _combine(blocks, s, n)
+            prev = hprev = None
+            del blocks
         res = _rel_residuals(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
@@ -317,17 +341,16 @@ def lobpcg_eigensolver(
         bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
         if worst < tol or it >= max_iters:
             break
-        # P: the active Ritz vectors' components along the previous W and P blocks.
-        prev, hprev = _combine(blocks[1:], s[p:, n_lock:], n)
-        del blocks
         w = hx[n_lock:] - theta[n_lock:].unsqueeze(1) * x[n_lock:]
         w, _ = _orthonormalize(_project_out(w, None, x, hx)[0], None)
         hw = _products(hvp, w, device, dtype) if w.shape[0] else w.new_zeros(0, n)
         count += w.shape[0]
         it += 1
-        prev, hprev = _project_out(prev, hprev, x, hx)
-        prev, hprev = _orthonormalize(*_project_out(prev, hprev, w, hw))
-        blocks = [(x, hx), (w, hw), (prev, hprev)]
+        blocks = [(x, hx), (w, hw)]
+        if prev is not None:  # P: the active Ritz vectors' components along the old W and P
+            prev, hprev = _project_out(prev[n_lock:], hprev[n_lock:], x, hx)
+            blocks.append(_orthonormalize(*_project_out(prev, hprev, w, hw)))
+            del prev, hprev
     bar.close()
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
     return SpectrumResult(vecs.to(dtype), theta[:k], res, it, count, bool(res.max() < tol),
