@@ -85,7 +85,8 @@ class SpectrumResult:
 
 
 def _rel_residuals(hx: torch.Tensor, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    r = (hx - theta.unsqueeze(1) * x).norm(dim=1)
+    """``|H x - theta x| / |theta|`` per row (float64), computed in the rows' dtype."""
+    r = (hx - theta.to(x.dtype).unsqueeze(1) * x).norm(dim=1).double()
     return r / theta.abs().clamp_min(torch.finfo(theta.dtype).tiny)
 
 
@@ -158,15 +159,15 @@ def power_eigensolver(
 
 
 def _products(hvp: HVPFn, q: torch.Tensor, device, dtype) -> torch.Tensor:
-    """``H q`` for the float64 CPU rows ``q``, computed on ``device`` in ``dtype`` and returned
-    as float64 on the CPU; a wrong shape or a non-finite product raises."""
+    """``H q`` for the CPU rows ``q``, computed on ``device`` in ``dtype`` and returned on the
+    CPU in ``q``'s dtype; a wrong shape or a non-finite product raises."""
     z = hvp(q.to(device, dtype))
     if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(q.shape):
         got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"hvp must return [{q.shape[0]}, {q.shape[1]}] products, got {got}")
     if not torch.isfinite(z).all():
         raise FloatingPointError("hvp returned NaN or inf (a diverged or broken generator?)")
-    return z.double().cpu()
+    return z.to(device="cpu", dtype=q.dtype)
 
 
 def _start_block(
@@ -242,13 +243,24 @@ def block_eigensolver(
                           history)  # fmt: skip
 
 
+def _gram(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """``a @ b.T`` in float64: directly for float64 rows, accumulated over column chunks cast
+    to float64 for float32 rows (the inner products of float32 blocks keep float64 accuracy)."""
+    if a.dtype == torch.float64 and b.dtype == torch.float64:
+        return a @ b.t()
+    g = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64)
+    for lo in range(0, a.shape[1], chunk):
+        g.addmm_(a[:, lo : lo + chunk].double(), b[:, lo : lo + chunk].double().t())
+    return g
+
+
 def _project_out(
     b: torch.Tensor, hb: torch.Tensor | None, a: torch.Tensor, ha: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``b`` minus its components along the orthonormal rows ``a``, twice (Kahan's "twice is
     enough"), *in place*; the products ``hb`` (may be None) follow the same linear map."""
     for _ in range(2):
-        c = b @ a.t()
+        c = _gram(b, a).to(b.dtype)
         b.addmm_(c, a, alpha=-1.0)
         if hb is not None:
             hb.addmm_(c, ha, alpha=-1.0)
@@ -270,8 +282,20 @@ def _orthonormalize(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Orthonormal rows spanning those of ``b`` (thin SVD; directions with a singular value
     below ``rtol`` times the largest are dropped), the same linear map applied to ``hb`` (in
-    place: ``hb`` is overwritten)."""
+    place: ``hb`` is overwritten).
+
+    float32 rows: from the float64 Gram matrix instead, twice, both maps applied in place (no
+    SVD of the block); ``rtol`` is raised to 1e-4, below which a direction of a float32 block
+    is mostly rounding."""
     if b.shape[0] == 0:
+        return b, hb
+    if b.dtype != torch.float64:
+        for cutoff in (max(rtol, 1e-4), 0.0):  # the second pass only restores orthonormality
+            e, v = torch.linalg.eigh(_gram(b, b))
+            keep = e > cutoff**2 * e.max()
+            t = (v[:, keep] / e[keep].sqrt()).t().to(b.dtype)  # rows: orthonormal t @ b
+            b = _map_rows_(t, b)
+            hb = None if hb is None else _map_rows_(t, hb)
         return b, hb
     u, sv, vh = torch.linalg.svd(b, full_matrices=False)
     keep = sv > rtol * sv.max()
@@ -293,6 +317,7 @@ def lobpcg_eigensolver(
     device: torch.device | str = "cpu",
     progress: bool = True,
     init: torch.Tensor | None = None,
+    block_dtype: torch.dtype = torch.float64,
 ) -> SpectrumResult:
     """Block LOBPCG (Knyazev 2001) with soft locking on ``p = k + oversample`` vectors.
 
@@ -308,9 +333,14 @@ def lobpcg_eigensolver(
     Memory: the solver's own float64 blocks of ``[p, N]`` on the CPU peak at ~8 (subspace
     iteration: ~7; measured by ``benchmarks/test_bench_spectrum.py::test_solver_memory``): for
     ``k = 64`` on an official 512-channel 3x3 layer (``N = 2.36e6``, one block 1.5 GB) about
-    12 GB of host memory.
+    12 GB of host memory. ``block_dtype=torch.float32`` stores the blocks in float32 (half
+    that; inner products and the Rayleigh-Ritz step stay float64): the residuals then level off
+    near ``1e-7 * lambda_1 / lambda_k`` (float32 rounding of the stored products), so use it
+    with ``tol`` well above that (the default 1e-3 is).
     """
-    x = _start_block(n, k, oversample, seed, init)
+    if block_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"block_dtype must be torch.float32 or torch.float64, got {block_dtype}")
+    x = _start_block(n, k, oversample, seed, init).to(block_dtype)
     p = x.shape[0]
     # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors,
     # then W and P. Never concatenated (every product with the basis is a sum over blocks), and
@@ -328,7 +358,8 @@ def lobpcg_eigensolver(
             q, hq = _combine(blocks[1:], s[p:], n)
             del blocks
             prev, hprev = q.clone(), hq.clone()  # the next P, once the active rows are known
-            x, hx = q.addmm_(s[:p].t(), x), hq.addmm_(s[:p].t(), hx)
+            sx = s[:p].t().to(block_dtype)
+            x, hx = q.addmm_(sx, x), hq.addmm_(sx, hx)
         else:
             x, hx = _combine(blocks, s, n)
             prev = hprev = None
@@ -341,7 +372,7 @@ def lobpcg_eigensolver(
         bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
         if worst < tol or it >= max_iters:
             break
-        w = hx[n_lock:] - theta[n_lock:].unsqueeze(1) * x[n_lock:]
+        w = hx[n_lock:] - theta[n_lock:].to(block_dtype).unsqueeze(1) * x[n_lock:]
         w, _ = _orthonormalize(_project_out(w, None, x, hx)[0], None)
         hw = _products(hvp, w, device, dtype) if w.shape[0] else w.new_zeros(0, n)
         count += w.shape[0]
@@ -362,7 +393,7 @@ def _block_ritz(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``p`` (default: all) Ritz values (descending) and coefficients ``[rows, p]`` in the
     span of the blocks' rows (orthonormal together), from their products."""
-    t = torch.cat([torch.cat([b @ hc.t() for _, hc in blocks], 1) for b, _ in blocks])
+    t = torch.cat([torch.cat([_gram(b, hc) for _, hc in blocks], 1) for b, _ in blocks])
     evals, s = torch.linalg.eigh(0.5 * (t + t.t()))
     order = torch.argsort(evals, descending=True)[:p]
     return evals[order], s[:, order]
@@ -371,13 +402,13 @@ def _block_ritz(
 def _combine(
     blocks: list[tuple[torch.Tensor, torch.Tensor]], s: torch.Tensor, n: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``s^T`` times the blocks' rows and products stacked (``[cols, n]`` each), accumulated
-    block by block in place (no stacked copy)."""
-    x = s.new_zeros(s.shape[1], n)
-    hx = s.new_zeros(s.shape[1], n)
+    """``s^T`` times the blocks' rows and products stacked (``[cols, n]`` each, in the blocks'
+    dtype), accumulated block by block in place (no stacked copy)."""
+    x = blocks[0][0].new_zeros(s.shape[1], n)
+    hx = blocks[0][0].new_zeros(s.shape[1], n)
     lo = 0
     for b, hb in blocks:
-        part = s[lo : lo + b.shape[0]].t()
+        part = s[lo : lo + b.shape[0]].t().to(b.dtype)
         x.addmm_(part, b)
         hx.addmm_(part, hb)
         lo += b.shape[0]
@@ -405,6 +436,7 @@ def discover_spectrum(
     target_rms: float = DEFAULT_TARGET_RMS,
     seed: int = 0,
     progress: bool = True,
+    block_dtype: str | torch.dtype = "float64",
 ) -> DirectionSet:
     """Top-``k`` eigenvectors of the perceptual Hessian of ``layer`` (module docstring).
 
@@ -423,6 +455,8 @@ def discover_spectrum(
         resize: images are resized to ``resize`` (nearest, as the official code) before the
             metric; ``None`` keeps them.
         calibrate/target_rms: recommended amplitudes (RMS image change, as the other methods).
+        block_dtype: ``"float64"`` or ``"float32"``: storage of LOBPCG's blocks (float32
+            halves the solver's host memory; see :func:`lobpcg_eigensolver`).
     Returns a ``DirectionSet`` with ``basis="weight"`` (unit eigenvectors), eigenvalues as
     ``values`` and the residuals in ``extra``.
     """
@@ -441,6 +475,12 @@ def discover_spectrum(
         raise ValueError(f"n_latents must be a positive int, got {n_latents!r}")
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    blocks = {"float64": torch.float64, "float32": torch.float32}
+    block_dtype = str(block_dtype).removeprefix("torch.")
+    if block_dtype not in blocks:
+        raise ValueError(f"block_dtype must be 'float64' or 'float32', got {block_dtype!r}")
+    if block_dtype != "float64" and solver != "lobpcg":
+        raise ValueError(f"block_dtype={block_dtype!r} applies to solver='lobpcg' only")
     dev = generator.w_avg.device
     if isinstance(metric, str):
         metric_name = resolve_metric_name(metric, is_toy_model(generator), backbone_path)
@@ -464,7 +504,10 @@ def discover_spectrum(
     if solver == "power":
         res = power_eigensolver(hvp_fn, n, k, iterations=iterations, tol=None, **common)
     else:
-        solve = lobpcg_eigensolver if solver == "lobpcg" else block_eigensolver
+        if solver == "lobpcg":
+            solve, common["block_dtype"] = lobpcg_eigensolver, blocks[block_dtype]
+        else:
+            solve = block_eigensolver
         res = solve(hvp_fn, n, k, oversample=oversample, max_iters=max_iters, tol=tol, **common)
     vectors = res.vectors.float().cpu().reshape(k, *shape)
     ds = DirectionSet(
@@ -490,6 +533,7 @@ def discover_spectrum(
             "batch_size": batch_size,
             "truncation_psi": truncation_psi,
             "target_rms": target_rms,
+            "block_dtype": block_dtype,
         },  # fmt: skip
         seed=seed,
         metric=metric_name,

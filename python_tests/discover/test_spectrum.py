@@ -86,6 +86,25 @@ def test_lobpcg_whole_space_and_init():
     assert res.converged and res.iterations == 1 and res.hvp_count == 7
 
 
+def test_lobpcg_float32_blocks_match_float64():
+    """float32 storage of the blocks (float64 inner products): the same iterations and, down
+    to ~1e-7 * lambda_1 / lambda_k (float32 rounding of the stored products; lambda_1 / lambda_5
+    = 4 here), the same eigenpairs."""
+    a, lam, q = _operator(n=300, decay=0.7)
+    kw = dict(tol=1e-5, max_iters=200, progress=False, dtype=torch.float32)
+    r64 = lobpcg_eigensolver(lambda v: v @ a.float(), 300, 5, **kw)
+    r32 = lobpcg_eigensolver(lambda v: v @ a.float(), 300, 5, block_dtype=torch.float32, **kw)
+    assert r64.converged and r32.converged
+    assert abs(r32.iterations - r64.iterations) <= 1, (r32.iterations, r64.iterations)
+    torch.testing.assert_close(r32.values, lam[:5], rtol=1e-5, atol=0)
+    cos = (r32.vectors.double() @ q[:, :5]).abs().diagonal()
+    assert float(cos.min()) > 1 - 1e-6
+    true = (r32.vectors.double() @ a - r32.values[:, None] * r32.vectors.double()).norm(dim=1)
+    torch.testing.assert_close(r32.residuals, true / r32.values, rtol=1e-2, atol=1e-6)
+    with pytest.raises(ValueError, match="block_dtype"):
+        lobpcg_eigensolver(lambda v: v @ a, 300, 5, block_dtype=torch.float16)
+
+
 def test_power_solver_matches_paper_recipe_on_known_spectrum():
     a, lam, q = _operator()
     res = power_eigensolver(lambda v: v @ a, 60, 3, iterations=60, progress=False,
@@ -144,6 +163,14 @@ def test_discover_spectrum_matches_explicit_hessian(small_generator):
     assert ds.extra["converged"] and max(ds.extra["residuals"]) < 1e-4
     assert ds.hparams["solver"] == "lobpcg" and ds.hparams["hvp"] == "gn"
     assert ds.hparams["batch_size"] == 8  # the default for exact GN products
+    # float32 blocks: the same eigenpairs (float32 products either way)
+    ds32 = discover(g, "convs.1", method="spectrum", k=k, metric=PixelMSE(), n_latents=6,
+                    tol=1e-4, max_iters=200, resize=None, calibrate=False, progress=False,
+                    block_dtype="float32")  # fmt: skip
+    assert ds32.extra["converged"] and ds32.hparams["block_dtype"] == "float32"
+    torch.testing.assert_close(ds32.values, ds.values, rtol=1e-5, atol=0)
+    cos = (ds32.coefficients.flatten(1) @ ds.coefficients.flatten(1).t()).abs().diagonal()
+    assert float(cos.min()) > 1 - 1e-5
 
 
 def test_power_fd_agrees_with_block_gn(small_generator):
@@ -172,3 +199,8 @@ def test_spectrum_bad_arguments(small_generator):
         discover(small_generator, "convs.1", method="spectrum", n_latents=0, k=2)
     with pytest.raises(ValueError, match="unknown metric"):
         discover(small_generator, "convs.1", method="spectrum", metric="inception", k=2)
+    with pytest.raises(ValueError, match="block_dtype must be"):
+        discover(small_generator, "convs.1", method="spectrum", block_dtype="float16", k=2)
+    with pytest.raises(ValueError, match="applies to solver='lobpcg' only"):
+        discover(small_generator, "convs.1", method="spectrum", solver="block",
+                 block_dtype="float32", k=2)  # fmt: skip
