@@ -2,7 +2,8 @@
 
 - one step of the optimisation method (batch 32, K = 64, ResNet-18 reconstructor at 64 px), SVD
   basis and a weight basis of 64 vectors (the hybrid method): :meth:`DirectionOptimizer.train_step`
-  (prefix computed once for both images of a pair, fused layer) against
+  (prefix computed once for both images of a pair, fused layer; also with the reconstructor's
+  stem recomputed in the backward, ``OptimizeConfig(checkpoint_stem=True)``) against
   :meth:`DirectionOptimizer.reference_step`, the official arrangement (two full syntheses from w,
   per-sample kernels materialised, nothing reused; tested to compute the same step), and the
   step's ``floor``: the reconstructor's forward, backward and update alone, which every route
@@ -31,7 +32,7 @@ from navcuda.models.stylegan2 import conv_route
 
 LAYER = "convs.3"
 ROUTES = {"reference": "legacy", "fast": "auto"}
-STEP_ROLES = ["reference", "fast", "floor"]
+STEP_ROLES = ["reference", "fast", "fast, stem checkpointed", "floor"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,9 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
         shape = generator.get_submodule(LAYER).conv.weight.shape[1:]
         gen = torch.Generator().manual_seed(0)
         kw["basis"] = torch.randn(64, *shape, generator=gen).to(device)
-    opt = DirectionOptimizer(generator, LAYER, OptimizeConfig(k=64, batch_size=32, seed=0), **kw)
+    lean = role == "fast, stem checkpointed"  # the reconstructor recomputes its stem
+    cfg = OptimizeConfig(k=64, batch_size=32, seed=0, checkpoint_stem=lean)
+    opt = DirectionOptimizer(generator, LAYER, cfg, **kw)
 
     if role == "floor":
         step = _reconstructor_only(opt, device)
@@ -88,7 +91,7 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
 
     run()
     benchmark.group = f"optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64"
-    benchmark.extra_info["role"] = role
+    benchmark.extra_info["role"] = "fast" if lean else role
     benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
     benchmark(run)
 

@@ -60,6 +60,9 @@ class OptimizeConfig:
     t_min_rel: float = 300.0 / FFHQ_KERNEL_NORM
     t_weight: float = 0.0025 * 3500.0
     reconstructor_size: int | None = None
+    #: recompute the reconstructor's stem in the backward (less memory, a few % more time;
+    #: :mod:`navcuda.discover.reconstructor`)
+    checkpoint_stem: bool = False
     truncation_psi: float = 1.0
     patience: int = 0
     seed: int = 0
@@ -116,7 +119,7 @@ class DirectionOptimizer:
         size = cfg.reconstructor_size or min(256, generator.config.resolution)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.reconstructor = Reconstructor(cfg.k, size).to(dev)
+            self.reconstructor = Reconstructor(cfg.k, size, cfg.checkpoint_stem).to(dev)
         self.optimizer = InBackwardAdam([self.coeffs, *self.reconstructor.parameters()], cfg.lr)
         self.step_count = 0
         self.history: list[dict[str, float]] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -115,3 +117,47 @@ def test_reference_step_is_the_same_step(tiny_generator):
             expected = start[name] - lr * g / (g.abs() + 1e-8)
             torch.testing.assert_close(p.detach(), expected, atol=1e-9, rtol=1e-6, msg=name)
     assert all(p.grad is None for p in fast.optimizer.params)
+
+
+def test_checkpointed_stem_is_bitwise_the_same_step(tiny_generator):
+    """The reconstructor with its stem recomputed in the backward: the same outputs, input and
+    parameter gradients, and batch-norm running statistics (updated once per step, not again
+    by the recomputation), bitwise on the CPU, over two steps."""
+    from navcuda.discover.reconstructor import Reconstructor
+
+    torch.manual_seed(0)
+    plain = Reconstructor(5, 32)
+    lean = copy.deepcopy(plain)
+    lean.checkpoint_stem = True
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        orig = torch.randn(3, 3, 32, 32, generator=gen)
+        shifted = [torch.randn(3, 3, 32, 32, generator=gen).requires_grad_(True)]
+        shifted.append(shifted[0].detach().clone().requires_grad_(True))
+        outs = [net(orig, x) for net, x in zip((plain, lean), shifted, strict=True)]
+        for logits, t_hat in outs:
+            (logits.square().sum() + t_hat.sum()).backward()
+        assert all(torch.equal(a, b) for a, b in zip(*outs, strict=True))
+        assert torch.equal(shifted[0].grad, shifted[1].grad)
+        for p, q in zip(plain.parameters(), lean.parameters(), strict=True):
+            assert torch.equal(p.grad, q.grad)
+            p.grad = q.grad = None
+    for name, buf in plain.backbone.bn1.named_buffers():
+        assert torch.equal(buf, getattr(lean.backbone.bn1, name)), name
+    assert int(lean.backbone.bn1.num_batches_tracked) == 2 and lean.backbone.bn1.momentum == 0.1
+    # and it keeps less for the backward: the stem's maps and max-pool indices are not saved
+    saved = []
+    for net in (plain, lean):
+        sizes = {}
+
+        def pack(t, sizes=sizes):
+            sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            net(orig, shifted[0])
+        saved.append(sum(sizes.values()))
+    stem_out = 3 * 64 * 16 * 16 * 4  # one float32 map of the stem (batch 3, 32 px input)
+    assert saved[1] < saved[0] - 2 * stem_out, saved
+    # the optimiser's option reaches it
+    assert _opt(tiny_generator, checkpoint_stem=True).reconstructor.checkpoint_stem
