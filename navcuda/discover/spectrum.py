@@ -436,7 +436,7 @@ def discover_spectrum(
     target_rms: float = DEFAULT_TARGET_RMS,
     seed: int = 0,
     progress: bool = True,
-    block_dtype: str | torch.dtype = "float64",
+    block_dtype: str | torch.dtype = "auto",
 ) -> DirectionSet:
     """Top-``k`` eigenvectors of the perceptual Hessian of ``layer`` (module docstring).
 
@@ -455,8 +455,10 @@ def discover_spectrum(
         resize: images are resized to ``resize`` (nearest, as the official code) before the
             metric; ``None`` keeps them.
         calibrate/target_rms: recommended amplitudes (RMS image change, as the other methods).
-        block_dtype: ``"float64"`` or ``"float32"``: storage of LOBPCG's blocks (float32
-            halves the solver's host memory; see :func:`lobpcg_eigensolver`).
+        block_dtype: ``"float64"``, ``"float32"`` or ``"auto"`` (float32 for LOBPCG with
+            ``tol >= 1e-4``, float64 otherwise): storage of LOBPCG's blocks on the host
+            (float32 halves the solver's memory and keeps its iterates at such tolerances; see
+            :func:`lobpcg_eigensolver`). The dtype used is recorded in ``hparams``.
     Returns a ``DirectionSet`` with ``basis="weight"`` (unit eigenvectors), eigenvalues as
     ``values`` and the residuals in ``extra``.
     """
@@ -477,8 +479,10 @@ def discover_spectrum(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     blocks = {"float64": torch.float64, "float32": torch.float32}
     block_dtype = str(block_dtype).removeprefix("torch.")
+    if block_dtype == "auto":
+        block_dtype = "float32" if solver == "lobpcg" and tol >= 1e-4 else "float64"
     if block_dtype not in blocks:
-        raise ValueError(f"block_dtype must be 'float64' or 'float32', got {block_dtype!r}")
+        raise ValueError(f"block_dtype must be 'auto', 'float64' or 'float32', got {block_dtype!r}")
     if block_dtype != "float64" and solver != "lobpcg":
         raise ValueError(f"block_dtype={block_dtype!r} applies to solver='lobpcg' only")
     dev = generator.w_avg.device

@@ -149,7 +149,8 @@ def test_discover_spectrum_matches_explicit_hessian(small_generator):
     g = small_generator
     k = 4
     ds = discover(g, "convs.1", method="spectrum", k=k, metric=PixelMSE(), n_latents=6, tol=1e-4,
-                  max_iters=200, resize=None, calibrate=False, progress=False)  # fmt: skip
+                  max_iters=200, resize=None, calibrate=False, progress=False,
+                  block_dtype="float64")  # fmt: skip
     # the same Hessian, explicitly: the same latents (seed 0) and metric
     from navcuda.shift import seeded_ws
 
@@ -163,10 +164,11 @@ def test_discover_spectrum_matches_explicit_hessian(small_generator):
     assert ds.extra["converged"] and max(ds.extra["residuals"]) < 1e-4
     assert ds.hparams["solver"] == "lobpcg" and ds.hparams["hvp"] == "gn"
     assert ds.hparams["batch_size"] == 8  # the default for exact GN products
-    # float32 blocks: the same eigenpairs (float32 products either way)
+    # float32 blocks (the default at this tolerance): the same eigenpairs (float32 products
+    # either way)
     ds32 = discover(g, "convs.1", method="spectrum", k=k, metric=PixelMSE(), n_latents=6,
-                    tol=1e-4, max_iters=200, resize=None, calibrate=False, progress=False,
-                    block_dtype="float32")  # fmt: skip
+                    tol=1e-4, max_iters=200, resize=None, calibrate=False,
+                    progress=False)  # fmt: skip
     assert ds32.extra["converged"] and ds32.hparams["block_dtype"] == "float32"
     torch.testing.assert_close(ds32.values, ds.values, rtol=1e-5, atol=0)
     cos = (ds32.coefficients.flatten(1) @ ds.coefficients.flatten(1).t()).abs().diagonal()
@@ -199,6 +201,10 @@ def test_spectrum_bad_arguments(small_generator):
         discover(small_generator, "convs.1", method="spectrum", n_latents=0, k=2)
     with pytest.raises(ValueError, match="unknown metric"):
         discover(small_generator, "convs.1", method="spectrum", metric="inception", k=2)
+    tight = discover(small_generator, "convs.1", method="spectrum", k=2, n_latents=2, tol=1e-5,
+                     max_iters=1, metric=PixelMSE(), resize=None, calibrate=False,
+                     progress=False)  # fmt: skip
+    assert tight.hparams["block_dtype"] == "float64"  # auto: float64 below tol 1e-4
     with pytest.raises(ValueError, match="block_dtype must be"):
         discover(small_generator, "convs.1", method="spectrum", block_dtype="float16", k=2)
     with pytest.raises(ValueError, match="applies to solver='lobpcg' only"):
