@@ -159,5 +159,10 @@ def test_checkpointed_stem_is_bitwise_the_same_step(tiny_generator):
         saved.append(sum(sizes.values()))
     stem_out = 3 * 64 * 16 * 16 * 4  # one float32 map of the stem (batch 3, 32 px input)
     assert saved[1] < saved[0] - 2 * stem_out, saved
-    # the optimiser's option reaches it
-    assert _opt(tiny_generator, checkpoint_stem=True).reconstructor.checkpoint_stem
+    # the optimiser's option reaches it, and its step (updates inside the backward) is the same
+    a, b = _opt(tiny_generator, checkpoint_stem=True), _opt(tiny_generator)
+    assert a.reconstructor.checkpoint_stem and not b.reconstructor.checkpoint_stem
+    assert a.train_step()["loss"] == b.train_step()["loss"]
+    assert torch.equal(a.coeffs, b.coeffs)
+    sa, sb = a.reconstructor.state_dict(), b.reconstructor.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[n], sb[n]) for n in sa)
