@@ -45,7 +45,8 @@ class InBackwardAdam:
             raise ValueError("a parameter appears twice")
         self._adams = {id(p): _adam(p, lr) for p in self.params}
         self._active = False
-        self._handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self.params]
+        for p in self.params:
+            p.register_post_accumulate_grad_hook(self._hook)
 
     def _hook(self, p: torch.Tensor) -> None:
         if self._active:
@@ -96,11 +97,11 @@ class InBackwardAdam:
                 f"the saved optimiser has {len(ids)} parameters, this one {len(self.params)}"
             )
         kernel_keys = ("fused", "foreach", "capturable", "differentiable")
+        hyper = {k: v for k, v in groups[0].items() if k not in ("params", *kernel_keys)}
         for pid, p in zip(ids, self.params, strict=True):
             adam = self._adams[id(p)]
             own = adam.param_groups[0]
-            group = {k: v for k, v in groups[0].items() if k not in ("params", *kernel_keys)}
-            group.update({k: own[k] for k in kernel_keys if k in own}, params=[0])
+            group = {**hyper, **{k: own[k] for k in kernel_keys if k in own}, "params": [0]}
             saved = state_dict["state"].get(pid)
             if saved is not None and saved["exp_avg"].shape != p.shape:
                 raise ValueError(

@@ -353,8 +353,8 @@ def lobpcg_eigensolver(
         theta, s = _block_ritz(blocks, p)
         # Ritz vectors [p, N] and their exact products: first their components along W and P
         # (those blocks are freed then), then plus those along the previous Ritz vectors.
-        x, hx = blocks[0]
         if len(blocks) > 1:
+            x, hx = blocks[0]
             q, hq = _combine(blocks[1:], s[p:], n)
             del blocks
             prev, hprev = q.clone(), hq.clone()  # the next P, once the active rows are known
@@ -477,11 +477,11 @@ def discover_spectrum(
         raise ValueError(f"n_latents must be a positive int, got {n_latents!r}")
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
-    blocks = {"float64": torch.float64, "float32": torch.float32}
+    dtypes = {"float64": torch.float64, "float32": torch.float32}
     block_dtype = str(block_dtype).removeprefix("torch.")
     if block_dtype == "auto":
         block_dtype = "float32" if solver == "lobpcg" and tol >= 1e-4 else "float64"
-    if block_dtype not in blocks:
+    if block_dtype not in dtypes:
         raise ValueError(f"block_dtype must be 'auto', 'float64' or 'float32', got {block_dtype!r}")
     if block_dtype != "float64" and solver != "lobpcg":
         raise ValueError(f"block_dtype={block_dtype!r} applies to solver='lobpcg' only")
@@ -509,7 +509,7 @@ def discover_spectrum(
         res = power_eigensolver(hvp_fn, n, k, iterations=iterations, tol=None, **common)
     else:
         if solver == "lobpcg":
-            solve, common["block_dtype"] = lobpcg_eigensolver, blocks[block_dtype]
+            solve, common["block_dtype"] = lobpcg_eigensolver, dtypes[block_dtype]
         else:
             solve = block_eigensolver
         res = solve(hvp_fn, n, k, oversample=oversample, max_iters=max_iters, tol=tol, **common)
