@@ -2,11 +2,12 @@
 // Launch code lives in modconv.cu; navcuda._C_emu runs the same bodies on the CPU (cuda_emu.h).
 //
 // Kept to the subset cuda_emu.h provides: __global__, blockIdx/threadIdx/blockDim/gridDim,
-// __syncthreads() and __shared__ arrays, plain arithmetic (no warp intrinsics, no atomics).
+// __syncthreads() and NAVCUDA_SHARED arrays, plain arithmetic (no warp intrinsics, no atomics).
 // Reductions: a shared-memory tree over the threads of a block; blockDim.x must be a power of two
 // <= kModconvMaxThreads.
 #pragma once
 
+#include "kernel_shared.cuh"
 #include "modconv.h"
 
 namespace navcuda {
@@ -15,8 +16,8 @@ constexpr int kModconvMaxThreads = 256;
 
 // Tree reduction of `buf[0..blockDim.x)` (power of two) into buf[0..keep) (keep a power of two:
 // buf[r] sums the entries r, r + keep, r + 2 keep, ...); every thread must call it.
-template <typename T>
-__device__ __forceinline__ void modconv_block_sum(T* buf, int lanes, unsigned int keep = 1) {
+template <typename Buf>
+__device__ __forceinline__ void modconv_block_sum(Buf buf, int lanes, unsigned int keep = 1) {
   for (unsigned int half = blockDim.x / 2; half >= keep; half >>= 1) {
     if (threadIdx.x < half) {
       for (int k = 0; k < lanes; ++k) {
@@ -33,7 +34,7 @@ template <typename T, bool kHasT>
 __global__ void modconv_demod_kernel(const T* s, const T* q0, const T* q1, const T* q2, const T* t,
                                      const long long* index, T* dcoef, long long n_out,
                                      long long n_in, long long n0, T scale2) {
-  __shared__ T buf[kModconvMaxThreads];
+  NAVCUDA_SHARED(T, buf, [kModconvMaxThreads]);
   const long long o = blockIdx.x;
   const long long b = blockIdx.y;
   const T* sr = s + b * n_in;
@@ -73,7 +74,7 @@ __global__ void modconv_demod_grad_s_kernel(const T* dn, const T* s, const T* q0
                                             const T* q2, const T* t, const long long* index, T* ds,
                                             T* dt_part, long long n_out, long long n_in,
                                             long long n0) {
-  __shared__ T buf[kModconvMaxThreads];
+  NAVCUDA_SHARED(T, buf, [kModconvMaxThreads]);
   const long long b = blockIdx.y;
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const T* dnr = dn + b * n_out;
@@ -162,6 +163,7 @@ __device__ __forceinline__ void modconv_epilogue_grad_elem(long long e, T d, T t
                                                            const T* y0, const T* y1, T* dy0, T* dy1,
                                                            T* dz_out, bool with_dd, T alpha, T gain,
                                                            T clamp, T* sums) {
+  (void)clamp;  // the forward's mask already records where the clamp was active
   const bool reads_mask = kClamp || kAct == static_cast<int>(Act::kLrelu);
   const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
       dout[e], reads_mask ? mask[e] : std::uint8_t(0), alpha, gain);
@@ -179,8 +181,8 @@ __device__ __forceinline__ void modconv_epilogue_grad_elem(long long e, T d, T t
 // Reduces every thread's four sums over the block into its first `keep` lanes and lets lane r
 // (r < keep, when `store`) write them at `plane` of p_dz, ddcoef, p_dzy1, p_dzn (each if given).
 // Every thread of the block must call it; buf is free again on return.
-template <typename T>
-__device__ __forceinline__ void modconv_epilogue_grad_store(T* buf, const T* sums,
+template <typename T, typename Buf>
+__device__ __forceinline__ void modconv_epilogue_grad_store(Buf buf, const T* sums,
                                                             unsigned int keep, bool store,
                                                             long long plane, T* p_dz, T* ddcoef,
                                                             T* p_dzy1, T* p_dzn) {
@@ -205,7 +207,7 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const std::uint8_t* 
                                              T* dy1, T* dz_out, T* ddcoef, T* p_dz, T* p_dzy1,
                                              T* p_dzn, long long batch, long long channels,
                                              long long hw, T alpha, T gain, T clamp) {
-  __shared__ T buf[4 * kModconvMaxThreads];
+  NAVCUDA_SHARED(T, buf, [4 * kModconvMaxThreads]);
   const long long planes = batch * channels;
   for (long long plane = blockIdx.x; plane < planes; plane += gridDim.x) {
     const long long b = plane / channels;
@@ -237,7 +239,7 @@ __global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const std::uint
                                                   T* dz_out, T* ddcoef, T* p_dz, T* p_dzy1,
                                                   T* p_dzn, long long batch, long long channels,
                                                   long long hw, T alpha, T gain, T clamp) {
-  __shared__ T buf[4 * kModconvMaxThreads];
+  NAVCUDA_SHARED(T, buf, [4 * kModconvMaxThreads]);
   const long long tiles = (channels + kModconvNhwcTile - 1) / kModconvNhwcTile;
   const long long lane = threadIdx.x % kModconvNhwcTile;
   const long long row0 = threadIdx.x / kModconvNhwcTile;

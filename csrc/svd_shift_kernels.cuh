@@ -1,8 +1,8 @@
 // CUDA kernel bodies for svd_shift (launchers in svd_shift.cu; the same bodies run on the CPU in
 // the test-only module navcuda._C_emu through cuda_emu.h). Math and layouts: svd_shift.h.
 //
-// Only the subset cuda_emu.h emulates is used: blockIdx/threadIdx/blockDim/gridDim, __shared__
-// arrays, __syncthreads() and plain arithmetic (no warp functions, no atomics).
+// Only the subset cuda_emu.h emulates is used: blockIdx/threadIdx/blockDim/gridDim,
+// NAVCUDA_SHARED arrays, __syncthreads() and plain arithmetic (no warp functions, no atomics).
 //
 // Both kernels are classic shared-memory tiled GEMMs: a block of (BN/TN) x (BM/TM) threads owns a
 // BM x BN output tile, stages BK-deep slices of A and B in shared memory, and every thread
@@ -11,6 +11,7 @@
 // and the global stores of the epilogue are coalesced.
 #pragma once
 
+#include "kernel_shared.cuh"
 #include "svd_shift.h"
 
 namespace navcuda {
@@ -24,8 +25,9 @@ __global__ void svd_shift_forward_kernel(const T* w, const T* u, const T* vh, co
   constexpr int TX = BN / TN;
   constexpr int TY = BM / TM;
   constexpr int NT = TX * TY;
-  __shared__ T As[BK][BM];      // As[p][m] = vh[p0 + p, o0 + m] * s[b, p0 + p]
-  __shared__ T Bs[BK][BN + 1];  // Bs[p][n] = u[kidx(c0 + n), p0 + p] (padded: no bank conflicts)
+  NAVCUDA_SHARED(T, As, [BK][BM]);  // As[p][m] = vh[p0 + p, o0 + m] * s[b, p0 + p]
+  NAVCUDA_SHARED(
+      T, Bs, [BK][BN + 1]);  // Bs[p][n] = u[kidx(c0 + n), p0 + p] (padded: no bank conflicts)
   const long long K = n_in * taps;
   const long long b = blockIdx.z;
   const long long o0 = (long long)blockIdx.y * BM;
@@ -84,9 +86,9 @@ __global__ void svd_shift_grad_kernel(const T* g, const T* u, const T* vh, T* e,
   constexpr int TX = BN / TN;
   constexpr int TY = BM / TM;
   constexpr int NT = TX * TY;
-  __shared__ T As[BK][BM + 1];  // As[p][m] = G_b[o0 + m, c0 + p]
-  __shared__ T Bs[BK][BN];      // Bs[p][n] = u[kidx(c0 + p), j0 + n]
-  __shared__ T red[TY][BN];     // per-row-of-threads partial sums of e
+  NAVCUDA_SHARED(T, As, [BK][BM + 1]);  // As[p][m] = G_b[o0 + m, c0 + p]
+  NAVCUDA_SHARED(T, Bs, [BK][BN]);      // Bs[p][n] = u[kidx(c0 + p), j0 + n]
+  NAVCUDA_SHARED(T, red, [TY][BN]);     // per-row-of-threads partial sums of e
   const long long K = n_in * taps;
   const long long b = blockIdx.z;
   const long long j0 = (long long)blockIdx.x * BN;

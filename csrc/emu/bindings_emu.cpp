@@ -5,12 +5,14 @@
 #include "cuda_emu.h"  // must come first: defines __global__, threadIdx, ...
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
 #include <type_traits>
 
 #include "bias_act.h"
 #include "bias_act_kernels.cuh"
+#include "checker_probes.cuh"
 #include "common.h"
 #include "fir2d.h"
 #include "fir2d_kernels.cuh"
@@ -36,7 +38,7 @@ void bias_act_emu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t 
     navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      navcuda_emu::launch(dim3(grid), dim3(block),
+      navcuda_emu::launch("bias_act_forward_kernel", dim3(grid), dim3(block),
                           &navcuda::bias_act_forward_kernel<T, kAct, kClamp>, as_ptr<const T>(x),
                           as_ptr<const T>(b), as_ptr<T>(y), n, (long long)channels,
                           (long long)inner, T(alpha), T(gain), T(clamp));
@@ -54,9 +56,10 @@ void bias_act_grad_emu(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, i
     navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::bias_act_grad_kernel<T, kAct, kClamp>,
-                          as_ptr<const T>(dy), as_ptr<const T>(y), as_ptr<T>(dx), (long long)n,
-                          T(alpha), T(gain), T(clamp));
+      navcuda_emu::launch("bias_act_grad_kernel", dim3(grid), dim3(block),
+                          &navcuda::bias_act_grad_kernel<T, kAct, kClamp>, as_ptr<const T>(dy),
+                          as_ptr<const T>(y), as_ptr<T>(dx), (long long)n, T(alpha), T(gain),
+                          T(clamp));
     });
   });
 }
@@ -72,7 +75,7 @@ void svd_shift_emu_impl(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, s
                   unsigned(batch));
   navcuda::dispatch_float(dtype, "svd_shift_emu", [&](auto zero) {
     using T = decltype(zero);
-    navcuda_emu::launch(grid, dim3(C::BN / C::TN, C::BM / C::TM),
+    navcuda_emu::launch("svd_shift_forward_kernel", grid, dim3(C::BN / C::TN, C::BM / C::TM),
                         &navcuda::svd_shift_forward_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>,
                         as_ptr<const T>(w), as_ptr<const T>(u), as_ptr<const T>(vh),
                         as_ptr<const T>(s), as_ptr<T>(out), (long long)n_out, (long long)n_in,
@@ -88,7 +91,7 @@ void svd_shift_grad_emu_impl(std::uintptr_t g, std::uintptr_t u, std::uintptr_t 
   const dim3 grid(unsigned((rank + C::BN - 1) / C::BN), 1, unsigned(batch));
   navcuda::dispatch_float(dtype, "svd_shift_grad_emu", [&](auto zero) {
     using T = decltype(zero);
-    navcuda_emu::launch(grid, dim3(C::BN / C::TN, C::BM / C::TM),
+    navcuda_emu::launch("svd_shift_grad_kernel", grid, dim3(C::BN / C::TN, C::BM / C::TM),
                         &navcuda::svd_shift_grad_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>,
                         as_ptr<const T>(g), as_ptr<const T>(u), as_ptr<const T>(vh), as_ptr<T>(e),
                         (long long)n_out, (long long)n_in, (long long)taps, (long long)rank);
@@ -139,8 +142,8 @@ void modconv_demod_emu(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, s
   navcuda::dispatch_float(dtype, "modconv_demod_emu", [&](auto zero) {
     using T = decltype(zero);
     emu_dispatch_bool(t != 0, [&](auto has_t) {
-      navcuda_emu::launch(dim3(unsigned(n_out), unsigned(batch)), dim3(block),
-                          &navcuda::modconv_demod_kernel<T, decltype(has_t)::value>,
+      navcuda_emu::launch("modconv_demod_kernel", dim3(unsigned(n_out), unsigned(batch)),
+                          dim3(block), &navcuda::modconv_demod_kernel<T, decltype(has_t)::value>,
                           as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1),
                           as_ptr<const T>(q2), as_ptr<const T>(t), as_ptr<const long long>(index),
                           as_ptr<T>(dcoef), (long long)n_out, (long long)n_in, (long long)n0,
@@ -165,12 +168,14 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
   navcuda::dispatch_float(dtype, "modconv_demod_grad_emu", [&](auto zero) {
     using T = decltype(zero);
     const long long* idx = as_ptr<const long long>(index);
-    navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::modconv_demod_dn_kernel<T>,
-                        as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn),
-                        (long long)(batch * n_out), T(scale2));
+    navcuda_emu::launch("modconv_demod_dn_kernel", dim3(grid), dim3(block),
+                        &navcuda::modconv_demod_dn_kernel<T>, as_ptr<const T>(g),
+                        as_ptr<const T>(dcoef), as_ptr<T>(dn), (long long)(batch * n_out),
+                        T(scale2));
     if ((ds != 0 || dt != 0) && n_in > 0) {
       emu_dispatch_bool(t != 0, [&](auto has_t) {
         navcuda_emu::launch(
+            "modconv_demod_grad_s_kernel",
             dim3(unsigned((n_in + block - 1) / block), unsigned(batch)), dim3(block),
             &navcuda::modconv_demod_grad_s_kernel<T, decltype(has_t)::value>, as_ptr<const T>(dn),
             as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
@@ -181,10 +186,11 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
     const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
     for (int mode = 0; mode < 3; ++mode) {
       if (dqs[mode] == 0) continue;
-      navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::modconv_demod_grad_q_kernel<T>,
-                          as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(t), idx,
-                          as_ptr<T>(dqs[mode]), (long long)(mode == 0 ? n0 : n_dir),
-                          (long long)batch, (long long)n_out, (long long)n_in, (long long)n0, mode);
+      navcuda_emu::launch("modconv_demod_grad_q_kernel", dim3(grid), dim3(block),
+                          &navcuda::modconv_demod_grad_q_kernel<T>, as_ptr<const T>(dn),
+                          as_ptr<const T>(s), as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]),
+                          (long long)(mode == 0 ? n0 : n_dir), (long long)batch, (long long)n_out,
+                          (long long)n_in, (long long)n0, mode);
     }
   });
 }
@@ -209,7 +215,7 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
           navcuda_emu::launch(
-              dim3(grid), dim3(block),
+              "modconv_epilogue_kernel", dim3(grid), dim3(block),
               channels_last ? &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
                             : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>,
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
@@ -247,6 +253,7 @@ void modconv_epilogue_grad_emu(std::uintptr_t dout, std::uintptr_t mask, std::ui
                         "modconv_epilogue_grad_emu: channels-last blocks need >= "
                             << navcuda::kModconvNhwcTile << " threads, got " << block);
           navcuda_emu::launch(
+              channels_last ? "modconv_epilogue_grad_nhwc_kernel" : "modconv_epilogue_grad_kernel",
               dim3(grid), dim3(block),
               channels_last ? &navcuda::modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
                             : &navcuda::modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>,
@@ -270,9 +277,9 @@ void fir2d_emu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t p
   if (planes * ho * wo == 0) return;
   navcuda::dispatch_float(dtype, "fir2d_emu", [&](auto zero) {
     using T = decltype(zero);
-    navcuda_emu::launch(dim3(grid), dim3(block), &navcuda::fir2d_kernel<T>, as_ptr<const T>(x),
-                        as_ptr<const T>(w), as_ptr<T>(out), (long long)planes, (long long)h,
-                        (long long)wd, (long long)kh, (long long)kw, (long long)pad_y,
+    navcuda_emu::launch("fir2d_kernel", dim3(grid), dim3(block), &navcuda::fir2d_kernel<T>,
+                        as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), (long long)planes,
+                        (long long)h, (long long)wd, (long long)kh, (long long)kw, (long long)pad_y,
                         (long long)pad_x, (long long)ho, (long long)wo);
   });
 }
@@ -302,4 +309,7 @@ PYBIND11_MODULE(_C_emu, m) {
   m.def("fir2d_emu", &fir2d_emu, nogil, arg("x"), arg("w"), arg("out"), arg("planes"), arg("h"),
         arg("wd"), arg("kh"), arg("kw"), arg("pad_y"), arg("pad_x"), arg("ho"), arg("wo"),
         arg("dtype"), arg("grid"), arg("block"));
+  m.def("checker_probe", &navcuda_probe::run_probe, nogil, arg("case"), arg("grid") = 1,
+        arg("block") = 8,
+        "Run one of the emulator's check probes (csrc/emu/checker_probes.cuh); returns out.");
 }

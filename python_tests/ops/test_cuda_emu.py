@@ -1,0 +1,70 @@
+"""The CUDA emulator's own checks (csrc/cuda_emu.h), shown on the probe kernels of
+csrc/emu/checker_probes.cuh: each broken probe makes its launch fail with a message naming the
+mistake, whichever order the emulated threads ran in, and the correct one runs clean. The op
+tests then run every real CUDA kernel under the same checks (``test_emulated_*``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+# (probe, launch shape (grid, block), what the message must say)
+BROKEN = [
+    (
+        "block_sum_missing_barrier",
+        (1, 8),
+        r"shared array 'buf' element \d+ in block \(0, 0, 0\): (written|read) by thread .* "
+        r"between the same two barriers",
+    ),
+    (
+        "all_write_one_slot",
+        (1, 4),
+        r"'buf' element 0 .*written by threads \(\d, 0, 0\) and \(\d, 0, 0\) between the same",
+    ),
+    ("read_unwritten", (1, 8), r"'buf' element 8 .*read before any thread of the block wrote it"),
+    (
+        "read_other_blocks_value",
+        (3, 2),
+        r"'buf' element 0 in block \(1, 0, 0\): read before any thread of the block wrote it",
+    ),
+    ("index_past_row", (1, 2), r"'tile' .*indexed 5 in a dimension of extent 4"),
+    ("return_before_barrier", (1, 8), r"divergent __syncthreads\(\) in block \(0, 0, 0\)"),
+    ("too_many_threads", (1, 2048), r"invalid launch shape: more than 1024 threads per block"),
+]
+
+
+@pytest.mark.parametrize(("case", "shape", "message"), BROKEN, ids=[c[0] for c in BROKEN])
+def test_broken_probe_fails_with_its_finding(emu, case, shape, message):
+    grid, block = shape
+    for _ in range(3):  # deterministic: not a matter of which thread ran first
+        with pytest.raises(RuntimeError, match=message) as info:
+            emu.checker_probe(case, grid=grid, block=block)
+        assert str(info.value).startswith(f"cuda_emu: {case} (grid ({grid}, 1, 1)")
+
+
+@pytest.mark.parametrize("block", [1, 2, 8, 64])
+def test_correct_reduction_runs_clean(emu, block):
+    grid = 3
+    out = emu.checker_probe("block_sum", grid=grid, block=block)
+    expected = block * (block + 1) / 2  # x = 1, 2, ..., one sum per block
+    assert out[:grid] == [expected] * grid
+
+
+def test_a_failed_launch_leaves_no_finding_behind(emu):
+    with pytest.raises(RuntimeError):
+        emu.checker_probe("block_sum_missing_barrier", block=8)
+    assert emu.checker_probe("block_sum", block=8)[0] == 36.0
+
+
+def test_finding_count_is_reported(emu):
+    # 4 threads all write slot 0 in one interval: every write after the first is a finding.
+    with pytest.raises(RuntimeError) as info:
+        emu.checker_probe("all_write_one_slot", block=4)
+    more = re.search(r"\[(\d+) more finding\(s\)\]", str(info.value))
+    assert more is not None and int(more.group(1)) >= 2
+
+
+def test_unknown_probe_is_refused(emu):
+    with pytest.raises(ValueError, match="unknown case"):
+        emu.checker_probe("no_such_probe")
