@@ -4,19 +4,20 @@
 // threadIdx, blockDim, gridDim, __syncthreads() and shared arrays declared with
 // NAVCUDA_SHARED(T, name, [N]...) (kernel_shared.cuh), plain arithmetic.
 //
-// Semantics: blocks run one after another; the threads of a block are real std::threads, so
-// __syncthreads() is a true barrier. Shared arrays are function-local statics (one block runs at
-// a time: launches are serialised by a global mutex), reached through checked views that play
-// the part of compute-sanitizer for the mistakes a GPU would punish but a CPU run would hide:
+// Semantics: blocks run one after another; the threads of a block are fibers (ucontext) run
+// round-robin on the launching thread: each runs until it reaches __syncthreads() or returns,
+// and the next barrier interval starts once every thread has arrived, so __syncthreads() is a
+// true barrier at a fraction of an OS thread's cost (production launch shapes, 256-thread
+// blocks, run in tests). Shared arrays are function-local statics (one block runs at a time:
+// launches are serialised by a global mutex), reached through checked views that play the part
+// of compute-sanitizer for the mistakes a GPU would punish but a sequential run would hide:
 //   - races: two threads touching one shared element between the same two barriers, at least one
-//     of them writing (decided from the barrier intervals, not from timing, so a race is found
-//     whichever order the threads happened to run in);
+//     of them writing (decided from the barrier intervals, not from the order the fibers ran in);
 //   - reads of a shared element no thread of the running block has written (shared memory starts
 //     out undefined on a GPU, and keeps nothing from the previous block);
 //   - shared indices out of bounds (per dimension);
-//   - divergent barriers: a thread reaching __syncthreads() after another thread of its block
-//     has returned, or returning while others wait at one (undefined behaviour on a GPU; here
-//     the waiting threads are released, so the run ends instead of hanging);
+//   - divergent barriers: some threads of a block returning while others wait at
+//     __syncthreads() (undefined behaviour on a GPU; here the waiting threads go on);
 //   - launch shapes a GPU refuses (more than 1024 threads per block, block.z > 64,
 //     grid.y or grid.z > 65535, an empty grid or block).
 // launch() throws std::runtime_error (RuntimeError in Python) naming the first finding and the
@@ -27,15 +28,15 @@
 #error "cuda_emu.h is for host compilers only"
 #endif
 
-#include <atomic>
-#include <condition_variable>
+#include <ucontext.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -58,7 +59,6 @@ namespace navcuda_emu {
 
 // ------------------------------------------------------------------ findings
 struct Findings {
-  std::mutex mutex;
   std::string first;
   std::size_t count = 0;
 };
@@ -70,18 +70,8 @@ inline Findings& findings() {
 
 inline void report(const std::string& message) {
   Findings& f = findings();
-  std::lock_guard<std::mutex> lock(f.mutex);
   if (f.count++ == 0) f.first = message;
 }
-
-// ------------------------------------------------------------------ per-thread state
-inline thread_local dim3 tls_thread_idx;
-inline thread_local dim3 tls_block_idx;
-inline thread_local dim3 tls_block_dim;
-inline thread_local dim3 tls_grid_dim;
-inline thread_local std::uint64_t tls_block_serial = 0;  // unique per block run
-inline thread_local std::uint32_t tls_interval = 0;      // barriers this thread has passed
-inline thread_local class Barrier* tls_barrier = nullptr;
 
 inline std::string str(dim3 d) {
   std::ostringstream os;
@@ -89,74 +79,104 @@ inline std::string str(dim3 d) {
   return os.str();
 }
 
-inline std::uint32_t linear_thread() {
-  return (tls_thread_idx.z * tls_block_dim.y + tls_thread_idx.y) * tls_block_dim.x +
-         tls_thread_idx.x;
-}
+// ------------------------------------------------------------------ fibers
+struct Fiber {
+  enum class State { kReady, kAtBarrier, kDone };
+  ucontext_t context;
+  dim3 thread_idx;
+  std::uint32_t linear = 0;    // linear thread index in the block
+  std::uint32_t interval = 0;  // barriers this thread has passed
+  State state = State::kReady;
+};
+
+// The block being run on this (launching) thread.
+struct BlockRun {
+  ucontext_t scheduler;
+  std::vector<Fiber> fibers;
+  Fiber* current = nullptr;
+  dim3 block_idx, block_dim, grid_dim;
+  std::uint64_t serial = 0;  // unique per block run (shared-memory histories key on it)
+  void (*body)(void*) = nullptr;
+  void* body_arg = nullptr;
+};
+
+inline thread_local BlockRun* tls_run = nullptr;
+
+inline BlockRun& block_run() { return *tls_run; }
+inline Fiber& fiber() { return *tls_run->current; }
 
 inline dim3 thread_of(std::uint32_t linear) {
-  const dim3 b = tls_block_dim;
+  const dim3 b = tls_run->block_dim;
   return dim3(linear % b.x, (linear / b.x) % b.y, linear / (b.x * b.y));
 }
 
-// ------------------------------------------------------------------ barrier
-// Reusable barrier for the threads of one block (std::barrier needs C++20) that also notices
-// divergence: threads that returned are counted out, and a barrier reached after (or waiting
-// during) a return is reported.
-class Barrier {
- public:
-  explicit Barrier(std::size_t count) : count_(count) {}
-
-  void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    if (exited_ > 0)
-      divergence("reached __syncthreads() after another thread of the block returned");
-    const std::size_t gen = generation_;
-    if (++waiting_ >= count_) {
-      release();
-    } else {
-      cv_.wait(lock, [&] { return gen != generation_; });
-    }
-  }
-
-  // Called when a thread's kernel body returns.
-  void exit() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++exited_;
-    --count_;
-    if (waiting_ > 0) {
-      divergence("returned while other threads of the block wait at __syncthreads()");
-      if (waiting_ >= count_) release();
-    }
-  }
-
- private:
-  void release() {
-    waiting_ = 0;
-    ++generation_;
-    cv_.notify_all();
-  }
-
-  void divergence(const char* what) {
-    if (reported_) return;
-    reported_ = true;
-    report("divergent __syncthreads() in block " + str(tls_block_idx) + ": thread " +
-           str(tls_thread_idx) + " " + what +
-           " (every thread of a block must reach the same barriers)");
-  }
-
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::size_t count_;
-  std::size_t waiting_ = 0;
-  std::size_t exited_ = 0;
-  std::size_t generation_ = 0;
-  bool reported_ = false;
-};
+inline void fiber_entry() {
+  BlockRun& r = block_run();
+  r.body(r.body_arg);
+  r.current->state = Fiber::State::kDone;
+  // returning resumes r.scheduler (uc_link)
+}
 
 inline void syncthreads() {
-  tls_barrier->wait();
-  ++tls_interval;
+  BlockRun& r = block_run();
+  Fiber& f = *r.current;
+  f.state = Fiber::State::kAtBarrier;
+  swapcontext(&f.context, &r.scheduler);
+  ++f.interval;
+}
+
+// Stacks for the fibers, reused across launches (pages are touched only as used).
+constexpr std::size_t kFiberStack = 128 * 1024;
+
+inline char* fiber_stack(std::size_t i) {
+  static std::vector<std::unique_ptr<char[]>> stacks;
+  while (stacks.size() <= i) stacks.emplace_back(new char[kFiberStack]);
+  return stacks[i].get();
+}
+
+// Runs body(arg) as every thread of one block: fibers round-robin, one barrier interval at a time.
+inline void run_block(BlockRun& r, std::size_t threads) {
+  r.fibers.assign(threads, Fiber{});
+  for (std::size_t i = 0; i < threads; ++i) {
+    Fiber& f = r.fibers[i];
+    f.linear = static_cast<std::uint32_t>(i);
+    f.thread_idx = thread_of(f.linear);
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = fiber_stack(i);
+    f.context.uc_stack.ss_size = kFiberStack;
+    f.context.uc_link = &r.scheduler;
+    makecontext(&f.context, &fiber_entry, 0);
+  }
+  bool reported = false;
+  for (;;) {
+    for (Fiber& f : r.fibers) {
+      if (f.state != Fiber::State::kReady) continue;
+      r.current = &f;
+      swapcontext(&r.scheduler, &f.context);  // back at a barrier or after the body returned
+    }
+    std::size_t waiting = 0;
+    const Fiber* done = nullptr;
+    const Fiber* waiter = nullptr;
+    for (const Fiber& f : r.fibers) {
+      if (f.state == Fiber::State::kAtBarrier) {
+        ++waiting;
+        waiter = &f;
+      } else {
+        done = &f;
+      }
+    }
+    if (waiting == 0) break;
+    if (done && !reported) {
+      reported = true;
+      report("divergent __syncthreads() in block " + str(r.block_idx) + ": thread " +
+             str(done->thread_idx) + " returned while thread " + str(waiter->thread_idx) +
+             " waits at a barrier (every thread of a block must reach the same barriers)");
+    }
+    for (Fiber& f : r.fibers) {
+      if (f.state == Fiber::State::kAtBarrier) f.state = Fiber::State::kReady;
+    }
+  }
+  r.current = nullptr;
 }
 
 // ------------------------------------------------------------------ checked shared arrays
@@ -175,48 +195,46 @@ class SharedStorage {
   explicit SharedStorage(const char* name) : name_(name) {}
 
   T load(std::size_t i) {
-    std::lock_guard<std::mutex> lock(mutex_);
     Access& a = fresh(i);
-    const std::uint32_t me = linear_thread();
+    const Fiber& me = fiber();
     if (!a.written) {
       finding(i, "read before any thread of the block wrote it (shared memory starts undefined)");
-    } else if (a.write_interval == tls_interval && a.writer != me) {
-      finding(i, "read by thread " + str(tls_thread_idx) + " and written by thread " +
+    } else if (a.write_interval == me.interval && a.writer != me.linear) {
+      finding(i, "read by thread " + str(me.thread_idx) + " and written by thread " +
                      str(thread_of(a.writer)) + " between the same two barriers");
     }
-    if (a.read && a.read_interval == tls_interval) {
-      if (a.reader != me) a.reader = kMany;
+    if (a.read && a.read_interval == me.interval) {
+      if (a.reader != me.linear) a.reader = kMany;
     } else {
       a.read = true;
-      a.read_interval = tls_interval;
-      a.reader = me;
+      a.read_interval = me.interval;
+      a.reader = me.linear;
     }
     return data_[i];
   }
 
   void store(std::size_t i, T value) {
-    std::lock_guard<std::mutex> lock(mutex_);
     Access& a = fresh(i);
-    const std::uint32_t me = linear_thread();
-    if (a.written && a.write_interval == tls_interval && a.writer != me) {
-      finding(i, "written by threads " + str(thread_of(a.writer)) + " and " + str(tls_thread_idx) +
+    const Fiber& me = fiber();
+    if (a.written && a.write_interval == me.interval && a.writer != me.linear) {
+      finding(i, "written by threads " + str(thread_of(a.writer)) + " and " + str(me.thread_idx) +
                      " between the same two barriers");
-    } else if (a.read && a.read_interval == tls_interval && a.reader != me) {
-      finding(i, "written by thread " + str(tls_thread_idx) + " and read by " +
+    } else if (a.read && a.read_interval == me.interval && a.reader != me.linear) {
+      finding(i, "written by thread " + str(me.thread_idx) + " and read by " +
                      (a.reader == kMany ? std::string("other threads")
                                         : "thread " + str(thread_of(a.reader))) +
                      " between the same two barriers");
     }
     a.written = true;
-    a.write_interval = tls_interval;
-    a.writer = me;
+    a.write_interval = me.interval;
+    a.writer = me.linear;
     data_[i] = value;
   }
 
   void out_of_bounds(long long index, std::size_t extent, std::size_t base) {
     std::ostringstream os;
-    os << "shared array '" << name_ << "' in block " << str(tls_block_idx) << ": thread "
-       << str(tls_thread_idx) << " indexed " << index << " in a dimension of extent " << extent
+    os << "shared array '" << name_ << "' in block " << str(block_run().block_idx) << ": thread "
+       << str(fiber().thread_idx) << " indexed " << index << " in a dimension of extent " << extent
        << " (flat offset " << base << ")";
     report(os.str());
   }
@@ -224,18 +242,18 @@ class SharedStorage {
  private:
   Access& fresh(std::size_t i) {
     Access& a = access_[i];
-    if (a.block != tls_block_serial) a = Access{tls_block_serial};
+    const std::uint64_t serial = block_run().serial;
+    if (a.block != serial) a = Access{serial};
     return a;
   }
 
   void finding(std::size_t i, const std::string& what) {
     std::ostringstream os;
-    os << "shared array '" << name_ << "' element " << i << " in block " << str(tls_block_idx)
-       << ": " << what;
+    os << "shared array '" << name_ << "' element " << i << " in block "
+       << str(block_run().block_idx) << ": " << what;
     report(os.str());
   }
 
-  std::mutex mutex_;
   const char* name_;
   T data_[N] = {};
   Access access_[N] = {};
@@ -305,11 +323,6 @@ inline std::mutex& launch_mutex() {
   return m;
 }
 
-inline std::atomic<std::uint64_t>& block_counter() {
-  static std::atomic<std::uint64_t> counter{0};
-  return counter;
-}
-
 // Throws if the launch shape is one a GPU refuses.
 inline void check_shape(const char* name, dim3 grid, dim3 block) {
   const unsigned long long threads = 1ULL * block.x * block.y * block.z;
@@ -335,43 +348,28 @@ template <typename Kernel, typename... Args>
 void launch(const char* name, dim3 grid, dim3 block, Kernel kernel, Args... args) {
   std::lock_guard<std::mutex> guard(launch_mutex());
   check_shape(name, grid, block);
-  {
-    Findings& f = findings();
-    std::lock_guard<std::mutex> lock(f.mutex);
-    f.first.clear();
-    f.count = 0;
-  }
+  findings() = Findings{};
+  static std::uint64_t serial = 0;
+  auto call = [&] { kernel(args...); };
+  BlockRun r;
+  r.block_dim = block;
+  r.grid_dim = grid;
+  r.body = [](void* arg) { (*static_cast<decltype(call)*>(arg))(); };
+  r.body_arg = &call;
+  BlockRun* const outer = tls_run;
+  tls_run = &r;
   const std::size_t threads = std::size_t(block.x) * block.y * block.z;
   for (unsigned int bz = 0; bz < grid.z; ++bz) {
     for (unsigned int by = 0; by < grid.y; ++by) {
       for (unsigned int bx = 0; bx < grid.x; ++bx) {
-        const std::uint64_t serial = ++block_counter();
-        Barrier barrier(threads);
-        std::vector<std::thread> pool;
-        pool.reserve(threads);
-        for (unsigned int tz = 0; tz < block.z; ++tz) {
-          for (unsigned int ty = 0; ty < block.y; ++ty) {
-            for (unsigned int tx = 0; tx < block.x; ++tx) {
-              pool.emplace_back([=, &barrier] {
-                tls_thread_idx = dim3(tx, ty, tz);
-                tls_block_idx = dim3(bx, by, bz);
-                tls_block_dim = block;
-                tls_grid_dim = grid;
-                tls_block_serial = serial;
-                tls_interval = 0;
-                tls_barrier = &barrier;
-                kernel(args...);
-                barrier.exit();
-              });
-            }
-          }
-        }
-        for (auto& t : pool) t.join();
+        r.block_idx = dim3(bx, by, bz);
+        r.serial = ++serial;
+        run_block(r, threads);
       }
     }
   }
-  Findings& f = findings();
-  std::lock_guard<std::mutex> lock(f.mutex);
+  tls_run = outer;
+  const Findings f = findings();
   if (f.count > 0) {
     std::ostringstream os;
     os << "cuda_emu: " << name << " (grid " << str(grid) << ", block " << str(block)
@@ -383,10 +381,10 @@ void launch(const char* name, dim3 grid, dim3 block, Kernel kernel, Args... args
 
 }  // namespace navcuda_emu
 
-#define threadIdx (::navcuda_emu::tls_thread_idx)
-#define blockIdx (::navcuda_emu::tls_block_idx)
-#define blockDim (::navcuda_emu::tls_block_dim)
-#define gridDim (::navcuda_emu::tls_grid_dim)
+#define threadIdx (::navcuda_emu::fiber().thread_idx)
+#define blockIdx (::navcuda_emu::block_run().block_idx)
+#define blockDim (::navcuda_emu::block_run().block_dim)
+#define gridDim (::navcuda_emu::block_run().grid_dim)
 #define __syncthreads() (::navcuda_emu::syncthreads())
 
 // NAVCUDA_SHARED(T, name, [n0][n1]...): one storage per kernel instantiation (function-local

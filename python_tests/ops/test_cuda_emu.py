@@ -37,7 +37,7 @@ BROKEN = [
 @pytest.mark.parametrize(("case", "shape", "message"), BROKEN, ids=[c[0] for c in BROKEN])
 def test_broken_probe_fails_with_its_finding(emu, case, shape, message):
     grid, block = shape
-    for _ in range(3):  # deterministic: not a matter of which thread ran first
+    for _ in range(3):  # deterministic: decided from barrier intervals, not from run order
         with pytest.raises(RuntimeError, match=message) as info:
             emu.checker_probe(case, grid=grid, block=block)
         assert str(info.value).startswith(f"cuda_emu: {case} (grid ({grid}, 1, 1)")
