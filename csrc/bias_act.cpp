@@ -57,18 +57,6 @@ void grad_kernel(const T* __restrict dy, const T* __restrict y, T* __restrict dx
 
 }  // namespace
 
-void bias_act_check_args(const char* op, std::uintptr_t x, std::uintptr_t y, int64_t outer,
-                         int64_t channels, int64_t inner, int act) {
-  NAVCUDA_CHECK(outer >= 0 && channels >= 0 && inner >= 0,
-                op << ": sizes must be >= 0, got outer=" << outer << " channels=" << channels
-                   << " inner=" << inner);
-  NAVCUDA_CHECK(act == static_cast<int>(Act::kLinear) || act == static_cast<int>(Act::kLrelu),
-                op << ": unknown activation code " << act << " (0=linear, 1=lrelu)");
-  if (outer * channels * inner > 0) {
-    NAVCUDA_CHECK(x != 0 && y != 0, op << ": null data pointer for a non-empty tensor");
-  }
-}
-
 void bias_act_cpu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
                   int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
                   double clamp) {

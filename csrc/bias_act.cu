@@ -1,6 +1,4 @@
 // CUDA launchers for bias_act (kernel bodies in bias_act_kernels.cuh).
-#include <cuda_runtime.h>
-
 #include "bias_act.h"
 #include "bias_act_kernels.cuh"
 #include "cuda_launch.cuh"
@@ -19,9 +17,9 @@ void bias_act_cuda(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      bias_act_forward_kernel<T, kAct, kClamp><<<launch_blocks(n), kLaunchThreads, 0, s>>>(
-          as_ptr<const T>(x), as_ptr<const T>(b), as_ptr<T>(y), n, channels, inner, T(alpha),
-          T(gain), T(clamp));
+      launch_kernel("bias_act_forward_kernel", &bias_act_forward_kernel<T, kAct, kClamp>,
+                    launch_blocks(n), kLaunchThreads, s, as_ptr<const T>(x), as_ptr<const T>(b),
+                    as_ptr<T>(y), n, channels, inner, T(alpha), T(gain), T(clamp));
     });
   });
   check_launch("bias_act_cuda");
@@ -39,8 +37,9 @@ void bias_act_grad_cuda(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, 
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      bias_act_grad_kernel<T, kAct, kClamp><<<launch_blocks(n), kLaunchThreads, 0, s>>>(
-          as_ptr<const T>(dy), as_ptr<const T>(y), as_ptr<T>(dx), n, T(alpha), T(gain), T(clamp));
+      launch_kernel("bias_act_grad_kernel", &bias_act_grad_kernel<T, kAct, kClamp>,
+                    launch_blocks(n), kLaunchThreads, s, as_ptr<const T>(dy), as_ptr<const T>(y),
+                    as_ptr<T>(dx), n, T(alpha), T(gain), T(clamp));
     });
   });
   check_launch("bias_act_grad_cuda");

@@ -100,7 +100,7 @@ void bias_act_cpu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t 
 void bias_act_grad_cpu(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
                        int act, double alpha, double gain, double clamp);
 
-#if defined(NAVCUDA_WITH_CUDA)
+#if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------- CUDA entry points (bias_act.cu)
 // Enqueue on `stream` (a cudaStream_t passed as an integer; 0 = legacy default stream). The caller
 // makes the tensors' device current. Errors from the launch are thrown as std::runtime_error.
@@ -112,8 +112,18 @@ void bias_act_grad_cuda(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, 
                         std::uintptr_t stream);
 #endif
 
-// Shared argument checks (throw std::invalid_argument with a clear message).
-void bias_act_check_args(const char* op, std::uintptr_t x, std::uintptr_t y, int64_t outer,
-                         int64_t channels, int64_t inner, int act);
+// Shared argument checks (throw std::invalid_argument with a clear message); inline so that
+// navcuda._C_emu, which compiles the CUDA launchers against the emulator, shares them.
+inline void bias_act_check_args(const char* op, std::uintptr_t x, std::uintptr_t y, int64_t outer,
+                                int64_t channels, int64_t inner, int act) {
+  NAVCUDA_CHECK(outer >= 0 && channels >= 0 && inner >= 0,
+                op << ": sizes must be >= 0, got outer=" << outer << " channels=" << channels
+                   << " inner=" << inner);
+  NAVCUDA_CHECK(act == static_cast<int>(Act::kLinear) || act == static_cast<int>(Act::kLrelu),
+                op << ": unknown activation code " << act << " (0=linear, 1=lrelu)");
+  if (outer * channels * inner > 0) {
+    NAVCUDA_CHECK(x != 0 && y != 0, op << ": null data pointer for a non-empty tensor");
+  }
+}
 
 }  // namespace navcuda

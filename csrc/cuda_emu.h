@@ -1,8 +1,10 @@
-// A tiny CUDA emulation for host C++: compile __global__ kernel bodies (csrc/*_kernels.cuh) with
-// g++ and run them on the CPU, so kernels can be tested on machines without a GPU (test-only
-// module navcuda._C_emu, csrc/emu/). Supports what the kernel style guide allows: blockIdx,
-// threadIdx, blockDim, gridDim, __syncthreads() and shared arrays declared with
-// NAVCUDA_SHARED(T, name, [N]...) (kernel_shared.cuh), plain arithmetic.
+// A tiny CUDA emulation for host C++: compile __global__ kernel bodies (csrc/*_kernels.cuh) and
+// their launchers (csrc/*.cu, through cuda_launch.cuh's launch_kernel) with g++ and run them on
+// the CPU, so they can be tested on machines without a GPU (test-only module navcuda._C_emu,
+// csrc/emu/). Supports what the kernel style guide allows: blockIdx, threadIdx, blockDim,
+// gridDim, __syncthreads() and shared arrays declared with NAVCUDA_SHARED(T, name, [N]...)
+// (kernel_shared.cuh), plain arithmetic; launches through launch_kernel (not <<<>>>), streams
+// accepted and ignored (every launch completes before it returns).
 //
 // Semantics: blocks run one after another; the threads of a block are fibers (ucontext) run
 // round-robin on the launching thread: each runs until it reaches __syncthreads() or returns,
@@ -41,6 +43,10 @@
 #include <utility>
 #include <vector>
 
+// Tells shared headers (cuda_launch.cuh, kernel_shared.cuh, the *_cuda declarations) that they
+// are compiled for the emulator.
+#define NAVCUDA_CUDA_EMU 1
+
 #define __global__
 #define __device__
 #define __host__
@@ -48,6 +54,9 @@
 // Shared arrays must be declared with NAVCUDA_SHARED (checked views); a bare __shared__ fails to
 // compile here with this name in the message.
 #define __shared__ use_NAVCUDA_SHARED_to_declare_shared_arrays
+
+// Streams are accepted and ignored: every emulated launch completes before it returns.
+using cudaStream_t = struct CUstream_st*;
 
 struct dim3 {
   unsigned int x, y, z;

@@ -1,7 +1,12 @@
-// Launch helpers shared by the CUDA launchers (csrc/*.cu only: needs the CUDA runtime).
+// Launch helpers shared by the CUDA launchers (csrc/*.cu). Under nvcc they use the CUDA runtime;
+// navcuda._C_emu compiles the same launchers as host C++ against cuda_emu.h (included first, it
+// defines NAVCUDA_CUDA_EMU), so the launch shapes, argument checks and kernel sequences of every
+// *_cuda entry point run in the tests too (csrc/emu/launchers_emu.cpp).
 #pragma once
 
+#if !defined(NAVCUDA_CUDA_EMU)
 #include <cuda_runtime.h>
+#endif
 
 #include "common.h"
 
@@ -18,13 +23,35 @@ inline unsigned int launch_blocks(long long n, int threads = kLaunchThreads) {
   return static_cast<unsigned int>(blocks < kLaunchMaxBlocks ? blocks : kLaunchMaxBlocks);
 }
 
-// Throw std::runtime_error (RuntimeError in Python) if the last launch failed.
+// kernel<<<grid, block, 0, stream>>>(args...), each argument converted to the kernel's parameter
+// type; `name` (the kernel) labels the emulator's findings.
+template <typename... Params, typename... Args>
+void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block,
+                   cudaStream_t stream, Args... args) {
+  static_assert(sizeof...(Params) == sizeof...(Args), "launch_kernel: wrong number of arguments");
+#if defined(NAVCUDA_CUDA_EMU)
+  (void)stream;
+  navcuda_emu::launch(name, grid, block, kernel, static_cast<Params>(args)...);
+#else
+  (void)name;
+  // clang-format off
+  kernel<<<grid, block, 0, stream>>>(static_cast<Params>(args)...);
+  // clang-format on
+#endif
+}
+
+// Throw std::runtime_error (RuntimeError in Python) if the last launch failed (the emulator's
+// launch throws by itself).
 inline void check_launch(const char* op) {
+#if defined(NAVCUDA_CUDA_EMU)
+  (void)op;
+#else
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
     throw_runtime(NAVCUDA_MSG(op << ": CUDA kernel launch failed: " << cudaGetErrorName(err) << ": "
                                  << cudaGetErrorString(err)));
   }
+#endif
 }
 
 }  // namespace navcuda

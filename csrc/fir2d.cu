@@ -1,6 +1,4 @@
 // CUDA launcher for fir2d (kernel body in fir2d_kernels.cuh).
-#include <cuda_runtime.h>
-
 #include "cuda_launch.cuh"
 #include "fir2d.h"
 #include "fir2d_kernels.cuh"
@@ -16,9 +14,9 @@ void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t 
   auto s = reinterpret_cast<cudaStream_t>(stream);
   dispatch_float(dtype, "fir2d_cuda", [&](auto zero) {
     using T = decltype(zero);
-    fir2d_kernel<T><<<launch_blocks(n), kLaunchThreads, 0, s>>>(
-        as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), planes, h, wd, kh, kw, pad_y, pad_x,
-        ho, wo);
+    launch_kernel("fir2d_kernel", &fir2d_kernel<T>, launch_blocks(n), kLaunchThreads, s,
+                  as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), planes, h, wd, kh, kw,
+                  pad_y, pad_x, ho, wo);
   });
   check_launch("fir2d_cuda");
 }

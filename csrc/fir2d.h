@@ -24,7 +24,7 @@ void fir2d_cpu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t p
                int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
                int64_t wo, int dtype);
 
-#if defined(NAVCUDA_WITH_CUDA)
+#if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------------- CUDA (fir2d.cu)
 void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
                 int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,

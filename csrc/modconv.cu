@@ -1,6 +1,4 @@
 // CUDA launchers for modconv (kernel bodies in modconv_kernels.cuh).
-#include <cuda_runtime.h>
-
 #include <type_traits>
 
 #include "cuda_launch.cuh"
@@ -35,10 +33,10 @@ void modconv_demod_cuda(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, 
   dispatch_float(dtype, "modconv_demod_cuda", [&](auto zero) {
     using T = decltype(zero);
     dispatch_bool(t != 0, [&](auto has_t) {
-      modconv_demod_kernel<T, decltype(has_t)::value><<<grid, kDemodThreads, 0, st>>>(
-          as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
-          as_ptr<const T>(t), as_ptr<const long long>(index), as_ptr<T>(dcoef), n_out, n_in, n0,
-          T(scale2));
+      launch_kernel("modconv_demod_kernel", &modconv_demod_kernel<T, decltype(has_t)::value>, grid,
+                    kDemodThreads, st, as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1),
+                    as_ptr<const T>(q2), as_ptr<const T>(t), as_ptr<const long long>(index),
+                    as_ptr<T>(dcoef), n_out, n_in, n0, T(scale2));
     });
   });
   check_launch("modconv_demod_cuda");
@@ -61,17 +59,19 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
   dispatch_float(dtype, "modconv_demod_grad_cuda", [&](auto zero) {
     using T = decltype(zero);
     const long long n = batch * n_out;
-    modconv_demod_dn_kernel<T><<<launch_blocks(n), kLaunchThreads, 0, st>>>(
-        as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn), n, T(scale2));
+    launch_kernel("modconv_demod_dn_kernel", &modconv_demod_dn_kernel<T>, launch_blocks(n),
+                  kLaunchThreads, st, as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn), n,
+                  T(scale2));
     const long long* idx = as_ptr<const long long>(index);
     if ((ds != 0 || dt != 0) && n_in > 0) {
       const dim3 grid(static_cast<unsigned int>(modconv_demod_dt_parts(n_in)),
                       static_cast<unsigned int>(batch));
       dispatch_bool(t != 0, [&](auto has_t) {
-        modconv_demod_grad_s_kernel<T, decltype(has_t)::value><<<grid, kModconvTile, 0, st>>>(
-            as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1),
-            as_ptr<const T>(q2), as_ptr<const T>(t), idx, as_ptr<T>(ds), as_ptr<T>(dt), n_out, n_in,
-            n0);
+        launch_kernel("modconv_demod_grad_s_kernel",
+                      &modconv_demod_grad_s_kernel<T, decltype(has_t)::value>, grid, kModconvTile,
+                      st, as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(q0),
+                      as_ptr<const T>(q1), as_ptr<const T>(q2), as_ptr<const T>(t), idx,
+                      as_ptr<T>(ds), as_ptr<T>(dt), n_out, n_in, n0);
       });
     }
     const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
@@ -80,9 +80,10 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
       const long long rows = mode == 0 ? n0 : n_dir;
       const long long m = rows * n_out * n_in;
       if (m == 0) continue;
-      modconv_demod_grad_q_kernel<T><<<launch_blocks(m), kLaunchThreads, 0, st>>>(
-          as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]),
-          rows, batch, n_out, n_in, n0, mode);
+      launch_kernel("modconv_demod_grad_q_kernel", &modconv_demod_grad_q_kernel<T>,
+                    launch_blocks(m), kLaunchThreads, st, as_ptr<const T>(dn), as_ptr<const T>(s),
+                    as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]), rows, batch, n_out, n_in, n0,
+                    mode);
     }
   });
   check_launch("modconv_demod_grad_cuda");
@@ -109,11 +110,12 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
                          kN = decltype(has_noise)::value;
           auto kernel = channels_last ? &modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
                                       : &modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>;
-          kernel<<<launch_blocks(n), kLaunchThreads, 0, st>>>(
-              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-              as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns), as_ptr<const T>(bias),
-              as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n, channels, hw, T(alpha), T(gain),
-              T(clamp));
+          launch_kernel(channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel",
+                        kernel, launch_blocks(n), kLaunchThreads, st, as_ptr<const T>(y0),
+                        as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
+                        as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns),
+                        as_ptr<const T>(bias), as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n,
+                        channels, hw, T(alpha), T(gain), T(clamp));
         });
       });
     });
@@ -153,12 +155,14 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t mask, std::u
           // Same arguments; one block per (b, c) plane, or per (sample, channel tile).
           auto kernel = channels_last ? &modconv_epilogue_grad_nhwc_kernel<T, kA, kC, kY1, kN>
                                       : &modconv_epilogue_grad_kernel<T, kA, kC, kY1, kN>;
-          kernel<<<blocks, kLaunchThreads, 0, st>>>(
-              as_ptr<const T>(dout), as_ptr<const std::uint8_t>(mask), as_ptr<const T>(y0),
-              as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-              as_ptr<const T>(noise), noise_bstride, as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz),
-              as_ptr<T>(ddcoef), as_ptr<T>(p_dz), as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), batch,
-              channels, hw, T(alpha), T(gain), T(clamp));
+          launch_kernel(
+              channels_last ? "modconv_epilogue_grad_nhwc_kernel" : "modconv_epilogue_grad_kernel",
+              kernel, blocks, kLaunchThreads, st, as_ptr<const T>(dout),
+              as_ptr<const std::uint8_t>(mask), as_ptr<const T>(y0), as_ptr<const T>(y1),
+              as_ptr<const T>(t), as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
+              as_ptr<T>(dy0), as_ptr<T>(dy1), as_ptr<T>(dz), as_ptr<T>(ddcoef), as_ptr<T>(p_dz),
+              as_ptr<T>(p_dzy1), as_ptr<T>(p_dzn), batch, channels, hw, T(alpha), T(gain),
+              T(clamp));
         });
       });
     });

@@ -102,7 +102,7 @@ void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t mask, std::ui
                                int64_t batch, int64_t channels, int64_t hw, int channels_last,
                                int dtype, int act, double alpha, double gain, double clamp);
 
-#if defined(NAVCUDA_WITH_CUDA)
+#if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ------------------------------------------------------------------------- CUDA (modconv.cu)
 void modconv_demod_cuda(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
                         std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,

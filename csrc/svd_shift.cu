@@ -1,6 +1,4 @@
 // CUDA launchers for svd_shift (kernel bodies in svd_shift_kernels.cuh).
-#include <cuda_runtime.h>
-
 #include "cuda_launch.cuh"
 #include "svd_shift.h"
 #include "svd_shift_kernels.cuh"
@@ -29,9 +27,10 @@ void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::
   const dim3 block(C::BN / C::TN, C::BM / C::TM);
   dispatch_float(dtype, "svd_shift_cuda", [&](auto zero) {
     using T = decltype(zero);
-    svd_shift_forward_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>
-        <<<grid, block, 0, st>>>(as_ptr<const T>(w), as_ptr<const T>(u), as_ptr<const T>(vh),
-                                 as_ptr<const T>(s), as_ptr<T>(out), n_out, n_in, taps, rank);
+    launch_kernel("svd_shift_forward_kernel",
+                  &svd_shift_forward_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>, grid, block, st,
+                  as_ptr<const T>(w), as_ptr<const T>(u), as_ptr<const T>(vh), as_ptr<const T>(s),
+                  as_ptr<T>(out), n_out, n_in, taps, rank);
   });
   check_launch("svd_shift_cuda");
 }
@@ -48,9 +47,10 @@ void svd_shift_grad_cuda(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, 
   const dim3 block(C::BN / C::TN, C::BM / C::TM);
   dispatch_float(dtype, "svd_shift_grad_cuda", [&](auto zero) {
     using T = decltype(zero);
-    svd_shift_grad_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>
-        <<<grid, block, 0, st>>>(as_ptr<const T>(g), as_ptr<const T>(u), as_ptr<const T>(vh),
-                                 as_ptr<T>(e), n_out, n_in, taps, rank);
+    launch_kernel("svd_shift_grad_kernel",
+                  &svd_shift_grad_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>, grid, block, st,
+                  as_ptr<const T>(g), as_ptr<const T>(u), as_ptr<const T>(vh), as_ptr<T>(e), n_out,
+                  n_in, taps, rank);
   });
   check_launch("svd_shift_grad_cuda");
 }

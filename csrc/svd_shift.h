@@ -52,7 +52,7 @@ void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, s
 // Which CPU code path the CPU kernels use on this machine: "avx2+fma" or "generic".
 const char* svd_shift_cpu_isa();
 
-#if defined(NAVCUDA_WITH_CUDA)
+#if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------- CUDA entry points
 // (svd_shift.cu)
 void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,

@@ -1,7 +1,8 @@
 // navcuda._C_emu: test-only module running the CUDA kernel bodies (csrc/*_kernels.cuh) on the CPU
-// through csrc/cuda_emu.h. Same raw-pointer API as navcuda._C's *_cuda entry points, with the
-// launch shape (grid, block) chosen by the caller instead of a stream, so tests can exercise
-// grid-stride loops with small grids. Not shipped in wheels (built with -DNAVCUDA_BUILD_EMU=ON).
+// through csrc/cuda_emu.h. Two ways in: navcuda._C's own *_cuda entry points (the real launchers,
+// launchers_emu.cpp), and *_emu functions with the same raw-pointer API but the launch shape
+// (grid, block) chosen by the caller instead of a stream, so tests can exercise grid-stride loops
+// with small grids. Not shipped in wheels (built with -DNAVCUDA_BUILD_EMU=ON).
 #include "cuda_emu.h"  // must come first: defines __global__, threadIdx, ...
 
 #include <pybind11/pybind11.h>
@@ -309,6 +310,17 @@ PYBIND11_MODULE(_C_emu, m) {
   m.def("fir2d_emu", &fir2d_emu, nogil, arg("x"), arg("w"), arg("out"), arg("planes"), arg("h"),
         arg("wd"), arg("kh"), arg("kw"), arg("pad_y"), arg("pad_x"), arg("ho"), arg("wo"),
         arg("dtype"), arg("grid"), arg("block"));
+  // The real CUDA launchers (csrc/*.cu, compiled in launchers_emu.cpp), same signatures as in
+  // navcuda._C; the stream argument is ignored.
+  m.def("bias_act_cuda", &navcuda::bias_act_cuda, nogil);
+  m.def("bias_act_grad_cuda", &navcuda::bias_act_grad_cuda, nogil);
+  m.def("svd_shift_cuda", &navcuda::svd_shift_cuda, nogil);
+  m.def("svd_shift_grad_cuda", &navcuda::svd_shift_grad_cuda, nogil);
+  m.def("modconv_demod_cuda", &navcuda::modconv_demod_cuda, nogil);
+  m.def("modconv_demod_grad_cuda", &navcuda::modconv_demod_grad_cuda, nogil);
+  m.def("modconv_epilogue_cuda", &navcuda::modconv_epilogue_cuda, nogil);
+  m.def("modconv_epilogue_grad_cuda", &navcuda::modconv_epilogue_grad_cuda, nogil);
+  m.def("fir2d_cuda", &navcuda::fir2d_cuda, nogil);
   m.def("checker_probe", &navcuda_probe::run_probe, nogil, arg("case"), arg("grid") = 1,
         arg("block") = 8,
         "Run one of the emulator's check probes (csrc/emu/checker_probes.cuh); returns out.");

@@ -6,7 +6,9 @@ Every op in :mod:`navcuda.ops` uses this module to
   import fails the error text is kept and reported by :func:`import_error` and ``build_info()``),
 - decide between its pure-torch reference and the native kernels (:func:`resolve_impl`),
 - validate tensors before a raw pointer crosses into C++ (:func:`check_tensor`, :func:`data_ptr`),
-- call a kernel on the right device and CUDA stream (:func:`run_kernel`).
+- call a kernel on the right device and CUDA stream (:func:`run_kernel`), or, for tests on
+  machines without a GPU, through the CUDA launchers compiled against the CPU emulator
+  (:func:`emulated_cuda`).
 
 Choosing an implementation
 --------------------------
@@ -41,6 +43,7 @@ __all__ = [
     "clear_failed",
     "data_ptr",
     "dtype_code",
+    "emulated_cuda",
     "failed_ops",
     "has_cuda",
     "import_error",
@@ -324,16 +327,49 @@ def _device_guard(device: torch.device) -> Iterator[None]:
         yield
 
 
+_emulator: ModuleType | None = None
+
+
+@contextlib.contextmanager
+def emulated_cuda() -> Iterator[ModuleType]:
+    """Within the block, native kernels called on CPU tensors run the CUDA path instead of the
+    C++ CPU kernels: ``navcuda._C``'s own ``*_cuda`` launchers and kernels, compiled as host C++
+    against the CPU emulator (``csrc/cuda_emu.h``) into the test-only module ``navcuda._C_emu``.
+
+    This is how the CUDA code is executed end to end on a machine without a GPU (launch shapes,
+    argument checks, kernel sequences, shared-memory race checks), through the same op code as
+    on the CPU. For tests: slow, and not thread-safe (it switches a module-level setting).
+    Raises :class:`RuntimeError` if ``navcuda._C_emu`` was not built (a development install
+    builds it). Yields the emulator module.
+    """
+    global _emulator
+    try:
+        emulator = importlib.import_module("navcuda._C_emu")
+    except ImportError as exc:
+        raise RuntimeError(
+            "emulated_cuda() needs the test-only module navcuda._C_emu, built by a development "
+            f"install (pip install -e .): {exc}"
+        ) from exc
+    previous, _emulator = _emulator, emulator
+    try:
+        yield emulator
+    finally:
+        _emulator = previous
+
+
 def run_kernel(name: str, device: torch.device, *args: object) -> None:
     """Call ``_C.<name>_cpu(*args)`` or ``_C.<name>_cuda(*args, stream)`` for ``device``.
 
     On CUDA the device is made current and the current torch stream is passed, so kernels are
-    ordered with torch's own work on that stream.
+    ordered with torch's own work on that stream. Inside :func:`emulated_cuda`, CPU tensors go
+    to the emulated ``<name>_cuda`` instead.
     """
     mod = native_module()
     if mod is None:
         raise RuntimeError(f"{name}: navcuda._C is not available ({_import_error})")
-    if device.type == "cpu":
+    if device.type == "cpu" and _emulator is not None:
+        getattr(_emulator, f"{name}_cuda")(*args, 0)
+    elif device.type == "cpu":
         getattr(mod, f"{name}_cpu")(*args)
     elif device.type == "cuda":
         with _device_guard(device):

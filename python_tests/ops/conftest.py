@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -34,3 +35,25 @@ def cuda_kernels() -> None:
     if mod is None or not mod.build_info()["cuda_compiled"]:
         pytest.skip(f"navcuda._C was built without CUDA kernels ({_native.import_error()})")
     pytest.fail(f"torch sees a GPU but navcuda._C cannot run its CUDA kernels: {mod.build_info()}")
+
+
+@pytest.fixture(params=[pytest.param("gpu", marks=pytest.mark.gpu), "emulated"])
+def cuda_device(request: pytest.FixtureRequest) -> Iterator[torch.device]:
+    """The device a test of the CUDA path puts its tensors on, once per way of running that path:
+
+    - ``gpu``: a real CUDA device (marked ``gpu``; skips or fails as :func:`cuda_kernels`);
+    - ``emulated``: CPU tensors, with every native kernel call routed through ``navcuda._C``'s
+      own CUDA launchers and kernels compiled against the CPU emulator
+      (:func:`navcuda.ops._native.emulated_cuda`; skips where ``navcuda._C_emu`` was not built),
+      so the same assertions run on machines without a GPU.
+    """
+    if request.param == "gpu":
+        request.getfixturevalue("cuda_kernels")
+        yield torch.device("cuda")
+        return
+    try:
+        importlib.import_module("navcuda._C_emu")
+    except ImportError as exc:
+        pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
+    with _native.emulated_cuda():
+        yield torch.device("cpu")

@@ -320,15 +320,13 @@ def test_cuda_tensor_without_native_cuda_raises_or_falls_back(fresh_dispatch):
 @pytest.mark.parametrize("shape,dim", CASES)
 @pytest.mark.parametrize("act", ["linear", "lrelu"])
 @pytest.mark.parametrize("clamp", [None, 1.5])
-@pytest.mark.gpu
-def test_native_cuda_matches_ref(shape, dim, act, clamp, cuda_kernels):
-    _compare(shape, dim, act, True, clamp, noncontig=False, device="cuda")
-    _compare(shape, dim, act, False, clamp, noncontig=True, device="cuda")
+def test_native_cuda_matches_ref(shape, dim, act, clamp, cuda_device):
+    _compare(shape, dim, act, True, clamp, noncontig=False, device=cuda_device)
+    _compare(shape, dim, act, False, clamp, noncontig=True, device=cuda_device)
 
 
-@pytest.mark.gpu
-def test_native_cuda_gradgradcheck_and_stream(cuda_kernels):
-    x, b = _make((2, 5, 3, 3), 1, torch.float64, device="cuda")
+def test_native_cuda_gradgradcheck(cuda_device):
+    x, b = _make((2, 5, 3, 3), 1, torch.float64, device=cuda_device)
     x, b = x.requires_grad_(True), b.requires_grad_(True)
 
     def f(x, b):
@@ -336,6 +334,10 @@ def test_native_cuda_gradgradcheck_and_stream(cuda_kernels):
 
     assert torch.autograd.gradcheck(f, (x, b))
     assert torch.autograd.gradgradcheck(f, (x, b))
+
+
+@pytest.mark.gpu
+def test_native_cuda_runs_on_the_current_stream(cuda_kernels):
     # On a side stream: the kernel must be ordered with torch's work on that stream.
     s = torch.cuda.Stream()
     big = torch.randn(64, 256, 32, 32, device="cuda")

@@ -1,13 +1,19 @@
 """The CUDA emulator's own checks (csrc/cuda_emu.h), shown on the probe kernels of
 csrc/emu/checker_probes.cuh: each broken probe makes its launch fail with a message naming the
 mistake, whichever order the emulated threads ran in, and the correct one runs clean. The op
-tests then run every real CUDA kernel under the same checks (``test_emulated_*``)."""
+tests then run every real CUDA kernel under the same checks: directly with chosen launch shapes
+(``test_*_emulated``), and through the ops with ``navcuda._C``'s own CUDA launchers
+(``cuda_device`` = ``emulated``, :func:`navcuda.ops._native.emulated_cuda`), tested here."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+import torch
+
+from navcuda.ops import _native
+from navcuda.ops.selftest import selftest
 
 # (probe, launch shape (grid, block), what the message must say)
 BROKEN = [
@@ -68,3 +74,38 @@ def test_finding_count_is_reported(emu):
 def test_unknown_probe_is_refused(emu):
     with pytest.raises(ValueError, match="unknown case"):
         emu.checker_probe("no_such_probe")
+
+
+# ------------------------------------------------------------------------- the emulated CUDA path
+
+
+def _bias_act_with_bad_activation() -> None:
+    x = torch.zeros(4)
+    code = _native.dtype_code(x.dtype)
+    ptr = x.data_ptr()
+    _native.run_kernel("bias_act", x.device, ptr, 0, ptr, 1, 1, 4, code, 7, 0.2, 1.0, -1.0)
+
+
+def test_emulated_cuda_routes_cpu_tensors_to_the_cuda_launchers(emu):
+    with _native.emulated_cuda() as module:
+        assert module is emu
+        with pytest.raises(ValueError, match="bias_act_cuda: unknown activation code 7"):
+            _bias_act_with_bad_activation()
+    with pytest.raises(ValueError, match="bias_act_cpu: unknown activation code 7"):
+        _bias_act_with_bad_activation()  # back on the C++ CPU kernels
+
+
+def test_emulated_cuda_is_restored_after_an_error(emu):
+    with pytest.raises(KeyError), _native.emulated_cuda():
+        raise KeyError("boom")
+    with pytest.raises(ValueError, match="bias_act_cpu"):
+        _bias_act_with_bad_activation()
+
+
+def test_selftest_passes_through_the_emulated_cuda_path(emu):
+    before = _native.failed_ops()
+    with _native.emulated_cuda():
+        results = selftest("cpu", mark=False)
+    assert {r.op for r in results} == {"bias_act", "shifted_modconv", "svd_shift", "upfirdn2d"}
+    assert all(r.status == "pass" for r in results), results
+    assert _native.failed_ops() == before

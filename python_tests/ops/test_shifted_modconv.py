@@ -844,9 +844,8 @@ def test_zero_svd_coefficients_rejected():
 # ------------------------------------------------------------------------- GPU
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
-def test_cuda_strategies_match_oracle(kind, cuda_kernels):
+def test_cuda_strategies_match_oracle(kind, cuda_device):
     shape = SHAPES[1]
     _, names, leaves = _make(kind, shape, torch.float64, seed=3)
 
@@ -856,7 +855,7 @@ def test_cuda_strategies_match_oracle(kind, cuda_kernels):
             if v is None:
                 out[n] = None
             else:
-                c = v.detach().cuda()
+                c = v.detach().to(cuda_device)
                 out[n] = c.requires_grad_(True) if n in names else c
         return out
 
@@ -871,13 +870,12 @@ def test_cuda_strategies_match_oracle(kind, cuda_kernels):
             torch.testing.assert_close(g[n], g_ref[n], rtol=1e-9, atol=1e-9, msg=n)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_cuda_epilogue_matches_reference(layout, cuda_kernels):
+def test_cuda_epilogue_matches_reference(layout, cuda_device):
     args, kw = _epi_inputs(EPI_CASES_CL[-1], torch.float64, seed=6, layout=layout)
     grads = {}
     for impl in ("native", "ref"):
-        leaves = [None if a is None else a.cuda().requires_grad_(True) for a in args]
+        leaves = [None if a is None else a.to(cuda_device).requires_grad_(True) for a in args]
         y = epilogue(*leaves, **kw, impl=impl)
         _assert_layout(y, layout)
         y.backward(torch.ones_like(y))

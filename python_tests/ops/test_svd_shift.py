@@ -319,19 +319,17 @@ def test_unsupported_dtype_falls_back_with_warning(fresh_dispatch):
 # ------------------------------------------------------------------------- real CUDA
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("shape", [(1, 5, 3, 3, 3), (3, 33, 17, 3, 3), (4, 130, 70, 3, 3)], ids=str)
 @pytest.mark.parametrize("n_dir", [None, 3], ids=["per-sample", "indexed"])
-def test_cuda_matches_ref(shape, n_dir, monkeypatch, cuda_kernels):
+def test_cuda_matches_ref(shape, n_dir, monkeypatch, cuda_device):
     """float32 on the GPU (TF32 off for the reference): rtol 1e-3 per DESIGN.md section 4."""
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    _compare(shape, torch.float32, n_dir, device="cuda", tol=dict(rtol=1e-3, atol=1e-4))
-    _compare(shape, torch.float64, n_dir, device="cuda")
+    _compare(shape, torch.float32, n_dir, device=cuda_device, tol=dict(rtol=1e-3, atol=1e-4))
+    _compare(shape, torch.float64, n_dir, device=cuda_device)
 
 
-@pytest.mark.gpu
-def test_cuda_gradcheck_float64(cuda_kernels):
-    w, u, vh, t, d, index = _make(2, 5, 3, 3, 3, torch.float64, device="cuda", n_dir=3)
+def test_cuda_gradcheck_float64(cuda_device):
+    w, u, vh, t, d, index = _make(2, 5, 3, 3, 3, torch.float64, device=cuda_device, n_dir=3)
     w, t, d = (x.requires_grad_(True) for x in (w, t, d))
     f = lambda w, t, d: svd_shift(w, u, vh, t, d, index, impl="native")  # noqa: E731
     assert torch.autograd.gradcheck(f, (w, t, d))

@@ -169,13 +169,12 @@ def test_cuda_body_emulated(case, grid, block, emu):
 # ------------------------------------------------------------------------- GPU
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("case", CASES)
-def test_cuda_matches_reference(case, cuda_kernels):
+def test_cuda_matches_reference(case, cuda_device):
     x, f, pad = _make(case, torch.float64, seed=5)
-    x = x.cuda().requires_grad_(True)
-    y = upfirdn2d(x, f.cuda(), pad=pad, impl="native")
-    ref = ref_upfirdn2d(x, f.cuda(), pad=pad)
+    x, f = x.to(cuda_device).requires_grad_(True), f.to(cuda_device)
+    y = upfirdn2d(x, f, pad=pad, impl="native")
+    ref = ref_upfirdn2d(x, f, pad=pad)
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
     dy = torch.randn_like(y)
     (g1,) = torch.autograd.grad(y, x, dy)
