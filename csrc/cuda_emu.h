@@ -353,10 +353,17 @@ inline void check_shape(const char* name, dim3 grid, dim3 block) {
 // Run kernel(args...) over grid x block, like kernel<<<grid, block>>>(args...) followed by a
 // device synchronisation, then throw if the checks found anything (name: the kernel, for the
 // message). Kernels do not throw.
+// Launches run so far (tests check that a path went through the emulator).
+inline std::uint64_t& launch_count() {
+  static std::uint64_t count = 0;
+  return count;
+}
+
 template <typename Kernel, typename... Args>
 void launch(const char* name, dim3 grid, dim3 block, Kernel kernel, Args... args) {
   std::lock_guard<std::mutex> guard(launch_mutex());
   check_shape(name, grid, block);
+  ++launch_count();
   findings() = Findings{};
   static std::uint64_t serial = 0;
   auto call = [&] { kernel(args...); };

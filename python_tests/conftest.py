@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
+from navcuda.ops import _native
 
 
 def tiny_config(**overrides) -> GeneratorConfig:
@@ -32,3 +36,20 @@ def tiny_generator() -> Generator:
                 p.normal_(0, 0.1)
     g.update_w_avg(256)
     return g
+
+
+@pytest.fixture(params=["cpu", "cuda-emulated"])
+def native_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test of CPU tensors twice: with the native kernels as the C++ CPU kernels, then as
+    navcuda._C's CUDA launchers and kernels run by the CPU emulator
+    (:func:`navcuda.ops._native.emulated_cuda`; skipped where navcuda._C_emu was not built), so
+    whole-model checks cover the CUDA code path on machines without a GPU."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    try:
+        importlib.import_module("navcuda._C_emu")
+    except ImportError as exc:
+        pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
+    with _native.emulated_cuda():
+        yield "cuda-emulated"

@@ -102,6 +102,7 @@ def test_gn_auto_rejects_a_mode_that_silently_drops_derivatives(gen64, monkeypat
     assert _rel(hv, real(V, "double-backward")) < 1e-12
 
 
+@pytest.mark.usefixtures("native_path")
 def test_fd_converges_to_gn(hess):
     V = _unit_block(hess, 2, seed=3)
     gn = hess.hvp_gn(V)
@@ -115,6 +116,7 @@ def test_fd_converges_to_gn(hess):
     assert _rel(hess.hvp_fd(V, eps=0.1), gn) < 0.5
 
 
+@pytest.mark.usefixtures("native_path")
 def test_batched_fd_equals_sequential_reference(hess):
     V = _unit_block(hess, 2, seed=4) * torch.tensor([1.0, 3.0], dtype=torch.float64).view(
         -1, 1, 1, 1, 1

@@ -321,6 +321,13 @@ PYBIND11_MODULE(_C_emu, m) {
   m.def("modconv_epilogue_cuda", &navcuda::modconv_epilogue_cuda, nogil);
   m.def("modconv_epilogue_grad_cuda", &navcuda::modconv_epilogue_grad_cuda, nogil);
   m.def("fir2d_cuda", &navcuda::fir2d_cuda, nogil);
+  m.def(
+      "launch_count",
+      [] {
+        std::lock_guard<std::mutex> guard(navcuda_emu::launch_mutex());
+        return navcuda_emu::launch_count();
+      },
+      "Kernel launches the emulator has run in this process.");
   m.def("checker_probe", &navcuda_probe::run_probe, nogil, arg("case"), arg("grid") = 1,
         arg("block") = 8,
         "Run one of the emulator's check probes (csrc/emu/checker_probes.cuh); returns out.");

@@ -140,6 +140,7 @@ def test_routes_match_legacy_float32(tiny_generator, strategies, layer, kind, ex
         assert (fast - base).abs().max() > 1e-2
 
 
+@pytest.mark.usefixtures("native_path")
 @pytest.mark.parametrize("layer", ["convs.2", "convs.3"])
 @pytest.mark.parametrize("kind", ["shared", "per_sample", "split", "split_many", "svd"])
 def test_routes_match_legacy_float64(tiny_generator, layer, kind):
@@ -151,6 +152,26 @@ def test_routes_match_legacy_float64(tiny_generator, layer, kind):
         with conv_route("legacy"):
             ref = _render(g, ws, shift, layer)
     assert (fast - ref).abs().max() < F64_TOL
+
+
+def test_emulated_cuda_path_renders_through_the_cuda_kernels(tiny_generator):
+    """The ``cuda-emulated`` runs above really go through the emulated CUDA kernels: a render
+    launches them, and agrees with the C++ CPU kernels' render (float64: same per-element math,
+    different reduction order in the demodulation sums)."""
+    emu = pytest.importorskip("navcuda._C_emu")
+    g = tiny_generator.double()
+    ws = _ws(g, 4)
+    shift = _shift(g, "svd", "convs.3", 4)
+    with torch.no_grad():
+        on_cpu = _render(g, ws, shift, "convs.3")
+        before = emu.launch_count()
+        with _native.emulated_cuda():
+            emulated = _render(g, ws, shift, "convs.3")
+        launched = emu.launch_count() - before
+        _render(g, ws, shift, "convs.3")  # after the block: the C++ CPU kernels again
+    assert launched >= 2 * len(g.convs)  # at least demodulation and epilogue per layer
+    assert emu.launch_count() - before == launched
+    assert (emulated - on_cpu).abs().max() < F64_TOL
 
 
 # ----------------------------------------------------------------------------- t = 0
@@ -229,6 +250,7 @@ def test_strips_and_generate_at_t_zero(tiny_generator):
 # ----------------------------------------------------------------------------- gradients
 
 
+@pytest.mark.usefixtures("native_path")
 @pytest.mark.parametrize("layer", ["convs.2", "convs.3"])
 @pytest.mark.parametrize("kind", ["svd", "split", "split_many", "per_sample"])
 def test_gradients_match_legacy(tiny_generator, layer, kind):
@@ -286,6 +308,7 @@ def test_shared_shift_double_backward_with_ref_impl(tiny_generator):
         hvp("auto", "native")
 
 
+@pytest.mark.usefixtures("native_path")
 @pytest.mark.parametrize("basis", ["svd", "weight"])
 def test_optimize_shift_gradients_match_legacy(tiny_generator, basis):
     """The shift train_step renders with (DirectionOptimizer.shift): the direction coefficients get
