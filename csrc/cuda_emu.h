@@ -23,7 +23,8 @@
 //   - launch shapes a GPU refuses (more than 1024 threads per block, block.z > 64,
 //     grid.y or grid.z > 65535, an empty grid or block).
 // launch() throws std::runtime_error (RuntimeError in Python) naming the first finding and the
-// number of findings once the launch has finished. Global memory is not checked.
+// number of findings once the launch has finished. Global memory is checked by building this
+// module with AddressSanitizer (.ci/sanitize-emulator).
 #pragma once
 
 #if defined(__CUDACC__)
