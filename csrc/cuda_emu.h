@@ -24,7 +24,7 @@
 //     grid.y or grid.z > 65535, an empty grid or block).
 // launch() throws std::runtime_error (RuntimeError in Python) naming the first finding and the
 // number of findings once the launch has finished. Global memory is checked by building this
-// module with AddressSanitizer (.ci/sanitize-emulator).
+// module with AddressSanitizer (.ci/sanitize).
 #pragma once
 
 #if defined(__CUDACC__)
