@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Everything navcuda needs a GPU for, prepared for a short GPU lease (the project's sessions get
+# ~15 minutes of device time, machine start included, and one command may run 10 minutes), in
+# two phases of one command each: `tests` (steps 1-3) and `bench` (steps 1, 2 -- a no-op when
+# the build is still there -- and 4); `all` (the default) runs both in one go:
+#
+#   1. record the machine (nvidia-smi, torch, nvcc);
+#   2. build navcuda in place for this GPU only (no network, so no dependency resolution and no
+#      build isolation: the machine's own torch, pybind11, scikit-build-core, cmake and ninja;
+#      the torch==2.14.1 pin is not enforced there);
+#   3. the CUDA tests: `pytest -m gpu` (the real-device half of every CUDA-path test), the
+#      self-test on the device, and the op suite once more with the GPU present;
+#   4. the benchmarks with --device cuda, in two bounded parts (ops, then discovery/spectrum).
+#
+# Each step has its own time limit so that one slow step cannot eat the lease. Four files land
+# in $OUT (default /tmp/navcuda-gpu), the files that come back: summary.txt (machine, each
+# step's status and last lines), log.txt (every step's full output) and the two benchmark JSONs. Usage on the device: `bash benchmarks/run_on_gpu.sh` (arch defaults to the GPU's
+# own, e.g. 90 on an H100/H200; NAVCUDA_GPU_ARCH=80 overrides). Runs here too (no GPU: the GPU
+# steps skip), which is how it was tested.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-/tmp/navcuda-gpu}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+py="${PYTHON:-python3}"
+phase="${1:-all}"
+case "$phase" in all | tests | bench) ;; *) echo "usage: $0 [all|tests|bench]" >&2; exit 2 ;; esac
+status=0
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, append its output to log.txt
+  local name="$1" limit="$2"
+  shift 2
+  echo "== $name (limit ${limit}s)" | tee -a "$out/summary.txt"
+  echo "======== $name: $*" >>"$out/log.txt"
+  local start=$SECONDS
+  timeout "$limit" "$@" >"$out/step.log" 2>&1
+  local rc=$?
+  cat "$out/step.log" >>"$out/log.txt"
+  echo "   rc=$rc in $((SECONDS - start))s; last lines:" | tee -a "$out/summary.txt"
+  tail -n 4 "$out/step.log" | sed 's/^/   | /' | tee -a "$out/summary.txt"
+  rm -f "$out/step.log"
+  [ "$rc" -eq 0 ] || status=1
+}
+
+{
+  date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+      'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
+  nvcc --version 2>&1 | tail -n 1
+  echo "phase: $phase"
+} 2>&1 | tee "$out/summary.txt"
+
+arch="${NAVCUDA_GPU_ARCH:-$("$py" -c "import torch
+if torch.cuda.is_available():
+    major, minor = torch.cuda.get_device_capability()
+    print(f'{major}{minor}')
+else:
+    print('90')")}"
+step build 240 "$py" -m pip install --no-deps --no-build-isolation -e . \
+  -C "cmake.define.NAVCUDA_CUDA_ARCHS=${arch}-real"
+step build-info 30 "$py" -c "import navcuda._C as C, json; print(json.dumps(C.build_info()))"
+if [ "$phase" != bench ]; then
+  step selftest 60 "$py" -c "
+import torch
+from navcuda.ops.selftest import selftest
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+results = selftest(device, mark=False)
+for r in results:
+    print(r)
+raise SystemExit(any(r.status != 'pass' for r in results))"
+  step tests-gpu 120 "$py" -m pytest python_tests -m gpu -q -p no:cacheprovider -rs
+  step tests-ops 120 "$py" -m pytest python_tests/ops -q -p no:cacheprovider --maxfail=20
+fi
+if [ "$phase" != tests ]; then
+  step bench-ops 240 "$py" -m pytest benchmarks --device cuda -s \
+    --ignore=benchmarks/test_bench_spectrum.py --ignore=benchmarks/test_bench_discovery.py \
+    --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-json="$out/bench-ops.json"
+  step bench-discovery 300 "$py" -m pytest benchmarks/test_bench_discovery.py \
+    benchmarks/test_bench_spectrum.py --device cuda -s -k "not solver_memory" \
+    --benchmark-min-rounds=3 --benchmark-max-time=0.5 --benchmark-json="$out/bench-discovery.json"
+fi
+echo "== done: status=$status (0: every step passed); files in $out" | tee -a "$out/summary.txt"
+exit "$status"
