@@ -38,18 +38,24 @@ def tiny_generator() -> Generator:
     return g
 
 
-@pytest.fixture(params=["cpu", "cuda-emulated"])
-def native_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Runs a test of CPU tensors twice: with the native kernels as the C++ CPU kernels, then as
-    navcuda._C's CUDA launchers and kernels run by the CPU emulator
-    (:func:`navcuda.ops._native.emulated_cuda`; skipped where navcuda._C_emu was not built), so
-    whole-model checks cover the CUDA code path on machines without a GPU."""
-    if request.param == "cpu":
-        yield "cpu"
-        return
+@pytest.fixture
+def emulated_cuda() -> Iterator[None]:
+    """For the test's duration, native kernel calls on CPU tensors run navcuda._C's CUDA
+    launchers and kernels on the CPU emulator (:func:`navcuda.ops._native.emulated_cuda`);
+    skips where the test-only module navcuda._C_emu was not built."""
     try:
         importlib.import_module("navcuda._C_emu")
     except ImportError as exc:
         pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
     with _native.emulated_cuda():
-        yield "cuda-emulated"
+        yield
+
+
+@pytest.fixture(params=["cpu", "cuda-emulated"])
+def native_path(request: pytest.FixtureRequest) -> str:
+    """Runs a test of CPU tensors twice: with the native kernels as the C++ CPU kernels, then as
+    the CUDA path on the CPU emulator (:func:`emulated_cuda`), so whole-model checks cover the
+    CUDA code on machines without a GPU."""
+    if request.param == "cuda-emulated":
+        request.getfixturevalue("emulated_cuda")
+    return request.param

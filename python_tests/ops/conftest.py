@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
@@ -38,22 +37,16 @@ def cuda_kernels() -> None:
 
 
 @pytest.fixture(params=[pytest.param("gpu", marks=pytest.mark.gpu), "emulated"])
-def cuda_device(request: pytest.FixtureRequest) -> Iterator[torch.device]:
+def cuda_device(request: pytest.FixtureRequest) -> torch.device:
     """The device a test of the CUDA path puts its tensors on, once per way of running that path:
 
     - ``gpu``: a real CUDA device (marked ``gpu``; skips or fails as :func:`cuda_kernels`);
     - ``emulated``: CPU tensors, with every native kernel call routed through ``navcuda._C``'s
-      own CUDA launchers and kernels compiled against the CPU emulator
-      (:func:`navcuda.ops._native.emulated_cuda`; skips where ``navcuda._C_emu`` was not built),
-      so the same assertions run on machines without a GPU.
+      own CUDA launchers and kernels on the CPU emulator (the ``emulated_cuda`` fixture), so the
+      same assertions run on machines without a GPU.
     """
     if request.param == "gpu":
         request.getfixturevalue("cuda_kernels")
-        yield torch.device("cuda")
-        return
-    try:
-        importlib.import_module("navcuda._C_emu")
-    except ImportError as exc:
-        pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
-    with _native.emulated_cuda():
-        yield torch.device("cpu")
+        return torch.device("cuda")
+    request.getfixturevalue("emulated_cuda")
+    return torch.device("cpu")

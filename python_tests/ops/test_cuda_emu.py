@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from navcuda.ops import _native
+from navcuda.ops.bias_act import bias_act
 from navcuda.ops.selftest import selftest
 
 # (probe, launch shape (grid, block), what the message must say)
@@ -109,3 +110,11 @@ def test_selftest_passes_through_the_emulated_cuda_path(emu):
     assert {r.op for r in results} == {"bias_act", "shifted_modconv", "svd_shift", "upfirdn2d"}
     assert all(r.status == "pass" for r in results), results
     assert _native.failed_ops() == before
+
+
+def test_the_cuda_device_fixture_really_emulates(cuda_device, emu):
+    if cuda_device.type == "cuda":
+        pytest.skip("checks the fixture's emulated variant")
+    before = emu.launch_count()
+    bias_act(torch.randn(2, 3, 4, 4, device=cuda_device), act="lrelu", impl="native")
+    assert emu.launch_count() > before
