@@ -216,7 +216,8 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
           navcuda_emu::launch(
-              "modconv_epilogue_kernel", dim3(grid), dim3(block),
+              channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel",
+              dim3(grid), dim3(block),
               channels_last ? &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
                             : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>,
               as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
