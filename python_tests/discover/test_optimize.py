@@ -87,6 +87,7 @@ def test_reconstructor_learns_above_chance_on_the_bundled_model():
     assert acc > 0.5, acc
 
 
+@pytest.mark.usefixtures("native_path")
 def test_reference_step_is_the_same_step(tiny_generator):
     """The official arrangement (full syntheses, per-sample kernels) and the fast one (shared
     prefix, fused factorised layer) compute the same loss and gradients: float32 rendering

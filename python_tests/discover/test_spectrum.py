@@ -145,6 +145,7 @@ def small_generator():
     return g
 
 
+@pytest.mark.usefixtures("native_path")
 def test_discover_spectrum_matches_explicit_hessian(small_generator):
     g = small_generator
     k = 4
