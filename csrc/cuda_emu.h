@@ -10,9 +10,11 @@
 // round-robin on the launching thread: each runs until it reaches __syncthreads() or returns,
 // and the next barrier interval starts once every thread has arrived, so __syncthreads() is a
 // true barrier at a fraction of an OS thread's cost (production launch shapes, 256-thread
-// blocks, run in tests). Shared arrays are function-local statics (one block runs at a time:
-// launches are serialised by a global mutex), reached through checked views that play the part
-// of compute-sanitizer for the mistakes a GPU would punish but a sequential run would hide:
+// blocks, run in tests). When thread (0, 0, 0) returns without reaching a barrier the block's
+// other threads run as plain calls (grid-stride kernels: ~30 ns per thread). Shared arrays
+// are function-local statics (one block runs at a time: launches are serialised by a global
+// mutex), reached through checked views that play the part of compute-sanitizer for the
+// mistakes a GPU would punish but a sequential run would hide:
 //   - races: two threads touching one shared element between the same two barriers, at least one
 //     of them writing (decided from the barrier intervals, not from the order the fibers ran in);
 //   - reads of a shared element no thread of the running block has written (shared memory starts
@@ -97,6 +99,7 @@ struct Fiber {
   std::uint32_t linear = 0;    // linear thread index in the block
   std::uint32_t interval = 0;  // barriers this thread has passed
   State state = State::kReady;
+  bool direct = false;  // run as a plain call (its block has no barrier; see run_block)
 };
 
 // The block being run on this (launching) thread.
@@ -130,6 +133,12 @@ inline void fiber_entry() {
 inline void syncthreads() {
   BlockRun& r = block_run();
   Fiber& f = *r.current;
+  if (f.direct) {  // thread (0, 0, 0) returned without reaching a barrier
+    report("divergent __syncthreads() in block " + str(r.block_idx) + ": thread " +
+           str(f.thread_idx) + " reached a barrier that thread (0, 0, 0) returned without " +
+           "reaching (every thread of a block must reach the same barriers)");
+    return;
+  }
   f.state = Fiber::State::kAtBarrier;
   swapcontext(&f.context, &r.scheduler);
   ++f.interval;
@@ -144,19 +153,44 @@ inline char* fiber_stack(std::size_t i) {
   return stacks[i].get();
 }
 
-// Runs body(arg) as every thread of one block: fibers round-robin, one barrier interval at a time.
+inline void start_fiber(BlockRun& r, Fiber& f, std::size_t i) {
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = fiber_stack(i);
+  f.context.uc_stack.ss_size = kFiberStack;
+  f.context.uc_link = &r.scheduler;
+  makecontext(&f.context, &fiber_entry, 0);
+}
+
+// Runs body(arg) as every thread of one block: fibers round-robin, one barrier interval at a
+// time. Thread (0, 0, 0) runs first; if it returns without reaching a barrier, no correct kernel
+// has one in this block, so the other threads run as plain calls (a grid-stride kernel's block
+// costs no context switches), and one that does reach a barrier is reported as divergent.
 inline void run_block(BlockRun& r, std::size_t threads) {
-  r.fibers.assign(threads, Fiber{});
+  if (r.fibers.size() != threads) r.fibers.resize(threads);  // reused across the launch's blocks
   for (std::size_t i = 0; i < threads; ++i) {
     Fiber& f = r.fibers[i];
     f.linear = static_cast<std::uint32_t>(i);
     f.thread_idx = thread_of(f.linear);
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = fiber_stack(i);
-    f.context.uc_stack.ss_size = kFiberStack;
-    f.context.uc_link = &r.scheduler;
-    makecontext(&f.context, &fiber_entry, 0);
+    f.interval = 0;
+    f.state = Fiber::State::kReady;
+    f.direct = false;
   }
+  Fiber& first = r.fibers[0];
+  start_fiber(r, first, 0);
+  r.current = &first;
+  swapcontext(&r.scheduler, &first.context);
+  if (first.state == Fiber::State::kDone) {
+    for (std::size_t i = 1; i < threads; ++i) {
+      Fiber& f = r.fibers[i];
+      f.direct = true;
+      r.current = &f;
+      r.body(r.body_arg);
+      f.state = Fiber::State::kDone;
+    }
+    r.current = nullptr;
+    return;
+  }
+  for (std::size_t i = 1; i < threads; ++i) start_fiber(r, r.fibers[i], i);
   bool reported = false;
   for (;;) {
     for (Fiber& f : r.fibers) {
