@@ -20,7 +20,12 @@ native kernels cannot run. The environment variable ``NAVCUDA_IMPL`` (``auto``, 
 ``native``) overrides ``impl="auto"`` (an explicit ``impl="ref"``/``"native"`` argument wins).
 
 A self-test can disable the native path of an op on a device type with :func:`mark_failed`; auto
-then falls back (with the warning) and ``impl="native"`` raises.
+then falls back (with the warning) and ``impl="native"`` raises. The first ``impl="auto"`` call
+on a CUDA tensor runs :func:`navcuda.selftest` on that device once, automatically (the CUDA
+kernels are checked against their references before their results are used: milliseconds);
+``$NAVCUDA_SELFTEST`` picks the device types that get this (``cuda``, the default; ``cpu,cuda``;
+``never``). It is skipped, and left for a later call, while torch is compiling or a CUDA graph
+is being captured: run ``navcuda.selftest()`` yourself before those.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch
 
 __all__ = [
     "ENV_IMPL",
+    "ENV_SELFTEST",
     "NATIVE_DTYPES",
     "NativeFallbackWarning",
     "check_tensor",
@@ -57,6 +63,7 @@ __all__ = [
 
 ENV_IMPL = "NAVCUDA_IMPL"
 _IMPLS = ("auto", "ref", "native")
+ENV_SELFTEST = "NAVCUDA_SELFTEST"
 
 # dtypes the native kernels of most ops support; an op may pass its own set to resolve_impl.
 NATIVE_DTYPES: frozenset[torch.dtype] = frozenset({torch.float32, torch.float64})
@@ -217,6 +224,8 @@ def resolve_impl(
         impl = env
     if impl == "ref" or (impl == "auto" and by_layout and is_channels_last(tensor)):
         return "ref"
+    if impl == "auto":
+        _auto_selftest(tensor)
     reason = native_unavailable_reason(op, tensor, dtypes)
     if reason is None:
         return "native"
@@ -234,6 +243,54 @@ def resolve_impl(
             stacklevel=3,
         )
     return "ref"
+
+
+_selftested: set[str] = set()  # device types the automatic self-test has run on
+_selftest_running = False
+
+
+def _auto_selftest_types() -> frozenset[str]:
+    raw = os.environ.get(ENV_SELFTEST, "cuda").strip().lower() or "cuda"
+    if raw in ("never", "none", "off", "0"):
+        return frozenset()
+    kinds = frozenset(part.strip() for part in raw.split(","))
+    if not kinds <= set(_NATIVE_DEVICES):
+        raise ValueError(
+            f"environment variable {ENV_SELFTEST} must be 'never' or a comma-separated list of "
+            f"{', '.join(_NATIVE_DEVICES)}; got {raw!r}"
+        )
+    return kinds
+
+
+def _auto_selftest(tensor: torch.Tensor) -> None:
+    """Run the self-test once per device type in :func:`_auto_selftest_types` before the first
+    native ``impl="auto"`` call there (failures mark the ops failed, so auto falls back)."""
+    global _selftest_running
+    kind = tensor.device.type
+    if _selftest_running or kind in _selftested or kind not in _auto_selftest_types():
+        return
+    if native_module() is None or (kind == "cuda" and not has_cuda()):
+        return  # nothing native to check; resolve_impl reports why
+    capturing = kind == "cuda" and torch.cuda.is_current_stream_capturing()
+    if torch.compiler.is_compiling() or capturing:
+        return  # no real computation now; a later eager call runs it
+    from navcuda.ops.selftest import selftest  # noqa: PLC0415 - selftest imports this module
+
+    _selftested.add(kind)
+    _selftest_running = True
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            results = selftest(tensor.device, mark=True)
+    finally:
+        _selftest_running = False
+    for r in results:
+        if r.status == "fail":
+            warnings.warn(
+                f"navcuda self-test on {r.device}: native {r.op} disagrees with its reference "
+                f"({r.detail}); it falls back to the reference on {kind}",
+                NativeFallbackWarning,
+                stacklevel=4,
+            )
 
 
 # ------------------------------------------------------------------------- validation

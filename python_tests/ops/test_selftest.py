@@ -43,3 +43,84 @@ def test_failed_selftest_disables_native_path(monkeypatch):
         assert any("self-test failed" in str(w.message) for w in caught)
     finally:
         _native.clear_failed()
+
+
+@pytest.fixture
+def auto_selftest_on_cpu(monkeypatch):
+    """The automatic self-test (CUDA-only by default) enabled for the CPU, from a clean state."""
+    monkeypatch.setenv(_native.ENV_SELFTEST, "cpu")
+    monkeypatch.setattr(_native, "_selftested", set())
+    _native._reset_fallback_warnings()
+    yield
+    _native.clear_failed()
+    _native._reset_fallback_warnings()
+
+
+def _count_selftests(monkeypatch) -> list:
+    import navcuda.ops.selftest as module
+
+    calls = []
+    real = module.selftest
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "selftest", spy)
+    return calls
+
+
+@pytest.mark.usefixtures("auto_selftest_on_cpu")
+def test_first_auto_call_runs_the_selftest_once(monkeypatch):
+    calls = _count_selftests(monkeypatch)
+    x = torch.randn(2, 3, 4, 4)
+    with torch.inference_mode():  # the self-test still differentiates its cases
+        bias_act(x, act="lrelu")
+    bias_act(x, act="lrelu")
+    bias_act(x, act="lrelu", impl="native")
+    assert len(calls) == 1 and torch.device(calls[0][0]).type == "cpu"
+    assert _native.failed_ops() == {}
+
+
+@pytest.mark.usefixtures("auto_selftest_on_cpu")
+def test_explicit_impls_do_not_trigger_it(monkeypatch):
+    calls = _count_selftests(monkeypatch)
+    x = torch.randn(2, 3, 4, 4)
+    bias_act(x, act="lrelu", impl="native")
+    bias_act(x, act="lrelu", impl="ref")
+    assert calls == []
+
+
+@pytest.mark.usefixtures("auto_selftest_on_cpu")
+def test_auto_selftest_failure_falls_back_with_warnings(monkeypatch):
+    selftest("cpu", mark=False)  # registers the cases
+    good = CASES["bias_act"]
+
+    def broken(dev, impl):
+        out = good(dev, impl)
+        return [o + 1.0 for o in out] if impl == "native" else out
+
+    monkeypatch.setitem(CASES, "bias_act", broken)
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.warns(_native.NativeFallbackWarning) as caught:
+        y = bias_act(x, act="lrelu")
+    messages = [str(w.message) for w in caught]
+    assert any("self-test on cpu: native bias_act disagrees" in m for m in messages), messages
+    assert ("bias_act", "cpu") in _native.failed_ops()
+    torch.testing.assert_close(y, bias_act(x, act="lrelu", impl="ref"))
+
+
+@pytest.mark.parametrize("value", ["never", "cuda"])
+def test_auto_selftest_off_for_the_cpu(monkeypatch, value):
+    monkeypatch.setenv(_native.ENV_SELFTEST, value)
+    monkeypatch.setattr(_native, "_selftested", set())
+    calls = _count_selftests(monkeypatch)
+    bias_act(torch.randn(2, 3, 4, 4), act="lrelu")
+    assert calls == []
+
+
+def test_bad_selftest_setting_is_refused(monkeypatch):
+    monkeypatch.setenv(_native.ENV_SELFTEST, "tpu")
+    monkeypatch.setattr(_native, "_selftested", set())
+    with pytest.raises(ValueError, match="NAVCUDA_SELFTEST must be 'never' or"):
+        bias_act(torch.randn(2, 3, 4, 4), act="lrelu")
