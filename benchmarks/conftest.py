@@ -13,6 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import navcuda
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="device to benchmark on (cpu or cuda)")
@@ -23,6 +25,11 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     dev = torch.device(request.config.getoption("--device"))
     if dev.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("--device cuda given but no CUDA device is available")
+    if dev.type == "cuda":
+        # The dispatcher would self-test the CUDA kernels at their first use, inside a timed
+        # call: do it here, and say which ops (if any) fall back to their reference.
+        for r in navcuda.selftest(dev):
+            print(f"self-test {r.op} on {r.device}: {r.status} {r.detail}".rstrip())
     torch.manual_seed(0)
     return dev
 

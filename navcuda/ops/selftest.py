@@ -51,7 +51,11 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def selftest(device: str | torch.device | None = None, mark: bool = True) -> list[SelfTestResult]:
-    """Run every registered case on ``device`` (default: CUDA when available, else CPU)."""
+    """Run every registered case on ``device`` (default: CUDA when available, else CPU).
+
+    With ``mark=True`` failures disable the native path of their op on that device type, and
+    the dispatcher's automatic first-use self-test (``$NAVCUDA_SELFTEST``) is then not run there.
+    """
     _register_builtin_cases()
     dev = (
         torch.device(device)
@@ -78,6 +82,8 @@ def selftest(device: str | torch.device | None = None, mark: bool = True) -> lis
         if not ok and mark:
             _native.mark_failed(op, dev.type, f"its self-test failed ({detail})")
         results.append(SelfTestResult(op, str(dev), "pass" if ok else "fail", worst, detail))
+    if mark:  # the verdicts are recorded: the dispatcher's automatic run is not needed any more
+        _native._selftested.add(dev.type)
     return results
 
 

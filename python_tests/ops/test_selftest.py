@@ -124,3 +124,15 @@ def test_bad_selftest_setting_is_refused(monkeypatch):
     monkeypatch.setattr(_native, "_selftested", set())
     with pytest.raises(ValueError, match="NAVCUDA_SELFTEST must be 'never' or"):
         bias_act(torch.randn(2, 3, 4, 4), act="lrelu")
+
+
+@pytest.mark.usefixtures("auto_selftest_on_cpu")
+def test_an_explicit_marking_selftest_replaces_the_automatic_one(monkeypatch):
+    selftest("cpu", mark=False)
+    calls = _count_selftests(monkeypatch)
+    bias_act(torch.randn(2, 3, 4, 4), act="lrelu")
+    assert len(calls) == 1  # mark=False recorded nothing: the automatic run still happened
+    monkeypatch.setattr(_native, "_selftested", set())
+    selftest("cpu")  # explicit, marking (not through the spy)
+    bias_act(torch.randn(2, 3, 4, 4), act="lrelu")
+    assert len(calls) == 1  # no automatic run after it
