@@ -14,8 +14,8 @@ these kernels are memory-bound and their bytes moved / time is the figure of mer
 - ``modconv epilogue`` forward, split form ``clamp(lrelu(dcoef (y0 + t y1) + ns noise + bias))``:
   read y0, y1, write out (noise ``[B, 1, H, W]`` and the per-channel vectors are negligible), in
   NCHW and channels-last (the layout the generator runs in on the CPU); backward (gradients of y0
-  and y1): read dout, y1 (for t's gradient, computed with y1's) and the one-byte mask, write dy0
-  and dy1;
+  and y1): read dout, y1 (for t's gradient, computed with y1's) and the packed 2-bit mask (a
+  sixteenth of a float32 tensor; one byte per element until session 9), write dy0 and dy1;
 - ``fir2d`` (the blur of the upsampling layers, 4x4 filter): read x, write the output.
 
 Bytes are the kernel's minimal traffic, counted the same for the reference (which moves more:
@@ -122,9 +122,9 @@ def test_epilogue_grad_bandwidth(benchmark, device, impl, layout):
     benchmark.group = f"bandwidth: modconv epilogue bwd, {layout} (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
     benchmark(lambda: torch.autograd.grad(out, args[:2], dout, retain_graph=True))
-    # dout, y1, dy0, dy1 and the one-byte mask: with y1 differentiated the kernel also sums
+    # dout, y1, dy0, dy1 and the 2-bit mask: with y1 differentiated the kernel also sums
     # dz * y1 per plane (t's gradient), reading y1, whether or not t needs a gradient.
-    _record(benchmark, device, 4.25)
+    _record(benchmark, device, 4 + 1 / 16)
 
 
 @pytest.mark.parametrize("impl", ["ref", "native"])

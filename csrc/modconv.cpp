@@ -132,6 +132,57 @@ void demod_grad_q_kernel(const T* __restrict dn, const T* __restrict s2, const T
 
 // ------------------------------------------------------------------------------- epilogue
 
+// The packed codes (modconv_mask_code) of a row of n outputs, from the outputs just written
+// (still in cache): 8 / kMaskBits per byte, the last byte padded with zeros.
+template <typename T, int kAct, bool kClamp>
+inline void pack_codes(const T* __restrict v, int64_t n, std::uint8_t* __restrict code, T gain,
+                       T clamp) {
+  constexpr int kBits = kModconvMaskBits<kClamp>;
+  constexpr int kPer = 8 / kBits;
+  constexpr unsigned kMask = (1u << kBits) - 1;  // without a clamp only the slope bit is kept
+  const int64_t full = n / kPer;
+#pragma omp simd
+  for (int64_t q = 0; q < full; ++q) {
+    unsigned byte = 0;
+    for (int k = 0; k < kPer; ++k) {
+      byte |= (unsigned(bias_act_grad_code<T, kAct, kClamp>(v[q * kPer + k], gain, clamp)) & kMask)
+              << (k * kBits);
+    }
+    code[q] = static_cast<std::uint8_t>(byte);
+  }
+  if (n > full * kPer) {
+    unsigned last = 0;
+    for (int64_t k = full * kPer; k < n; ++k) {
+      last |= (unsigned(bias_act_grad_code<T, kAct, kClamp>(v[k], gain, clamp)) & kMask)
+              << ((k - full * kPer) * kBits);
+    }
+    code[full] = static_cast<std::uint8_t>(last);
+  }
+}
+
+// The codes of a packed row of n outputs, one byte each, into `out` (a per-thread scratch row):
+// the gradient loops then read bytes and vectorise as before (decoding inside them would need
+// per-lane variable shifts, which the baseline x86-64 target lacks).
+template <int kBits>
+inline void unpack_codes(const std::uint8_t* __restrict row, int64_t n,
+                         std::uint8_t* __restrict out) {
+  constexpr int kPer = 8 / kBits;
+  constexpr unsigned kMask = (1u << kBits) - 1;
+  const int64_t full = n / kPer;
+  for (int64_t q = 0; q < full; ++q) {
+    const unsigned byte = row[q];
+    for (int k = 0; k < kPer; ++k) out[q * kPer + k] = std::uint8_t((byte >> (k * kBits)) & kMask);
+  }
+  for (int64_t k = full * kPer; k < n; ++k) out[k] = modconv_mask_code<kBits>(row, k);
+}
+
+// Per-thread scratch for unpacked codes, grown as needed.
+inline std::uint8_t* code_scratch(int64_t n) {
+  thread_local std::vector<std::uint8_t> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
+}
+
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kMask>
 void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __restrict t,
                      const T* __restrict dcoef, const T* __restrict noise, int64_t noise_bstride,
@@ -150,14 +201,15 @@ void epilogue_kernel(const T* __restrict y0, const T* __restrict y1, const T* __
     const T* a1 = kHasY1 ? y1 + p * hw : nullptr;
     const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
     T* dst = out + p * hw;
-    std::uint8_t* code = kMask ? mask + p * hw : nullptr;
 #pragma omp simd
     for (int64_t j = 0; j < hw; ++j) {
-      const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[j], kHasY1 ? a1[j] : T(0), tb,
-                                                                  d, kHasNoise ? nsv * nz[j] : T(0),
-                                                                  bv, alpha, gain, clamp);
-      dst[j] = v;
-      if constexpr (kMask) code[j] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
+      dst[j] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[j], kHasY1 ? a1[j] : T(0), tb, d,
+                                                               kHasNoise ? nsv * nz[j] : T(0), bv,
+                                                               alpha, gain, clamp);
+    }
+    if constexpr (kMask) {
+      pack_codes<T, kAct, kClamp>(
+          dst, hw, mask + p * modconv_mask_row_bytes(hw, kModconvMaskBits<kClamp>), gain, clamp);
     }
   }
 }
@@ -180,7 +232,12 @@ void epilogue_grad_kernel(const T* __restrict dout, const std::uint8_t* __restri
     const T dtb = d * tb;
     const int64_t base = p * hw;
     const T* g = dout + base;
-    const std::uint8_t* code = kReadsMask<kAct, kClamp> ? mask + base : nullptr;
+    std::uint8_t* code = nullptr;
+    if constexpr (kReadsMask<kAct, kClamp>) {
+      code = code_scratch(hw);
+      unpack_codes<kModconvMaskBits<kClamp>>(
+          mask + p * modconv_mask_row_bytes(hw, kModconvMaskBits<kClamp>), hw, code);
+    }
     const T* a = y0 + base;
     const T* a1 = kHasY1 ? y1 + base : nullptr;
     const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
@@ -234,13 +291,15 @@ void epilogue_nhwc_kernel(const T* __restrict y0, const T* __restrict y1, const 
     const T* a = y0 + r * channels;
     const T* a1 = kHasY1 ? y1 + r * channels : nullptr;
     T* dst = out + r * channels;
-    std::uint8_t* code = kMask ? mask + r * channels : nullptr;
 #pragma omp simd
     for (int64_t c = 0; c < channels; ++c) {
-      const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
-          a[c], kHasY1 ? a1[c] : T(0), tb, d[c], nz, bv[c], alpha, gain, clamp);
-      dst[c] = v;
-      if constexpr (kMask) code[c] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
+      dst[c] = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(a[c], kHasY1 ? a1[c] : T(0), tb,
+                                                               d[c], nz, bv[c], alpha, gain, clamp);
+    }
+    if constexpr (kMask) {
+      pack_codes<T, kAct, kClamp>(
+          dst, channels, mask + r * modconv_mask_row_bytes(channels, kModconvMaskBits<kClamp>),
+          gain, clamp);
     }
   }
 }
@@ -278,7 +337,13 @@ void epilogue_grad_nhwc_kernel(const T* __restrict dout, const std::uint8_t* __r
       const int64_t base = (b * hw + j) * channels;
       const T nz = kHasNoise ? noise[b * noise_bstride + j] : T(0);
       const T* g = dout + base;
-      const std::uint8_t* code = kReadsMask<kAct, kClamp> ? mask + base : nullptr;
+      std::uint8_t* code = nullptr;
+      if constexpr (kReadsMask<kAct, kClamp>) {
+        code = code_scratch(channels);
+        unpack_codes<kModconvMaskBits<kClamp>>(
+            mask + (b * hw + j) * modconv_mask_row_bytes(channels, kModconvMaskBits<kClamp>),
+            channels, code);
+      }
       const T* a = y0 + base;
       const T* a1 = kHasY1 ? y1 + base : nullptr;
       T* g0 = dy0 + base;

@@ -99,6 +99,9 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
                               channels, hw, act);
   const long long n = batch * channels * hw;
   if (n == 0) return;
+  // One thread per byte of packed mask codes (8 or 4 outputs of a row).
+  const long long inner = channels_last ? channels : hw;
+  const long long groups = n / inner * modconv_mask_row_bytes(inner, modconv_mask_bits(clamp >= 0));
   auto st = reinterpret_cast<cudaStream_t>(stream);
   dispatch_float(dtype, "modconv_epilogue_cuda", [&](auto zero) {
     using T = decltype(zero);
@@ -111,7 +114,7 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
           auto kernel = channels_last ? &modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
                                       : &modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>;
           launch_kernel(channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel",
-                        kernel, launch_blocks(n), kLaunchThreads, st, as_ptr<const T>(y0),
+                        kernel, launch_blocks(groups), kLaunchThreads, st, as_ptr<const T>(y0),
                         as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
                         as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns),
                         as_ptr<const T>(bias), as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n,

@@ -11,8 +11,11 @@
 //       z   = dcoef[b,c] * (y0 + t_b * y1) + ns * noise[b or 0, hw] + bias[c]
 //       out = clamp(act(z) * gain, -clamp, clamp)                        (clamp < 0: no clamp)
 //     y1/t, dcoef, noise (with ns, a pointer to one element), bias may each be absent.
-//     Optionally also `mask`: one byte per output, bias_act_grad_code(out) (slope sign and clamp
-//     test), all the gradient needs of the output (a quarter of its memory).
+//     Optionally also `mask`: bias_act_grad_code(out) of every output (bit 0: slope sign; bit
+//     1: inside the clamp, kept only with a clamp), all the gradient needs of the output (a
+//     32nd or a 16th of its float32 memory), packed along each row of `inner` outputs (an NCHW
+//     plane of HW, or a channels-last pixel of C channels), rows padded to whole bytes:
+//     modconv_mask_bits, modconv_mask_row_bytes, modconv_mask_code.
 // (3) Their gradients (see the entry points below).
 //
 // The element-wise math is shared by the CPU kernels (modconv.cpp) and the CUDA kernel bodies
@@ -47,6 +50,26 @@ NAVCUDA_HD T modconv_epilogue_value(T y0, T y1, T tb, T d, T nz, T bias, T alpha
   return kClamp ? bias_act_clamp(v, clamp) : v;
 }
 
+// Packed masks: kBits = modconv_mask_bits(has_clamp) bits per code (the clamp bit only with a
+// clamp); a row of `inner` codes takes modconv_mask_row_bytes(inner, kBits) bytes, code k in
+// bits kBits*(k % (8/kBits)) .. of byte k / (8/kBits). Rows are padded to whole bytes, so that
+// work split by rows (CPU tasks) or by bytes (CUDA threads) never shares a byte.
+NAVCUDA_HD int modconv_mask_bits(bool has_clamp) { return has_clamp ? 2 : 1; }
+
+template <bool kClamp>
+constexpr int kModconvMaskBits = kClamp ? 2 : 1;
+
+NAVCUDA_HD long long modconv_mask_row_bytes(long long inner, int bits) {
+  return (inner * bits + 7) / 8;
+}
+
+template <int kBits>
+NAVCUDA_HD std::uint8_t modconv_mask_code(const std::uint8_t* row, long long k) {
+  constexpr int kPerByte = 8 / kBits;
+  return static_cast<std::uint8_t>((row[k / kPerByte] >> ((k % kPerByte) * kBits)) &
+                                   ((1 << kBits) - 1));
+}
+
 // Row of Q0 used by sample b: the shared row 0 or the sample's own row.
 NAVCUDA_HD long long modconv_q0_row(long long b, long long n0) { return n0 == 1 ? 0 : b; }
 
@@ -78,7 +101,8 @@ void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
                             int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2);
 
 // noise_bstride: elements between the noise planes of consecutive samples (0: one shared plane).
-// mask: uint8 buffer shaped like out, written when non-zero.
+// mask: uint8 buffer of rows * modconv_mask_row_bytes(inner, modconv_mask_bits(clamp >= 0))
+// packed codes (rows x inner = B*C x HW, or channels-last B*HW x C), written when non-zero.
 void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
                           std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,

@@ -131,42 +131,61 @@ __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
   }
 }
 
-// out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain), grid-stride over the B*C*HW
-// elements, NCHW or (kNhwc) channels-last: element e is (b, c, pixel j) of either layout.
+// out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain), NCHW or (kNhwc) channels-last:
+// element e is (b, c, pixel j) of either layout. Grid-stride over groups of 8 / kBits
+// consecutive elements of a row (a plane of HW, or a pixel's C channels; the last group of a row
+// may be partial), so that the thread of a group writes the group's whole byte of packed codes
+// into `mask` (when given; modconv_mask_code).
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kNhwc>
 __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
                                         const T* noise, long long noise_bstride, const T* ns,
                                         const T* bias, T* out, std::uint8_t* mask, long long n,
                                         long long channels, long long hw, T alpha, T gain,
                                         T clamp) {
+  constexpr int kBits = kModconvMaskBits<kClamp>;
+  constexpr int kPer = 8 / kBits;
+  const long long inner = kNhwc ? channels : hw;
+  const long long row_bytes = modconv_mask_row_bytes(inner, kBits);
+  const long long groups = n / inner * row_bytes;
   const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const long long c = kNhwc ? e % channels : (e / hw) % channels;
-    const long long b = e / (channels * hw);
-    const long long j = kNhwc ? (e / channels) % hw : e % hw;
-    const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
-        y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0), dcoef ? dcoef[b * channels + c] : T(1),
-        kHasNoise ? ns[0] * noise[b * noise_bstride + j] : T(0), bias ? bias[c] : T(0), alpha, gain,
-        clamp);
-    out[e] = v;
-    if (mask) mask[e] = bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp);
+  for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < groups; q += stride) {
+    const long long row = q / row_bytes;
+    const long long k0 = (q % row_bytes) * kPer;
+    unsigned byte = 0;
+    for (int k = 0; k < kPer && k0 + k < inner; ++k) {
+      const long long e = row * inner + k0 + k;
+      const long long c = kNhwc ? e % channels : (e / hw) % channels;
+      const long long b = e / (channels * hw);
+      const long long j = kNhwc ? (e / channels) % hw : e % hw;
+      const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+          y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0),
+          dcoef ? dcoef[b * channels + c] : T(1),
+          kHasNoise ? ns[0] * noise[b * noise_bstride + j] : T(0), bias ? bias[c] : T(0), alpha,
+          gain, clamp);
+      out[e] = v;
+      // (without a clamp only the slope bit is kept)
+      byte |= (unsigned(bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp)) & ((1u << kBits) - 1))
+              << (k * kBits);
+    }
+    if (mask) mask[q] = static_cast<std::uint8_t>(byte);
   }
 }
 
+// Whether the epilogue's gradient reads the forward's mask (a slope or a clamp to undo).
+template <int kAct, bool kClamp>
+constexpr bool kModconvReadsMask = kClamp || kAct == static_cast<int>(Act::kLrelu);
+
 // One element e of the epilogue's gradient: writes dy0[e] (and dy1[e], dz_out[e] when given)
-// and adds dz, dz*y, dz*y1, dz*noise to sums[0..3]; nz is the element's noise value. mask is
-// the forward's (read only with lrelu or a clamp), y0 is read only for ddcoef: each may be null
-// otherwise.
+// and adds dz, dz*y, dz*y1, dz*noise to sums[0..3]; nz is the element's noise value and code its
+// packed mask code (modconv_mask_code of the forward's mask; 0 when the mask is not read). y0 is
+// read only for ddcoef and may be null otherwise.
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise>
 __device__ __forceinline__ void modconv_epilogue_grad_elem(long long e, T d, T tb, T nz,
-                                                           const T* dout, const std::uint8_t* mask,
+                                                           std::uint8_t code, const T* dout,
                                                            const T* y0, const T* y1, T* dy0, T* dy1,
                                                            T* dz_out, bool with_dd, T alpha, T gain,
-                                                           T clamp, T* sums) {
-  (void)clamp;  // the forward's mask already records where the clamp was active
-  const bool reads_mask = kClamp || kAct == static_cast<int>(Act::kLrelu);
-  const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
-      dout[e], reads_mask ? mask[e] : std::uint8_t(0), alpha, gain);
+                                                           T* sums) {
+  const T dz = bias_act_grad_from_code<T, kAct, kClamp>(dout[e], code, alpha, gain);
   dy0[e] = dz * d;
   if (dz_out) dz_out[e] = dz;
   sums[0] += dz;
@@ -208,6 +227,7 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const std::uint8_t* 
                                              T* p_dzn, long long batch, long long channels,
                                              long long hw, T alpha, T gain, T clamp) {
   NAVCUDA_SHARED(T, buf, [4 * kModconvMaxThreads]);
+  (void)clamp;  // the forward's mask records where the clamp was active
   const long long planes = batch * channels;
   for (long long plane = blockIdx.x; plane < planes; plane += gridDim.x) {
     const long long b = plane / channels;
@@ -215,10 +235,16 @@ __global__ void modconv_epilogue_grad_kernel(const T* dout, const std::uint8_t* 
     const T tb = kHasY1 ? t[b] : T(0);
     const T* nz = kHasNoise ? noise + b * noise_bstride : nullptr;
     T sums[4] = {T(0), T(0), T(0), T(0)};
+    const std::uint8_t* codes =
+        kModconvReadsMask<kAct, kClamp>
+            ? mask + plane * modconv_mask_row_bytes(hw, kModconvMaskBits<kClamp>)
+            : nullptr;
     for (long long j = threadIdx.x; j < hw; j += blockDim.x) {
       modconv_epilogue_grad_elem<T, kAct, kClamp, kHasY1, kHasNoise>(
-          plane * hw + j, d, tb, kHasNoise ? nz[j] : T(0), dout, mask, y0, y1, dy0, dy1, dz_out,
-          ddcoef != nullptr, alpha, gain, clamp, sums);
+          plane * hw + j, d, tb, kHasNoise ? nz[j] : T(0),
+          kModconvReadsMask<kAct, kClamp> ? modconv_mask_code<kModconvMaskBits<kClamp>>(codes, j)
+                                          : std::uint8_t(0),
+          dout, y0, y1, dy0, dy1, dz_out, ddcoef != nullptr, alpha, gain, sums);
     }
     modconv_epilogue_grad_store(buf, sums, 1, true, plane, p_dz, ddcoef, p_dzy1, p_dzn);
   }
@@ -240,6 +266,7 @@ __global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const std::uint
                                                   T* p_dzn, long long batch, long long channels,
                                                   long long hw, T alpha, T gain, T clamp) {
   NAVCUDA_SHARED(T, buf, [4 * kModconvMaxThreads]);
+  (void)clamp;  // the forward's mask records where the clamp was active
   const long long tiles = (channels + kModconvNhwcTile - 1) / kModconvNhwcTile;
   const long long lane = threadIdx.x % kModconvNhwcTile;
   const long long row0 = threadIdx.x / kModconvNhwcTile;
@@ -251,10 +278,15 @@ __global__ void modconv_epilogue_grad_nhwc_kernel(const T* dout, const std::uint
     if (c < channels) {
       const T d = dcoef ? dcoef[b * channels + c] : T(1);
       const T tb = kHasY1 ? t[b] : T(0);
+      const long long row_bytes = modconv_mask_row_bytes(channels, kModconvMaskBits<kClamp>);
       for (long long j = row0; j < hw; j += row_step) {
+        const std::uint8_t code =
+            kModconvReadsMask<kAct, kClamp>
+                ? modconv_mask_code<kModconvMaskBits<kClamp>>(mask + (b * hw + j) * row_bytes, c)
+                : std::uint8_t(0);
         modconv_epilogue_grad_elem<T, kAct, kClamp, kHasY1, kHasNoise>(
             (b * hw + j) * channels + c, d, tb, kHasNoise ? noise[b * noise_bstride + j] : T(0),
-            dout, mask, y0, y1, dy0, dy1, dz_out, ddcoef != nullptr, alpha, gain, clamp, sums);
+            code, dout, y0, y1, dy0, dy1, dz_out, ddcoef != nullptr, alpha, gain, sums);
       }
     }
     modconv_epilogue_grad_store(buf, sums, kModconvNhwcTile, c < channels, b * channels + c, p_dz,

@@ -1072,8 +1072,8 @@ def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
     fmt = _layout(y0)
     images = [None if v is None else v.contiguous(memory_format=fmt) for v in (y0, y1)]
     rest = [None if v is None else v.contiguous() for v in (t, dcoef, noise, ns, bias)]
-    # The backward of an activation or a clamp reads one byte per output (its mask), not the
-    # output: written only when a backward can follow.
+    # The backward of an activation or a clamp reads a 1- or 2-bit code per output (its mask),
+    # not the output: written only when a backward can follow.
     want_mask = (
         (act != "linear" or clamp is not None)
         and torch.is_grad_enabled()
@@ -1224,28 +1224,35 @@ def _epilogue_op(
     clamp: float,
     want_mask: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, mask): mask is the uint8 code of bias_act_grad_code per output (empty unless
-    ``want_mask``), what the backward reads instead of the output."""
+    """(out, mask): mask holds the bias_act_grad_code of every output, packed 8 or 4 per byte
+    (:func:`_empty_mask`; empty unless ``want_mask``), what the backward reads instead of the
+    output."""
     batch, channels, h, w = y0.shape
     fmt = _layout(y0)  # y1 in the same layout (epilogue() sees to it)
     out = torch.empty_like(y0, memory_format=fmt)
-    mask = _empty_mask(y0, want_mask)
+    mask = _empty_mask(y0, want_mask, clamp >= 0)
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
     if out.numel() > 0:
         _native.run_kernel(
             "modconv_epilogue", y0.device,
             _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias),
-            _p(out, fmt), _p(mask, fmt) if want_mask else 0,
+            _p(out, fmt), _p(mask) if want_mask else 0,
             batch, channels, h * w, int(fmt == torch.channels_last),
             _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
     return out, mask
 
 
-def _empty_mask(y0: torch.Tensor, want: bool) -> torch.Tensor:
+def _empty_mask(y0: torch.Tensor, want: bool, has_clamp: bool) -> torch.Tensor:
+    """The packed codes of ``y0``'s outputs (csrc/modconv.h): one row per NCHW plane
+    (``inner`` = HW codes) or, channels-last, per pixel (``inner`` = C), each code 1 bit (the
+    slope sign) or, with a clamp, 2 bits: ``[rows, ceil(inner * bits / 8)]`` bytes."""
     if not want:
         return y0.new_empty(0, dtype=torch.uint8)
-    return torch.empty_like(y0, dtype=torch.uint8, memory_format=_layout(y0))
+    b, c, h, w = y0.shape
+    rows, inner = (b * h * w, c) if _layout(y0) == torch.channels_last else (b * c, h * w)
+    bits = 2 if has_clamp else 1
+    return y0.new_empty(rows, (inner * bits + 7) // 8, dtype=torch.uint8)
 
 
 def _layout(y: torch.Tensor) -> torch.memory_format:
@@ -1255,7 +1262,7 @@ def _layout(y: torch.Tensor) -> torch.memory_format:
 
 @_epilogue_op.register_fake
 def _(y0, y1, t, dcoef, noise, ns, bias, act, alpha, gain, clamp, want_mask):
-    return torch.empty_like(y0, memory_format=_layout(y0)), _empty_mask(y0, want_mask)
+    return torch.empty_like(y0, memory_format=_layout(y0)), _empty_mask(y0, want_mask, clamp >= 0)
 
 
 @torch.library.custom_op("navcuda::modconv_epilogue_grad", mutates_args=())
@@ -1305,7 +1312,7 @@ def _epilogue_grad_op(
     if dout.numel() > 0:
         _native.run_kernel(
             "modconv_epilogue_grad", dout.device,
-            _p(dout, fmt), _p(mask, fmt), _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise),
+            _p(dout, fmt), _p(mask), _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise),
             bstride, *(_p(v, fmt) if v.numel() else 0 for v in (dy0, dy1, dz)),
             *(_p(v) if v.numel() else 0 for v in (ddcoef, p_dz, p_dzy1, p_dzn)),
             batch, channels, h * w, int(fmt == torch.channels_last),
@@ -1349,9 +1356,9 @@ def _epilogue_setup(ctx, inputs, output):
     # y0 feeds only the dcoef gradient: not keeping it when dcoef needs none (every frozen layer
     # of a shifted synthesis) saves one activation per layer for the backward.
     keep_y0 = dcoef is not None and dcoef.requires_grad
-    # The activation's and the clamp's derivatives read the one-byte mask, not the output (a
-    # quarter of its memory); a linear epilogue without clamp (every layer of a tangent pass)
-    # keeps nothing activation-sized at all.
+    # The activation's and the clamp's derivatives read the packed mask, not the output (a 32nd,
+    # or with a clamp a 16th, of its float32 memory); a linear epilogue without clamp (every
+    # layer of a tangent pass) keeps nothing activation-sized at all.
     ctx.save_for_backward(mask if mask.numel() else None, y0 if keep_y0 else None, y1, t, dcoef,
                           noise, ns)  # fmt: skip
     ctx.args = (act, alpha, gain, clamp)

@@ -217,9 +217,9 @@ def test_blur_adjoint_matches_autograd(k, symmetric):
 def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
     """A frozen layer inside a shifted synthesis (only ``x``, maybe the styles, need a
     gradient): the native shared strategy keeps no activation-sized tensor of its own for the
-    backward (not ``x * s``, not the blur's input, not its output), only ``x`` and the one-byte
-    activation mask of its output (and, when the styles need a gradient, the conv output for the
-    demodulation's), and its gradients match the oracle."""
+    backward (not ``x * s``, not the blur's input, not its output), only ``x`` and the packed
+    2-bit activation mask of its output (and, when the styles need a gradient, the conv output
+    for the demodulation's), and its gradients match the oracle."""
     shape = SHAPES[si]
     _, _, leaves = _make("none", shape, torch.float64, seed=11, noise="batch")
     grads, saved, masks = {}, [], []
@@ -231,16 +231,22 @@ def test_shared_native_frozen_layer_keeps_no_new_activation(si, frozen):
         kw = dict(strategy="shared", impl="native") if fn is shifted_modconv else {}
 
         def pack(t, fn=fn):  # activations: [B, C > 1, H', W'] (the noise plane is [B, 1, ...])
-            if fn is shifted_modconv and t.ndim == 4 and t.shape[0] == shape[0] and t.shape[1] > 1:
-                (masks if t.dtype == torch.uint8 else saved).append(t.untyped_storage().data_ptr())
+            if fn is shifted_modconv and t.dtype == torch.uint8:
+                masks.append(t)  # the packed codes: [rows, bytes per row]
+            elif (
+                fn is shifted_modconv and t.ndim == 4 and t.shape[0] == shape[0] and t.shape[1] > 1
+            ):
+                saved.append(t.untyped_storage().data_ptr())
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             y = _run(fn, "none", L, shape, True, None, **kw)
         if fn is shifted_modconv:
             own = set(saved) - {L["x"].untyped_storage().data_ptr()}
-            assert y.untyped_storage().data_ptr() not in own  # its one-byte mask instead
+            assert y.untyped_storage().data_ptr() not in own  # its packed mask instead
             assert len(masks) == 1
+            b, c, h, w = y.shape  # NCHW here: one row per plane, 8 one-bit codes per byte
+            assert masks[0].shape == (b * c, (h * w + 7) // 8)  # (no clamp: the slope sign)
             assert len(own) == (1 if frozen == "weight" else 0), "kept an activation of its own"
         dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype)
         grads[fn.__name__] = torch.autograd.grad(y, [L[n] for n in names], dy)
@@ -650,7 +656,7 @@ def test_epilogue_auto_runs_channels_last_natively(monkeypatch):
 @pytest.mark.parametrize("case", EPI_CASES[:2])
 def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
     """A dcoef that needs no gradient (every frozen layer of a shifted synthesis): the native
-    epilogue keeps for the backward only the one-byte mask of its output (not y0, not the
+    epilogue keeps for the backward only the packed mask of its output (not y0, not the
     output), and the other gradients are unchanged."""
     args, kw = _epi_inputs(case, torch.float64, seed=5)
     grads = {}
@@ -672,7 +678,10 @@ def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
         if impl == "native":
             ptrs = [ptr for ptr, _, _ in saved]
             assert out.data_ptr() not in ptrs and leaves[0].data_ptr() not in ptrs
-            assert (torch.uint8, tuple(out.shape)) in [(dt, sh) for _, dt, sh in saved]
+            b, c, h, w = out.shape  # NCHW: one row of packed codes per plane, 2 bits with a clamp
+            bits = 1 if kw["clamp"] is None else 2
+            row = (h * w * bits + 7) // 8
+            assert (torch.uint8, (b * c, row)) in [(dt, sh) for _, dt, sh in saved]
         out.backward(torch.ones_like(out))
         grads[impl] = leaves[0].grad
     torch.testing.assert_close(grads["native"], grads["ref"], rtol=1e-12, atol=1e-12)
@@ -740,7 +749,10 @@ def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     bstride = 0 if noise is None or noise.shape[0] == 1 else h * w
     code = _native.dtype_code(dtype)
     out = torch.empty_like(y0)
-    mask = torch.empty_like(y0, dtype=torch.uint8)
+    # packed codes: one row per NCHW plane or channels-last pixel, 1 bit per code (2 with a clamp)
+    rows, inner = (b * h * w, c) if cl else (b * c, h * w)
+    bits = 2 if clamp >= 0 else 1
+    mask = torch.full((rows, (inner * bits + 7) // 8), 0xFF, dtype=torch.uint8)  # padding: cleared
     emu.modconv_epilogue_emu(*map(_ptr, (y0, y1, t, dcoef, noise)), bstride, _ptr(ns), _ptr(bias),
                              _ptr(out), _ptr(mask), b, c, h * w, cl, code, act_code, 0.2, gain,
                              clamp, grid, block)  # fmt: skip
@@ -750,7 +762,12 @@ def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     # the mask: bit 0 = positive slope (always, linear), bit 1 = inside the clamp (or none)
     pos = (out * gain > 0) if act_code == 1 else torch.ones_like(out, dtype=torch.bool)
     inside = (out.abs() < clamp) if clamp >= 0 else torch.ones_like(out, dtype=torch.bool)
-    assert torch.equal(mask, pos.to(torch.uint8) + 2 * inside.to(torch.uint8))
+    want = pos.to(torch.uint8) + (2 * inside.to(torch.uint8) if bits == 2 else 0)
+    want = want.permute(0, 2, 3, 1).reshape(rows, inner) if cl else want.reshape(rows, inner)
+    shifts = torch.arange(8 // bits, dtype=torch.uint8) * bits
+    codes = ((mask[:, :, None] >> shifts) & (2**bits - 1)).reshape(rows, -1)
+    assert torch.equal(codes[:, :inner], want)
+    assert not codes[:, inner:].any()  # the last byte of a row is padded with zeros
     dout = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(9))
     dout = dout.contiguous(memory_format=torch.channels_last) if cl else dout  # as out
     ref.backward(dout)
