@@ -14,10 +14,6 @@ namespace {
 // Parallelise only when there is enough work to pay for waking the threads.
 constexpr int64_t kParallelMin = 1 << 15;
 
-// Whether the epilogue's gradient reads the forward's mask (a slope or a clamp to undo).
-template <int kAct, bool kClamp>
-constexpr bool kReadsMask = kClamp || kAct == static_cast<int>(Act::kLrelu);
-
 template <typename Fn>
 void dispatch_bool(bool v, Fn&& fn) {
   v ? fn(std::true_type{}) : fn(std::false_type{});
@@ -233,7 +229,7 @@ void epilogue_grad_kernel(const T* __restrict dout, const std::uint8_t* __restri
     const int64_t base = p * hw;
     const T* g = dout + base;
     std::uint8_t* code = nullptr;
-    if constexpr (kReadsMask<kAct, kClamp>) {
+    if constexpr (kModconvReadsMask<kAct, kClamp>) {
       code = code_scratch(hw);
       unpack_codes<kModconvMaskBits<kClamp>>(
           mask + p * modconv_mask_row_bytes(hw, kModconvMaskBits<kClamp>), hw, code);
@@ -248,7 +244,7 @@ void epilogue_grad_kernel(const T* __restrict dout, const std::uint8_t* __restri
 #pragma omp simd reduction(+ : s_dz, s_dzy, s_dzy1, s_dzn)
     for (int64_t j = 0; j < hw; ++j) {
       const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
-          g[j], kReadsMask<kAct, kClamp> ? code[j] : std::uint8_t(0), alpha, gain);
+          g[j], kModconvReadsMask<kAct, kClamp> ? code[j] : std::uint8_t(0), alpha, gain);
       g0[j] = dz * d;
       if constexpr (kWriteDz) gz[j] = dz;
       s_dz += dz;
@@ -338,7 +334,7 @@ void epilogue_grad_nhwc_kernel(const T* __restrict dout, const std::uint8_t* __r
       const T nz = kHasNoise ? noise[b * noise_bstride + j] : T(0);
       const T* g = dout + base;
       std::uint8_t* code = nullptr;
-      if constexpr (kReadsMask<kAct, kClamp>) {
+      if constexpr (kModconvReadsMask<kAct, kClamp>) {
         code = code_scratch(channels);
         unpack_codes<kModconvMaskBits<kClamp>>(
             mask + (b * hw + j) * modconv_mask_row_bytes(channels, kModconvMaskBits<kClamp>),
@@ -352,7 +348,7 @@ void epilogue_grad_nhwc_kernel(const T* __restrict dout, const std::uint8_t* __r
 #pragma omp simd
       for (int64_t c = 0; c < channels; ++c) {
         const T dz = bias_act_grad_from_code<T, kAct, kClamp>(
-            g[c], kReadsMask<kAct, kClamp> ? code[c] : std::uint8_t(0), alpha, gain);
+            g[c], kModconvReadsMask<kAct, kClamp> ? code[c] : std::uint8_t(0), alpha, gain);
         g0[c] = dz * d[c];
         if constexpr (kWriteDz) gz[c] = dz;
         s_dz[c] += dz;

@@ -54,10 +54,14 @@ NAVCUDA_HD T modconv_epilogue_value(T y0, T y1, T tb, T d, T nz, T bias, T alpha
 // clamp); a row of `inner` codes takes modconv_mask_row_bytes(inner, kBits) bytes, code k in
 // bits kBits*(k % (8/kBits)) .. of byte k / (8/kBits). Rows are padded to whole bytes, so that
 // work split by rows (CPU tasks) or by bytes (CUDA threads) never shares a byte.
-NAVCUDA_HD int modconv_mask_bits(bool has_clamp) { return has_clamp ? 2 : 1; }
+NAVCUDA_HD constexpr int modconv_mask_bits(bool has_clamp) { return has_clamp ? 2 : 1; }
 
 template <bool kClamp>
-constexpr int kModconvMaskBits = kClamp ? 2 : 1;
+constexpr int kModconvMaskBits = modconv_mask_bits(kClamp);
+
+// Whether the epilogue's gradient reads the forward's mask (a slope or a clamp to undo).
+template <int kAct, bool kClamp>
+constexpr bool kModconvReadsMask = kClamp || kAct == static_cast<int>(Act::kLrelu);
 
 NAVCUDA_HD long long modconv_mask_row_bytes(long long inner, int bits) {
   return (inner * bits + 7) / 8;

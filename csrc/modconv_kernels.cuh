@@ -171,10 +171,6 @@ __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, co
   }
 }
 
-// Whether the epilogue's gradient reads the forward's mask (a slope or a clamp to undo).
-template <int kAct, bool kClamp>
-constexpr bool kModconvReadsMask = kClamp || kAct == static_cast<int>(Act::kLrelu);
-
 // One element e of the epilogue's gradient: writes dy0[e] (and dy1[e], dz_out[e] when given)
 // and adds dz, dz*y, dz*y1, dz*noise to sums[0..3]; nz is the element's noise value and code its
 // packed mask code (modconv_mask_code of the forward's mask; 0 when the mask is not read). y0 is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import torch
@@ -39,16 +40,22 @@ def tiny_generator() -> Generator:
 
 
 @pytest.fixture
-def emulated_cuda() -> Iterator[None]:
+def emu() -> ModuleType:
+    """The test-only module running the CUDA kernels on the CPU (``navcuda._C_emu``); skips the
+    test where it was not built."""
+    try:
+        return importlib.import_module("navcuda._C_emu")
+    except ImportError as exc:
+        pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
+
+
+@pytest.fixture
+def emulated_cuda(emu: ModuleType) -> Iterator[ModuleType]:
     """For the test's duration, native kernel calls on CPU tensors run navcuda._C's CUDA
     launchers and kernels on the CPU emulator (:func:`navcuda.ops._native.emulated_cuda`);
     skips where the test-only module navcuda._C_emu was not built."""
-    try:
-        importlib.import_module("navcuda._C_emu")
-    except ImportError as exc:
-        pytest.skip(f"test-only module navcuda._C_emu not built (a dev install builds it): {exc}")
     with _native.emulated_cuda():
-        yield
+        yield emu
 
 
 @pytest.fixture(params=["cpu", "cuda-emulated"])

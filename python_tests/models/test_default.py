@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import pytest
 import torch
 
 from navcuda.models.checkpoints import read_metadata
@@ -55,12 +54,11 @@ def test_bundled_named_directions_move_their_factor():
         assert float(s.effect[s.top_index]) > 0
 
 
-def test_bundled_edits_render_the_same_through_the_emulated_cuda_path():
+def test_bundled_edits_render_the_same_through_the_emulated_cuda_path(emu):
     """A strip of named edits of the bundled model, rendered with the C++ CPU kernels and through
     navcuda._C's CUDA launchers and kernels on the CPU emulator: the same images up to float32
     reduction order (the demodulation sums; ~3e-6 observed), and the emulated run really ran
     emulated kernels."""
-    emu = pytest.importorskip("navcuda._C_emu")
     from navcuda.models.default import load_default_directions
     from navcuda.ops import _native
     from navcuda.rendering import render_strips

@@ -154,11 +154,10 @@ def test_routes_match_legacy_float64(tiny_generator, layer, kind):
     assert (fast - ref).abs().max() < F64_TOL
 
 
-def test_emulated_cuda_path_renders_through_the_cuda_kernels(tiny_generator):
+def test_emulated_cuda_path_renders_through_the_cuda_kernels(tiny_generator, emu):
     """The ``cuda-emulated`` runs above really go through the emulated CUDA kernels: a render
     launches them, and agrees with the C++ CPU kernels' render (float64: same per-element math,
     different reduction order in the demodulation sums)."""
-    emu = pytest.importorskip("navcuda._C_emu")
     g = tiny_generator.double()
     ws = _ws(g, 4)
     shift = _shift(g, "svd", "convs.3", 4)
