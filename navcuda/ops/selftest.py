@@ -7,13 +7,17 @@ the dispatcher (:func:`navcuda.ops._native.mark_failed`), so ``impl="auto"`` fal
 reference with a warning instead of computing wrong numbers. Ops whose native path cannot run on the
 device are reported as skipped.
 
-Tolerance: relative error (max |a - b| / max |b|) at most 1e-4 on the CPU and 1e-3 on CUDA (TF32
-and reassociation), as DESIGN.md section 4 requires of every op.
+Tolerance: relative error (max |a - b| / max |b|) at most 1e-4 on the CPU and 1e-3 on CUDA
+(reassociation), as DESIGN.md section 4 requires of every op. The cases run in float32 whatever
+the caller's mode: autocast off (the dispatcher's automatic run can start inside a caller's
+bfloat16 autocast, e.g. a training step, which would fail the references' precision and disable
+native ops for the whole process) and TF32 off for matmuls and cuDNN convolutions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -72,8 +76,9 @@ def selftest(device: str | torch.device | None = None, mark: bool = True) -> lis
             continue
         _native.clear_failed(op, dev.type)
         try:
-            native = case(dev, "native")
-            ref = case(dev, "ref")
+            with _float32_math(dev):
+                native = case(dev, "native")
+                ref = case(dev, "ref")
             worst = max(_rel_err(a, b) for a, b in zip(native, ref, strict=True))
             ok = worst <= tol
             detail = "" if ok else f"relative error {worst:.3g} > {tol:g}"
@@ -85,6 +90,23 @@ def selftest(device: str | torch.device | None = None, mark: bool = True) -> lis
     if mark:  # the verdicts are recorded: the dispatcher's automatic run is not needed any more
         _native._selftested.add(dev.type)
     return results
+
+
+@contextlib.contextmanager
+def _float32_math(dev: torch.device) -> Iterator[None]:
+    """Full float32 math for one case: no autocast (on ``dev`` or the CPU), no TF32."""
+    precision = torch.get_float32_matmul_precision()
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with contextlib.ExitStack() as stack:
+            for kind in {dev.type, "cpu"}:
+                stack.enter_context(torch.autocast(device_type=kind, enabled=False))
+            yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
 def _register_builtin_cases() -> None:

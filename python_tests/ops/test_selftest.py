@@ -23,6 +23,20 @@ def test_selftest_passes_on_cpu():
         assert r.worst_error is not None and r.worst_error <= 1e-4
 
 
+def test_selftest_runs_in_float32_inside_a_callers_autocast():
+    """The automatic self-test can start inside a caller's bfloat16 autocast (a training step's
+    first op call): the cases still run in float32, so no native op is wrongly disabled; the
+    caller's autocast and matmul precision are back afterwards."""
+    precision = torch.get_float32_matmul_precision()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        results = selftest("cpu", mark=False)
+        assert torch.is_autocast_enabled("cpu")
+    assert torch.get_float32_matmul_precision() == precision
+    for r in results:
+        assert r.status == "pass", r
+        assert r.worst_error is not None and r.worst_error <= 1e-4
+
+
 def test_failed_selftest_disables_native_path(monkeypatch):
     selftest("cpu")  # registers the cases
     good = CASES["bias_act"]
