@@ -288,7 +288,9 @@ class PerceptualHessian:
         ``deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all zeros,
         i.e. one shared shift; ``deltas`` None: unshifted)."""
         state = SynthesisState(
-            self.layer, self._x[idx], None if self._img is None else self._img[idx]
+            self.layer,
+            self._rows(self._x, idx),
+            None if self._img is None else self._rows(self._img, idx),
         )
         shift = None
         if deltas is not None:
@@ -297,23 +299,47 @@ class PerceptualHessian:
             t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
             shift = LayerShift.split(self.layer, deltas, t, index)
         img = self.generator.synthesis_suffix(
-            state, self.ws[idx], noise_mode=self.noise_mode, shift=shift
+            state, self._rows(self.ws, idx), noise_mode=self.noise_mode, shift=shift
         )
         return list(self.metric.features(self._resize(img)))
+
+    @staticmethod
+    def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``t[idx]``; a broadcast view (batch stride 0) when every index is the same latent, so
+        that the shifted layer convolves that latent's input once (``shares_input``)."""
+        if idx.numel() > 1 and bool((idx == idx[0]).all()):
+            return t[idx[:1]].expand(idx.numel(), *t.shape[1:])
+        return t[idx]
 
     def _chunks(
         self, count: int, desc: str
     ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """Chunks of the ``count * n`` samples ``s = p * n + i`` (vector/perturbation ``p``,
-        latent ``i``): yields ``(p_lo, p_hi, p_local, i)`` with ``p_local = p - p_lo``."""
-        total = count * self.n
-        starts = range(0, total, self.batch_size)
+        """Chunks of the ``count x n`` (vector/perturbation ``p``, latent ``i``) samples: yields
+        ``(p_lo, p_hi, p_local, i)`` with ``p_local = p - p_lo``.
+
+        With ``count >= batch_size`` a chunk is one latent under a run of ``p`` (a latent's runs
+        split evenly): every sample shares the shifted layer's input, convolved once with the
+        chunk's directions stacked (``shares_input``), and the styles of every later layer.
+        Otherwise the samples run ``p``-major (``s = p * n + i``): a chunk is a few directions,
+        each convolved once over many latents."""
+        bs = self.batch_size
+        if count >= bs:
+            parts = -(-count // bs)
+            cuts = [round(k * count / parts) for k in range(parts + 1)]
+            spans = [(i, cuts[k], cuts[k + 1]) for i in range(self.n) for k in range(parts)]
+        else:
+            spans = range(0, count * self.n, bs)
         if self.progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=desc, leave=False)
-        for lo in starts:
-            s = torch.arange(lo, min(lo + self.batch_size, total), device=self.device)
+            spans = tqdm(spans, desc=desc, leave=False)
+        for span in spans:
+            if count >= bs:
+                i, p_lo, p_hi = span
+                p_local = torch.arange(p_hi - p_lo, device=self.device)
+                yield p_lo, p_hi, p_local, torch.full_like(p_local, i)
+                continue
+            s = torch.arange(span, min(span + bs, count * self.n), device=self.device)
             p, i = s // self.n, s % self.n
             p_lo, p_hi = int(p[0]), int(p[-1]) + 1
             yield p_lo, p_hi, p - p_lo, i
@@ -374,7 +400,7 @@ class PerceptualHessian:
         with frozen(self.generator):
             for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
                 leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
-                f0 = [f[i] for f in self._feats0]
+                f0 = [self._rows(f, i) for f in self._feats0]
                 dist = self.metric.distance_from_features(f0, self._features(i, leaf, p_local))
                 (g,) = torch.autograd.grad(dist.sum(), leaf)
                 out[p_lo:p_hi] += g

@@ -6,6 +6,8 @@ visible above it. The layers are tiny (4x4x3x3 = 144 weights) so the explicit He
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -132,13 +134,23 @@ def test_batched_fd_equals_sequential_reference(hess):
     assert hess.hvp_reference(V[0]).shape == hess.shape
 
 
-def test_chunking_does_not_change_results(gen64):
+def test_chunking_does_not_change_results(gen64, monkeypatch):
+    """Chunks of one latent under many shifts (more shifts than batch_size: 1 and 4 here, the
+    shifted layer's input convolved once per chunk) or of a few shifts over many latents (64)
+    give the same products and gradients."""
     g, ws = gen64
     V = torch.randn(3, 4, 4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    mod = sys.modules["navcuda.ops.shifted_modconv"]
+    real, shared = mod._split_shared_input, []
+    monkeypatch.setattr(mod, "_split_shared_input", lambda *a: shared.append(1) or real(*a))
     out = []
     for bs in (1, 4, 64):
         h = PerceptualHessian(g, LAYER, ws, _metric("random-vgg"), batch_size=bs, resize=8)
+        shared.clear()
         out.append((h.hvp_fd(V), h.hvp_gn(V), h.grad(0.1 * V)))
+        # FD: 6 shifts -> 2 chunks of 3 per latent at batch 4; none shared at 1 (one sample
+        # per chunk) or 64 (every shift of every latent in one chunk)
+        assert len(shared) == (2 * ws.shape[0] if bs == 4 else 0), (bs, len(shared))
     for other in out[1:]:
         for a, b in zip(out[0], other, strict=True):
             assert _rel(a, b) < 1e-12

@@ -48,6 +48,7 @@ from navcuda.ops.shifted_modconv import (
     SplitShift,
     SVDShift,
     choose_strategy,
+    shares_input,
     shifted_modconv,
 )
 from navcuda.ops.upfirdn2d import make_filter, upfirdn2d
@@ -467,11 +468,14 @@ def _per_sample_as_split(spec: PerSampleShift) -> SplitShift:
     return SplitShift(d, ones, torch.arange(batch, device=d.device))
 
 
-def eval_strategy(weight: torch.Tensor, spec: _OpShift | None) -> tuple[_OpShift | None, str]:
+def eval_strategy(
+    weight: torch.Tensor, spec: _OpShift | None, shared_input: bool = False
+) -> tuple[_OpShift | None, str]:
     """The (shift, strategy) an eval-mode StyledConv runs under ``conv_route("auto")``.
 
     ``weight`` is the raw kernel ``[out, in, k, k]``, ``spec`` the layer's shift as a
-    :mod:`~navcuda.ops.shifted_modconv` specification (None: unshifted).
+    :mod:`~navcuda.ops.shifted_modconv` specification (None: unshifted); ``shared_input``:
+    every sample has the same input and styles (:func:`~navcuda.ops.shifted_modconv.shares_input`).
 
     Zero shifts must render bit-identically to the unshifted render (strips show ``t = 0`` next to
     ``t != 0`` and users compare them). The unshifted render is the ``"shared"`` strategy: one dense
@@ -492,11 +496,13 @@ def eval_strategy(weight: torch.Tensor, spec: _OpShift | None) -> tuple[_OpShift
 
     - None, :class:`SharedShift` -> ``"shared"``;
     - :class:`SplitShift` -> ``"split"`` when the batch uses at most ``B / 2`` distinct directions
-      (each convolved once over its samples) or some shift is zero; ``"grouped"`` otherwise (one
-      direction per sample: a loop of convolutions over 1-2 samples each was 1.05-1.3x slower than
-      one grouped convolution at the shapes above);
+      (each convolved once over its samples), some shift is zero, or the input is shared (the one
+      input convolved once with every direction stacked as output channels: the FLOPs of the
+      grouped convolution in one dense one); ``"grouped"`` otherwise (one direction per sample: a
+      loop of convolutions over 1-2 samples each was 1.05-1.3x slower than one grouped
+      convolution at the shapes above);
     - :class:`PerSampleShift` -> ``"grouped"``, or ``"split"`` (one direction per sample, ``t=1``)
-      when some sample's delta is all zeros;
+      when some sample's delta is all zeros or the input is shared;
     - :class:`SVDShift` -> ``"factorised"`` (``"grouped"`` when ``W`` is not ``U diag(s) Vh``),
       ``"split"`` when some ``t_b`` is zero.
     """
@@ -505,10 +511,11 @@ def eval_strategy(weight: torch.Tensor, spec: _OpShift | None) -> tuple[_OpShift
     batch = spec.t.shape[0] if isinstance(spec, (SplitShift, SVDShift)) else spec.delta.shape[0]
     zero = _zero_shift_any(spec)
     if isinstance(spec, PerSampleShift):
-        return (_per_sample_as_split(spec), "split") if zero else (spec, "grouped")
+        split = zero or shared_input
+        return (_per_sample_as_split(spec), "split") if split else (spec, "grouped")
     if isinstance(spec, SplitShift):
         n_used = int(torch.unique(spec.index).numel())
-        return spec, ("split" if zero or 2 * n_used <= batch else "grouped")
+        return spec, ("split" if zero or shared_input or 2 * n_used <= batch else "grouped")
     return spec, ("split" if zero else choose_strategy(weight, spec))
 
 
@@ -520,6 +527,15 @@ class SynthesisState:
     layer: str
     x: torch.Tensor
     img: torch.Tensor | None
+
+
+def _in_layout(x: torch.Tensor, layout: torch.memory_format, keep_broadcast: bool) -> torch.Tensor:
+    """``x`` in ``layout``. With ``keep_broadcast`` (``x`` goes to a shifted layer) a broadcast
+    view of one sample (batch stride 0: one latent under many shifts) stays one, that sample
+    converted: the layer's split strategy convolves it once (``shares_input``)."""
+    if keep_broadcast and x.shape[0] > 1 and x.stride(0) == 0:
+        return x[:1].contiguous(memory_format=layout).expand_as(x)
+    return x.contiguous(memory_format=layout)
 
 
 class PixelNorm(nn.Module):
@@ -683,9 +699,11 @@ class StyledConv(nn.Module):
             return self.activate(self.noise(self.conv(x, w, delta), noise))
         conv = self.conv
         weight = conv.weight[0]
+        styles = conv.modulation(w)
         spec = _as_spec(shift, x.shape[0])
         if route.strategy == "auto":
-            spec, strategy = eval_strategy(weight, spec)
+            shared = spec is not None and shares_input(x, styles)
+            spec, strategy = eval_strategy(weight, spec, shared)
         elif spec is None and route.strategy not in ("grouped", "shared"):
             strategy = "shared"  # a forced shift strategy concerns the shifted layer only
         else:
@@ -695,7 +713,7 @@ class StyledConv(nn.Module):
         return shifted_modconv(
             x,
             weight,
-            conv.modulation(w),
+            styles,
             spec,
             demodulate=conv.demodulate,
             up=2 if conv.upsample else 1,
@@ -992,7 +1010,7 @@ class Generator(nn.Module):
         """Apply the layers ``plan[start:stop]`` to ``(x, img)`` (``img`` is the RGB skip sum)."""
         layout = self._activation_layout(x)
         if layout is not None:
-            x = x.contiguous(memory_format=layout)
+            x = _in_layout(x, layout, keep_broadcast=self._plan()[start].name in deltas)
         for info in self._plan()[start:stop]:
             module = self.get_submodule(info.name)
             w = ws[:, info.w_index]

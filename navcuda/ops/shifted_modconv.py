@@ -104,6 +104,7 @@ __all__ = [
     "ref_demod",
     "ref_epilogue",
     "ref_shifted_modconv",
+    "shares_input",
     "shifted_modconv",
 ]
 
@@ -611,10 +612,44 @@ def _split_demod(weight, styles, deltas, t, idx, c, impl):
     return demod(styles, q0, q1, q2, t, idx, scale2=c * c, impl=impl)
 
 
+def shares_input(x: torch.Tensor, styles: torch.Tensor) -> bool:
+    """Whether every sample has the same input and styles, with ``x`` a broadcast view (batch
+    stride 0): one latent under many shifts, as in a block of finite-difference Hessian
+    products. The split strategy then convolves that one input once, the distinct directions
+    stacked as output channels, instead of once per sample."""
+    return (
+        x.shape[0] > 1
+        and x.stride(0) == 0
+        and styles.shape[0] == x.shape[0]
+        and bool((styles == styles[:1]).all())
+    )
+
+
+def _split_shared_input(x, weight, styles, deltas, idx, c, up, blur_filter):
+    """``(y0, y1)`` of the split strategy for a shared input (:func:`shares_input`): ``y0`` of
+    the one input, broadcast over the batch; every distinct direction in one convolution."""
+    batch, out_c = x.shape[0], weight.shape[0]
+    xs = x[:1] * styles[:1, :, None, None]
+    y0 = _dense_conv(xs, weight * c, up, blur_filter)
+    used, inv = torch.unique(idx, return_inverse=True)
+    stacked = (deltas[used] * c).reshape(-1, *weight.shape[1:])  # [n_used * out, in, k, k]
+    y1 = _dense_conv(xs, stacked, up, blur_filter)  # [1, n_used * out, H', W']
+    y1 = y1.view(used.shape[0], out_c, *y1.shape[2:])  # splitting a dim: always a view
+    if used.shape[0] != batch or not torch.equal(inv, torch.arange(batch, device=inv.device)):
+        y1 = y1[inv]
+    # Materialised in the input's layout (the epilogue picks its kernel by y0's layout).
+    y0 = y0.expand(batch, *y0.shape[1:]).contiguous(memory_format=_layout(y0))
+    return y0, y1
+
+
 def _strategy_split(x, weight, styles, shift, demodulate, up, blur_filter, impl):
     batch = x.shape[0]
     c = _scale(weight)
     deltas, t, idx = _as_split(weight, shift, batch)
+    if shares_input(x, styles):
+        y0, y1 = _split_shared_input(x, weight, styles, deltas, idx, c, up, blur_filter)
+        dcoef = _split_demod(weight, styles, deltas, t, idx, c, impl) if demodulate else None
+        return y0, y1, t, dcoef
     xs = x * styles[:, :, None, None]
     y0 = _dense_conv(xs, weight * c, up, blur_filter)
     # Each distinct direction convolved once, over the samples that use it (contiguous after a

@@ -193,6 +193,56 @@ def test_strategy_matches_oracle_float64(kind, si, strategy, demodulate, clamp, 
         torch.testing.assert_close(g[n], g_ref[n], rtol=F64_TOL, atol=F64_TOL, msg=n)
 
 
+@needs_native
+@pytest.mark.parametrize("si", [1, 2])  # up=2 and up=1 (batch > 1)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("index", ["distinct", "repeated"])
+@pytest.mark.parametrize("impl", ["native", "ref"])
+def test_split_shared_input_convolves_once(si, layout, index, impl, monkeypatch):
+    """One input and one style row under many directions (x a broadcast view: one latent of a
+    block of Hessian products): the split strategy convolves that input once, the distinct
+    directions stacked as output channels, and gives the grouped oracle's values and gradients
+    (float64) w.r.t. the directions, t, the styles and the weight."""
+    shape = SHAPES[si]
+    b, i, o, h, w, k, up = shape
+    gen = torch.Generator().manual_seed(11)
+    x1 = torch.randn(1, i, h, w, generator=gen, dtype=torch.float64)
+    if layout == "channels_last":
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(o, i, k, k, generator=gen, dtype=torch.float64)
+    s1 = torch.randn(1, i, generator=gen, dtype=torch.float64) + 1.0
+    n_dir = b if index == "distinct" else 2
+    deltas = 0.5 * torch.randn(n_dir, o, i, k, k, generator=gen, dtype=torch.float64)
+    t = torch.randn(b, generator=gen, dtype=torch.float64)
+    idx = torch.arange(b) if index == "distinct" else torch.tensor([1, 0, 1, 1, 0, 0][:b])
+    bf = _blur_filter(shape, torch.float64)
+    dy = torch.randn(b, o, h * up, w * up, generator=gen, dtype=torch.float64)
+    calls = []
+    mod = sys.modules["navcuda.ops.shifted_modconv"]
+    real = mod._split_shared_input
+    monkeypatch.setattr(mod, "_split_shared_input", lambda *a: calls.append(1) or real(*a))
+
+    def run(fn, x, **kw):
+        leaves = [v.detach().clone().requires_grad_(True) for v in (weight, s1, deltas, t)]
+        wt, st, dl, tt = leaves
+        styles = st.expand(b, i) if x.stride(0) == 0 else st.repeat(b, 1)
+        y = fn(x, wt, styles, SplitShift(dl, tt, idx), up=up, blur_filter=bf, **kw)
+        return y, torch.autograd.grad(y, leaves, dy)
+
+    x_shared = x1.expand(b, i, h, w)
+    assert x_shared.stride(0) == 0
+    y, grads = run(shifted_modconv, x_shared, strategy="split", impl=impl)
+    assert calls, "the shared-input path was not taken"
+    y_ref, grads_ref = run(ref_shifted_modconv, x1.repeat(b, 1, 1, 1))
+    torch.testing.assert_close(y, y_ref, rtol=F64_TOL, atol=F64_TOL)
+    for name, a, r in zip(("weight", "styles", "deltas", "t"), grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, r, rtol=F64_TOL, atol=F64_TOL, msg=name)
+    # The same input as separate rows is not a broadcast view: the ordinary path runs.
+    calls.clear()
+    run(shifted_modconv, x1.repeat(b, 1, 1, 1), strategy="split", impl=impl)
+    assert not calls
+
+
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_blur_adjoint_matches_autograd(k, symmetric):
