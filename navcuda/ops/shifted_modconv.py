@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -178,20 +179,28 @@ _SUPPORTED = {
 # ------------------------------------------------------------------------- validation
 
 
-def _check_index(name: str, index: object, batch: int, n_rows: int, device: torch.device):
+def _check_index(
+    name: str,
+    index: object,
+    batch: int,
+    n_rows: int,
+    device: torch.device,
+    op: str = _OP,
+    like_name: str = "x",
+):
     if not isinstance(index, torch.Tensor):
-        raise TypeError(f"{_OP}: {name} must be a torch.Tensor, got {type(index).__name__}")
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(index).__name__}")
     if index.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{_OP}: {name} must have dtype int64 or int32, got {index.dtype}")
+        raise TypeError(f"{op}: {name} must have dtype int64 or int32, got {index.dtype}")
     if tuple(index.shape) != (batch,):
         raise ValueError(
-            f"{_OP}: {name} must have shape [{batch}] (one row per sample), got {list(index.shape)}"
+            f"{op}: {name} must have shape [{batch}] (one row per sample), got {list(index.shape)}"
         )
     if index.device != device:
-        raise ValueError(f"{_OP}: {name} is on {index.device} but x is on {device}")
+        raise ValueError(f"{op}: {name} is on {index.device} but {like_name} is on {device}")
     if batch > 0 and (int(index.min()) < 0 or int(index.max()) >= n_rows):
         raise ValueError(
-            f"{_OP}: {name} values must lie in [0, {n_rows}), got range "
+            f"{op}: {name} values must lie in [0, {n_rows}), got range "
             f"[{int(index.min())}, {int(index.max())}]"
         )
 
@@ -529,25 +538,49 @@ def _as_split(weight, shift, batch):
     return _svd_deltas(shift, kshape, rows), shift.t, idx
 
 
-_SVD_CHECKED: dict[tuple, bool] = {}
+class _TensorCache:
+    """Values computed from tensors, valid while those very tensor objects are alive and
+    unmodified (same in-place version).
+
+    Keyed by identity and checked through weak references, not by ``data_ptr()``: the CUDA
+    caching allocator hands a freed block straight to the next allocation of that size, so a
+    new tensor (another layer's SVD factor) at a dead one's address must not get its entry."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple, tuple[tuple[weakref.ref, ...], object]] = {}
+
+    @staticmethod
+    def _key(tensors: tuple[torch.Tensor, ...], extra: tuple) -> tuple:
+        return tuple((id(t), t._version) for t in tensors) + extra
+
+    def get(self, tensors: tuple[torch.Tensor, ...], extra: tuple = ()) -> object | None:
+        entry = self._entries.get(self._key(tensors, extra))
+        if entry is None or any(r() is not t for r, t in zip(entry[0], tensors, strict=True)):
+            return None
+        return entry[1]
+
+    def put(self, tensors: tuple[torch.Tensor, ...], value: object, extra: tuple = ()) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        refs = tuple(weakref.ref(t) for t in tensors)
+        self._entries[self._key(tensors, extra)] = (refs, value)
+
+
+_SVD_CHECKED = _TensorCache(64)
 
 
 def _svd_matches_weight(weight: torch.Tensor, shift: SVDShift) -> bool:
-    """Whether ``W == unflatten(U diag(s) Vh)`` (cached per tensor version)."""
-    key = tuple(
-        (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device))
-        for t in (weight, shift.u, shift.s, shift.vh)
-    )
-    hit = _SVD_CHECKED.get(key)
+    """Whether ``W == unflatten(U diag(s) Vh)`` (cached per tensor and version)."""
+    tensors = (weight, shift.u, shift.s, shift.vh)
+    hit = _SVD_CHECKED.get(tensors)
     if hit is None:
         with torch.no_grad():
             rec = _unflatten((shift.u * shift.s) @ shift.vh, weight.shape)
             err = float((rec - weight).norm() / weight.norm().clamp_min(1e-30))
         tol = 1e-10 if weight.dtype == torch.float64 else 1e-4
         hit = err <= tol
-        if len(_SVD_CHECKED) > 64:
-            _SVD_CHECKED.clear()
-        _SVD_CHECKED[key] = hit
+        _SVD_CHECKED.put(tensors, hit)
     return hit
 
 
@@ -586,7 +619,7 @@ def _strategy_grouped(x, weight, styles, shift, demodulate, up, blur_filter, imp
         y = _blur(y, blur_filter, k)
     dcoef = None
     if demodulate:
-        dcoef = demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
+        dcoef = _demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
     return y, None, None, dcoef
 
 
@@ -601,7 +634,7 @@ def _strategy_shared(x, weight, styles, shift, demodulate, up, blur_filter, impl
         y = _dense_conv(x * styles[:, :, None, None], w * c, up, blur_filter)
     dcoef = None
     if demodulate:
-        dcoef = demod(styles, w.square().sum(dim=(2, 3)).unsqueeze(0), scale2=c * c, impl=impl)
+        dcoef = _demod(styles, w.square().sum(dim=(2, 3)).unsqueeze(0), scale2=c * c, impl=impl)
     return y, None, None, dcoef
 
 
@@ -609,7 +642,7 @@ def _split_demod(weight, styles, deltas, t, idx, c, impl):
     q0 = weight.square().sum(dim=(2, 3)).unsqueeze(0)
     q1 = (weight.unsqueeze(0) * deltas).sum(dim=(3, 4))
     q2 = deltas.square().sum(dim=(3, 4))
-    return demod(styles, q0, q1, q2, t, idx, scale2=c * c, impl=impl)
+    return _demod(styles, q0, q1, q2, t, idx, scale2=c * c, impl=impl)
 
 
 def shares_input(x: torch.Tensor, styles: torch.Tensor) -> bool:
@@ -710,7 +743,7 @@ def _svd_directions_demod(weight, styles, shift: SVDShift, batch: int, c: float,
         rows = shift.coeffs[used]
     q1, q2 = _SVDDirectionNorms.apply(weight, _dhat(rows), shift.u.detach(), shift.vh.detach())
     q0 = weight.square().sum(dim=(2, 3)).unsqueeze(0)
-    return demod(styles, q0, q1, q2, shift.t, idx, scale2=c * c, impl=impl)
+    return _demod(styles, q0, q1, q2, shift.t, idx, scale2=c * c, impl=impl)
 
 
 class _SVDDirectionNorms(torch.autograd.Function):
@@ -812,7 +845,7 @@ def _strategy_factorised(
             dcoef = _svd_directions_demod(weight, styles, shift, batch, c, impl)
         else:  # "materialise": W_b for every sample with the native svd_shift GEMM
             wb = _materialise(weight, shift, batch, impl)
-            dcoef = demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
+            dcoef = _demod(styles, wb.square().sum(dim=(3, 4)), scale2=c * c, impl=impl)
     return y0, None, None, dcoef
 
 
@@ -820,20 +853,17 @@ def _strategy_factorised(
 #: ``P[i] = sum_taps U_(tap,i)^T U_(tap,i)`` (64 MiB in float32): 64- to 256-channel layers.
 GRAM_MAX_ELEMENTS = 1 << 24
 
-_GRAM_CACHE: dict[tuple, torch.Tensor] = {}
+_GRAM_CACHE = _TensorCache(8)
 
 
 def _gram_tensor(u: torch.Tensor, in_c: int) -> torch.Tensor:
     """``P [in, r*r]``, ``P[i] = sum_taps U[(tap, i), :]^T U[(tap, i), :]`` (cached per ``u``)."""
-    key = (u.data_ptr(), u._version, tuple(u.shape), u.dtype, str(u.device), in_c)
-    p = _GRAM_CACHE.get(key)
+    p = _GRAM_CACHE.get((u,), (in_c,))
     if p is None:
         rank = u.shape[1]
         u3 = u.detach().reshape(-1, in_c, rank)  # rows are (kh, kw, in)
         p = torch.einsum("kij,kil->ijl", u3, u3).reshape(in_c, rank * rank).contiguous()
-        if len(_GRAM_CACHE) > 8:
-            _GRAM_CACHE.clear()
-        _GRAM_CACHE[key] = p
+        _GRAM_CACHE.put((u,), p, (in_c,))
     return p
 
 
@@ -972,8 +1002,8 @@ def shifted_modconv(
         x, weight, styles, shift, demodulate, up, blur_filter, which
     )
     gain = _ACTS[act][1] if gain is None else float(gain)
-    return epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
-                    clamp=None if clamp_value < 0 else clamp_value,
+    return _epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
+                     clamp=None if clamp_value < 0 else clamp_value,
                     impl="ref" if which == "ref" else impl)  # fmt: skip
 
 
@@ -1051,8 +1081,42 @@ def demod(s, q0, q1=None, q2=None, t=None, index=None, *, scale2: float, impl: s
         dcoef[b,o] = rsqrt(scale2 sum_i s[b,i]^2 (Q0 + 2 t_b Q1[k_b] + t_b^2 Q2[k_b])[o,i] + 1e-8)
 
     ``s [B, in]``, ``q0 [1 or B, out, in]``, ``q1, q2 [n_dir, out, in]`` with ``t [B]`` and
-    ``index [B]`` (None: ``k_b = b``). Differentiable w.r.t. ``s, q0, q1, q2, t``.
+    ``index [B]`` (None: ``k_b = b``). Differentiable w.r.t. ``s, q0, q1, q2, t``. Every
+    argument is checked (shapes, one device and dtype, index range) before any kernel runs.
     """
+    _check_demod_args(s, q0, q1, q2, t, index)
+    return _demod(s, q0, q1, q2, t, index, scale2=scale2, impl=impl)
+
+
+def _check_demod_args(s, q0, q1, q2, t, index) -> None:
+    op = "demod"
+    s = _native.check_tensor(op, "s", s, dtypes=_FLOAT_DTYPES, ndim=2)
+    batch, n_in = s.shape
+    q0 = _native.check_tensor(op, "q0", q0, ndim=3, like=s, like_name="s")
+    if q0.shape[0] not in (1, batch) or q0.shape[2] != n_in:
+        raise ValueError(f"{op}: q0 must be [1 or {batch}, out, {n_in}], got {list(q0.shape)}")
+    n_out = q0.shape[1]
+    if not (q1 is None) == (q2 is None) == (t is None):
+        raise ValueError(f"{op}: q1, q2 and t go together (all or none)")
+    if q1 is None:
+        if index is not None:
+            raise ValueError(f"{op}: index selects rows of q1/q2; pass q1, q2 and t as well")
+        return
+    q1 = _native.check_tensor(op, "q1", q1, ndim=3, like=s, like_name="s")
+    n_dir = q1.shape[0]
+    _native.check_tensor(op, "q1", q1, shape=[n_dir, n_out, n_in])
+    _native.check_tensor(op, "q2", q2, shape=[n_dir, n_out, n_in], like=s, like_name="s")
+    _native.check_tensor(op, "t", t, shape=[batch], like=s, like_name="s")
+    if index is not None:
+        _check_index("index", index, batch, n_dir, s.device, op=op, like_name="s")
+    elif n_dir != batch:
+        raise ValueError(
+            f"{op}: without index, q1/q2 need one row per sample ({batch}), got {n_dir}"
+        )
+
+
+def _demod(s, q0, q1=None, q2=None, t=None, index=None, *, scale2: float, impl: str = "auto"):
+    """:func:`demod` without the argument checks (callers that validated them already)."""
     if _native.resolve_impl(_OP, impl, s) == "ref":
         return ref_demod(s, q0, q1, q2, t, index, scale2)
     if q1 is not None and index is None:
@@ -1090,8 +1154,48 @@ def epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *,
     """``clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain)`` over ``[B, C, H, W]``.
 
     ``y1`` ``[B, C, H, W]`` with ``t [B]``; ``dcoef [B, C]``; ``noise [B or 1, 1, H, W]`` with
-    ``ns [1]``; ``bias [C]``; each optional. Differentiable w.r.t. every tensor.
+    ``ns [1]``; ``bias [C]``; each optional. Differentiable w.r.t. every tensor. Every argument
+    is checked (shapes, one device and dtype) before any kernel runs.
     """
+    _check_epilogue_args(y0, y1, t, dcoef, noise, ns, bias, act, clamp)
+    return _epilogue(y0, y1, t, dcoef, noise, ns, bias, act=act, alpha=alpha, gain=gain,
+                     clamp=clamp, impl=impl)  # fmt: skip
+
+
+def _check_epilogue_args(y0, y1, t, dcoef, noise, ns, bias, act, clamp) -> None:
+    op = "epilogue"
+    y0 = _native.check_tensor(op, "y0", y0, dtypes=_FLOAT_DTYPES, ndim=4)
+    b, c, h, w = y0.shape
+    if (y1 is None) != (t is None):
+        raise ValueError(f"{op}: y1 and t go together (both or neither)")
+    if (noise is None) != (ns is None):
+        raise ValueError(f"{op}: noise and ns (its strength) go together (both or neither)")
+    like = {"like": y0, "like_name": "y0"}
+    if y1 is not None:
+        _native.check_tensor(op, "y1", y1, shape=[b, c, h, w], **like)
+        _native.check_tensor(op, "t", t, shape=[b], **like)
+    if dcoef is not None:
+        _native.check_tensor(op, "dcoef", dcoef, shape=[b, c], **like)
+    if noise is not None:
+        noise = _native.check_tensor(op, "noise", noise, ndim=4, **like)
+        if noise.shape[0] not in (1, b) or tuple(noise.shape[1:]) != (1, h, w):
+            raise ValueError(
+                f"{op}: noise must be [1 or {b}, 1, {h}, {w}], got {list(noise.shape)}"
+            )
+        ns = _native.check_tensor(op, "ns", ns, **like)
+        if ns.numel() != 1:
+            raise ValueError(f"{op}: ns must have one element, got shape {list(ns.shape)}")
+    if bias is not None:
+        _native.check_tensor(op, "bias", bias, shape=[c], **like)
+    if act not in _ACTS:
+        raise ValueError(f"{op}: act must be one of {sorted(_ACTS)}, got {act!r}")
+    if clamp is not None and not (0 <= float(clamp) < math.inf):
+        raise ValueError(f"{op}: clamp must be None or a finite number >= 0, got {clamp!r}")
+
+
+def _epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *, act="lrelu",
+              alpha=0.2, gain=None, clamp=None, impl="auto"):  # fmt: skip
+    """:func:`epilogue` without the argument checks (callers that validated them already)."""
     gain = _ACTS[act][1] if gain is None else float(gain)
     if (
         act == "linear"

@@ -472,6 +472,31 @@ def test_factorised_gram_route_frozen_weight(kind, si, strategy, monkeypatch):
         torch.testing.assert_close(g[n], g_ref[n], rtol=F64_TOL, atol=F64_TOL, msg=n)
 
 
+def test_caches_do_not_serve_a_new_tensor_at_a_dead_ones_address():
+    """The Gram and SVD-check caches key on the tensor objects, not on their addresses: a new
+    tensor over the same memory (what the CUDA caching allocator does with a freed block of the
+    same size; here two tensors over one numpy buffer) gets its own results."""
+    mod = sys.modules["navcuda.ops.shifted_modconv"]
+    gen = torch.Generator().manual_seed(3)
+    buf = torch.randn(18, 4, generator=gen, dtype=torch.float64).numpy()
+    u1 = torch.from_numpy(buf)
+    p1 = mod._gram_tensor(u1, 2)
+    buf[:] = 2.0 * buf  # the memory now holds another factor; u1 is dropped
+    del u1
+    u2 = torch.from_numpy(buf)
+    assert u2._version == 0
+    torch.testing.assert_close(mod._gram_tensor(u2, 2), 4.0 * p1)
+
+    weight = torch.randn(3, 2, 3, 3, generator=gen, dtype=torch.float64)
+    flat = weight.permute(2, 3, 1, 0).reshape(18, 3)  # [kh*kw*in, out], navcuda.shift order
+    u, sv, vh = (t.contiguous() for t in torch.linalg.svd(flat, full_matrices=False))
+    wbuf = weight.clone().numpy()
+    shift = SVDShift(u, sv, vh, torch.ones(1), torch.ones(1, 3))
+    assert mod._svd_matches_weight(torch.from_numpy(wbuf), shift)
+    wbuf[:] = 1.5 * wbuf
+    assert not mod._svd_matches_weight(torch.from_numpy(wbuf), shift)
+
+
 def test_factorised_gram_route_refuses_weight_gradient():
     _, _, leaves = _make("svd_rows", SHAPES[0], torch.float64)
     L = leaves(torch.float64)
@@ -886,6 +911,65 @@ def test_bad_inputs_raise_before_kernels(mutate, exc, match, monkeypatch):
     with pytest.raises(exc, match=match):
         _run(shifted_modconv, "split", L, SHAPES[1], True, None)
     assert not calls
+
+
+def _set(args, i, value):
+    args[i] = value
+
+
+@pytest.mark.parametrize(
+    "mutate,exc,match",
+    [
+        (lambda a: _set(a, 5, a[5] + 3), ValueError, r"demod: index values must lie in \[0, 3\)"),
+        (lambda a: _set(a, 5, a[5].float()), TypeError, "demod: index must have dtype"),
+        (lambda a: _set(a, 5, a[5].to("meta")), ValueError, "index is on meta but s is on cpu"),
+        (lambda a: _set(a, 2, a[2].to("meta")), ValueError, "demod: q1 is on meta"),
+        (lambda a: _set(a, 3, a[3].double()), TypeError, "demod: q2 has dtype"),
+        (lambda a: _set(a, 1, a[1][:, :, :-1]), ValueError, "demod: q0 must be"),
+        (lambda a: _set(a, 3, a[3][:, :-1]), ValueError, "demod: q2 must have shape"),
+        (lambda a: _set(a, 4, None), ValueError, "q1, q2 and t go together"),
+        (lambda a: _set(a, 4, a[4][:-1]), ValueError, "demod: t must have shape"),
+    ],
+)
+def test_demod_bad_inputs_raise_before_kernels(mutate, exc, match, monkeypatch):
+    """The public demod() checks every tensor (a wrong device, dtype or index would otherwise
+    hand a kernel a foreign pointer or read past a buffer)."""
+    args = list(_demod_inputs(4, 5, 6, 1, 3, torch.float32, True, True))
+    mutate(args)
+    calls = []
+    monkeypatch.setattr(_native, "run_kernel", lambda *a, **k: calls.append(a))
+    with pytest.raises(exc, match=match):
+        demod(*args, scale2=1.0, impl="native")
+    assert not calls
+
+
+@pytest.mark.parametrize(
+    "mutate,exc,match",
+    [
+        (lambda a: _set(a, 6, a[6].double()), TypeError, "epilogue: bias has dtype"),
+        (lambda a: _set(a, 6, a[6][:-1]), ValueError, "epilogue: bias must have shape"),
+        (lambda a: _set(a, 3, a[3].to("meta")), ValueError, "dcoef is on meta but y0 is on cpu"),
+        (lambda a: _set(a, 3, a[3][:, :-1]), ValueError, "epilogue: dcoef must have shape"),
+        (lambda a: _set(a, 4, a[4][..., :-1]), ValueError, "epilogue: noise must be"),
+        (lambda a: _set(a, 5, None), ValueError, "noise and ns"),
+        (lambda a: _set(a, 2, None), ValueError, "y1 and t go together"),
+        (lambda a: _set(a, 1, a[1][:, :-1]), ValueError, "epilogue: y1 must have shape"),
+        (lambda a: _set(a, 0, a[0][0]), ValueError, "epilogue: y0 must have 4 dimension"),
+    ],
+)
+def test_epilogue_bad_inputs_raise_before_kernels(mutate, exc, match, monkeypatch):
+    args, kw = _epi_inputs(EPI_CASES[0], torch.float32)
+    mutate(args)
+    calls = []
+    monkeypatch.setattr(_native, "run_kernel", lambda *a, **k: calls.append(a))
+    with pytest.raises(exc, match=match):
+        epilogue(*args, **kw, impl="native")
+    assert not calls
+    good, _ = _epi_inputs(EPI_CASES[0], torch.float32)
+    with pytest.raises(ValueError, match="act must be one of"):
+        epilogue(*good, act="relu")
+    with pytest.raises(ValueError, match="clamp must be None or a finite"):
+        epilogue(*good, clamp=float("nan"))
 
 
 def test_bad_strategy_and_up():
