@@ -22,20 +22,28 @@ namespace py = pybind11;
 
 namespace {
 
-// Devices visible to the (statically linked) CUDA runtime; 0 when not compiled with CUDA, when no
-// driver is installed or when no device is visible. Never throws.
-int cuda_device_count() {
-#if defined(NAVCUDA_WITH_CUDA)
+// Devices visible to the (statically linked) CUDA runtime: 0 when not compiled with CUDA, when no
+// driver is installed or when no device is visible; `error` says why the runtime refused ("" when
+// it answered), e.g. a driver older than the runtime this module was built with. Never throws.
+struct CudaDevices {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+  std::string error;
+};
+
+CudaDevices cuda_devices() {
+  CudaDevices out;
+#if defined(NAVCUDA_WITH_CUDA)
+  const cudaError_t err = cudaGetDeviceCount(&out.count);
+  if (err != cudaSuccess) {
     cudaGetLastError();  // reset the runtime's last-error state so later calls start clean
-    return 0;
+    out.count = 0;
+    out.error = std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
   }
-  return count;
-#else
-  return 0;
 #endif
+  return out;
 }
+
+int cuda_device_count() { return cuda_devices().count; }
 
 #if defined(NAVCUDA_WITH_CUDA)
 std::vector<std::string> split_commas(const std::string& s) {
@@ -64,13 +72,19 @@ py::dict build_info() {
   d["openmp"] = false;
 #endif
 #if defined(NAVCUDA_WITH_CUDA)
-  const int count = cuda_device_count();
+  const CudaDevices devices = cuda_devices();
+  const int count = devices.count;
   d["cuda_compiled"] = true;
   d["cuda_version"] = std::string(NAVCUDA_CUDA_VERSION);
   d["cuda_compiler"] = std::string(NAVCUDA_CUDA_COMPILER);
   d["cuda_archs"] = split_commas(NAVCUDA_CUDA_ARCHS);
   d["cuda_runtime_ok"] = count > 0;
   d["cuda_device_count"] = count;
+  if (devices.error.empty()) {
+    d["cuda_runtime_error"] = py::none();
+  } else {
+    d["cuda_runtime_error"] = devices.error;
+  }
 #else
   d["cuda_compiled"] = false;
   d["cuda_version"] = py::none();
@@ -78,6 +92,7 @@ py::dict build_info() {
   d["cuda_archs"] = std::vector<std::string>{};
   d["cuda_runtime_ok"] = false;
   d["cuda_device_count"] = 0;
+  d["cuda_runtime_error"] = py::none();
 #endif
   return d;
 }

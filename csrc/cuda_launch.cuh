@@ -33,7 +33,15 @@ void launch_kernel(const char* name, void (*kernel)(Params...), dim3 grid, dim3 
   (void)stream;
   navcuda_emu::launch(name, grid, block, kernel, static_cast<Params>(args)...);
 #else
-  (void)name;
+  // An error still pending from earlier asynchronous work (any kernel, torch's included) would
+  // otherwise be reported after this launch as this kernel's failure.
+  const cudaError_t pending = cudaGetLastError();
+  if (pending != cudaSuccess) {
+    throw_runtime(NAVCUDA_MSG("navcuda kernel "
+                              << name << " not launched: a CUDA error from "
+                              << "earlier work is pending (not caused by navcuda's kernel): "
+                              << cudaGetErrorName(pending) << ": " << cudaGetErrorString(pending)));
+  }
   // clang-format off
   kernel<<<grid, block, 0, stream>>>(static_cast<Params>(args)...);
   // clang-format on

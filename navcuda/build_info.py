@@ -18,7 +18,9 @@ def build_info() -> dict[str, Any]:
     None), ``torch_version``, ``torch_cuda_available``, ``torch_cuda_version``, ``has_cuda`` (the
     native kernels can run on a CUDA device now), and, when ``_C`` imported, its own
     ``build_info()``: ``compiler``, ``cxx_standard``, ``openmp``, ``cuda_compiled``,
-    ``cuda_version``, ``cuda_archs``, ``cuda_runtime_ok``, ``cuda_device_count``. Those native keys
+    ``cuda_version``, ``cuda_archs``, ``cuda_runtime_ok``, ``cuda_device_count``,
+    ``cuda_runtime_error`` (why the CUDA runtime saw no device, e.g. a driver older than the
+    runtime ``_C`` was built with; None when it answered). Those native keys
     are present with empty values (None / False / 0 / []) when ``_C`` did not import.
     """
     mod = _native.native_module()
@@ -31,6 +33,7 @@ def build_info() -> dict[str, Any]:
         "cuda_archs": [],
         "cuda_runtime_ok": False,
         "cuda_device_count": 0,
+        "cuda_runtime_error": None,
     }
     if mod is not None:
         info.update(mod.build_info())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ NATIVE_KEYS = {
     "cuda_archs": list,
     "cuda_runtime_ok": bool,
     "cuda_device_count": int,
+    "cuda_runtime_error": (str, type(None)),
 }
 PY_KEYS = {
     "native_available": bool,
@@ -55,6 +57,12 @@ def test_native_module_reports_itself():
         assert raw["cuda_archs"] == [] and raw["cuda_version"] is None
     # has_cuda() tells the truth at run time.
     assert mod.has_cuda() == (raw["cuda_device_count"] > 0) == raw["cuda_runtime_ok"]
+    if raw["cuda_runtime_error"] is not None:  # the runtime refused: say why, wherever it shows
+        assert raw["cuda_compiled"] and raw["cuda_device_count"] == 0
+        assert raw["cuda_runtime_error"].startswith("cudaError")
+        cuda_tensor = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
+        reason = _native.native_unavailable_reason("bias_act", cuda_tensor)
+        assert raw["cuda_runtime_error"] in reason and raw["cuda_version"] in reason, reason
     if not torch.cuda.is_available():
         assert mod.has_cuda() is False
         assert build_info()["has_cuda"] is False

@@ -170,7 +170,14 @@ def native_unavailable_reason(
         info = native_module().build_info()
         if not info["cuda_compiled"]:
             return "navcuda._C was built without CUDA (nvcc was not found at build time)"
-        return "navcuda._C was built with CUDA but its CUDA runtime sees no device"
+        why = info.get("cuda_runtime_error")
+        detail = (
+            f" ({why}; the driver must support CUDA {info.get('cuda_version')}, the runtime "
+            "navcuda._C was built with)"
+            if why
+            else ""
+        )
+        return f"navcuda._C was built with CUDA but its CUDA runtime sees no device{detail}"
     if tensor.dtype not in frozenset(dtypes):
         names = ", ".join(sorted(str(d).removeprefix("torch.") for d in dtypes))
         return f"no native kernel for dtype {tensor.dtype} (native supports {names})"

@@ -341,6 +341,7 @@ def test_native_cuda_runs_on_the_current_stream(cuda_kernels):
     # On a side stream: the kernel must be ordered with torch's work on that stream.
     s = torch.cuda.Stream()
     big = torch.randn(64, 256, 32, 32, device="cuda")
+    s.wait_stream(torch.cuda.current_stream())  # big is written on the default stream
     with torch.cuda.stream(s):
         xs = big * 3.0
         y = bias_act(xs, torch.ones(256, device="cuda"), act="lrelu", impl="native")
