@@ -16,12 +16,13 @@ def build_info() -> dict[str, Any]:
 
     Keys: ``native_available`` (bool: ``navcuda._C`` imported), ``native_import_error`` (str or
     None), ``torch_version``, ``torch_cuda_available``, ``torch_cuda_version``, ``has_cuda`` (the
-    native kernels can run on a CUDA device now), and, when ``_C`` imported, its own
-    ``build_info()``: ``compiler``, ``cxx_standard``, ``openmp``, ``cuda_compiled``,
-    ``cuda_version``, ``cuda_archs``, ``cuda_runtime_ok``, ``cuda_device_count``,
-    ``cuda_runtime_error`` (why the CUDA runtime saw no device, e.g. a driver older than the
-    runtime ``_C`` was built with; None when it answered). Those native keys
-    are present with empty values (None / False / 0 / []) when ``_C`` did not import.
+    native kernels can run on a CUDA device now), ``failed_native_ops`` (``"op/device"`` ->
+    why the dispatcher stopped using that native kernel, e.g. a failed self-test), and, when
+    ``_C`` imported, its own ``build_info()``: ``compiler``, ``cxx_standard``, ``openmp``,
+    ``cuda_compiled``, ``cuda_version``, ``cuda_compiler``, ``cuda_archs``, ``cuda_runtime_ok``,
+    ``cuda_device_count``, ``cuda_runtime_error`` (why the CUDA runtime saw no device, e.g. a
+    driver older than the runtime ``_C`` was built with; None when it answered). Those native
+    keys are present with empty values (None / False / 0 / []) when ``_C`` did not import.
     """
     mod = _native.native_module()
     info: dict[str, Any] = {
@@ -30,6 +31,7 @@ def build_info() -> dict[str, Any]:
         "openmp": False,
         "cuda_compiled": False,
         "cuda_version": None,
+        "cuda_compiler": None,
         "cuda_archs": [],
         "cuda_runtime_ok": False,
         "cuda_device_count": 0,

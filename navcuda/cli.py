@@ -244,7 +244,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         sample_dir=out / "samples",
         sample_every=args.sample_every,
     )
-    print(f"step {trainer.step}: checkpoint {ckpt}, samples in {out / 'samples'}/")
+    samples = out / "samples"
+    where = (
+        f"samples in {samples}/"
+        if samples.is_dir() and any(samples.iterdir())
+        else f"no samples yet (one every {args.sample_every} steps)"
+    )
+    print(f"step {trainer.step}: checkpoint {ckpt}, {where}")
     return 0
 
 
@@ -434,7 +440,7 @@ def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
 
 
 def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
-    from navcuda.evaluate.latent_reproduction import SPACES, reproduce_edit
+    from navcuda.evaluate.latent_reproduction import SPACES, plot_reproduction, reproduce_edit
 
     metric = _metric(args.metric, g, args.backbone, args.device)
     rows = []
@@ -453,6 +459,7 @@ def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
                 }
             )
             print(f"{d.name:<16} {space:<12} residual {r.relative_residual:.3f}")
+    plot_reproduction(rows, out / "reproduce.png", threshold=0.5)
     return {"experiment": "reproduce", "threshold": 0.5, "rows": rows,
             "metric": "pixel MSE" if metric is None else metric.describe()}  # fmt: skip
 

@@ -99,8 +99,8 @@ support first-order reverse mode only, and these need double backward or forward
 computation, differentiated once), so it runs the native kernels.
 
 Where this lives: ``navcuda/hessian.py``, not ``navcuda/ops/``: it composes the generator
-(``synthesis_prefix``/``suffix``) and a metric, and ``ops`` must not import upward (DESIGN.md
-section 2). It goes through the public ``LayerShift`` API, so faster shifted-conv kernels in
+(``synthesis_prefix``/``suffix``) and a metric, and ``ops`` must not import upward (the package
+layering). It goes through the public ``LayerShift`` API, so faster shifted-conv kernels in
 ``ops`` speed it up without changes; fused HVP kernels, if ever written, would be ops that this
 module dispatches to.
 """

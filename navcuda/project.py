@@ -162,7 +162,8 @@ class Projection:
     Attributes:
         ws: the projected latent, ``[1, num_ws, w_dim]`` (W+) or ``[1, w_dim]`` (W).
         noise: the optimised noise buffers by name (render with :func:`noise_override`).
-        image: the final reconstruction ``[1, C, R, R]`` in [-1, 1] (``ws`` and ``noise``).
+        image: the final reconstruction ``[1, C, R, R]``, about [-1, 1] and not clamped (``ws``
+            and ``noise``).
         history: one dict per step: ``loss``, ``mse``, ``metric`` (NaN without one), ``noise_reg``
             and ``lr``.
         mode: ``"w"`` or ``"w+"``.

@@ -108,6 +108,10 @@ def render(
             absolute Frobenius norms.
         output_dir: when given, writes ``{i:02d}_{name}.png`` (rows: latents, columns: t) per
             direction, and with ``gif=True`` an animated ``{i:02d}_{name}.gif`` sweeping t.
+        truncation_psi: 0.7 by default (:func:`navcuda.generate` defaults to 1.0).
+        noise_mode: ``"const"`` (default), ``"random"`` or ``"none"``.
+        batch_size: images per synthesis call (bounds memory).
+        progress: show a progress bar.
 
     Returns:
         :class:`RenderResult`.

@@ -302,6 +302,19 @@ def generate(
     truncation_psi: float = 1.0,
     noise_mode: NoiseMode = "const",
 ) -> torch.Tensor:
-    """``G_{theta + t * xi}(z)``: ``z [B, z_dim] -> [B, C, R, R]`` (see synthesize_shifted)."""
+    """``G_{theta + t * xi}(z)``: ``z [B, z_dim] -> [B, C, R, R]``.
+
+    Args:
+        z: latents ``[B, z_dim]`` on the generator's device.
+        directions: one :class:`Direction` (every sample), one per sample, or None (unshifted).
+        t: the shift per sample (``[B]``) or one for all, in absolute units (multiply by
+            ``direction.amplitude`` for the recommended strength).
+        truncation_psi: 1.0 (none) by default; :func:`navcuda.render` defaults to 0.7, so the
+            same seed looks different there unless both are set alike.
+        noise_mode: ``"const"`` (the generator's fixed noise; default), ``"random"`` or ``"none"``.
+
+    Images are about ``[-1, 1]`` and not clamped. Differentiable: outside ``torch.no_grad()``
+    the call records a graph (the parameters require gradients), so wrap inference in it.
+    """
     ws = generator.mapping(z, truncation_psi)
     return synthesize_shifted(generator, ws, directions, t, noise_mode)

@@ -38,7 +38,7 @@ RealSampler = Callable[[int, torch.Generator], torch.Tensor]
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of GAN training (defaults: DESIGN.md section 5)."""
+    """Hyper-parameters of GAN training (defaults: the recipe of the bundled model)."""
 
     batch_size: int = 16
     lr: float = 0.002

@@ -125,6 +125,7 @@ def test_evaluate_locality_and_reproduce(tmp_path, ckpt):
     assert main(["evaluate", "reproduce", *common, "--steps", "3", "--only", "0"]) == 0
     rows = json.loads((out / "reproduce.json").read_text())["rows"]
     assert {r["space"] for r in rows} == {"z", "w", "w+", "activations"}
+    assert (out / "reproduce.png").stat().st_size > 1000
 
 
 def test_discover_spectrum_then_hybrid(tmp_path, ckpt, capsys):
@@ -148,3 +149,22 @@ def test_discover_spectrum_then_hybrid(tmp_path, ckpt, capsys):
     # --eigenvectors belongs to hybrid only
     bad = ["discover", "--method", "svd", "-o", str(tmp_path / "x.nav"), "--checkpoint", ckpt]
     assert main([*bad, "--eigenvectors", str(spec)]) == 2
+
+
+def test_train_resume_and_export(tmp_path, capsys):
+    """Two steps, resumed for one more that writes a sample grid, then the EMA generator
+    exported and loadable; the closing line says where samples are only when there are some."""
+    from navcuda.models.checkpoints import load_generator
+
+    run = tmp_path / "run"
+    common = ["train", "-o", str(run), "--resolution", "32", "--batch-size", "2"]
+    assert main([*common, "--steps", "2", "--sample-every", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "step 2:" in out and "no samples yet (one every 1000 steps)" in out
+    assert main([*common, "--steps", "1", "--sample-every", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "step 3:" in out and f"samples in {run / 'samples'}" in out
+    assert any((run / "samples").iterdir())
+    exported = tmp_path / "g.safetensors"
+    assert main([*common, "--export", str(exported)]) == 0
+    assert load_generator(exported).config.resolution == 32

@@ -12,8 +12,10 @@ cannot remove even half of the edit's squared change).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -23,7 +25,7 @@ from navcuda.grad_mode import differentiates
 from navcuda.models.stylegan2 import Generator
 from navcuda.shift import Direction, synthesize_shifted
 
-__all__ = ["ReproductionResult", "reproduce_edit", "SPACES"]
+__all__ = ["ReproductionResult", "plot_reproduction", "reproduce_edit", "SPACES"]
 
 Space = Literal["z", "w", "w+", "activations"]
 SPACES: tuple[str, ...] = ("z", "w", "w+", "activations")
@@ -144,3 +146,39 @@ def _render(generator, space, layer, z, h, psi) -> torch.Tensor:
     state = generator.synthesis_prefix(ws, layer)
     state.x = state.x + h
     return generator.synthesis_suffix(state, ws)
+
+
+def plot_reproduction(
+    rows: Sequence[dict], path: str | os.PathLike, threshold: float = 0.5, title: str = ""
+) -> Path:
+    """Grouped bars of the relative residual per direction (groups) and latent space (bars),
+    with the ``threshold`` above which an edit counts as unreachable; saved atomically as PNG.
+
+    ``rows``: dicts with ``direction``, ``space`` and ``relative_residual`` (what ``navcuda
+    evaluate reproduce`` writes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from navcuda.rendering import atomic_save_figure
+
+    if not rows:
+        raise ValueError("plot_reproduction: no rows to plot")
+    names = list(dict.fromkeys(str(r["direction"]) for r in rows))
+    spaces = list(dict.fromkeys(str(r["space"]) for r in rows))
+    value = {(str(r["direction"]), str(r["space"])): float(r["relative_residual"]) for r in rows}
+    width = 0.8 / len(spaces)
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.6 * len(names) * len(spaces)), 4.2), dpi=120)
+    for j, space in enumerate(spaces):
+        xs = [i + (j - (len(spaces) - 1) / 2) * width for i in range(len(names))]
+        ys = [value.get((n, space), float("nan")) for n in names]
+        ax.bar(xs, ys, width, label=space)
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"unreachable above {threshold:g}")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("relative residual (1 = no better than no edit)")
+    ax.set_title(title or "best latent shift vs the parameter-space edit")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return atomic_save_figure(fig, path)

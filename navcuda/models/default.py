@@ -1,9 +1,9 @@
 """The embedded default generator used when no checkpoint is given.
 
-The toy-world configuration of DESIGN.md section 5: 64x64 RGB, mapping depth 4, w_dim 128, 64
-channels up to 16x16 and 32 above (about 0.36 M parameters). Until trained weights are bundled in
-``navcuda/data/``, the default is this architecture with seeded random weights, and every use says
-so with a warning.
+The toy-world configuration: 64x64 RGB, mapping depth 4, w_dim 128, 64 channels up to 16x16 and
+32 above (0.39 M parameters), trained on the toy world (``navcuda/data/toyfaces64.safetensors``).
+Should that file be missing (a broken install), the default is this architecture with seeded
+random weights, and every use says so with a warning.
 """
 
 from __future__ import annotations
@@ -48,9 +48,11 @@ class RandomWeightsWarning(UserWarning):
 
 
 def load_default(device: str | torch.device = "cpu", seed: int = 0) -> Generator:
-    """The bundled generator, or (until one is bundled) the toy architecture with random weights.
+    """The bundled toy-world generator (``navcuda/data/toyfaces64.safetensors``), ``eval()``, on
+    ``device``.
 
-    Returns an ``eval()`` generator on ``device``.
+    Should the file be missing from the install, the toy architecture with random weights drawn
+    from ``seed`` (the only use of ``seed``), with a :class:`RandomWeightsWarning`.
     """
     data = resources.files("navcuda") / "data" / BUNDLED_GENERATOR
     if data.is_file():

@@ -26,7 +26,18 @@ DEFAULT_LAYER = 3
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One conv layer of a generator."""
+    """One conv layer of a generator.
+
+    Attributes:
+        name: the module path, e.g. ``"conv1"``, ``"convs.3"``, ``"to_rgbs.1"``.
+        index: the official index (``convs[index]``); None for ``conv1`` (the 4x4 input conv)
+            and the toRGB layers.
+        kind: ``"input_conv"``, ``"upconv"`` (transposed stride-2 conv + blur), ``"conv"`` or
+            ``"torgb"`` (1x1, not shiftable).
+        resolution: the output resolution.
+        in_channels, out_channels, kernel_size: of the raw kernel ``[out, in, k, k]``.
+        w_index: which of the ``num_ws`` W+ latents styles this layer.
+    """
 
     name: str
     index: int | None

@@ -8,7 +8,7 @@ additive shift ``delta`` (shared ``[out, in, kh, kw]`` or per-sample ``[B, out, 
     y_b      = conv(x_b, w_b)     (with up=2: transposed stride-2 conv, then a [1,3,3,1] blur)
 
 The shift acts on the raw kernel before the equalized-lr scale, the modulation and the demodulation,
-as in the official code of the paper (DESIGN.md section 3).
+as in the official code of the paper.
 
 This module holds the reference: the per-sample weights are materialised and applied as one grouped
 convolution, exactly as rosinality's ``ModulatedConv2d`` does. It is the test oracle for the fused

@@ -8,7 +8,7 @@ reference with a warning instead of computing wrong numbers. Ops whose native pa
 device are reported as skipped.
 
 Tolerance: relative error (max |a - b| / max |b|) at most 1e-4 on the CPU and 1e-3 on CUDA
-(reassociation), as DESIGN.md section 4 requires of every op. The cases run in float32 whatever
+(reassociation): the accuracy every native op must meet. The cases run in float32 whatever
 the caller's mode: autocast off (the dispatcher's automatic run can start inside a caller's
 bfloat16 autocast, e.g. a training step, which would fail the references' precision and disable
 native ops for the whole process) and TF32 off for matmuls and cuDNN convolutions.

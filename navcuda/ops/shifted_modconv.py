@@ -1,6 +1,6 @@
 """StyleGAN2 modulated convolution with a per-sample weight shift, fused with its epilogue.
 
-Sample ``b`` uses the raw kernel ``W_b = W + t_b Delta_b`` (DESIGN.md section 3)::
+Sample ``b`` uses the raw kernel ``W_b = W + t_b Delta_b``::
 
     w_b   = scale * W_b * s_b[None, :, None, None]                  scale = 1 / sqrt(in * kh * kw)
     dcoef = (sum_{i,k} w_b[o, i, k]^2 + 1e-8)^(-1/2)                (1 without demodulation)

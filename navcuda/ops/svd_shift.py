@@ -1,4 +1,4 @@
-"""Per-sample shifted conv kernels in the singular-value basis (DESIGN.md section 3).
+"""Per-sample shifted conv kernels in the singular-value basis.
 
 For a raw kernel ``W [out, in, kh, kw]`` whose flattened form (``navcuda.shift.flatten_kernel``:
 permute to ``(kh, kw, in, out)``, reshape to ``[K, out]`` with ``K = kh*kw*in``) has the thin SVD

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from navcuda.evaluate.latent_reproduction import reproduce_edit
+from navcuda.evaluate.latent_reproduction import plot_reproduction, reproduce_edit
 from navcuda.shift import Direction, layer_space
 
 
@@ -37,3 +37,17 @@ def test_activation_space_runs_and_errors(tiny_generator):
         reproduce_edit(tiny_generator, d, t=1.0, space="s")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no edited layer"):
         reproduce_edit(tiny_generator, Direction("w", "latent", torch.ones(32)), 1.0, "activations")
+
+
+def test_plot_reproduction_writes_a_png_atomically(tmp_path):
+    rows = [
+        {"direction": d, "space": sp, "relative_residual": r}
+        for d, rs in (("sv0", (0.1, 0.9)), ("sv1", (0.6, 0.2)))
+        for sp, r in zip(("w", "activations"), rs, strict=True)
+    ]
+    path = plot_reproduction(rows, tmp_path / "reproduce.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["reproduce.png"]  # no temporary left
+    with pytest.raises(ValueError, match="no rows"):
+        plot_reproduction([], tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
