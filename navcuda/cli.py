@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import pickle
 import re
 import sys
 from collections.abc import Sequence
@@ -44,8 +47,8 @@ def parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"bad seed list {text!r}: use e.g. '0-7', '1,5,9' or '0-2,10'"
         ) from None
-    if any(s < 0 for s in seeds):
-        raise argparse.ArgumentTypeError(f"seeds must be non-negative, got {text!r}")
+    if any(s < 0 or s >= 2**63 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must lie in [0, 2**63), got {text!r}")
     return seeds
 
 
@@ -63,6 +66,79 @@ def parse_range(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"bad range {text!r}: use START:STOP:COUNT (e.g. -3:3:7) or a comma list"
         ) from None
+
+
+def _number(text: str, what: str, ok, kind=float):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if (kind is float and not math.isfinite(value)) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def _finite(text: str) -> float:
+    return _number(text, "a finite number", lambda v: True)
+
+
+def _positive(text: str) -> float:
+    return _number(text, "a finite number > 0", lambda v: v > 0)
+
+
+def _fraction(text: str) -> float:
+    return _number(text, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def _count(text: str) -> int:
+    return _number(text, "an integer >= 1", lambda v: v >= 1, int)
+
+
+def _non_negative(text: str) -> int:
+    return _number(text, "an integer >= 0", lambda v: 0 <= v < 2**63, int)
+
+
+def _port(text: str) -> int:
+    return _number(text, "a port number in [0, 65535]", lambda v: 0 <= v <= 65535, int)
+
+
+def _device(text: str) -> str:
+    """``--device``: a torch device that exists here (checked before any work starts)."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}: use cpu or cuda[:N]")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: no CUDA device is available here (torch.cuda.is_available() is "
+                "False); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: only {count} CUDA device(s) here")
+    return text
+
+
+def _check_writable(path: str | os.PathLike, kind: str) -> Path:
+    """Refuse, before any work, an output that cannot be written: a ``kind="file"`` that is a
+    folder, a ``kind="dir"`` that is a file, a parent that is a file, or no write permission
+    in the nearest existing folder (missing folders are created later)."""
+    p = Path(path)
+    if kind == "file" and (str(path) in ("", ".") or p.is_dir()):
+        raise ValueError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise ValueError(f"cannot write into {str(path)!r}: it is a file, not a folder")
+    folder = p.parent if kind == "file" else p
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {str(path)!r}: no write permission in {str(folder)!r}")
+    return p
 
 
 def _load(checkpoint: str | None, device: str):
@@ -106,9 +182,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from navcuda.discover import discover
     from navcuda.rendering import render
 
+    out = _check_writable(args.output, "dir")
     g = _load(args.checkpoint, args.device)
     ds = discover(g, args.layer, method="svd", k=args.k, seed=args.seed)
-    out = Path(args.output)
     res = render(g, ds, args.seeds, ts=args.t, output_dir=out, gif=True)
     ds.save(out / "directions.nav")
     print(
@@ -139,6 +215,7 @@ def _fmt(values: Sequence[float]) -> str:
 def _cmd_discover(args: argparse.Namespace) -> int:
     from navcuda.discover import discover
 
+    _check_writable(args.output, "file")
     g = _load(args.checkpoint, args.device)
     hparams = dict(_parse_hparams(args.param))
     metric = {"metric": args.metric, "backbone_path": args.backbone}
@@ -175,7 +252,8 @@ def _parse_hparams(items: Sequence[str]) -> list[tuple[str, object]]:
         try:
             value: object = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
+            words = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
+            value = words.get(raw.strip().lower(), raw)
         out.append((key.strip().replace("-", "_"), value))
     return out
 
@@ -184,6 +262,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
     from navcuda.rendering import render
 
+    _check_writable(args.output, "dir")
     ds = DirectionSet.load(args.directions)
     g = _load(args.checkpoint, args.device)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
@@ -210,7 +289,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from navcuda.training import TrainConfig, Trainer, export_generator
 
     torch.set_flush_denormal(True)
-    out = Path(args.output)
+    out = _check_writable(args.output, "dir")
+    if args.export:
+        _check_writable(args.export, "file")
     ckpt = out / "checkpoint.pt"
     world = ToyWorld(resolution=args.resolution)
 
@@ -258,6 +339,7 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
     from navcuda.gallery import build_gallery
     from navcuda.io.directions import DirectionSet
 
+    _check_writable(args.output, "dir")
     ds = DirectionSet.load(args.directions)
     g = _load(args.checkpoint, args.device)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
@@ -310,12 +392,13 @@ def _cmd_name(args: argparse.Namespace) -> int:
 
     if args.auto == (args.names is not None):
         raise ValueError("give either a names.json file or --auto")
+    _check_writable(args.output or args.directions, "file")
     ds = DirectionSet.load(args.directions)
     if args.auto:
         from navcuda.discover.naming import name_by_factors
 
         g = _load(args.checkpoint, args.device)
-        ds.check_compatible(g)
+        ds.check_compatible(g, allow_other_model=args.allow_other_model)
         ds = name_by_factors(
             g,
             ds,
@@ -346,6 +429,9 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
     if (args.image is None) == (args.seed is None):
         raise ValueError("give either an image to project or --seed S for a generated sample")
+    _check_writable(args.output, "file")
+    if args.save_projection:
+        _check_writable(args.save_projection, "file")
     if args.directions is None:
         if args.checkpoint is not None:
             raise ValueError("--directions is required with --checkpoint")
@@ -375,10 +461,13 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         panels = torch.cat([target.to(edited.device), proj.image, edited]).float().cpu()
         what = "input | reconstruction | edited"
         if args.save_projection:
-            torch.save(
-                {"ws": proj.ws.cpu(), "noise": {k: v.cpu() for k, v in proj.noise.items()}},
-                args.save_projection,
-            )
+            from navcuda.io.atomic import atomic_path
+
+            with atomic_path(args.save_projection) as tmp:
+                torch.save(
+                    {"ws": proj.ws.cpu(), "noise": {k: v.cpu() for k, v in proj.noise.items()}},
+                    tmp,
+                )
     else:
         with torch.no_grad():
             ws = g.mapping(_latents(g, [args.seed]), args.truncation)
@@ -395,6 +484,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
 
+    _check_writable(args.output, "dir")
     g = _load(args.checkpoint, args.device)
     ds = None
     if args.experiment in ("locality", "reproduce", "realism"):
@@ -418,9 +508,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _write_json(path: Path, obj: object) -> Path:
     from navcuda.io.atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, allow_nan=True))
+    with atomic_path(path) as tmp:  # NaN (no value) as null: strict JSON for every reader
+        tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, allow_nan=False))
     return path
+
+
+def _nan_to_none(obj: object) -> object:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
 
 
 def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
@@ -514,7 +614,7 @@ def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
         reg = load_factor_regressor()
         stats = world_statistics(args.n_real, args.seed, reg)
         feature_fn, metric = reg.features, "toy-FD"
-    ts = parse_range(args.t) if args.t else [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+    ts = args.t or [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
     curves = realism_curves(g, dirs, stats, feature_fn, relative_ts=ts, n_samples=args.n_z,
                             seed=args.seed)  # fmt: skip
     plot_realism(curves, out / "realism.png", title=f"{metric} vs shift", metric=metric)
@@ -541,6 +641,17 @@ def _eval_layers(g, ds, out: Path, args: argparse.Namespace) -> dict:
 _TABLE_METHODS = ("svd", "spectrum", "optimize", "hybrid", "ganspace", "sefa")
 
 
+def _stale_set(g, saved, method: str, args: argparse.Namespace) -> str | None:
+    """What a saved table set was computed for, when that is not this run's layer and k
+    (None when it matches)."""
+    from navcuda.models.layers import get_layer
+
+    want_layer = None if method in ("ganspace", "sefa") else get_layer(g, args.layer).name
+    if len(saved) != args.k or (want_layer is not None and saved.layer != want_layer):
+        return f"{saved.layer}, k={len(saved)} (this run: {want_layer or saved.layer}, k={args.k})"
+    return None
+
+
 def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.discover import discover
     from navcuda.evaluate.interpretability import (
@@ -551,7 +662,12 @@ def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.io.directions import DirectionSet
 
     _require_toy_model(g, "the table")
-    given = dict(item.split("=", 1) for item in args.set or [])
+    given = {}
+    for item in args.set or []:
+        label, sep, file = item.partition("=")
+        if not sep or not label.strip() or not file.strip():
+            raise ValueError(f"--set expects LABEL=FILE (e.g. svd=dirs.nav), got {item!r}")
+        given[label.strip()] = file.strip()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in _TABLE_METHODS]
     if unknown:
@@ -572,9 +688,13 @@ def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
             continue
         path = out / "sets" / f"{m}.nav"
         if path.is_file() and not args.recompute:
-            print(f"{m}: reusing {path}")
-            sets[m] = DirectionSet.load(path)
-            continue
+            saved = DirectionSet.load(path)
+            stale = _stale_set(g, saved, m, args)
+            if stale is None:
+                print(f"{m}: reusing {path}")
+                sets[m] = saved
+                continue
+            print(f"{m}: {path} was computed for {stale}; recomputing")
         mine = {k.removeprefix(m + "."): v for k, v in extra.items() if k.startswith(m + ".")}
         hp = {**budgets.get(m, {}), **mine}
         if m == "hybrid" and "spectrum" in sets:
@@ -637,7 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "--selftest", action="store_true", help="check every native op against its reference"
     )
-    info.add_argument("--device", default=None, help="device for --selftest (default: best)")
+    info.add_argument(
+        "--device", default=None, type=_device, help="device for --selftest (default: best)"
+    )
     info.set_defaults(func=_cmd_info)
 
     demo = sub.add_parser(
@@ -658,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shifts as multiples of each direction's recommended amplitude (START:STOP:COUNT)",
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the calibration latents")
-    demo.add_argument("--device", default="cpu", help="cpu or cuda")
+    demo.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     demo.set_defaults(func=_cmd_demo)
 
     from navcuda.discover import METHODS
@@ -693,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disc.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     disc.add_argument("--eigenvectors", help="hybrid: spectrum set (.nav) or official .pt file")
-    disc.add_argument("--device", default="cpu", help="cpu or cuda")
+    disc.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     disc.set_defaults(func=_cmd_discover)
 
     rend = sub.add_parser(
@@ -714,9 +836,9 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--absolute", action="store_true", help="--t values are absolute norms")
     rend.add_argument("--only", type=parse_seeds, help="render only these direction indices")
     rend.add_argument("--gif", action="store_true", help="also write animated GIFs")
-    rend.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
+    rend.add_argument("--truncation", type=_finite, default=0.7, help="truncation psi")
     rend.add_argument("--allow-other-model", action="store_true", help="skip the model check")
-    rend.add_argument("--device", default="cpu", help="cpu or cuda")
+    rend.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     rend.set_defaults(func=_cmd_render)
 
     gal = sub.add_parser(
@@ -740,11 +862,11 @@ def build_parser() -> argparse.ArgumentParser:
     gal.add_argument(
         "--scores", help='JSON file: {"<index>": {"score name": value}} (or a list of dicts)'
     )
-    gal.add_argument("--truncation", type=float, default=0.7, help="truncation psi")
+    gal.add_argument("--truncation", type=_finite, default=0.7, help="truncation psi")
     gal.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
-    gal.add_argument("--port", type=int, default=8000, help="port for --serve (0: any free)")
+    gal.add_argument("--port", type=_port, default=8000, help="port for --serve (0: any free)")
     gal.add_argument("--allow-other-model", action="store_true", help="skip the model check")
-    gal.add_argument("--device", default="cpu", help="cpu or cuda")
+    gal.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     gal.set_defaults(func=_cmd_gallery)
 
     name = sub.add_parser(
@@ -763,13 +885,16 @@ def build_parser() -> argparse.ArgumentParser:
     name.add_argument(
         "--allow-other-set", action="store_true", help="apply names exported for another set"
     )
+    name.add_argument(
+        "--allow-other-model", action="store_true", help="--auto: skip the model check"
+    )
     name.add_argument("--auto", action="store_true", help="name from toy-world factor scores")
-    name.add_argument("--min-disentanglement", type=float, default=0.25, help="for --auto")
-    name.add_argument("--samples", type=int, default=16, help="latents per direction (--auto)")
+    name.add_argument("--min-disentanglement", type=_fraction, default=0.25, help="for --auto")
+    name.add_argument("--samples", type=_count, default=16, help="latents per direction (--auto)")
     name.add_argument("--keep-unnamed", action="store_true", help="for --auto")
     name.add_argument("--seed", type=int, default=0, help="latent seed for --auto")
     name.add_argument("--checkpoint", help="generator (default: the bundled model)")
-    name.add_argument("--device", default="cpu", help="cpu or cuda")
+    name.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     name.set_defaults(func=_cmd_name)
 
     edit = sub.add_parser(
@@ -779,7 +904,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruction | edited side by side. With --seed: write sample | edited.",
     )
     edit.add_argument("image", nargs="?", help="photo to project (PNG, JPEG, ...)")
-    edit.add_argument("--seed", type=int, help="edit the generated sample of this seed instead")
+    edit.add_argument(
+        "--seed", type=_non_negative, help="edit the generated sample of this seed instead"
+    )
     edit.add_argument(
         "--directions",
         help="direction set file (.nav); default: the bundled model's named set "
@@ -804,9 +931,9 @@ def build_parser() -> argparse.ArgumentParser:
         "random-vgg, toy-regressor, none",
     )
     edit.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
-    edit.add_argument("--truncation", type=float, default=0.7, help="truncation psi (--seed)")
+    edit.add_argument("--truncation", type=_finite, default=0.7, help="truncation psi (--seed)")
     edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
-    edit.add_argument("--device", default="cpu", help="cpu or cuda")
+    edit.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     edit.set_defaults(func=_cmd_edit)
 
     ev = sub.add_parser(
@@ -827,8 +954,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-z", type=int, default=64, help="latents per direction")
     ev.add_argument("--n-t", type=int, default=20, help="shifts per direction (locality)")
     ev.add_argument("--t-rel", type=float, default=1.0, help="edit size (reproduce), x amplitude")
-    ev.add_argument("--steps", type=int, default=300, help="optimisation steps (reproduce)")
-    ev.add_argument("--t", help="realism: shifts as multiples of the amplitude, e.g. -2:2:9")
+    ev.add_argument("--steps", type=_count, default=300, help="optimisation steps (reproduce)")
+    ev.add_argument(
+        "--t", type=parse_range, help="realism: shifts as multiples of the amplitude, e.g. -2:2:9"
+    )
     ev.add_argument("--baseline", action="append", help="realism: another set on the same plot")
     ev.add_argument("--n-real", type=int, default=512, help="real samples for toy-FD")
     ev.add_argument("--inception", help="realism: Inception-v3 weights file for FID")
@@ -845,7 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--train-steps", type=int, default=600, help="table: optimize/hybrid steps")
     ev.add_argument("--spectrum-latents", type=int, default=32, help="table: spectrum latents")
     ev.add_argument("--recompute", action="store_true", help="table: ignore saved sets")
-    ev.add_argument("--threshold", type=float, default=0.25, help="clean: disentanglement >=")
+    ev.add_argument("--threshold", type=_fraction, default=0.25, help="clean: disentanglement >=")
     ev.add_argument(
         "--param", action="append", metavar="NAME=VALUE", help="method option (table: METHOD.NAME)"
     )
@@ -858,7 +987,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--allow-other-model", action="store_true", help="skip the model check")
-    ev.add_argument("--device", default="cpu", help="cpu or cuda")
+    ev.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     ev.set_defaults(func=_cmd_evaluate)
 
     train = sub.add_parser(
@@ -869,16 +998,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("-o", "--output", default="runs/toyfaces64", help="run folder")
     train.add_argument("--resolution", type=int, default=64, help="image size (32 or 64)")
-    train.add_argument("--steps", type=int, help="number of steps to run now")
-    train.add_argument("--minutes", type=float, help="stop after this many minutes")
-    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--steps", type=_non_negative, help="number of steps to run now")
+    train.add_argument("--minutes", type=_positive, help="stop after this many minutes")
+    train.add_argument("--batch-size", type=_count, default=16)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--sample-every", type=int, default=1000, help="steps between grids")
+    train.add_argument("--sample-every", type=_count, default=1000, help="steps between grids")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     train.add_argument(
         "--export", metavar="FILE", help="write the EMA generator of the run to FILE and exit"
     )
-    train.add_argument("--device", default="cpu", help="cpu or cuda")
+    train.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     train.set_defaults(func=_cmd_train)
     return p
 
@@ -888,10 +1017,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_join_negative_values(argv))
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"navcuda {args.command}: interrupted (no partial output is left)", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"navcuda {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:  # file system, unreadable files
+        print(f"navcuda {args.command}: error: {_describe(exc)}", file=sys.stderr)
+        return 2
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

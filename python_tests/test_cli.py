@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+import torch
 from PIL import Image
 
 from navcuda.cli import main, parse_range, parse_seeds
@@ -168,3 +169,79 @@ def test_train_resume_and_export(tmp_path, capsys):
     exported = tmp_path / "g.safetensors"
     assert main([*common, "--export", str(exported)]) == 0
     assert load_generator(exported).config.resolution == 32
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["render", "x.nav", "--truncation", "nan"], "expected a finite number, got 'nan'"),
+        (["render", "x.nav", "--device", "cuda:7"], "cuda:7"),
+        (["render", "x.nav", "--device", "foo"], "unknown device 'foo'"),
+        (["gallery", "x.nav", "--port", "99999"], "port number in [0, 65535]"),
+        (["name", "x.nav", "--auto", "--min-disentanglement", "nan"], "a number in [0, 1]"),
+        (["name", "x.nav", "--auto", "--samples=-1"], "an integer >= 1"),
+        (["train", "--steps=-1"], "an integer >= 0"),
+        (["train", "--minutes", "nan"], "a finite number > 0"),
+        (["train", "--sample-every", "0"], "an integer >= 1"),
+        (["evaluate", "layers", "--threshold", "nan"], "a number in [0, 1]"),
+        (["evaluate", "reproduce", "x.nav", "--steps", "0"], "an integer >= 1"),
+        (["evaluate", "realism", "x.nav", "--t", "1:2:0"], "bad range"),
+        (["edit", "--seed=-1", "--direction", "0"], "an integer >= 0"),
+        (["render", "x.nav", "--seeds", "99999999999999999999"], "seeds must lie in"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(argv, message, capsys):
+    if "cuda:7" in argv and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 CUDA devices")
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(
+    tmp_path, ckpt, capsys, monkeypatch
+):
+    import navcuda.cli as cli
+
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("work started"))
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    common = ["--checkpoint", ckpt]
+    cases = [
+        (["discover", "-o", str(tmp_path / "adir")], "it is a folder; give a file name"),
+        (["discover", "-o", ""], "it is a folder"),
+        (["discover", "-o", str(tmp_path / "afile" / "x.nav")], "afile' is a file, not a folder"),
+        (["demo", "-o", str(tmp_path / "afile")], "it is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, *common]) == 2, argv
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "g.safetensors"]
+
+
+def test_interrupts_and_os_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    import navcuda.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def disk_full(args):
+        raise OSError(28, "No space left on device", "out/x.nav")
+
+    for fn, code, message in [
+        (interrupted, 130, "navcuda info: interrupted"),
+        (disk_full, 2, "navcuda info: error: No space left on device: out/x.nav"),
+    ]:
+        monkeypatch.setattr(cli, "_cmd_info", fn)
+        assert main(["info"]) == code
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def test_json_reports_are_strict_json(tmp_path):
+    import navcuda.cli as cli
+
+    path = cli._write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
+    assert cli._parse_hparams(["target_rms=nan", "x=inf", "y=abc"])[1] == ("x", float("inf"))

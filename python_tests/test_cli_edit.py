@@ -128,3 +128,8 @@ def test_name_auto_names_by_factors(tmp_path, capsys):
                  "-o", str(png)])  # fmt: skip
     assert code == 0 and png.stat().st_size > 0
     assert main(["name", str(svd)]) == 2  # neither names.json nor --auto
+    capsys.readouterr()
+    too_strict = ["name", str(svd), "--auto", "--samples", "6", "--min-disentanglement", "1"]
+    assert main([*too_strict, "-o", str(tmp_path / "none.nav")]) == 2
+    assert "no direction reaches disentanglement 1 (the best reaches" in capsys.readouterr().err
+    assert not (tmp_path / "none.nav").exists()

@@ -32,6 +32,8 @@ def name_by_factors(
     """
     from navcuda.metrics.factor_scores import score_edit
 
+    if not 0 <= min_disentanglement <= 1:  # also refuses NaN
+        raise ValueError(f"min_disentanglement must lie in [0, 1], got {min_disentanglement!r}")
     scores = []
     for d in directions:
         amp = d.amplitude or 1.0
@@ -44,6 +46,13 @@ def name_by_factors(
         j = best.get(s.top_factor)
         if j is None or s.disentanglement > scores[j].disentanglement:
             best[s.top_factor] = i
+    if not best and not keep_unnamed:
+        top = max(s.disentanglement for s in scores)
+        raise ValueError(
+            f"no direction reaches disentanglement {min_disentanglement:g} (the best reaches "
+            f"{top:.2f}): lower min_disentanglement (CLI: --min-disentanglement) or keep the "
+            "unnamed directions (--keep-unnamed)"
+        )
     keep = sorted(best.values()) if not keep_unnamed else list(range(len(directions)))
     out = directions.subset(keep)
     named = {i: f for f, i in best.items()}

@@ -31,14 +31,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     rather than the private mode of temporary files.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _cannot_write(target, exc) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename not in (None, str(tmp_path), tmp):  # another file's error: as it is
+            raise
+        raise _cannot_write(target, exc) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _cannot_write(target: Path, exc: OSError) -> OSError:
+    """The error of writing ``target`` (through its hidden temporary file), naming ``target``."""
+    reason = exc.strerror or str(exc)
+    if isinstance(exc, IsADirectoryError) or target.is_dir():
+        reason = "it is a folder; give a file name"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        reason = f"{folder} is a file, not a folder"
+    return type(exc)(exc.errno, f"cannot write {target}: {reason}")

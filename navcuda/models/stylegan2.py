@@ -895,12 +895,26 @@ class Generator(nn.Module):
         z: torch.Tensor,
         truncation_psi: float = 1.0,
     ) -> torch.Tensor:
-        """``z [B, z_dim] -> w [B, w_dim]``, truncated towards ``w_avg`` by ``truncation_psi``."""
+        """``z [B, z_dim] -> w [B, w_dim]``, truncated towards ``w_avg`` by ``truncation_psi``.
+
+        ``z`` must be finite, on the generator's device; another floating dtype is cast to the
+        generator's."""
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z must be a tensor [B, {self.config.z_dim}], got {type(z).__name__}")
         if z.ndim != 2 or z.shape[1] != self.config.z_dim:
             raise ValueError(f"z must have shape [B, {self.config.z_dim}], got {tuple(z.shape)}")
         if not z.is_floating_point():
             raise TypeError(f"z must be a floating tensor, got {z.dtype}")
-        w = self.style(z)
+        if z.device != self.w_avg.device:
+            raise ValueError(
+                f"z is on {z.device} but the generator is on {self.w_avg.device}; move it there "
+                f"(z.to({str(self.w_avg.device)!r}))"
+            )
+        if not math.isfinite(float(truncation_psi)):
+            raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
+        if not torch.isfinite(z).all():
+            raise ValueError("z contains NaN or inf")
+        w = self.style(z.to(self.w_avg.dtype))
         if truncation_psi != 1.0:
             w = self.w_avg.to(w.dtype) + truncation_psi * (w - self.w_avg.to(w.dtype))
         return w

@@ -87,7 +87,7 @@ def test_layer_sweep_profiles(toy, tmp_path):
         layer_sweep(toy, layers=["to_rgb.1"], progress=False)
 
 
-def test_evaluate_commands(tmp_path, tiny_generator):
+def test_evaluate_commands(tmp_path, tiny_generator, capsys):
     from navcuda.models.checkpoints import save_generator
 
     out = tmp_path / "ev"
@@ -106,6 +106,16 @@ def test_evaluate_commands(tmp_path, tiny_generator):
     assert main([*args, "-o", str(out)]) == 0
     assert (out / "sets" / "svd.nav").is_file() and (out / "table.md").is_file()
     assert json.loads((out / "table.json").read_text())["rows"][0]["k"] == 2
+    # a saved set computed for another k (or layer) is recomputed, not reused
+    capsys.readouterr()
+    assert main([*args[:4], "-k", "1", *args[6:], "-o", str(out)]) == 0
+    assert "was computed for convs.3, k=2 (this run: convs.3, k=1)" in capsys.readouterr().out
+    table = json.loads(
+        (out / "table.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
+    )
+    assert table["rows"][0]["k"] == 1
+    assert main([*args, "-o", str(out), "--set", "svd"]) == 2
+    assert "--set expects LABEL=FILE" in capsys.readouterr().err
 
     # toy-world experiments refuse other models, and sets where none is expected
     ckpt = str(save_generator(tiny_generator, tmp_path / "g.safetensors"))
