@@ -155,6 +155,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import navcuda
     from navcuda.models.layers import list_layers
 
+    if (args.build or args.selftest) and args.checkpoint:
+        raise ValueError("--build and --selftest concern this install, not a checkpoint: drop one")
     if args.build:
         print(json.dumps(navcuda.build_info(), indent=2, default=str))
         return 0

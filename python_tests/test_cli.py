@@ -41,6 +41,8 @@ def test_info(ckpt, capsys):
     assert main(["info", "--selftest", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "bias_act" in out and "PASS" in out and "FAIL" not in out
+    assert main(["info", ckpt, "--build"]) == 2
+    assert "not a checkpoint" in capsys.readouterr().err
 
 
 def test_discover_then_render(tmp_path, ckpt, capsys):

@@ -477,6 +477,9 @@ def discover_spectrum(
         raise ValueError(f"n_latents must be a positive int, got {n_latents!r}")
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    for name, value in (("max_iters", max_iters), ("iterations", iterations)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     dtypes = {"float64": torch.float64, "float32": torch.float32}
     block_dtype = str(block_dtype).removeprefix("torch.")
     if block_dtype == "auto":

@@ -200,6 +200,9 @@ def test_spectrum_bad_arguments(small_generator):
         discover(small_generator, "convs.1", method="spectrum", hvp="exact", k=2)
     with pytest.raises(ValueError, match="n_latents"):
         discover(small_generator, "convs.1", method="spectrum", n_latents=0, k=2)
+    for bad in ({"max_iters": 0}, {"iterations": -1}, {"max_iters": 2.5}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive int"):
+            discover(small_generator, "convs.1", method="spectrum", k=2, **bad)
     with pytest.raises(ValueError, match="unknown metric"):
         discover(small_generator, "convs.1", method="spectrum", metric="inception", k=2)
     tight = discover(small_generator, "convs.1", method="spectrum", k=2, n_latents=2, tol=1e-5,
