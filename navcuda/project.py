@@ -60,9 +60,13 @@ def load_image(path: str | os.PathLike, resolution: int, channels: int = 3) -> t
     square** (the shorter side is kept whole) and then resized to ``resolution`` with an
     antialiased (Lanczos) filter, up or down.
 
+    16-bit greyscale images (PNG, TIFF, PGM) are rescaled to 8 bits (``v / 257``, rounded), so
+    65535 is white. Sample formats without an unambiguous 0..255 range (32-bit float ``F``,
+    32-bit integer ``I`` from TIFF, ...) are refused.
+
     Raises ``FileNotFoundError`` for a missing path and ``ValueError`` (naming the path) for a
-    directory, an unreadable or non-image file, or an image smaller than :data:`MIN_IMAGE_SIZE`
-    pixels on a side.
+    directory, an unreadable or non-image file, an image whose sample format cannot be
+    interpreted, or an image smaller than :data:`MIN_IMAGE_SIZE` pixels on a side.
     """
     p = Path(path)
     if channels not in (1, 3):
@@ -76,6 +80,7 @@ def load_image(path: str | os.PathLike, resolution: int, channels: int = 3) -> t
     try:
         with Image.open(p) as im:
             im.load()
+            fmt = im.format
             img = ImageOps.exif_transpose(im)
     except UnidentifiedImageError:
         raise ValueError(
@@ -88,6 +93,7 @@ def load_image(path: str | os.PathLike, resolution: int, channels: int = 3) -> t
         raise ValueError(
             f"image {p} is {w}x{h} pixels; at least {MIN_IMAGE_SIZE} px on each side is needed"
         )
+    img = _to_8bit(img, fmt, p)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -100,6 +106,43 @@ def load_image(path: str | os.PathLike, resolution: int, channels: int = 3) -> t
         img = img.resize((resolution, resolution), Image.Resampling.LANCZOS)
     arr = np.asarray(img, dtype=np.float32).reshape(resolution, resolution, channels)
     return (torch.from_numpy(arr.copy()).permute(2, 0, 1)[None] / 127.5) - 1.0
+
+
+#: Pillow modes with 8-bit samples (or 1-bit), which ``convert("RGB")`` / ``"L"`` read correctly.
+_8BIT_MODES = frozenset(
+    {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LA", "PA", "HSV"}
+)
+#: Unsigned 16-bit greyscale (``convert`` would clip every value above 255 to white).
+_16BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+#: Formats whose Pillow plugin gives mode ``"I"`` only for unsigned samples of at most 16 bits:
+#: PNG (16-bit greyscale, in older Pillow) and PGM/PPM (maxval above 255, scaled to 16 bits).
+#: Elsewhere (TIFF, ...) ``"I"`` holds 32-bit integers with no known white level.
+_I_IS_16BIT_FORMATS = frozenset({"PNG", "PPM"})
+
+
+def _to_8bit(img: Image.Image, fmt: str | None, path: Path) -> Image.Image:
+    """``img`` with 8-bit samples: 16-bit greyscale rescaled, uninterpretable modes refused."""
+    mode = img.mode
+    if mode in _8BIT_MODES:
+        return img
+    if mode in _16BIT_MODES or (mode == "I" and fmt in _I_IS_16BIT_FORMATS):
+        a = np.asarray(img).astype(np.float64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise ValueError(
+                f"image {path} (mode {mode!r}) has samples outside the 16-bit range 0..65535 "
+                f"({a.min():g}..{a.max():g}); convert it to 8-bit RGB first (e.g. with an image "
+                "editor or Pillow's Image.convert after scaling)"
+            )
+        return Image.fromarray(np.round(a / 257.0).astype(np.uint8))
+    what = {
+        "F": "32-bit floating-point samples",
+        "I": "32-bit integer samples",
+    }.get(mode, "an unsupported sample format or colour space")
+    raise ValueError(
+        f"image {path} has Pillow mode {mode!r} ({what}{f', format {fmt}' if fmt else ''}): its "
+        "black and white levels are unknown, so it cannot be read unambiguously; convert it to "
+        "8-bit RGB (or 8/16-bit greyscale) PNG or JPEG first"
+    )
 
 
 # --------------------------------------------------------------------------- noise

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +32,13 @@ from navcuda.io.atomic import atomic_path
 from navcuda.models.discriminator import Discriminator
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
 
-__all__ = ["TrainConfig", "Trainer", "RealSampler", "export_generator"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "RealSampler",
+    "export_generator",
+    "read_training_checkpoint",
+]
 
 #: ``sampler(n, generator) -> images [n, C, R, R]`` in [-1, 1].
 RealSampler = Callable[[int, torch.Generator], torch.Tensor]
@@ -50,8 +58,32 @@ class TrainConfig:
     amp: bool = True
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.r1_interval < 1 or self.lr <= 0:
-            raise ValueError(f"invalid training config: {self}")
+        for name, low in (("batch_size", 1), ("r1_interval", 1)):
+            v = getattr(self, name)
+            if not _is_int(v) or v < low:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {v!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"TrainConfig.amp must be True or False, got {self.amp!r}")
+        checks = (
+            ("lr", lambda v: v > 0, "a finite number > 0"),
+            ("beta2", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+            ("r1_gamma", lambda v: v >= 0, "a finite number >= 0"),
+            ("ema_half_life_images", lambda v: v >= 0, "a finite number >= 0 (0: no averaging)"),
+        )
+        for name, ok, what in checks:
+            v = getattr(self, name)
+            if not (_is_real(v) and math.isfinite(v) and ok(v)):
+                raise ValueError(f"TrainConfig.{name} must be {what}, got {v!r}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -170,18 +202,34 @@ class Trainer:
         steps: int | None = None,
         max_seconds: float | None = None,
         checkpoint_path: str | os.PathLike | None = None,
-        checkpoint_every: int = 200,
+        checkpoint_every: int | None = 200,
         sample_dir: str | os.PathLike | None = None,
-        sample_every: int = 500,
+        sample_every: int | None = 500,
         progress: bool = True,
     ) -> list[dict[str, float]]:
         """Train until ``steps`` more steps are done or ``max_seconds`` pass (whichever is first).
 
-        Checkpoints (atomic) every ``checkpoint_every`` steps and at the end; sample grids of the
-        EMA generator every ``sample_every`` steps. Ctrl-C stops after writing a checkpoint.
+        Checkpoints (atomic) every ``checkpoint_every`` steps and at the end (None: only at the
+        end); sample grids of the EMA generator every ``sample_every`` steps (None: none). Ctrl-C
+        stops after writing a checkpoint. ``steps`` must be an integer >= 0 and ``max_seconds`` a
+        finite number >= 0; the intervals positive integers or None (``ValueError`` otherwise).
         """
         if steps is None and max_seconds is None:
             raise ValueError("give steps, max_seconds or both")
+        if steps is not None and (not _is_int(steps) or steps < 0):
+            raise ValueError(f"steps must be an integer >= 0 (or None), got {steps!r}")
+        if max_seconds is not None and not (
+            _is_real(max_seconds) and math.isfinite(max_seconds) and max_seconds >= 0
+        ):
+            raise ValueError(
+                f"max_seconds must be a finite number >= 0 (or None for no time limit), got "
+                f"{max_seconds!r}"
+            )
+        for name, every in (("checkpoint_every", checkpoint_every), ("sample_every", sample_every)):
+            if every is not None and (not _is_int(every) or every < 1):
+                raise ValueError(
+                    f"{name} must be an integer >= 1 (steps between writes) or None, got {every!r}"
+                )
         start, done = time.monotonic(), []
         total = steps if steps is not None else None
         bar = tqdm(total=total, disable=not progress, desc="train", unit="step")
@@ -197,9 +245,9 @@ class Trainer:
                     g=f"{stats['g_loss']:.3f}",
                     acc=f"{stats['d_acc']:.2f}",
                 )
-                if checkpoint_path and self.step % checkpoint_every == 0:
+                if checkpoint_path and checkpoint_every and self.step % checkpoint_every == 0:
                     self.save(checkpoint_path)
-                if sample_dir and self.step % sample_every == 0:
+                if sample_dir and sample_every and self.step % sample_every == 0:
                     self.save_samples(Path(sample_dir) / f"step{self.step:07d}.png")
         except KeyboardInterrupt:
             bar.write("interrupted: writing a checkpoint before stopping")
@@ -241,27 +289,81 @@ class Trainer:
     def resume(
         cls, path: str | os.PathLike, sampler: RealSampler, device: str | torch.device = "cpu"
     ) -> Trainer:
-        """Rebuild a trainer from :meth:`save`'s file (read with ``weights_only=True``)."""
+        """Rebuild a trainer from :meth:`save`'s file (read with ``weights_only=True``).
+
+        Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for a
+        truncated, corrupt or foreign one.
+        """
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"training checkpoint not found: {p}")
-        state = torch.load(p, map_location=device, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != "navcuda-training":
-            raise ValueError(f"{p} is not a navcuda training checkpoint")
-        tr = cls(
-            GeneratorConfig.from_dict(state["g_config"]),
-            sampler,
-            TrainConfig(**state["train_config"]),
-            device,
-        )
-        tr.G.load_state_dict(state["G"])
-        tr.D.load_state_dict(state["D"])
-        tr.G_ema.load_state_dict(state["G_ema"])
-        tr.g_opt.load_state_dict(state["g_opt"])
-        tr.d_opt.load_state_dict(state["d_opt"])
-        tr.step = int(state["step"])
-        tr.history = list(state["history"])
+        state = read_training_checkpoint(p, map_location=device)
+        try:
+            tr = cls(
+                GeneratorConfig.from_dict(state["g_config"]),
+                sampler,
+                TrainConfig(**state["train_config"]),
+                device,
+            )
+            tr.G.load_state_dict(state["G"])
+            tr.D.load_state_dict(state["D"])
+            tr.G_ema.load_state_dict(state["G_ema"])
+            tr.g_opt.load_state_dict(state["g_opt"])
+            tr.d_opt.load_state_dict(state["d_opt"])
+            tr.step = int(state["step"])
+            tr.history = list(state["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise _unusable(p, e) from e
         return tr
+
+
+_RESTART = "delete it or pass --restart to start over"
+_RETRAIN = "train again to write a new one (--restart starts over)"
+
+
+def _unusable(p: Path, e: Exception, hint: str = _RESTART) -> ValueError:
+    what = f"missing entry {e}" if isinstance(e, KeyError) else _first_line(e)
+    return ValueError(f"{str(p)!r} is not a usable navcuda training checkpoint ({what}); {hint}")
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).splitlines() or ['(no message)'])[0]}"
+
+
+def read_training_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", hint: str = _RESTART
+) -> dict:
+    """The state dict of a :meth:`Trainer.save` file, read with ``weights_only=True``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is
+    empty, truncated, corrupt (a zip member failing its CRC-32 check) or not a navcuda training
+    checkpoint; ``hint`` (what to do about it) ends the message.
+    """
+    from navcuda.models.checkpoints import zip_crc_problem
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"training checkpoint not found: {p}")
+
+    def unreadable(why: str) -> ValueError:
+        return ValueError(
+            f"{str(p)!r} is not a readable training checkpoint (truncated or corrupt: {why}); "
+            f"{hint}"
+        )
+
+    if p.stat().st_size == 0:
+        raise unreadable("the file is empty")
+    if zipfile.is_zipfile(p) and (problem := zip_crc_problem(p)) is not None:
+        raise unreadable(problem)
+    try:
+        state = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # RuntimeError (zip), UnpicklingError, EOFError, ...
+        raise unreadable(_first_line(e)) from e
+    if not isinstance(state, dict) or state.get("format") != "navcuda-training":
+        found = f"format {state.get('format')!r}" if isinstance(state, dict) else "not a dict"
+        raise ValueError(
+            f"{str(p)!r} is not a navcuda training checkpoint ({found}, expected "
+            f"'navcuda-training'); {hint}"
+        )
+    return state
 
 
 def export_generator(
@@ -278,23 +380,23 @@ def export_generator(
     from navcuda.models.checkpoints import save_generator
 
     p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"training checkpoint not found: {p}")
-    state = torch.load(p, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != "navcuda-training":
-        raise ValueError(f"{p} is not a navcuda training checkpoint")
-    g = Generator(GeneratorConfig.from_dict(state["g_config"]))
-    g.load_state_dict(state["G_ema"])
+    state = read_training_checkpoint(p, hint=_RETRAIN)
+    try:
+        g = Generator(GeneratorConfig.from_dict(state["g_config"]))
+        g.load_state_dict(state["G_ema"])
+        last = state["history"][-100:]
+        recipe = {
+            "trained_steps": state["step"],
+            "images_seen": state["step"] * state["train_config"]["batch_size"],
+            "train_config": state["train_config"],
+            "last_100_steps": {
+                k: sum(h[k] for h in last) / max(len(last), 1)
+                for k in ("d_loss", "g_loss", "d_acc")
+            },
+            "torch": torch.__version__,
+        }
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise _unusable(p, e, _RETRAIN) from e
+    recipe.update(extra or {})
     g.update_w_avg(w_avg_samples)
-    last = state["history"][-100:]
-    recipe = {
-        "trained_steps": state["step"],
-        "images_seen": state["step"] * state["train_config"]["batch_size"],
-        "train_config": state["train_config"],
-        "last_100_steps": {
-            k: sum(h[k] for h in last) / max(len(last), 1) for k in ("d_loss", "g_loss", "d_acc")
-        },
-        "torch": torch.__version__,
-        **(extra or {}),
-    }
     return save_generator(g.eval(), output, metadata={"training": recipe})

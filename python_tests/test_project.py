@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -58,6 +59,42 @@ def test_load_image_errors(tmp_path):
     Image.new("RGB", (40, 8)).save(tmp_path / "thin.png")
     with pytest.raises(ValueError, match=r"thin\.png is 40x8 pixels; at least 16 px"):
         load_image(tmp_path / "thin.png", 16)
+
+
+def test_load_image_rescales_16_bit_greyscale(tmp_path):
+    # Left to right: black, 1/4, mid grey, white, as 16-bit samples.
+    levels = np.array([0, 16384, 32768, 65535], dtype=np.uint16)
+    grey = np.repeat(np.repeat(levels[None, :], 4, axis=1), 16, axis=0)  # 16x16
+    expected = torch.tensor([0, 64, 128, 255], dtype=torch.float32) / 127.5 - 1
+    paths = {
+        "I;16": tmp_path / "grey16.png",
+        "I;16B": tmp_path / "grey16b.tif",
+        "I": tmp_path / "grey16.pgm",  # Pillow reads 16-bit PGM as mode "I"
+    }
+    Image.fromarray(grey).save(paths["I;16"])
+    Image.fromarray(grey.astype(">u2")).save(paths["I;16B"])
+    Image.fromarray(grey).save(paths["I"])
+    for mode, path in paths.items():
+        with Image.open(path) as im:
+            assert im.mode == mode
+        for channels in (1, 3):
+            x = load_image(path, 16, channels=channels)
+            assert x.shape == (1, channels, 16, 16)
+            columns = x[0, :, 0, ::4]  # one pixel per level, no resize happened
+            torch.testing.assert_close(
+                columns, expected.expand(channels, 4), atol=1e-6, rtol=0, msg=str(path)
+            )
+
+
+def test_load_image_refuses_ambiguous_sample_formats(tmp_path):
+    Image.fromarray(np.full((20, 20), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(
+        ValueError, match=r"float\.tif has Pillow mode 'F' \(32-bit floating.*convert it to 8-bit"
+    ):
+        load_image(tmp_path / "float.tif", 16)
+    Image.fromarray(np.full((20, 20), 70000, dtype=np.int32)).save(tmp_path / "int32.tif")
+    with pytest.raises(ValueError, match=r"int32\.tif has Pillow mode 'I' \(32-bit integer"):
+        load_image(tmp_path / "int32.tif", 16, channels=1)
 
 
 # ------------------------------------------------------------------------------ noise

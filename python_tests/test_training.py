@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zipfile
+
 import pytest
 import torch
 
@@ -83,6 +86,119 @@ def test_resume_errors(tmp_path):
         Trainer.resume(bad, _sampler(16))
     with pytest.raises(ValueError, match="give steps"):
         Trainer.__new__(Trainer).run()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("batch_size", 0, r"TrainConfig\.batch_size must be an integer >= 1, got 0$"),
+        ("batch_size", 2.5, r"TrainConfig\.batch_size must be an integer >= 1, got 2\.5$"),
+        ("r1_interval", 0, r"TrainConfig\.r1_interval must be an integer >= 1, got 0$"),
+        ("lr", 0.0, r"TrainConfig\.lr must be a finite number > 0, got 0\.0$"),
+        ("lr", float("nan"), r"TrainConfig\.lr must be a finite number > 0, got nan$"),
+        ("beta2", 1.0, r"TrainConfig\.beta2 must be a number in \[0, 1\), got 1\.0$"),
+        ("r1_gamma", -1.0, r"TrainConfig\.r1_gamma must be a finite number >= 0, got -1\.0$"),
+        ("ema_half_life_images", float("inf"), r"TrainConfig\.ema_half_life_images must be"),
+        ("seed", "3", r"TrainConfig\.seed must be an integer, got '3'$"),
+        ("amp", "yes", r"TrainConfig\.amp must be True or False, got 'yes'$"),
+    ],
+)
+def test_train_config_names_the_bad_field(field, value, message):
+    with pytest.raises(ValueError, match=message) as info:
+        TrainConfig(**{field: value})
+    assert "TrainConfig(" not in str(info.value)  # the field, not a dump of the dataclass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": -1}, r"steps must be an integer >= 0 \(or None\), got -1"),
+        ({"steps": 2.0}, r"steps must be an integer >= 0"),
+        ({"max_seconds": float("nan")}, r"max_seconds must be a finite number >= 0.*got nan"),
+        ({"max_seconds": -5}, r"max_seconds must be a finite number >= 0.*got -5"),
+        ({"max_seconds": float("inf")}, r"max_seconds must be a finite number >= 0"),
+        ({"steps": 1, "sample_every": 0}, r"sample_every must be an integer >= 1.*got 0"),
+        ({"steps": 1, "checkpoint_every": 0}, r"checkpoint_every must be an integer >= 1"),
+    ],
+)
+def test_run_refuses_bad_arguments(tmp_path, kwargs, message):
+    tr = Trainer.__new__(Trainer)  # refused before any training or writing
+    with pytest.raises(ValueError, match=message):
+        tr.run(progress=False, sample_dir=tmp_path, checkpoint_path=tmp_path / "c.pt", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_run_without_samples_or_periodic_checkpoints(tiny_config, tmp_path):
+    tr = _trainer(tiny_config)
+    tr.run(
+        steps=1,
+        progress=False,
+        sample_dir=tmp_path / "samples",
+        sample_every=None,
+        checkpoint_path=tmp_path / "c.pt",
+        checkpoint_every=None,
+    )
+    assert tr.step == 1 and not (tmp_path / "samples").exists()
+    assert Trainer.resume(tmp_path / "c.pt", _sampler(16)).step == 1  # the final checkpoint
+
+
+def _damaged_copies(good, folder):
+    """Damaged versions of the checkpoint file ``good``, each named as the CLI names it."""
+    data = good.read_bytes()
+    out = {}
+    for kind in ("truncated", "png", "empty", "flipped"):
+        p = folder / kind / "checkpoint.pt"
+        p.parent.mkdir(parents=True)
+        if kind == "truncated":
+            p.write_bytes(data[: len(data) // 2])
+        elif kind == "png":
+            p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+        elif kind == "empty":
+            p.write_bytes(b"")
+        else:
+            with zipfile.ZipFile(good) as zf:
+                tensors = [i for i in zf.infolist() if "/data/" in i.filename]
+                info = max(tensors, key=lambda i: i.file_size)  # inside a stored tensor
+            raw = bytearray(data)
+            name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+            raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0x40
+            p.write_bytes(bytes(raw))
+        out[kind] = p
+    return out
+
+
+def test_resume_and_export_refuse_damaged_checkpoints(tiny_config, tmp_path):
+    from navcuda.training import export_generator
+
+    good = _trainer(tiny_config).save(tmp_path / "good.pt")
+    why = {
+        "truncated": r"RuntimeError: PytorchStreamReader failed",
+        "png": r"UnpicklingError",
+        "empty": r"the file is empty",
+        "flipped": r"zip member '.*/data/\d+': Bad CRC-32",
+    }
+    for kind, path in _damaged_copies(good, tmp_path).items():
+        message = (
+            rf"'.*{kind}/checkpoint\.pt' is not a readable training checkpoint \(truncated or "
+            rf"corrupt: {why[kind]}.*\); "
+        )
+        with pytest.raises(ValueError, match=message + "delete it or pass --restart to start over"):
+            Trainer.resume(path, _sampler(16))
+        with pytest.raises(ValueError, match=message + "train again to write a new one"):
+            export_generator(path, tmp_path / "g.safetensors", w_avg_samples=8)
+    assert not (tmp_path / "g.safetensors").exists()
+
+
+def test_resume_refuses_checkpoint_with_missing_entries(tiny_config, tmp_path):
+    state = _trainer(tiny_config).state_dict()
+    del state["D"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint\.pt' is not a usable navcuda training checkpoint \(missing entry 'D'\)"
+        r"; delete it or pass --restart",
+    ):
+        Trainer.resume(tmp_path / "checkpoint.pt", _sampler(16))
 
 
 def test_export_generator(tiny_config, tmp_path):

@@ -43,15 +43,33 @@ def calibrate_amplitudes(
 
     Directions that cannot reach the target within the search bracket get the bracket's upper end
     (weight space: ten times the layer's kernel norm; latent space: ten times ``sqrt(w_dim)``).
+
+    Raises ``ValueError`` for a ``target`` that is not a positive finite number, and when the
+    generator renders non-finite pixels (unshifted, or at some direction's trial shift), instead of
+    returning amplitudes that would then be meaningless.
     """
     if not directions:
         raise ValueError("no directions to calibrate")
-    if not target > 0:
-        raise ValueError(f"target must be positive, got {target}")
+    try:
+        target_value = float(target)
+    except (TypeError, ValueError):
+        target_value = math.nan
+    if not (math.isfinite(target_value) and target_value > 0):
+        raise ValueError(
+            f"target (the RMS image change to calibrate to) must be a positive finite number, "
+            f"got {target!r}; the default is {DEFAULT_TARGET_RMS}"
+        )
     dev = generator.w_avg.device
     z = torch.randn(n_z, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
     ws = generator.mapping(z.to(dev), truncation_psi)
     base = generator.synthesis(ws)
+    if not bool(torch.isfinite(base).all()):
+        raise ValueError(
+            "the generator produced non-finite (NaN/Inf) images without any shift, so amplitudes "
+            "cannot be calibrated; check the model's weights (load_generator refuses NaN/Inf "
+            "weights) and truncation_psi"
+        )
+    target = target_value
     latent = directions[0].basis == "latent"
     if any((d.basis == "latent") != latent for d in directions):
         raise ValueError("calibrate latent and weight-space directions separately")
@@ -71,14 +89,31 @@ def calibrate_amplitudes(
     lo = torch.full((k,), hi0 * 1e-6, dtype=torch.float64)
     hi = torch.full((k,), hi0, dtype=torch.float64)
     change_hi = _changes(generator, directions, vecs, hi, ws, base, state, batch_size)
+    _check_finite(change_hi, hi, directions)
     for _ in range(iters):
         mid = (lo * hi).sqrt()
         change = _changes(generator, directions, vecs, mid, ws, base, state, batch_size)
+        _check_finite(change, mid, directions)
         below = change < target
         lo = torch.where(below, mid, lo)
         hi = torch.where(below, hi, mid)
     amp = (lo * hi).sqrt()
     return torch.where(change_hi < target, torch.full_like(amp, hi0), amp)
+
+
+def _check_finite(change: torch.Tensor, t: torch.Tensor, directions: Sequence[Direction]) -> None:
+    """Raise for the first direction whose image change at shift ``t`` is NaN or Inf."""
+    bad = (~torch.isfinite(change)).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        d = directions[i]
+        name = d.name if d.name is not None else f"{d.layer} #{i}"
+        raise ValueError(
+            f"the generator produced non-finite (NaN/Inf) images at shift t=+-{float(t[i]):.4g} "
+            f"of direction {name!r} (index {i}, layer {d.layer}): its amplitude cannot be "
+            f"calibrated ({bad.numel()} of {len(directions)} directions affected); check the "
+            "model's weights and the direction"
+        )
 
 
 def _changes(generator, directions, vecs, t, ws, base, state, batch_size) -> torch.Tensor:

@@ -11,6 +11,7 @@ losses. It is saved as a safetensors file (conventional extension ``.nav``) whos
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -89,7 +90,19 @@ class DirectionSet:
             )
         if not c.is_floating_point() or not torch.isfinite(c).all():
             raise DirectionSetError("coefficients must be finite floating-point values")
-        self.weight_shape = tuple(int(v) for v in self.weight_shape)  # type: ignore[assignment]
+        for fname in ("layer", "method"):
+            if not isinstance(getattr(self, fname), str):
+                raise DirectionSetError(
+                    f"{fname} must be a string, got {type(getattr(self, fname)).__name__} "
+                    f"{getattr(self, fname)!r}"
+                )
+        for fname in ("hparams", "extra"):
+            if not isinstance(getattr(self, fname), dict):
+                raise DirectionSetError(
+                    f"{fname} must be a dict, got {type(getattr(self, fname)).__name__} "
+                    f"{getattr(self, fname)!r}"
+                )
+        self.weight_shape = _weight_shape(self.weight_shape)  # type: ignore[assignment]
         if self.basis == "weight" and tuple(c.shape[1:]) != self.weight_shape:
             raise DirectionSetError(
                 f"weight-basis coefficients {list(c.shape[1:])} do not match the layer's weight "
@@ -102,13 +115,37 @@ class DirectionSet:
         self.amplitudes = a
         if not self.names:
             self.names = [None] * k
+        self.names = list(self.names)
         if len(self.names) != k:
             raise DirectionSetError(f"{k} directions but {len(self.names)} names")
+        self._check_amplitudes_and_names()
         if self.values is not None:
             v = torch.as_tensor(self.values, dtype=torch.float64).flatten().cpu()
             if v.numel() != k:
                 raise DirectionSetError(f"{k} directions but {v.numel()} values")
             self.values = v
+
+    def _check_amplitudes_and_names(self) -> None:
+        """Each amplitude NaN (none) or positive and finite; each name a string or None."""
+        a = torch.as_tensor(self.amplitudes, dtype=torch.float64).flatten()
+        bad = ~(torch.isnan(a) | (torch.isfinite(a) & (a > 0)))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise DirectionSetError(
+                f"amplitude of direction {i} is {float(a[i])}: each amplitude must "
+                "be a positive finite number (the recommended |t|), or NaN for none; recalibrate "
+                "the set or set it to NaN"
+            )
+        for i, n in enumerate(self.names):
+            if n is not None and not isinstance(n, str):
+                raise DirectionSetError(
+                    f"name of direction {i} is {type(n).__name__} {n!r}: each name must be a "
+                    "string, or None for an unnamed direction"
+                )
+
+    def _default_name(self, i: int) -> str:
+        """The label of unnamed direction ``i`` (``0 <= i < K``): method and index."""
+        return f"{self.method}{i}"
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -123,7 +160,7 @@ class DirectionSet:
             layer=self.layer,
             basis=self.basis,
             coefficients=self.coefficients[i],
-            name=self.names[i] if self.names[i] is not None else f"{self.method}{i % k}",
+            name=self.names[i] if self.names[i] is not None else self._default_name(i % k),
             amplitude=None if amp != amp else amp,  # NaN -> unknown
             meta={"set_index": i % k, "method": self.method},
         )
@@ -143,8 +180,35 @@ class DirectionSet:
         )
 
     def subset(self, indices: Sequence[int]) -> DirectionSet:
-        """A new set with the directions ``indices`` (metadata copied)."""
-        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        """A new set with the directions ``indices`` (metadata copied).
+
+        Negative indices count from the end. Unnamed directions keep their label in this set
+        (``"spectrum3"``): it is written into the subset's names, since positions change. Raises
+        :class:`DirectionSetError` for an empty selection, an index out of range or listed twice.
+        """
+        k = len(self)
+        chosen: list[int] = []
+        seen: set[int] = set()
+        for raw in indices:
+            try:
+                i = operator.index(raw)
+            except TypeError:
+                raise DirectionSetError(
+                    f"direction indices must be integers, got {type(raw).__name__} {raw!r}"
+                ) from None
+            if not -k <= i < k:
+                raise DirectionSetError(
+                    f"direction index {i} is out of range: this set has {k} directions "
+                    f"(valid indices 0..{k - 1}, or -{k}..-1 from the end)"
+                )
+            if i % k in seen:
+                same = "" if i >= 0 else f" (direction {i % k})"
+                raise DirectionSetError(f"direction index {i}{same} listed twice in the subset")
+            seen.add(i % k)
+            chosen.append(i % k)
+        if not chosen:
+            raise DirectionSetError(f"a subset needs at least one direction index (0..{k - 1})")
+        idx = torch.tensor(chosen, dtype=torch.long)
         return DirectionSet(
             layer=self.layer,
             basis=self.basis,
@@ -152,7 +216,10 @@ class DirectionSet:
             amplitudes=self.amplitudes[idx],
             method=self.method,
             weight_shape=self.weight_shape,
-            names=[self.names[i] for i in idx.tolist()],
+            names=[
+                self.names[i] if self.names[i] is not None else self._default_name(i)
+                for i in chosen
+            ],
             fingerprint=self.fingerprint,
             hparams=dict(self.hparams),
             seed=self.seed,
@@ -214,9 +281,18 @@ class DirectionSet:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the set atomically (temporary file + rename); returns the path."""
+        """Write the set atomically (temporary file + rename); returns the path.
+
+        Raises :class:`DirectionSetError`, writing nothing, for an invalid amplitude or name (they
+        may have been assigned after construction) or metadata that is not JSON-serialisable.
+        """
         from safetensors.torch import save_file
 
+        p = Path(path)
+        try:
+            self._check_amplitudes_and_names()
+        except DirectionSetError as exc:
+            raise DirectionSetError(f"cannot save {p}: {exc}") from exc
         tensors = {
             "coefficients": self.coefficients.contiguous(),
             "amplitudes": self.amplitudes.contiguous(),
@@ -227,7 +303,6 @@ class DirectionSet:
             meta = json.dumps(self.metadata(), allow_nan=True)
         except TypeError as exc:
             raise DirectionSetError(f"metadata is not JSON-serialisable: {exc}") from exc
-        p = Path(path)
         with atomic_path(p) as tmp:
             save_file(tensors, str(tmp), metadata={"navcuda": meta})
         return p
@@ -254,6 +329,10 @@ class DirectionSet:
             meta = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise DirectionSetError(f"{p}: damaged metadata ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise DirectionSetError(
+                f"{p}: damaged metadata: expected a JSON object, found a {type(meta).__name__}"
+            )
         if meta.get("format") != FORMAT:
             raise DirectionSetError(f"{p}: format {meta.get('format')!r}, expected {FORMAT!r}")
         if meta.get("version") != FORMAT_VERSION:
@@ -264,21 +343,92 @@ class DirectionSet:
         missing = {"coefficients", "amplitudes"} - set(tensors)
         if missing:
             raise DirectionSetError(f"{p}: missing tensors {sorted(missing)}")
-        return cls(
-            layer=meta["layer"],
-            basis=meta["basis"],
-            coefficients=tensors["coefficients"],
-            amplitudes=tensors["amplitudes"],
-            method=meta["method"],
-            weight_shape=tuple(meta["weight_shape"]),
-            names=list(meta.get("names") or []),
-            fingerprint=meta.get("fingerprint"),
-            hparams=meta.get("hparams") or {},
-            seed=meta.get("seed"),
-            metric=meta.get("metric"),
-            values=tensors.get("values"),
-            extra=meta.get("extra") or {},
+        fields = _metadata_fields(p, meta)
+        try:
+            return cls(
+                coefficients=tensors["coefficients"],
+                amplitudes=tensors["amplitudes"],
+                values=tensors.get("values"),
+                **fields,
+            )
+        except DirectionSetError as exc:
+            raise DirectionSetError(f"{p}: {exc}") from exc
+
+
+def _weight_shape(shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints, or :class:`DirectionSetError`."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise DirectionSetError(
+            f"weight_shape must be a sequence of positive integers (e.g. [512, 512, 3, 3]), got "
+            f"{type(shape).__name__} {shape!r}"
         )
+    dims = []
+    for v in shape:
+        try:
+            d = operator.index(v)
+        except TypeError:
+            d = 0
+        if isinstance(v, bool) or d < 1:
+            raise DirectionSetError(
+                f"weight_shape must be a sequence of positive integers (e.g. [512, 512, 3, 3]), "
+                f"got {list(shape)!r}"
+            )
+        dims.append(d)
+    return tuple(dims)
+
+
+def _metadata_fields(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments stored in a file's metadata, each checked for its JSON type."""
+
+    def bad(name: str, expected: str) -> DirectionSetError:
+        v = meta[name]
+        return DirectionSetError(
+            f"{p}: metadata field {name!r} must be {expected}, found {type(v).__name__} {v!r}; "
+            "the file is damaged or was not written by navcuda"
+        )
+
+    for name in ("layer", "basis", "method", "weight_shape"):
+        if name not in meta:
+            raise DirectionSetError(
+                f"{p}: metadata field {name!r} is missing; the file is damaged or was not written "
+                "by navcuda"
+            )
+    for name in ("layer", "basis", "method"):
+        if not isinstance(meta[name], str):
+            raise bad(name, "a string")
+    for name in ("fingerprint", "metric"):
+        if meta.get(name) is not None and not isinstance(meta[name], str):
+            raise bad(name, "a string or null")
+    seed = meta.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise bad("seed", "an integer or null")
+    for name in ("hparams", "extra"):
+        if meta.get(name) is not None and not isinstance(meta[name], dict):
+            raise bad(name, "a JSON object")
+    names = meta.get("names")
+    if names is not None and not (
+        isinstance(names, list) and all(n is None or isinstance(n, str) for n in names)
+    ):
+        raise bad("names", "a list of strings (null for an unnamed direction)")
+    shape = meta["weight_shape"]
+    if not (
+        isinstance(shape, list)
+        and shape
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        raise bad("weight_shape", "a list of positive integers (e.g. [512, 512, 3, 3])")
+    return dict(
+        layer=meta["layer"],
+        basis=meta["basis"],
+        method=meta["method"],
+        weight_shape=tuple(shape),
+        names=list(names or []),
+        fingerprint=meta.get("fingerprint"),
+        hparams=meta.get("hparams") or {},
+        seed=seed,
+        metric=meta.get("metric"),
+        extra=meta.get("extra") or {},
+    )
 
 
 _EIG_NAME = re.compile(r"eigenvectors_layer(\d+)_")

@@ -15,7 +15,9 @@
   source code) and converted to the rosinality layout.
 
 Every problem raises :class:`CheckpointError` (a ``ValueError``) that names the file and the first
-offending key, with expected and found shapes.
+offending key, with expected and found shapes. Tensors holding NaN or Inf are refused (a generator
+with them renders black images), and zip-format ``.pt`` files have their CRC-32 checksums checked
+before they are read, so bytes flipped inside a stored tensor are caught rather than loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import re
 import struct
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -136,6 +139,11 @@ def _validate_state(
             )
         if not v.is_floating_point():
             raise CheckpointError(f"{str(path)!r}: '{k}' has dtype {v.dtype}, expected floats")
+        if not bool(torch.isfinite(v).all()):
+            raise CheckpointError(
+                f"{str(path)!r}: tensor '{k}' contains NaN/Inf values: the file is corrupt (or was "
+                "saved from a diverged training run); use an intact copy or an earlier checkpoint"
+            )
 
 
 def _is_optional(key: str, optional: frozenset[str]) -> bool:
@@ -264,6 +272,29 @@ def _load_navcuda(path: Path, device: str | torch.device) -> Generator:
 # --------------------------------------------------------------------------- rosinality
 
 
+def zip_crc_problem(path: str | os.PathLike) -> str | None:
+    """Why the zip file ``path`` is damaged (first bad member named), or None if it is intact.
+
+    Reads every member through :mod:`zipfile`, which checks its CRC-32 (``torch.save`` files are
+    uncompressed zips, so this costs one sequential read). Members recorded with a CRC of 0 are
+    skipped: ``torch.save`` writes 0 when ``compute_crc32`` is disabled, so they cannot be checked.
+    """
+    member = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.CRC == 0 and info.file_size > 0:
+                    continue
+                member = info.filename
+                with zf.open(info) as f:
+                    while f.read(1 << 22):
+                        pass
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        where = f"zip member {member!r}" if member is not None else "zip directory"
+        return f"{where}: {e}"
+    return None
+
+
 def _torch_load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -320,6 +351,13 @@ def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> GeneratorC
 
 
 def _load_rosinality(path: Path, device: str | torch.device) -> Generator:
+    if zipfile.is_zipfile(path):
+        problem = zip_crc_problem(path)
+        if problem is not None:
+            raise CheckpointError(
+                f"{str(path)!r} is a damaged torch zip file ({problem}): loading it could give "
+                "weights changed without any error; re-download or re-copy the file"
+            )
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or "g_ema" not in ckpt:
         found = sorted(map(str, ckpt))[:20] if isinstance(ckpt, dict) else type(ckpt).__name__

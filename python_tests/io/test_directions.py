@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -109,3 +110,125 @@ def test_official_eigenvector_import(tmp_path, tiny_generator):
     with pytest.raises(DirectionSetError, match="layer"):
         load_official_eigenvectors(bad)
     assert load_official_eigenvectors(bad, layer=3).layer == "convs.3"
+
+
+def _unnamed(k=4, method="spectrum", amplitudes=None):
+    coeffs = torch.eye(k, 6)
+    amps = torch.full((k,), float("nan")) if amplitudes is None else amplitudes
+    return DirectionSet("convs.3", "svd", coeffs, amps, method, (2, 2, 3, 3))
+
+
+def test_subset_keeps_labels_and_refuses_bad_indices():
+    ds = _unnamed(4)
+    ds.names[2] = "smile"
+    one = ds.subset([3])
+    assert one[0].name == "spectrum3" and one.names == ["spectrum3"]
+    assert torch.equal(one.coefficients, ds.coefficients[3:4])
+    picked = ds.subset([3, 2, 0])
+    assert [d.name for d in picked] == ["spectrum3", "smile", "spectrum0"]
+    assert [d.name for d in ds.subset([-1])] == ["spectrum3"]
+    assert picked.subset([0])[0].name == "spectrum3"  # a subset of a subset keeps the label
+    with pytest.raises(DirectionSetError, match=r"index 5 is out of range.*4 directions.*0\.\.3"):
+        ds.subset([1, 5])
+    with pytest.raises(DirectionSetError, match=r"index -5 is out of range"):
+        ds.subset([-5])
+    with pytest.raises(DirectionSetError, match="index 1 listed twice"):
+        ds.subset([1, 0, 1])
+    with pytest.raises(DirectionSetError, match=r"index -1 \(direction 3\) listed twice"):
+        ds.subset([3, -1])
+    with pytest.raises(DirectionSetError, match="at least one"):
+        ds.subset([])
+    with pytest.raises(DirectionSetError, match="integers"):
+        ds.subset([1.0])
+
+
+@pytest.mark.parametrize(
+    ("amps", "bad"),
+    [
+        ([-5.0, 0.0], "direction 0 is -5.0"),
+        ([1.0, 0.0], "direction 1 is 0.0"),
+        ([float("inf"), 1.0], "direction 0 is inf"),
+        ([2.0, float("-inf")], "direction 1 is -inf"),
+    ],
+)
+def test_amplitudes_are_positive_finite_or_nan(tmp_path, amps, bad):
+    from safetensors.torch import save_file
+
+    with pytest.raises(DirectionSetError, match=rf"amplitude of {bad}: .*positive finite"):
+        _unnamed(2, amplitudes=torch.tensor(amps))
+    ok = _unnamed(2, amplitudes=torch.tensor([float("nan"), 0.5]))
+    assert ok[0].amplitude is None and ok[1].amplitude == 0.5
+    path = ok.save(tmp_path / "ok.nav")
+    # A file whose amplitudes tensor was written by something else.
+    meta = json.dumps(ok.metadata())
+    bad_file = tmp_path / "bad_amps.nav"
+    tensors = {
+        "coefficients": ok.coefficients,
+        "amplitudes": torch.tensor(amps, dtype=torch.float64),
+    }
+    save_file(tensors, bad_file, metadata={"navcuda": meta})
+    with pytest.raises(DirectionSetError, match=rf"bad_amps\.nav: amplitude of {bad}"):
+        DirectionSet.load(bad_file)
+    # Assigned after construction: save refuses and leaves the existing file alone.
+    before = path.read_bytes()
+    ok.amplitudes = torch.tensor(amps, dtype=torch.float64)
+    with pytest.raises(DirectionSetError, match=rf"cannot save .*ok\.nav: amplitude of {bad}"):
+        ok.save(path)
+    assert path.read_bytes() == before
+
+
+def test_names_must_be_strings(tmp_path):
+    with pytest.raises(DirectionSetError, match=r"name of direction 1 is list \[1, 2\]"):
+        DirectionSet(
+            "convs.3", "svd", torch.eye(2, 6), [1.0, 1.0], "x", (2, 2, 3, 3), names=["a", [1, 2]]
+        )
+    ds = _unnamed(2)
+    ds.names[0] = [1, 2]
+    with pytest.raises(DirectionSetError, match=r"cannot save .*n\.nav: name of direction 0"):
+        ds.save(tmp_path / "n.nav")
+    assert not (tmp_path / "n.nav").exists()
+
+
+def _write_meta(tmp_path, name, meta):
+    from safetensors.torch import save_file
+
+    path = tmp_path / name
+    tensors = {"coefficients": torch.eye(2, 6), "amplitudes": torch.ones(2, dtype=torch.float64)}
+    save_file(tensors, path, metadata={"navcuda": json.dumps(meta)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra": [1]}, r"field 'extra' must be a JSON object, found list \[1\]"),
+        ({"hparams": "lr=1"}, r"field 'hparams' must be a JSON object"),
+        ({"layer": None}, r"field 'layer' is missing"),
+        ({"method": None}, r"field 'method' is missing"),
+        ({"layer": 3}, r"field 'layer' must be a string, found int 3"),
+        ({"weight_shape": "abc"}, r"field 'weight_shape' must be a list of positive integers"),
+        ({"weight_shape": [2, -2, 3, 3]}, r"field 'weight_shape' must be a list of positive"),
+        ({"names": [[1, 2], None]}, r"field 'names' must be a list of strings"),
+        ({"names": "ab"}, r"field 'names' must be a list of strings"),
+        ({"seed": "7"}, r"field 'seed' must be an integer or null"),
+        ({"fingerprint": 12}, r"field 'fingerprint' must be a string or null"),
+    ],
+)
+def test_malformed_metadata_names_file_and_field(tmp_path, change, message):
+    meta = _unnamed(2).metadata()
+    for key, value in change.items():
+        if value is None:
+            del meta[key]
+        else:
+            meta[key] = value
+    path = _write_meta(tmp_path, "odd.nav", meta)
+    with pytest.raises(DirectionSetError, match=r"odd\.nav: metadata " + message):
+        DirectionSet.load(path)
+
+
+def test_metadata_that_is_not_an_object(tmp_path):
+    path = _write_meta(tmp_path, "list.nav", ["navcuda-directions", 1])
+    with pytest.raises(
+        DirectionSetError, match=r"list\.nav: damaged metadata: expected a JSON obj"
+    ):
+        DirectionSet.load(path)

@@ -6,6 +6,8 @@ import argparse
 import json
 import math
 import os
+import struct
+import zipfile
 
 import pytest
 import safetensors.torch
@@ -280,6 +282,91 @@ def test_text_file_and_non_generator_torch_file(tmp_path):
     torch.save(torch.zeros(3), tensor_only)
     with pytest.raises(CheckpointError, match="no 'g_ema' entry .*Tensor"):
         load_generator(tensor_only)
+
+
+# ------------------------------------------------------------------ corrupt weights
+
+
+def test_non_finite_tensors_refused_in_every_format(tmp_path, tiny_config, nv):
+    g = _tiny(tiny_config)
+    nan_g = _tiny(tiny_config)
+    with torch.no_grad():
+        nan_g.conv1.activate.bias[3] = float("nan")
+    path = save_generator(nan_g, tmp_path / "x.safetensors")
+    with pytest.raises(
+        CheckpointError,
+        match=r"'.*x\.safetensors': tensor 'conv1\.activate\.bias' contains NaN/Inf values: "
+        "the file is corrupt",
+    ):
+        load_generator(path)
+
+    sd = _rosinality_state(g)
+    sd["convs.2.conv.weight"] = sd["convs.2.conv.weight"].clone()
+    sd["convs.2.conv.weight"][0, 1, 2, 0, 0] = float("inf")
+    pt = tmp_path / "inf.pt"
+    torch.save({"g_ema": sd, "latent_avg": g.w_avg.clone()}, pt)
+    with pytest.raises(CheckpointError, match=r"inf\.pt.*'convs\.2\.conv\.weight' contains NaN"):
+        load_generator(pt)
+    bad_avg = tmp_path / "avg.pt"  # a buffer (latent_avg -> w_avg) counts as well
+    torch.save(
+        {"g_ema": _rosinality_state(g), "latent_avg": torch.full_like(g.w_avg, -math.inf)}, bad_avg
+    )
+    with pytest.raises(CheckpointError, match=r"avg\.pt.*tensor 'w_avg' contains NaN/Inf"):
+        load_generator(bad_avg)
+
+    flat = nv.rosinality_to_nvlabs(g)
+    flat["synthesis.b16.conv1.bias"] = flat["synthesis.b16.conv1.bias"].clone()
+    flat["synthesis.b16.conv1.bias"][0] = float("nan")
+    pkl = tmp_path / "network-snapshot.pkl"
+    nv.write_network_pickle(pkl, nv.build_tree(flat, nv.nvlabs_kwargs(g)))
+    with pytest.raises(CheckpointError, match=r"network-snapshot\.pkl.*contains NaN/Inf values"):
+        load_generator(pkl)
+
+
+def _flip_byte_in_member(path, member_suffix: str) -> str:
+    """Flip one byte in the middle of the stored zip member whose name ends with the suffix."""
+    with zipfile.ZipFile(path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(member_suffix))
+    raw = bytearray(path.read_bytes())
+    # Local file header: 30 fixed bytes, then the name and the extra field (lengths at 26 and 28).
+    name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+    start = info.header_offset + 30 + name_len + extra_len
+    raw[start + info.file_size // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+    return info.filename
+
+
+def test_rosinality_zip_with_flipped_bytes_refused(tmp_path, tiny_config):
+    g = _tiny(tiny_config)
+    path = tmp_path / "flipped.pt"
+    sd = _rosinality_state(g)
+    torch.save({"g_ema": sd, "latent_avg": g.w_avg.clone()}, path)
+    # A byte inside the largest stored tensor (storages are numbered in the order torch.save
+    # meets them): without the CRC check the file loads, with one weight silently changed.
+    biggest = max(sd, key=lambda k: sd[k].numel())
+    storage = list(sd).index(biggest)
+    member = _flip_byte_in_member(path, f"data/{storage}")
+    with pytest.raises(
+        CheckpointError, match=rf"flipped\.pt' is a damaged torch zip file \(zip member '{member}'"
+    ):
+        load_generator(path)
+
+
+def test_rosinality_zip_without_crc_still_loads(tmp_path, tiny_config):
+    """torch.save can skip the CRCs (its members then store 0): such files are not refused."""
+    from torch.utils.serialization import config
+
+    g = _tiny(tiny_config)
+    path = tmp_path / "nocrc.pt"
+    # (set and restored by hand: pytest's monkeypatch cannot undo an attribute of torch's config
+    # modules, which then breaks every later torch.save)
+    before = config.save.compute_crc32
+    config.save.compute_crc32 = False
+    try:
+        torch.save({"g_ema": _rosinality_state(g), "latent_avg": g.w_avg.clone()}, path)
+    finally:
+        config.save.compute_crc32 = before
+    _same_images(g, load_generator(path))
 
 
 # ------------------------------------------------------------------ official presets
