@@ -1032,7 +1032,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError):
+        if not exc.strerror:  # raised with a message of ours
+            return str(exc)
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     return f"{type(exc).__name__}: {exc}"

@@ -66,6 +66,8 @@ def test_discover_then_render(tmp_path, ckpt, capsys):
 def test_errors_are_reported_not_raised(tmp_path, ckpt, capsys):
     assert main(["render", str(tmp_path / "missing.nav"), "--checkpoint", ckpt]) == 2
     assert "direction set not found" in capsys.readouterr().err
+    assert main(["render", str(tmp_path), "--checkpoint", ckpt, "-o", str(tmp_path / "o")]) == 2
+    assert "is a folder; give the .nav file in it" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
     assert main(["discover", "--layer", "99", "--checkpoint", ckpt, "-o", str(tmp_path / "x")]) == 2

@@ -59,6 +59,8 @@ def load_names(names_json: str | os.PathLike | Mapping[str, Any]) -> dict:
     if isinstance(names_json, Mapping):
         return dict(names_json)
     p = Path(names_json)
+    if p.is_dir():
+        raise IsADirectoryError(f"names file {p} is a folder; give the names.json in it")
     if not p.is_file():
         raise FileNotFoundError(f"names file not found: {p}")
     try:

@@ -313,6 +313,8 @@ class DirectionSet:
         from safetensors import SafetensorError, safe_open
 
         p = Path(path)
+        if p.is_dir():
+            raise IsADirectoryError(f"direction set {p} is a folder; give the .nav file in it")
         if not p.is_file():
             raise FileNotFoundError(
                 f"direction set not found: {p} (create one with `navcuda discover ... -o {p.name}`)"
