@@ -342,6 +342,8 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
 
     _check_writable(args.output, "dir")
+    if args.serve:
+        _check_port(args.port)
     ds = DirectionSet.load(args.directions)
     g = _load(args.checkpoint, args.device)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
@@ -369,6 +371,20 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
     if args.serve:
         _serve(index.parent, args.port)
     return 0
+
+
+def _check_port(port: int) -> None:
+    """Refuse, before rendering, a --serve port that cannot be bound now (0: any free port)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port "
+                "(0: any free one)"
+            ) from None
 
 
 def _serve(folder: Path, port: int) -> None:

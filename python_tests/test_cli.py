@@ -249,3 +249,18 @@ def test_json_reports_are_strict_json(tmp_path):
     path = cli._write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
     assert cli._parse_hparams(["target_rms=nan", "x=inf", "y=abc"])[1] == ("x", float("inf"))
+
+
+def test_gallery_refuses_a_busy_port_before_rendering(tmp_path, ckpt, capsys, monkeypatch):
+    import socket
+
+    import navcuda.cli as cli
+
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("rendering started"))
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = ["gallery", "x.nav", "-o", str(tmp_path / "g"), "--serve", "--port", str(port)]
+        assert main(argv) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err

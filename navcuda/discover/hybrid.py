@@ -52,6 +52,11 @@ def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[to
         else:
             eigenvectors = DirectionSet.load(path)
     if isinstance(eigenvectors, DirectionSet):
+        if eigenvectors.basis == "latent":
+            raise ValueError(
+                f"the eigenvectors must be weight-space directions of {layer!r} (a spectrum set), "
+                f"got a latent-space {eigenvectors.method!r} set"
+            )
         eigenvectors.check_compatible(generator)
         if get_layer(generator, eigenvectors.layer).name != layer:
             raise ValueError(f"the eigenvectors are of layer {eigenvectors.layer!r}, not {layer!r}")

@@ -64,3 +64,9 @@ def test_hybrid_from_official_eigenvector_file(tiny_generator, tmp_path):
     assert float(_in_span(ds, vecs[:, 0]).max()) < 1e-5
     with pytest.raises(TypeError, match="eigenvectors must be"):
         discover(tiny_generator, "convs.3", method="hybrid", eigenvectors=[1, 2], **_OPT)
+
+
+def test_hybrid_refuses_a_latent_set_as_eigenvectors(tiny_generator):
+    sefa = discover(tiny_generator, "convs.3", method="sefa", k=2, calibrate=False)
+    with pytest.raises(ValueError, match="got a latent-space 'sefa' set"):
+        discover(tiny_generator, "convs.3", method="hybrid", eigenvectors=sefa, **_OPT)
