@@ -40,6 +40,17 @@ def tiny_generator() -> Generator:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the test (modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny convolutions are up to ~100x
+    slower with 2 OpenMP threads on a small, busy machine such as CI's."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def emu() -> ModuleType:
     """The test-only module running the CUDA kernels on the CPU (``navcuda._C_emu``); skips the
     test where it was not built."""

@@ -16,14 +16,7 @@ from navcuda.io.directions import DirectionSet
 from navcuda.models.checkpoints import save_generator
 from navcuda.rendering import save_grid
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are ~100x slower with 2 OpenMP threads on a loaded 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

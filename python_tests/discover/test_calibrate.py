@@ -11,14 +11,7 @@ from navcuda.discover import discover
 from navcuda.discover.calibrate import calibrate_amplitudes
 from navcuda.ops.shifted_modconv import SplitShift
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are ~100x slower with 2 OpenMP threads on a loaded 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _directions(g, k=3):

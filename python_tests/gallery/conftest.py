@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from navcuda.discover import discover
 
@@ -11,12 +10,8 @@ EVIL = '<script>alert("x")</script> & "q"'
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are ~100x slower with 2 OpenMP threads on a loaded 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every gallery test runs with one intra-op thread (the top-level ``one_thread``)."""
 
 
 @pytest.fixture

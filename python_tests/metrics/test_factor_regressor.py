@@ -27,12 +27,7 @@ MIN_R2 = 0.98
 TEST_SEED = 20_251_125  # differs from the training stream (0) and the report's eval seed
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

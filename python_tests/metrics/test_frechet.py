@@ -16,14 +16,7 @@ from navcuda.metrics.frechet import (
 )
 from navcuda.toyworld import render, sample_factors
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI machines are small and often busy: one intra-op thread is much faster there.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_orthogonal(d: int, seed: int) -> torch.Tensor:
