@@ -767,6 +767,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find and apply interpretable directions in the weights of a StyleGAN2 "
         "generator.",
     )
+    from navcuda import __version__
+
+    p.add_argument("--version", action="version", version=f"navcuda {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="list the conv layers of a generator (or build details)")

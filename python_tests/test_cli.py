@@ -32,6 +32,15 @@ def test_parsers():
         parse_range("1:2")
 
 
+def test_version(capsys):
+    import navcuda
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"navcuda {navcuda.__version__}"
+
+
 def test_info(ckpt, capsys):
     assert main(["info", ckpt]) == 0
     out = capsys.readouterr().out
