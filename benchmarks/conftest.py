@@ -4,8 +4,11 @@ Run: ``pytest benchmarks --benchmark-only [--device cuda]``. Each benchmark sets
 ``benchmark.group`` to the case and ``benchmark.extra_info["role"]`` to ``"reference"`` or
 ``"fast"``; the terminal summary prints, per group, the median-time ratio reference / fast
 (higher is better) and peak memory where measured, so speed claims are always ratios taken on
-the same machine in the same run. A ``"floor"`` role times the part of a case that no fast
-path changes; ``reference / floor`` is printed as the bound on any speed-up of that case.
+the same machine in the same run; the headline cases are also timed as a paired A/B
+(:mod:`paired`: reference and fast alternated, per-round ratios), which cancels the background
+load's drift between two separately timed cases. A ``"floor"`` role times the part of a case
+that no fast path changes; ``reference / floor`` is printed as the bound on any speed-up of that
+case.
 """
 
 from __future__ import annotations
@@ -53,6 +56,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             frac = b.extra_info.get("fraction_of_allocating_triad")
             extra += f", {frac:.0%} of the allocating one" if frac is not None else ""
             tr.write_line(f"{b.group:<52} {b.name:<36} {b.extra_info['GB/s']:7.1f} GB/s{extra}")
+    paired = [b for b in session.benchmarks if "paired_ratio" in b.extra_info]
+    if paired:
+        tr.section("paired A/B: reference / fast per alternated round (median [p10, p90])")
+        for b in paired:
+            r = b.extra_info["paired_ratio"]
+            tr.write_line(
+                f"{b.group:<60} {r['median']:6.2f}x  [{r['p10']:.2f}, {r['p90']:.2f}]  "
+                f"{r['rounds']} rounds"
+            )
     if not groups:
         return
     tr.section("speed-up over the reference (median time ratio, same run)")

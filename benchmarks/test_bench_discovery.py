@@ -23,6 +23,7 @@ from __future__ import annotations
 import pytest
 import torch
 from memory import peak_memory_mb
+from paired import paired_ratio
 
 from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
 from navcuda.hessian import PerceptualHessian
@@ -94,6 +95,34 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
     benchmark.extra_info["role"] = "fast" if lean else role
     benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
     benchmark(run)
+
+
+@pytest.mark.parametrize("basis", ["svd", "weight"])
+def test_optimize_train_step_paired(benchmark, generator, device, basis):
+    """One optimisation step, the official arrangement and the fast step alternated (paired
+    A/B; two optimisers, so each keeps its own state)."""
+    kw = {}
+    if basis == "weight":
+        shape = generator.get_submodule(LAYER).conv.weight.shape[1:]
+        gen = torch.Generator().manual_seed(0)
+        kw["basis"] = torch.randn(64, *shape, generator=gen).to(device)
+    cfg = OptimizeConfig(k=64, batch_size=32, seed=0)
+    ref_opt = DirectionOptimizer(generator, LAYER, cfg, **kw)
+    fast_opt = DirectionOptimizer(generator, LAYER, cfg, **kw)
+
+    def reference():
+        ref_opt.reference_step()
+        _sync(device)
+
+    def fast():
+        fast_opt.train_step()
+        _sync(device)
+
+    benchmark.group = f"paired: optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64"
+    benchmark.extra_info["role"] = "paired"
+    result = {}
+    benchmark.pedantic(lambda: result.update(paired_ratio(reference, fast, rounds=10)), rounds=1)
+    benchmark.extra_info["paired_ratio"] = result
 
 
 @pytest.mark.parametrize("role", list(ROUTES))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 from memory import peak_memory_mb
+from paired import paired_ratio
 
 from navcuda.ops.shifted_modconv import SharedShift, SplitShift, SVDShift, shifted_modconv
 from navcuda.shift import LayerSpace
@@ -56,13 +57,8 @@ def _case(shape_name: str, kind: str, device: torch.device):
     return x, w.to(device), styles, noise, bias, make, leaves
 
 
-@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("role", ["reference", "fast"])
-@pytest.mark.parametrize("kind", list(FAST))
-@pytest.mark.parametrize("case", list(SHAPES))
-def test_shifted_modconv(benchmark, device, case, kind, role, backward):
+def _runner(device, case, kind, strategy, backward=True):
     x, w, styles, noise, bias, make, leaves = _case(case, kind, device)
-    strategy = "grouped" if role == "reference" else FAST[kind]
     leaves = [v.clone().requires_grad_(backward) for v in leaves]
     gy = torch.randn(x.shape[0], w.shape[0], x.shape[2], x.shape[3], device=device)
 
@@ -75,6 +71,29 @@ def test_shifted_modconv(benchmark, device, case, kind, role, backward):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    return run
+
+
+@pytest.mark.parametrize("kind", list(FAST))
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_shifted_modconv_paired(benchmark, device, case, kind):
+    """Forward+backward, the grouped reference and the fast strategy alternated (paired A/B)."""
+    reference = _runner(device, case, kind, "grouped")
+    fast = _runner(device, case, kind, FAST[kind])
+    benchmark.group = f"paired: shifted_modconv fwd+bwd, {kind} shift, {case}"
+    benchmark.extra_info["role"] = "paired"
+    result = {}
+    benchmark.pedantic(lambda: result.update(paired_ratio(reference, fast)), rounds=1)
+    benchmark.extra_info["paired_ratio"] = result
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("role", ["reference", "fast"])
+@pytest.mark.parametrize("kind", list(FAST))
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_shifted_modconv(benchmark, device, case, kind, role, backward):
+    strategy = "grouped" if role == "reference" else FAST[kind]
+    run = _runner(device, case, kind, strategy, backward)
     run()
     benchmark.group = f"shifted_modconv {'fwd+bwd' if backward else 'fwd'}, {kind} shift, {case}"
     benchmark.extra_info["role"] = role
