@@ -134,6 +134,7 @@ def test_batched_fd_equals_sequential_reference(hess):
     assert hess.hvp_reference(V[0]).shape == hess.shape
 
 
+@pytest.mark.usefixtures("native_path")
 def test_chunking_does_not_change_results(gen64, monkeypatch):
     """Chunks of one latent under many shifts (more shifts than batch_size: 1 and 4 here, the
     shifted layer's input convolved once per chunk) or of a few shifts over many latents (64)
