@@ -424,6 +424,7 @@ def _cmd_name(args: argparse.Namespace) -> int:
             n_samples=args.samples,
             seed=args.seed,
             keep_unnamed=args.keep_unnamed,
+            progress=True,
         )
         for n, info in zip(ds.names, ds.extra["factor_scores"], strict=True):
             print(f"  {n or '-':<20} disentanglement {info['disentanglement']:.2f}")
@@ -566,7 +567,7 @@ def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
         t = args.t_rel * (d.amplitude or 1.0)
         for space in SPACES if d.basis != "latent" else ("z", "w", "w+"):
             r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps, seed=args.seed,
-                               metric=metric)  # fmt: skip
+                               metric=metric, progress=True)  # fmt: skip
             rows.append(
                 {
                     "direction": d.name,

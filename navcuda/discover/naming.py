@@ -24,18 +24,22 @@ def name_by_factors(
     n_samples: int = 16,
     seed: int = 0,
     keep_unnamed: bool = False,
+    progress: bool = False,
 ) -> DirectionSet:
     """A copy of ``directions`` with factor names (see the module docstring).
 
     Returns only the named directions unless ``keep_unnamed``; scores go to
-    ``extra["factor_scores"]`` (one dict per kept direction).
+    ``extra["factor_scores"]`` (one dict per kept direction). ``progress``: a progress bar over
+    the directions scored.
     """
     from navcuda.metrics.factor_scores import score_edit
 
     if not 0 <= min_disentanglement <= 1:  # also refuses NaN
         raise ValueError(f"min_disentanglement must lie in [0, 1], got {min_disentanglement!r}")
+    from tqdm.auto import tqdm
+
     scores = []
-    for d in directions:
+    for d in tqdm(directions, desc="naming", unit="dir", disable=not progress):
         amp = d.amplitude or 1.0
         ts = torch.linspace(-amp, amp, 5)
         scores.append(score_edit(generator, d, ts, n_samples=n_samples, seed=seed))
