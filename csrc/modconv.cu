@@ -99,7 +99,8 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
                               channels, hw, act);
   const long long n = batch * channels * hw;
   if (n == 0) return;
-  // One thread per byte of packed mask codes (8 or 4 outputs of a row).
+  // Block tiles of kLaunchThreads bytes of packed mask codes (8 or 4 outputs of a row each).
+  static_assert(kLaunchThreads <= kModconvMaxThreads, "epilogue tiles need one code slot each");
   const long long inner = channels_last ? channels : hw;
   const long long groups = n / inner * modconv_mask_row_bytes(inner, modconv_mask_bits(clamp >= 0));
   auto st = reinterpret_cast<cudaStream_t>(stream);

@@ -136,6 +136,12 @@ __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
 // consecutive elements of a row (a plane of HW, or a pixel's C channels; the last group of a row
 // may be partial), so that the thread of a group writes the group's whole byte of packed codes
 // into `mask` (when given; modconv_mask_code).
+// The fused epilogue and its packed mask codes (modconv.h), over a grid-stride loop of block
+// tiles. A tile is blockDim.x mask bytes, i.e. blockDim.x * kPer (byte, bit) slots in row order;
+// slot p goes to thread p % blockDim.x, so consecutive threads read and write consecutive outputs
+// of a row (coalesced), and each writes its code to shared memory. After a barrier thread i packs
+// byte i of the tile. Slots past the end of a row (its padding) or of the tensor get code 0.
+// blockDim.x <= kModconvMaxThreads (any size, not only powers of two).
 template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kNhwc>
 __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
                                         const T* noise, long long noise_bstride, const T* ns,
@@ -144,30 +150,41 @@ __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, co
                                         T clamp) {
   constexpr int kBits = kModconvMaskBits<kClamp>;
   constexpr int kPer = 8 / kBits;
+  NAVCUDA_SHARED(std::uint8_t, codes, [kModconvMaxThreads * kPer]);
   const long long inner = kNhwc ? channels : hw;
   const long long row_bytes = modconv_mask_row_bytes(inner, kBits);
   const long long groups = n / inner * row_bytes;
-  const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < groups; q += stride) {
-    const long long row = q / row_bytes;
-    const long long k0 = (q % row_bytes) * kPer;
-    unsigned byte = 0;
-    for (int k = 0; k < kPer && k0 + k < inner; ++k) {
-      const long long e = row * inner + k0 + k;
-      const long long c = kNhwc ? e % channels : (e / hw) % channels;
-      const long long b = e / (channels * hw);
-      const long long j = kNhwc ? (e / channels) % hw : e % hw;
-      const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
-          y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0),
-          dcoef ? dcoef[b * channels + c] : T(1),
-          kHasNoise ? ns[0] * noise[b * noise_bstride + j] : T(0), bias ? bias[c] : T(0), alpha,
-          gain, clamp);
-      out[e] = v;
-      // (without a clamp only the slope bit is kept)
-      byte |= (unsigned(bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp)) & ((1u << kBits) - 1))
-              << (k * kBits);
+  const long long threads = blockDim.x;
+  for (long long q0 = (long long)blockIdx.x * threads; q0 < groups; q0 += threads * gridDim.x) {
+    for (int k = 0; k < kPer; ++k) {
+      const long long slot = k * threads + threadIdx.x;
+      const long long q = q0 + slot / kPer;
+      const long long pos = (q % row_bytes) * kPer + slot % kPer;  // position in the row
+      unsigned code = 0;
+      if (q < groups && pos < inner) {
+        const long long e = q / row_bytes * inner + pos;
+        const long long c = kNhwc ? e % channels : (e / hw) % channels;
+        const long long b = e / (channels * hw);
+        const long long j = kNhwc ? (e / channels) % hw : e % hw;
+        const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
+            y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0),
+            dcoef ? dcoef[b * channels + c] : T(1),
+            kHasNoise ? ns[0] * noise[b * noise_bstride + j] : T(0), bias ? bias[c] : T(0), alpha,
+            gain, clamp);
+        out[e] = v;
+        // (without a clamp only the slope bit is kept)
+        code = unsigned(bias_act_grad_code<T, kAct, kClamp>(v, gain, clamp)) & ((1u << kBits) - 1);
+      }
+      codes[slot] = static_cast<std::uint8_t>(code);
     }
-    if (mask) mask[q] = static_cast<std::uint8_t>(byte);
+    __syncthreads();
+    const long long q = q0 + threadIdx.x;
+    if (mask && q < groups) {
+      unsigned byte = 0;
+      for (int k = 0; k < kPer; ++k) byte |= unsigned(codes[threadIdx.x * kPer + k]) << (k * kBits);
+      mask[q] = static_cast<std::uint8_t>(byte);
+    }
+    __syncthreads();  // the tile's codes are read before the next tile overwrites them
   }
 }
 
