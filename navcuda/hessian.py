@@ -322,24 +322,19 @@ class PerceptualHessian:
         chunk's directions stacked (``shares_input``), and the styles of every later layer.
         Otherwise the samples run ``p``-major (``s = p * n + i``): a chunk is a few directions,
         each convolved once over many latents."""
-        bs = self.batch_size
+        from tqdm.auto import tqdm
+
+        bs, total = self.batch_size, count * self.n
         if count >= bs:
             parts = -(-count // bs)
             cuts = [round(k * count / parts) for k in range(parts + 1)]
             spans = [(i, cuts[k], cuts[k + 1]) for i in range(self.n) for k in range(parts)]
-        else:
-            spans = range(0, count * self.n, bs)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            spans = tqdm(spans, desc=desc, leave=False)
-        for span in spans:
-            if count >= bs:
-                i, p_lo, p_hi = span
+            for i, p_lo, p_hi in tqdm(spans, desc=desc, leave=False, disable=not self.progress):
                 p_local = torch.arange(p_hi - p_lo, device=self.device)
                 yield p_lo, p_hi, p_local, torch.full_like(p_local, i)
-                continue
-            s = torch.arange(span, min(span + bs, count * self.n), device=self.device)
+            return
+        for lo in tqdm(range(0, total, bs), desc=desc, leave=False, disable=not self.progress):
+            s = torch.arange(lo, min(lo + bs, total), device=self.device)
             p, i = s // self.n, s % self.n
             p_lo, p_hi = int(p[0]), int(p[-1]) + 1
             yield p_lo, p_hi, p - p_lo, i
