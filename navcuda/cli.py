@@ -131,9 +131,9 @@ def _check_writable(path: str | os.PathLike, kind: str) -> Path:
         raise ValueError(f"cannot write {str(path)!r}: it is a folder; give a file name")
     if kind == "dir" and p.exists() and not p.is_dir():
         raise ValueError(f"cannot write into {str(path)!r}: it is a file, not a folder")
-    folder = p.parent if kind == "file" else p
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    from navcuda.io.atomic import nearest_existing
+
+    folder = nearest_existing(p.parent if kind == "file" else p)
     if not folder.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path"]
+__all__ = ["atomic_path", "nearest_existing"]
 
 
 def _umask() -> int:
@@ -57,9 +57,15 @@ def _cannot_write(target: Path, exc: OSError) -> OSError:
     reason = exc.strerror or str(exc)
     if isinstance(exc, IsADirectoryError) or target.is_dir():
         reason = "it is a folder; give a file name"
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(target.parent)
     if folder.exists() and not folder.is_dir():
         reason = f"{folder} is a file, not a folder"
     return type(exc)(exc.errno, f"cannot write {target}: {reason}")
+
+
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` or its nearest ancestor that exists (where missing folders would be created)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
