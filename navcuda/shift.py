@@ -128,20 +128,22 @@ _SPACE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def layer_space(generator: Generator, layer: int | str) -> LayerSpace:
     """The (cached) :class:`LayerSpace` of a generator's layer.
 
-    The cache lives as long as the generator and is invalidated when the layer's weight changes
-    (its version counter or storage).
+    The cache lives as long as the generator and is invalidated when the layer's weight changes:
+    modified in place (its version counter) or replaced by another tensor (checked by identity
+    through a weak reference, not by address, which a new tensor can reuse).
     """
     info = get_layer(generator, layer)
     if not info.shiftable:
         raise ValueError(f"layer {info.name!r} ({info.kind}) has no shift space")
     w = layer_weight(generator, info.name)
-    key = (info.name, w._version, w.data_ptr(), w.device, w.dtype)
+    owner = w._base if w._base is not None else w  # the parameter (w is a fresh view of it)
+    key = (w._version, w.device, w.dtype)
     per_model = _SPACE_CACHE.setdefault(generator, {})
-    space = per_model.get(info.name)
-    if space is None or space[0] != key:
-        space = (key, LayerSpace(w, info))
-        per_model[info.name] = space
-    return space[1]
+    entry = per_model.get(info.name)
+    if entry is None or entry[0] != key or entry[1]() is not owner:
+        entry = (key, weakref.ref(owner), LayerSpace(w, info))
+        per_model[info.name] = entry
+    return entry[2]
 
 
 @dataclass

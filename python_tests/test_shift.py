@@ -64,6 +64,15 @@ def test_layer_space_is_cached_and_invalidated(tiny_generator):
     b = layer_space(tiny_generator, 3)
     assert b is not a
     torch.testing.assert_close(b.s, 2.0 * a.s)
+    # A new weight tensor at the old one's address (the CUDA allocator reuses freed blocks; here
+    # two tensors over one numpy buffer, both at version 0) is a new weight, not a cache hit.
+    conv = tiny_generator.convs[3].conv
+    buf = conv.weight.detach().numpy().copy()
+    conv.weight = torch.nn.Parameter(torch.from_numpy(buf))
+    c = layer_space(tiny_generator, 3)
+    buf *= 3.0
+    conv.weight = torch.nn.Parameter(torch.from_numpy(buf))
+    torch.testing.assert_close(layer_space(tiny_generator, 3).s, 3.0 * c.s)
 
 
 def test_t_zero_is_bit_identical(tiny_generator):

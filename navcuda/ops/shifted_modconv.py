@@ -538,13 +538,20 @@ def _as_split(weight, shift, batch):
     return _svd_deltas(shift, kshape, rows), shift.t, idx
 
 
-class _TensorCache:
-    """Values computed from tensors, valid while those very tensor objects are alive and
-    unmodified (same in-place version).
+def _owner(t: torch.Tensor) -> torch.Tensor:
+    """The tensor that owns ``t``'s memory: its base for a view (``conv.weight[0]`` is a new view
+    object at every call), else ``t``."""
+    return t._base if t._base is not None else t
 
-    Keyed by identity and checked through weak references, not by ``data_ptr()``: the CUDA
-    caching allocator hands a freed block straight to the next allocation of that size, so a
-    new tensor (another layer's SVD factor) at a dead one's address must not get its entry."""
+
+class _TensorCache:
+    """Values computed from tensors, valid while the tensors owning that memory are alive and
+    unmodified (same in-place version), for the same views of them.
+
+    Keyed by the owners' identity, checked through weak references, not by ``data_ptr()`` alone:
+    the CUDA caching allocator hands a freed block straight to the next allocation of that size,
+    so a new tensor (another layer's SVD factor) at a dead one's address must not get its entry.
+    A view is identified by its owner plus its address, shape and strides."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
@@ -552,18 +559,25 @@ class _TensorCache:
 
     @staticmethod
     def _key(tensors: tuple[torch.Tensor, ...], extra: tuple) -> tuple:
-        return tuple((id(t), t._version) for t in tensors) + extra
+        return (
+            tuple(
+                (id(_owner(t)), t._version, t.data_ptr(), tuple(t.shape), t.stride())
+                for t in tensors
+            )
+            + extra
+        )
 
     def get(self, tensors: tuple[torch.Tensor, ...], extra: tuple = ()) -> object | None:
         entry = self._entries.get(self._key(tensors, extra))
-        if entry is None or any(r() is not t for r, t in zip(entry[0], tensors, strict=True)):
-            return None
-        return entry[1]
+        alive = entry is not None and all(
+            r() is _owner(t) for r, t in zip(entry[0], tensors, strict=True)
+        )
+        return entry[1] if alive else None
 
     def put(self, tensors: tuple[torch.Tensor, ...], value: object, extra: tuple = ()) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        refs = tuple(weakref.ref(t) for t in tensors)
+        refs = tuple(weakref.ref(_owner(t)) for t in tensors)
         self._entries[self._key(tensors, extra)] = (refs, value)
 
 
@@ -1102,9 +1116,8 @@ def _check_demod_args(s, q0, q1, q2, t, index) -> None:
         if index is not None:
             raise ValueError(f"{op}: index selects rows of q1/q2; pass q1, q2 and t as well")
         return
-    q1 = _native.check_tensor(op, "q1", q1, ndim=3, like=s, like_name="s")
+    q1 = _native.check_tensor(op, "q1", q1, shape=[None, n_out, n_in], like=s, like_name="s")
     n_dir = q1.shape[0]
-    _native.check_tensor(op, "q1", q1, shape=[n_dir, n_out, n_in])
     _native.check_tensor(op, "q2", q2, shape=[n_dir, n_out, n_in], like=s, like_name="s")
     _native.check_tensor(op, "t", t, shape=[batch], like=s, like_name="s")
     if index is not None:

@@ -472,7 +472,7 @@ def test_factorised_gram_route_frozen_weight(kind, si, strategy, monkeypatch):
         torch.testing.assert_close(g[n], g_ref[n], rtol=F64_TOL, atol=F64_TOL, msg=n)
 
 
-def test_caches_do_not_serve_a_new_tensor_at_a_dead_ones_address():
+def test_caches_do_not_serve_a_new_tensor_at_a_dead_ones_address(monkeypatch):
     """The Gram and SVD-check caches key on the tensor objects, not on their addresses: a new
     tensor over the same memory (what the CUDA caching allocator does with a freed block of the
     same size; here two tensors over one numpy buffer) gets its own results."""
@@ -495,6 +495,13 @@ def test_caches_do_not_serve_a_new_tensor_at_a_dead_ones_address():
     assert mod._svd_matches_weight(torch.from_numpy(wbuf), shift)
     wbuf[:] = 1.5 * wbuf
     assert not mod._svd_matches_weight(torch.from_numpy(wbuf), shift)
+    # A fresh view of the same parameter at every call (StyledConv passes conv.weight[0]) hits.
+    param = torch.nn.Parameter(weight.unsqueeze(0).clone())
+    calls = []
+    real = mod._unflatten
+    monkeypatch.setattr(mod, "_unflatten", lambda *a: calls.append(1) or real(*a))
+    assert all(mod._svd_matches_weight(param[0], shift) for _ in range(3))
+    assert len(calls) == 1
 
 
 def test_factorised_gram_route_refuses_weight_gradient():
