@@ -48,7 +48,11 @@ def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[to
     if isinstance(eigenvectors, str | os.PathLike):
         path = Path(eigenvectors)
         if path.suffix == ".pt":
-            eigenvectors = load_official_eigenvectors(path)
+            # The official file names its layer (eigenvectors_layer{ix}_*.pt); a renamed one is
+            # taken to be of the layer being optimised (checked against its shape below).
+            named = "eigenvectors_layer" in path.name
+            index = get_layer(generator, layer).index
+            eigenvectors = load_official_eigenvectors(path, layer=None if named else index)
         else:
             eigenvectors = DirectionSet.load(path)
     if isinstance(eigenvectors, DirectionSet):

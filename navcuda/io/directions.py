@@ -452,7 +452,7 @@ def load_official_eigenvectors(
         if m is None:
             raise DirectionSetError(
                 f"cannot tell the layer from the file name {p.name!r} (expected "
-                "'eigenvectors_layer{ix}_...pt'); pass layer=ix"
+                "'eigenvectors_layer{ix}_...pt'); pass layer=ix, or name the file that way"
             )
         layer = int(m.group(1))
     try:

@@ -62,6 +62,14 @@ def test_hybrid_from_official_eigenvector_file(tiny_generator, tmp_path):
     ds = discover(tiny_generator, "convs.3", method="hybrid", basis_size=4, eigenvectors=path,
                   **_OPT)  # fmt: skip
     assert float(_in_span(ds, vecs[:, 0]).max()) < 1e-5
+    # renamed: taken to be of the layer being optimised (its shape is still checked)
+    renamed = tmp_path / "my_eigs.pt"
+    torch.save(vecs, renamed)
+    ds = discover(tiny_generator, "convs.3", method="hybrid", basis_size=4, eigenvectors=renamed,
+                  **_OPT)  # fmt: skip
+    assert float(_in_span(ds, vecs[:, 0]).max()) < 1e-5
+    with pytest.raises(ValueError, match=r"weight shape \[16, 32, 3, 3\] in this model"):
+        discover(tiny_generator, "convs.2", method="hybrid", eigenvectors=renamed, **_OPT)
     with pytest.raises(TypeError, match="eigenvectors must be"):
         discover(tiny_generator, "convs.3", method="hybrid", eigenvectors=[1, 2], **_OPT)
 
