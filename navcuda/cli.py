@@ -762,6 +762,15 @@ def _join_negative_values(argv: Sequence[str] | None) -> list[str]:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except for flags and options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="navcuda",
@@ -773,7 +782,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"navcuda {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="list the conv layers of a generator (or build details)")
+    info = sub.add_parser(
+        "info",
+        formatter_class=_HelpFormatter,
+        help="list the conv layers of a generator (or build details)",
+    )
     info.add_argument("checkpoint", nargs="?", help="generator file (.pt, .pkl, .safetensors)")
     info.add_argument("--build", action="store_true", help="print build details as JSON")
     info.add_argument(
@@ -786,6 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
+        formatter_class=_HelpFormatter,
         help="render strips of the top singular directions of one layer",
         description="Render G(z) while shifting one layer's kernel along its top singular "
         "directions (the paper's SVD baseline): one PNG per direction, one row per seed.",
@@ -809,6 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     disc = sub.add_parser(
         "discover",
+        formatter_class=_HelpFormatter,
         help="find interpretable directions in one layer and save them",
         description="Find K directions in the weights of one conv layer (or, for the latent "
         "baselines, in W) and save them as a direction set (.nav). Methods: "
@@ -842,6 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rend = sub.add_parser(
         "render",
+        formatter_class=_HelpFormatter,
         help="render strips (and GIFs) of a direction set",
         description="One PNG per direction: rows are latents (seeds), columns are shifts t.",
     )
@@ -865,6 +881,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gal = sub.add_parser(
         "gallery",
+        formatter_class=_HelpFormatter,
         help="write a static HTML gallery of a direction set (sort, filter, name, mark)",
         description="Write index.html with one card per direction (strip over t, animated "
         "preview, method/layer/value/amplitude, optional scores) plus its images to a folder. "
@@ -893,6 +910,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     name = sub.add_parser(
         "name",
+        formatter_class=_HelpFormatter,
         help="name directions: merge a gallery's names.json, or --auto from toy-world factors",
         description="With names.json: names go into the set's names, good/bad marks into "
         "extra['marks']. With --auto (toy-world models): each direction is scored with the "
@@ -921,6 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     edit = sub.add_parser(
         "edit",
+        formatter_class=_HelpFormatter,
         help="apply a direction to a photo (projected into W+) or to a generated sample",
         description="With an image: project it (NVlabs-style optimisation), then write input | "
         "reconstruction | edited side by side. With --seed: write sample | edited.",
@@ -960,6 +979,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
+        formatter_class=_HelpFormatter,
         help="run one of the paper's experiments (or the automatic Table 1)",
         description="Experiments: locality (per-pixel change maps and a locality score), "
         "reproduce (can a latent shift in Z, W, W+ or the activations imitate the edit?), "
@@ -1014,6 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
+        formatter_class=_HelpFormatter,
         help="train a StyleGAN2 on the toy world (resumable)",
         description="Train navcuda's toy-world generator. Rerunning with the same --output "
         "resumes from its checkpoint; stop any time with Ctrl-C (a checkpoint is written).",

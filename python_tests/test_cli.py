@@ -273,3 +273,13 @@ def test_gallery_refuses_a_busy_port_before_rendering(tmp_path, ckpt, capsys, mo
         argv = ["gallery", "x.nav", "-o", str(tmp_path / "g"), "--serve", "--port", str(port)]
         assert main(argv) == 2
     assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["render", "discover", "train", "evaluate"])
+def test_help_shows_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: cpu)" in out  # every command has --device
+    assert "(default: None)" not in out and "(default: False)" not in out
