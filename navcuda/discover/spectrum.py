@@ -473,13 +473,12 @@ def discover_spectrum(
         raise ValueError(f"hvp must be one of {HVPS}, got {hvp!r}")
     if batch_size is None:
         batch_size = 8 if hvp == "gn" else 32
-    if isinstance(n_latents, bool) or not isinstance(n_latents, int) or n_latents < 1:
-        raise ValueError(f"n_latents must be a positive int, got {n_latents!r}")
-    if not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
-    for name, value in (("max_iters", max_iters), ("iterations", iterations)):
+    counts = (("n_latents", n_latents), ("max_iters", max_iters), ("iterations", iterations))
+    for name, value in counts:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
     dtypes = {"float64": torch.float64, "float32": torch.float32}
     block_dtype = str(block_dtype).removeprefix("torch.")
     if block_dtype == "auto":
