@@ -10,6 +10,7 @@
 
 #include "bias_act.h"
 #include "common.h"
+#include "cpu_isa.h"
 #include "fir2d.h"
 #include "modconv.h"
 #include "svd_shift.h"
@@ -66,6 +67,7 @@ py::dict build_info() {
   py::dict d;
   d["compiler"] = std::string(NAVCUDA_CXX_COMPILER);
   d["cxx_standard"] = static_cast<int>(NAVCUDA_CXX_STANDARD);
+  d["cpu_isa"] = std::string(navcuda::cpu_isa_name(navcuda::cpu_isa()));
 #if defined(NAVCUDA_WITH_OPENMP)
   d["openmp"] = true;
 #else
@@ -122,6 +124,34 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
 
+  // ---------------------------------------------------------------- CPU instruction set
+  m.def(
+      "cpu_isa", [] { return std::string(navcuda::cpu_isa_name(navcuda::cpu_isa())); },
+      "Instruction set whose CPU kernels run now ('avx2' or 'generic').");
+  m.def(
+      "cpu_isas",
+      [] {
+        std::vector<std::string> out;
+        for (auto isa : {navcuda::CpuIsa::kGeneric, navcuda::CpuIsa::kAvx2}) {
+          if (navcuda::cpu_isa_supported(isa)) out.emplace_back(navcuda::cpu_isa_name(isa));
+        }
+        return out;
+      },
+      "Instruction sets this build has CPU kernels for and this CPU can run.");
+  m.def(
+      "set_cpu_isa",
+      [](const std::string& name) {
+        if (name == "auto") {
+          navcuda::reset_cpu_isa();
+        } else if (name == "generic" || name == "avx2") {
+          navcuda::set_cpu_isa(name == "avx2" ? navcuda::CpuIsa::kAvx2 : navcuda::CpuIsa::kGeneric);
+        } else {
+          navcuda::throw_invalid("set_cpu_isa: expected 'auto', 'generic' or 'avx2', got '" + name +
+                                 "'");
+        }
+      },
+      py::arg("name"), "Run the CPU kernels of `name` ('auto': the best this CPU supports).");
+
   // ---------------------------------------------------------------- bias_act
   using py::arg;
   auto nogil = py::call_guard<py::gil_scoped_release>();
@@ -151,8 +181,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("svd_shift_grad_cpu", &navcuda::svd_shift_grad_cpu, nogil, arg("g"), arg("u"), arg("vh"),
         arg("e"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
         "e[b, j] = u_j^T G_b^flat v_j (diagonal of U^T G_b V).");
-  m.def("svd_shift_cpu_isa", &navcuda::svd_shift_cpu_isa,
-        "CPU code path of svd_shift on this machine ('avx2+fma' or 'generic').");
 #if defined(NAVCUDA_WITH_CUDA)
   m.def("svd_shift_cuda", &navcuda::svd_shift_cuda, nogil, arg("w"), arg("u"), arg("vh"), arg("s"),
         arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),

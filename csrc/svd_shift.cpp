@@ -7,8 +7,10 @@
 // each KC-deep slice the A operand (vh scaled by s_b, or a row block of G_b) is packed into MR-row
 // micro-panels and an MR x NR micro-kernel with fixed-size accumulators runs over the tile
 // (`#pragma omp simd` over the contiguous NR columns). The build uses portable flags only, so the
-// tasks are compiled twice, generically and with `target("avx2,fma")`, and picked at run time.
+// tasks are compiled twice, generically and with `target("avx2,fma")` (wider micro-tiles), and
+// picked at run time by the module-wide ISA choice (cpu_isa.h).
 #include "svd_shift.h"
+#include "cpu_isa.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -171,18 +173,12 @@ SVD_INLINE void grad_task(const T* __restrict g, const T* __restrict ug, const T
 // Generic: 2 SSE2 vectors per micro-tile row on x86-64 (portable baseline).
 SVD_SHIFT_TASKS(generic, , 8, 4)
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define SVD_SHIFT_HAVE_AVX2 1
+#if defined(NAVCUDA_CPU_HAVE_AVX2)
 // 2 AVX2 vectors per micro-tile row: 6 x 2 accumulators + 2 B vectors + 1 broadcast <= 16 ymm.
-SVD_SHIFT_TASKS(avx2, __attribute__((target("avx2,fma"))), 16, 8)
-
-bool use_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
-#else
-bool use_avx2() { return false; }
+SVD_SHIFT_TASKS(avx2, NAVCUDA_CPU_TARGET_AVX2, 16, 8)
 #endif
+
+bool use_avx2() { return cpu_isa() == CpuIsa::kAvx2; }
 
 template <typename T>
 void forward_impl(const T* w, const T* u, const T* vh, const T* s, T* out, int64_t batch,
@@ -213,7 +209,7 @@ void forward_impl(const T* w, const T* u, const T* vh, const T* s, T* out, int64
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t o0 = blk * kMC;
         const int64_t mc = std::min(kMC, n_out - o0);
-#if defined(SVD_SHIFT_HAVE_AVX2)
+#if defined(NAVCUDA_CPU_HAVE_AVX2)
         if (avx2) {
           forward_task_avx2(w, ut.data(), vh, s, out, b, o0, mc, n_out, K, rank, Ap.data());
           continue;
@@ -248,7 +244,7 @@ void grad_impl(const T* g, const T* u, const T* vh, T* e, int64_t batch, int64_t
       for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t j0 = blk * kNCB;
         const int64_t nc = std::min(kNCB, rank - j0);
-#if defined(SVD_SHIFT_HAVE_AVX2)
+#if defined(NAVCUDA_CPU_HAVE_AVX2)
         if (avx2) {
           grad_task_avx2(g, ug.data(), vh, e, b, j0, nc, n_out, K, rank, Ap.data(), P.data());
           continue;
@@ -262,8 +258,6 @@ void grad_impl(const T* g, const T* u, const T* vh, T* e, int64_t batch, int64_t
 }
 
 }  // namespace
-
-const char* svd_shift_cpu_isa() { return use_avx2() ? "avx2+fma" : "generic"; }
 
 void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
                    std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,

@@ -49,8 +49,6 @@ void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::u
 void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
                         int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
                         int dtype);
-// Which CPU code path the CPU kernels use on this machine: "avx2+fma" or "generic".
-const char* svd_shift_cpu_isa();
 
 #if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------- CUDA entry points

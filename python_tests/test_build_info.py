@@ -16,6 +16,7 @@ NATIVE_KEYS = {
     "compiler": (str, type(None)),
     "cxx_standard": (int, type(None)),
     "openmp": bool,
+    "cpu_isa": (str, type(None)),
     "cuda_compiled": bool,
     "cuda_version": (str, type(None)),
     "cuda_archs": list,

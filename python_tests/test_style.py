@@ -16,7 +16,9 @@ def test_csrc_is_clang_formatted():
     if exe is None:
         pytest.skip("clang-format not installed (pip install '.[test]' provides it)")
     files = sorted(
-        str(p) for ext in ("*.h", "*.cpp", "*.cu", "*.cuh") for p in (ROOT / "csrc").rglob(ext)
+        str(p)
+        for ext in ("*.h", "*.cpp", "*.cu", "*.cuh", "*.inc")
+        for p in (ROOT / "csrc").rglob(ext)
     )
     assert files, "no C++/CUDA sources found"
     proc = subprocess.run([exe, "--dry-run", "--Werror", *files], capture_output=True, text=True)

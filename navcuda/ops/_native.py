@@ -26,6 +26,13 @@ kernels are checked against their references before their results are used: mill
 ``$NAVCUDA_SELFTEST`` picks the device types that get this (``cuda``, the default; ``cpu,cuda``;
 ``never``). It is skipped, and left for a later call, while torch is compiling or a CUDA graph
 is being captured: run ``navcuda.selftest()`` yourself before those.
+
+CPU instruction set
+-------------------
+``_C`` is built with portable flags and carries each CPU kernel twice, generic (SSE2) and for
+AVX2 + FMA; the AVX2 ones run where the CPU has them (:func:`cpu_isa`). :func:`set_cpu_isa` (or
+the environment variable ``NAVCUDA_CPU_ISA=generic``, read when ``_C`` is first imported) picks
+the generic ones, e.g. to compare or to rule them out when chasing a numerical difference.
 """
 
 from __future__ import annotations
@@ -41,12 +48,15 @@ from typing import Literal
 import torch
 
 __all__ = [
+    "ENV_CPU_ISA",
     "ENV_IMPL",
     "ENV_SELFTEST",
     "NATIVE_DTYPES",
     "NativeFallbackWarning",
     "check_tensor",
     "clear_failed",
+    "cpu_isa",
+    "cpu_isas",
     "data_ptr",
     "dtype_code",
     "emulated_cuda",
@@ -58,12 +68,14 @@ __all__ = [
     "native_unavailable_reason",
     "resolve_impl",
     "run_kernel",
+    "set_cpu_isa",
     "stream_handle",
 ]
 
 ENV_IMPL = "NAVCUDA_IMPL"
 _IMPLS = ("auto", "ref", "native")
 ENV_SELFTEST = "NAVCUDA_SELFTEST"
+ENV_CPU_ISA = "NAVCUDA_CPU_ISA"
 
 # dtypes the native kernels of most ops support; an op may pass its own set to resolve_impl.
 NATIVE_DTYPES: frozenset[torch.dtype] = frozenset({torch.float32, torch.float64})
@@ -92,7 +104,52 @@ def native_module() -> ModuleType | None:
             _module = importlib.import_module("navcuda._C")
         except ImportError as exc:  # not built, built for another Python, missing libgomp, ...
             _import_error = f"{type(exc).__name__}: {exc}"
+        else:
+            _apply_env_cpu_isa(_module)
     return _module
+
+
+def _apply_env_cpu_isa(mod: ModuleType) -> None:
+    """Apply ``$NAVCUDA_CPU_ISA`` (if set) to the freshly imported ``_C``; warn and keep the
+    automatic choice when it names an instruction set this build or CPU cannot run."""
+    name = os.environ.get(ENV_CPU_ISA, "").strip().lower()
+    if not name:
+        return
+    try:
+        mod.set_cpu_isa(name)
+    except ValueError as exc:
+        warnings.warn(
+            f"{ENV_CPU_ISA}={name!r} ignored ({exc}); running the {mod.cpu_isa()} CPU kernels. "
+            f"Valid here: 'auto', {', '.join(repr(i) for i in mod.cpu_isas())}.",
+            stacklevel=3,
+        )
+
+
+def cpu_isas() -> list[str]:
+    """Instruction sets of the CPU kernels this build has and this CPU can run, e.g.
+    ``["generic", "avx2"]`` (``[]`` when ``_C`` did not import)."""
+    mod = native_module()
+    return list(mod.cpu_isas()) if mod is not None else []
+
+
+def cpu_isa() -> str | None:
+    """The instruction set whose CPU kernels run now (``"avx2"`` or ``"generic"``), or ``None``
+    when ``_C`` did not import."""
+    mod = native_module()
+    return mod.cpu_isa() if mod is not None else None
+
+
+def set_cpu_isa(name: str) -> None:
+    """Run the CPU kernels of ``name`` from now on, process-wide: ``"generic"``, ``"avx2"`` (if in
+    :func:`cpu_isas`) or ``"auto"`` (the best this CPU supports). Raises :class:`ValueError` for
+    another name or an instruction set this build or CPU lacks, :class:`RuntimeError` without
+    ``_C``."""
+    mod = native_module()
+    if mod is None:
+        raise RuntimeError(f"navcuda._C is not available: {_import_error}")
+    if not isinstance(name, str):
+        raise TypeError(f"set_cpu_isa: name must be a str, got {type(name).__name__}")
+    mod.set_cpu_isa(name)
 
 
 def import_error() -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -37,3 +39,20 @@ def cuda_device(request: pytest.FixtureRequest) -> torch.device:
         return torch.device("cuda")
     request.getfixturevalue("emulated_cuda")
     return torch.device("cpu")
+
+
+@pytest.fixture(params=["generic", "avx2"])
+def cpu_isa(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test of the CPU kernels once per instruction set ``_C`` carries them for (see
+    :func:`navcuda.ops._native.set_cpu_isa`); skips one this build or CPU lacks, and restores
+    the previous choice afterwards."""
+    if _native.native_module() is None:
+        pytest.skip(f"navcuda._C is not importable: {_native.import_error()}")
+    if request.param not in _native.cpu_isas():
+        pytest.skip(f"no {request.param} CPU kernels here (have {_native.cpu_isas()})")
+    before = _native.cpu_isa()
+    _native.set_cpu_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        _native.set_cpu_isa(before)

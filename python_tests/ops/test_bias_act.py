@@ -74,6 +74,7 @@ def _compare(shape, dim, act, use_bias, clamp, noncontig, device):
 @pytest.mark.parametrize("act", ["linear", "lrelu"])
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("clamp", [None, 1.5])
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_cpu_matches_ref(shape, dim, act, use_bias, clamp):
     _compare(shape, dim, act, use_bias, clamp, noncontig=False, device="cpu")
 
@@ -81,11 +82,13 @@ def test_native_cpu_matches_ref(shape, dim, act, use_bias, clamp):
 @needs_native
 @pytest.mark.parametrize("shape,dim", [((5, 13), 1), ((3, 7, 5, 9), 1), ((4, 3, 2, 17), 3)])
 @pytest.mark.parametrize("act", ["linear", "lrelu"])
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_cpu_noncontiguous(shape, dim, act):
     _compare(shape, dim, act, use_bias=True, clamp=1.5, noncontig=True, device="cpu")
 
 
 @needs_native
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_cpu_large_parallel():
     """Above the OpenMP threshold (both the inner==1 and the row layouts)."""
     for shape, dim in [((300, 257), 1), ((2, 64, 33, 31), 1)]:
@@ -125,6 +128,7 @@ def test_default_gain_alpha_and_clamp_semantics():
 @pytest.mark.parametrize("act", ["linear", "lrelu"])
 @pytest.mark.parametrize("clamp", [None, 0.8])
 @pytest.mark.parametrize("shape,dim", [((2, 3, 4), 1), ((5, 3), 1), ((4,), 0), ((3, 2, 5), 2)])
+@pytest.mark.usefixtures("cpu_isa")
 def test_gradcheck_and_gradgradcheck_float64(act, clamp, shape, dim):
     x, b = _make(shape, dim, torch.float64)
     x = (x * 0.5).requires_grad_(True)  # keep most values away from the clamp and the kink

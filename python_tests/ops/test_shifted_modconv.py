@@ -514,6 +514,7 @@ def test_factorised_gram_route_refuses_weight_gradient():
 @needs_native
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
 @pytest.mark.parametrize("si", [1, 2])
+@pytest.mark.usefixtures("cpu_isa")
 def test_strategies_float32_within_tolerance(kind, si):
     shape = SHAPES[si]
     _, names, leaves = _make(kind, shape, torch.float32, seed=10 + si)
@@ -582,6 +583,7 @@ DEMOD_CASES = [
 
 @needs_native
 @pytest.mark.parametrize("case", DEMOD_CASES)
+@pytest.mark.usefixtures("cpu_isa")
 def test_demod_native_gradcheck(case):
     batch, n_out, n_in, n0, n_dir, with_t, with_index = case
     n_dir = n_dir if not (with_t and not with_index) else batch
@@ -639,6 +641,7 @@ def _assert_layout(y: torch.Tensor, layout: str) -> None:
 @needs_native
 @pytest.mark.parametrize("case", EPI_CASES_CL)
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.usefixtures("cpu_isa")
 def test_epilogue_native_gradcheck(case, layout):
     args, kw = _epi_inputs(case, torch.float64, layout=layout)
     diff = [a.requires_grad_(True) if a is not None else None for a in args]
@@ -655,6 +658,7 @@ def test_epilogue_native_gradcheck(case, layout):
 @needs_native
 @pytest.mark.parametrize("case", EPI_CASES_CL)
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.usefixtures("cpu_isa")
 def test_epilogue_native_float32_matches_ref(case, layout):
     # float32: per-element math in the same order as the reference; the per-channel sums
     # (bias, dcoef, t, noise strength gradients) are accumulated in a different order

@@ -101,12 +101,14 @@ def _compare(shape, dtype, n_dir, noncontig=False, device="cpu", tol=None):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("n_dir", [None, 3], ids=["per-sample", "indexed"])
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_cpu_matches_ref(shape, dtype, n_dir):
     _compare(shape, dtype, n_dir)
 
 
 @needs_native
 @pytest.mark.parametrize("shape", [(3, 5, 3, 3, 3), (2, 33, 17, 3, 3)], ids=str)
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_cpu_noncontiguous(shape):
     _compare(shape, torch.float32, n_dir=None, noncontig=True)
     _compare(shape, torch.float64, n_dir=4, noncontig=True)
@@ -130,6 +132,7 @@ def test_native_path_really_runs(monkeypatch, fresh_dispatch):
 @needs_native
 @pytest.mark.parametrize("n_dir", [None, 3], ids=["per-sample", "indexed"])
 @pytest.mark.parametrize("shape", [(2, 5, 3, 3, 3), (3, 4, 6, 1, 1)], ids=str)
+@pytest.mark.usefixtures("cpu_isa")
 def test_gradcheck_float64(shape, n_dir):
     w, u, vh, t, d, index = _make(*shape, dtype=torch.float64, n_dir=n_dir)
     w, t, d = (x.requires_grad_(True) for x in (w, t, d))

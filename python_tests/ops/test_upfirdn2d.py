@@ -59,6 +59,7 @@ def _make(case, dtype, seed=0, noncontig=False):
 @needs_native
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("noncontig", [False, True])
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_matches_reference_float64(case, noncontig):
     x, f, pad = _make(case, torch.float64, noncontig=noncontig)
     y = upfirdn2d(x, f, pad=pad, impl="native")
@@ -69,6 +70,7 @@ def test_native_matches_reference_float64(case, noncontig):
 
 @needs_native
 @pytest.mark.parametrize("case", CASES[:5])
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_gradcheck_and_double_backward(case):
     """First and second derivatives w.r.t. x (the discriminator's R1 penalty differentiates its
     blurs twice): the adjoint is the same op, itself differentiable."""
@@ -84,6 +86,7 @@ def test_native_gradcheck_and_double_backward(case):
 
 @needs_native
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.usefixtures("cpu_isa")
 def test_native_float32_gradients_match_reference(case):
     # float32: the same products summed in a different order (per output pixel, row by row here;
     # oneDNN's depthwise conv elsewhere); 16 taps of O(1) values -> rounding ~1e-6 relative.
