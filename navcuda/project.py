@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from navcuda._checks import positive_int
 from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
 from navcuda.models.stylegan2 import Generator
@@ -276,8 +277,7 @@ def project(
     """
     if mode not in ("w", "w+"):
         raise ValueError(f"mode must be 'w' or 'w+', got {mode!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    positive_int(steps, "steps")
     if metric is None and mse_weight <= 0:
         raise ValueError("nothing to optimise: give a metric or a positive mse_weight")
     cfg = generator.config

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from navcuda._checks import positive_int
 from navcuda.io.atomic import atomic_path
 from navcuda.io.directions import DirectionSet
 from navcuda.models.stylegan2 import Generator, NoiseMode
@@ -59,8 +60,7 @@ def render_strips(
     t = ts_.shape[1]
     if k == 0 or n == 0 or t == 0:
         raise ValueError(f"need at least one direction, latent and t (got {k}, {n}, {t})")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int(batch_size, "batch_size")
     triples = [(i, j, m) for i in range(k) for j in range(n) for m in range(t)]
     out = []
     starts = range(0, len(triples), batch_size)

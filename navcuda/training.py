@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda._checks import is_int, positive_int
 from navcuda.grad_mode import differentiates
 from navcuda.io.atomic import atomic_path
 from navcuda.models.discriminator import Discriminator
@@ -58,11 +59,9 @@ class TrainConfig:
     amp: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (("batch_size", 1), ("r1_interval", 1)):
-            v = getattr(self, name)
-            if not _is_int(v) or v < low:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= {low}, got {v!r}")
-        if not _is_int(self.seed):
+        for name in ("batch_size", "r1_interval"):
+            positive_int(getattr(self, name), f"TrainConfig.{name}")
+        if not is_int(self.seed):
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
         if not isinstance(self.amp, bool):
             raise ValueError(f"TrainConfig.amp must be True or False, got {self.amp!r}")
@@ -76,10 +75,6 @@ class TrainConfig:
             v = getattr(self, name)
             if not (_is_real(v) and math.isfinite(v) and ok(v)):
                 raise ValueError(f"TrainConfig.{name} must be {what}, got {v!r}")
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_real(v: object) -> bool:
@@ -216,7 +211,7 @@ class Trainer:
         """
         if steps is None and max_seconds is None:
             raise ValueError("give steps, max_seconds or both")
-        if steps is not None and (not _is_int(steps) or steps < 0):
+        if steps is not None and (not is_int(steps) or steps < 0):
             raise ValueError(f"steps must be an integer >= 0 (or None), got {steps!r}")
         if max_seconds is not None and not (
             _is_real(max_seconds) and math.isfinite(max_seconds) and max_seconds >= 0
@@ -226,10 +221,7 @@ class Trainer:
                 f"{max_seconds!r}"
             )
         for name, every in (("checkpoint_every", checkpoint_every), ("sample_every", sample_every)):
-            if every is not None and (not _is_int(every) or every < 1):
-                raise ValueError(
-                    f"{name} must be an integer >= 1 (steps between writes) or None, got {every!r}"
-                )
+            positive_int(every, name, none_ok=True, note="(steps between writes)")
         start, done = time.monotonic(), []
         total = steps if steps is not None else None
         bar = tqdm(total=total, disable=not progress, desc="train", unit="step")

@@ -92,7 +92,7 @@ def test_resume_errors(tmp_path):
     ("field", "value", "message"),
     [
         ("batch_size", 0, r"TrainConfig\.batch_size must be an integer >= 1, got 0$"),
-        ("batch_size", 2.5, r"TrainConfig\.batch_size must be an integer >= 1, got 2\.5$"),
+        ("batch_size", 2.5, r"TrainConfig\.batch_size must be an integer >= 1, got float 2\.5$"),
         ("r1_interval", 0, r"TrainConfig\.r1_interval must be an integer >= 1, got 0$"),
         ("lr", 0.0, r"TrainConfig\.lr must be a finite number > 0, got 0\.0$"),
         ("lr", float("nan"), r"TrainConfig\.lr must be a finite number > 0, got nan$"),

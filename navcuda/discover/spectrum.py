@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from navcuda._checks import positive_int
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
 from navcuda.io.directions import DirectionSet
 from navcuda.models.default import is_toy_model
@@ -475,8 +476,7 @@ def discover_spectrum(
         batch_size = 8 if hvp == "gn" else 32
     counts = (("n_latents", n_latents), ("max_iters", max_iters), ("iterations", iterations))
     for name, value in counts:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(value, name)
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     dtypes = {"float64": torch.float64, "float32": torch.float32}

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from navcuda._checks import positive_int
 from navcuda.models.stylegan2 import Generator
 from navcuda.shift import Direction, synthesize_shifted
 
@@ -66,8 +67,8 @@ def locality_map(
         raise ValueError(
             f"direction {direction.name!r} has no recommended amplitude: pass t_max explicitly"
         )
-    if n_z < 1 or n_t < 1:
-        raise ValueError(f"n_z and n_t must be >= 1, got {n_z}, {n_t}")
+    positive_int(n_z, "n_z")
+    positive_int(n_t, "n_t")
     dev = generator.w_avg.device
     z = torch.randn(n_z, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
     ws = generator.mapping(z.to(dev), truncation_psi)

@@ -19,11 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from navcuda.io.directions import DirectionSet
+from navcuda.io.directions import MARKS, DirectionSet, find_label_clash
 
 __all__ = ["MARKS", "NamesError", "apply_names", "load_names", "set_digest", "set_info"]
 
-MARKS = ("good", "bad")
 MAX_NAME_LENGTH = 200
 
 
@@ -85,9 +84,11 @@ def apply_names(
     keeps it) and ``mark`` sets (or with ``null`` clears) ``extra["marks"]["<index>"]``.
 
     Raises :class:`NamesError` for a malformed file, an unknown index, an invalid mark, two
-    directions with the same name (names are looked up case-insensitively), or a file exported
-    from a different set (its ``set.directions`` digest differs; ``allow_other_set`` skips that
-    check).
+    directions with the same name (names are looked up case-insensitively), a name that is the
+    default label of a direction left unnamed (``"svd0"`` for direction 2 while direction 0 has no
+    name: both would be labelled ``"svd0"``; see :func:`navcuda.io.directions.find_label_clash`),
+    or a file exported from a different set (its ``set.directions`` digest differs;
+    ``allow_other_set`` skips that check).
     """
     data = load_names(names_json)
     where = "names" if isinstance(names_json, Mapping) else str(names_json)
@@ -159,6 +160,14 @@ def apply_names(
                 "(names are case-insensitive); rename one"
             )
         seen[n.lower()] = i
+    clash = find_label_clash(direction_set.method, names)
+    if clash is not None:
+        i, j = clash
+        raise NamesError(
+            f"{where}: direction {i} would be called {names[i]!r}, the label of direction {j}, "
+            f"which has no name (an unnamed direction is labelled {direction_set.method!r} and "
+            f"its index); name direction {j} too, or rename direction {i}"
+        )
     out = direction_set.subset(range(k))
     out.names = names
     out.extra = dict(direction_set.extra)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from navcuda._checks import positive_int
 from navcuda.toyworld import FACTOR_NAMES, NUM_FACTORS
 
 __all__ = [
@@ -122,10 +123,8 @@ def score_image_edit(
     the core of :func:`score_edit` and :func:`score_latent_edit`.
     """
     t = _check_ts(ts)
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int(n_samples, "n_samples")
+    positive_int(batch_size, "batch_size")
     reg = _regressor(regressor)
     dev = next(reg.parameters()).device
     preds = torch.empty(t.numel(), n_samples, NUM_FACTORS, dtype=torch.float64)

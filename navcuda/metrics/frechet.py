@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from navcuda._checks import positive_int
+
 __all__ = [
     "INCEPTION_URL",
     "INCEPTION_WEIGHTS_FILE",
@@ -131,8 +133,7 @@ def batched_features(
     """``feature_fn`` over ``images [N, C, H, W]`` in batches; float64 CPU ``[N, D]``."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError("images must be a tensor [N, C, H, W]")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    positive_int(batch_size, "batch_size")
     out = []
     for chunk in images.split(batch_size):
         if device is not None:

@@ -63,6 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from navcuda._checks import positive_int
 from navcuda.metrics.linearize import (
     ForwardADLinearization,
     Linearizer,
@@ -136,8 +137,7 @@ class PerceptualMetric(nn.Module):
         in_channels: int | None = 3,
     ) -> None:
         super().__init__()
-        if resize is not None and (isinstance(resize, bool) or int(resize) != resize or resize < 1):
-            raise ValueError(f"resize must be None or a positive int, got {resize!r}")
+        positive_int(resize, "resize", none_ok=True)
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
         self.resize = None if resize is None else int(resize)

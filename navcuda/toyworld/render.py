@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from navcuda._checks import positive_int
+
 from .factors import FACTOR_INDEX, FACTOR_NAMES, NUM_FACTORS, sample_factors, to_natural
 
 __all__ = [
@@ -308,8 +310,7 @@ class ToyWorld:
         ``batch_size``: two iterators made with the same arguments yield the same
         batches.  Shapes and ranges as in :meth:`sample`.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        positive_int(batch_size, "batch_size")
         gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
         while True:
             yield self.sample(batch_size, generator=gen)

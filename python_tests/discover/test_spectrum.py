@@ -201,7 +201,7 @@ def test_spectrum_bad_arguments(small_generator):
     with pytest.raises(ValueError, match="n_latents"):
         discover(small_generator, "convs.1", method="spectrum", n_latents=0, k=2)
     for bad in ({"max_iters": 0}, {"iterations": -1}, {"max_iters": 2.5}):
-        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be a positive int"):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
             discover(small_generator, "convs.1", method="spectrum", k=2, **bad)
     with pytest.raises(ValueError, match="unknown metric"):
         discover(small_generator, "convs.1", method="spectrum", metric="inception", k=2)
