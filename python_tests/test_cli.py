@@ -72,6 +72,20 @@ def test_discover_then_render(tmp_path, ckpt, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_render_only_keeps_labels_distinct(tmp_path, ckpt, tiny_generator):
+    """A set (e.g. an older file) naming direction 2 "svd0" while direction 0 has no name: with
+    ``--only`` direction 0 is rendered under its own label, not a second "svd0"."""
+    from navcuda.discover import discover
+
+    ds = discover(tiny_generator, 3, method="svd", k=3, calibrate=False)
+    ds.names = [None, "sv1", "svd0"]
+    dirs = ds.save(tmp_path / "dirs.nav")
+    out = tmp_path / "strips"
+    args = ["render", str(dirs), "-o", str(out), "--seeds", "0", "--t", "0,1", "--only", "2,0"]
+    assert main([*args, "--checkpoint", ckpt]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["00_svd0.png", "01_svd0__unnamed_.png"]
+
+
 def test_errors_are_reported_not_raised(tmp_path, ckpt, capsys):
     assert main(["render", str(tmp_path / "missing.nav"), "--checkpoint", ckpt]) == 2
     assert "direction set not found" in capsys.readouterr().err

@@ -30,11 +30,15 @@ __all__ = [
     "DirectionSet",
     "DirectionSetError",
     "FORMAT_VERSION",
+    "MARKS",
+    "find_label_clash",
     "load_official_eigenvectors",
 ]
 
 FORMAT = "navcuda-directions"
 FORMAT_VERSION = 1
+#: The marks a direction may carry in ``extra["marks"]`` (``{"<index>": mark}``; the gallery's).
+MARKS = ("good", "bad")
 
 
 class DirectionSetError(ValueError):
@@ -52,13 +56,17 @@ class DirectionSet:
             layer ``"w"``, weight_shape ``(w_dim,)``: the latent-space baselines).
         coefficients: float tensor as above.
         amplitudes: ``[K]`` recommended ``|t|`` per direction (NaN where unknown).
-        names: K names (``None`` for unnamed).
+        names: K names (``None`` for unnamed). A direction's label (``set[i].name``) is its
+            name, or for an unnamed one the method and index (``"spectrum3"``; see
+            :func:`find_label_clash`).
         method: discovery method (``"svd"``, ``"spectrum"``, ...).
         weight_shape: the layer's raw kernel shape ``(out, in, kh, kw)`` (``(w_dim,)`` for latent).
         fingerprint: :func:`model_fingerprint` of the model the set was found on (or None).
         hparams, seed, metric: how it was found.
         values: ``[K]`` eigenvalues / losses / scores, or None.
         extra: any further JSON-serialisable information (e.g. residuals, toy-world scores).
+            ``extra["marks"]``, when present, maps direction indices (``"0"``, ``"3"``) to a mark
+            of :data:`MARKS` (the gallery's good/bad marks; checked here and on load).
     """
 
     layer: str
@@ -119,6 +127,7 @@ class DirectionSet:
         if len(self.names) != k:
             raise DirectionSetError(f"{k} directions but {len(self.names)} names")
         self._check_amplitudes_and_names()
+        self._check_marks()
         if self.values is not None:
             v = torch.as_tensor(self.values, dtype=torch.float64).flatten().cpu()
             if v.numel() != k:
@@ -143,9 +152,27 @@ class DirectionSet:
                     "string, or None for an unnamed direction"
                 )
 
+    def _check_marks(self) -> None:
+        marks = self.extra.get("marks") if isinstance(self.extra, dict) else None
+        problem = _marks_problem(marks, len(self))
+        if problem:
+            raise DirectionSetError(f"extra['marks'] {problem}")
+
     def _default_name(self, i: int) -> str:
-        """The label of unnamed direction ``i`` (``0 <= i < K``): method and index."""
-        return f"{self.method}{i}"
+        """The label of unnamed direction ``i`` (``0 <= i < K``): method and index (``"svd3"``).
+
+        Naming a direction after another's default label is refused where names are given
+        (:func:`navcuda.gallery.apply_names`, :func:`find_label_clash`); a set that still has
+        such a name (a file written before that check, or names assigned in code) labels the
+        unnamed direction ``"svd3 (unnamed)"`` instead, so that no two directions share a label
+        (names compare case-insensitively, as :meth:`by_name` looks them up)."""
+        base = label = f"{self.method}{i}"
+        taken = {n.lower() for n in self.names if isinstance(n, str)}
+        extra = 1
+        while label.lower() in taken:
+            label = f"{base} (unnamed)" if extra == 1 else f"{base} (unnamed {extra})"
+            extra += 1
+        return label
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -183,7 +210,8 @@ class DirectionSet:
         """A new set with the directions ``indices`` (metadata copied).
 
         Negative indices count from the end. Unnamed directions keep their label in this set
-        (``"spectrum3"``): it is written into the subset's names, since positions change. Raises
+        (``"spectrum3"``): it is written into the subset's names, since positions change; the
+        marks of ``extra["marks"]`` follow their directions to their new indices. Raises
         :class:`DirectionSetError` for an empty selection, an index out of range or listed twice.
         """
         k = len(self)
@@ -209,6 +237,12 @@ class DirectionSet:
         if not chosen:
             raise DirectionSetError(f"a subset needs at least one direction index (0..{k - 1})")
         idx = torch.tensor(chosen, dtype=torch.long)
+        extra = dict(self.extra)
+        marks = extra.get("marks")
+        if isinstance(marks, dict):  # anything else: refused below, as by the constructor
+            extra["marks"] = {
+                str(new): marks[str(old)] for new, old in enumerate(chosen) if str(old) in marks
+            }
         return DirectionSet(
             layer=self.layer,
             basis=self.basis,
@@ -225,7 +259,7 @@ class DirectionSet:
             seed=self.seed,
             metric=self.metric,
             values=None if self.values is None else self.values[idx],
-            extra=dict(self.extra),
+            extra=extra,
         )
 
     # ------------------------------------------------------------ compatibility
@@ -291,6 +325,7 @@ class DirectionSet:
         p = Path(path)
         try:
             self._check_amplitudes_and_names()
+            self._check_marks()
         except DirectionSetError as exc:
             raise DirectionSetError(f"cannot save {p}: {exc}") from exc
         tensors = {
@@ -346,6 +381,14 @@ class DirectionSet:
         if missing:
             raise DirectionSetError(f"{p}: missing tensors {sorted(missing)}")
         fields = _metadata_fields(p, meta)
+        c = tensors["coefficients"]
+        k = c.shape[0] if c.ndim else 0  # K < 1: the constructor says what is wrong
+        problem = _marks_problem(fields["extra"].get("marks"), k) if k >= 1 else None
+        if problem:
+            raise DirectionSetError(
+                f"{p}: metadata field 'extra.marks' {problem}; the file is damaged or was not "
+                "written by navcuda"
+            )
         try:
             return cls(
                 coefficients=tensors["coefficients"],
@@ -355,6 +398,43 @@ class DirectionSet:
             )
         except DirectionSetError as exc:
             raise DirectionSetError(f"{p}: {exc}") from exc
+
+
+def find_label_clash(method: str, names: Sequence[str | None]) -> tuple[int, int] | None:
+    """The first ``(i, j)`` where ``names[i]`` is the default label (``f"{method}{j}"``,
+    case-insensitively) of a direction ``j`` left unnamed, or None.
+
+    Such a set would have two directions labelled alike (in ``--only`` subsets, renders,
+    figures); where names are given (:func:`navcuda.gallery.apply_names`, ``navcuda name``)
+    it is refused. A name equal to its own direction's label (``names[3] == "svd3"``) is fine."""
+    unnamed = {f"{method}{j}".lower(): j for j, n in enumerate(names) if n is None}
+    for i, n in enumerate(names):
+        if n is not None and n.lower() in unnamed:
+            return i, unnamed[n.lower()]
+    return None
+
+
+def _marks_problem(marks: Any, k: int) -> str | None:
+    """What is wrong with ``extra["marks"]`` of a set of ``k`` directions, or None when it is
+    absent (None) or a mapping ``{"<index>": mark}`` with indices ``"0"``..``"k-1"`` (decimal,
+    as :func:`navcuda.gallery.apply_names` writes them) and marks of :data:`MARKS`."""
+    if marks is None:
+        return None
+    want = f"must map direction indices ('0'..'{k - 1}') to 'good' or 'bad'"
+    if not isinstance(marks, dict):
+        return f"{want}, found {type(marks).__name__} {marks!r}"
+    for key, mark in marks.items():
+        if not (
+            isinstance(key, str)
+            and key.isascii()
+            and key.isdigit()
+            and str(int(key)) == key
+            and int(key) < k
+        ):
+            return f"{want}, found the key {key!r}"
+        if mark not in MARKS:
+            return f"{want}, found {mark!r} for direction {key}"
+    return None
 
 
 def _weight_shape(shape: Any) -> tuple[int, ...]:

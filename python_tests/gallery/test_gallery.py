@@ -174,6 +174,42 @@ def test_apply_names_rejects(tmp_path, svd_set, entries, match):
         apply_names(svd_set, _names_file(tmp_path / "n.json", svd_set, entries))
 
 
+def test_apply_names_refuses_another_directions_default_label(tmp_path, svd_set, capsys):
+    """An unnamed direction is labelled method + index ("svd0"): naming another direction that
+    (any case) would give two directions one label, in subsets (``--only``) and renders."""
+    unnamed = {"0": {"name": None}}
+    for entries, i, n in [
+        ({**unnamed, "2": {"name": "svd0"}}, 2, "'svd0'"),
+        ({**unnamed, "1": {"name": " SVD0 "}}, 1, "'SVD0'"),
+        ({"2": None, "0": "svd2"}, 0, "'svd2'"),
+    ]:
+        j = 2 if i == 0 else 0
+        with pytest.raises(
+            NamesError,
+            match=rf"^names: direction {i} would be called {n}, the label of direction {j}, "
+            rf"which has no name .*; name direction {j} too, or rename direction {i}$",
+        ):
+            apply_names(svd_set, {"names": entries})
+    # Clearing a name can clash too: direction 1 of this subset is explicitly "svd0" (the label
+    # subset wrote for it), and direction 0 would fall back to "svd0" as well.
+    picked = apply_names(svd_set, {"names": unnamed}).subset([1, 0])
+    assert picked.names == ["sv1", "svd0"]
+    with pytest.raises(NamesError, match="direction 1 would be called 'svd0', the label of dir"):
+        apply_names(picked, {"names": unnamed})
+    # A direction named its own label, or another's while that one is named too, is fine.
+    assert apply_names(svd_set, {"names": {"0": "svd0"}}).names[0] == "svd0"
+    out = apply_names(svd_set, {"names": {"0": "smile", "2": "svd0"}})
+    assert [d.name for d in out][:3] == ["smile", "sv1", "svd0"]
+    # The command line says the same and leaves the file alone.
+    path = apply_names(svd_set, {"names": unnamed}).save(tmp_path / "dirs.nav")
+    before = path.read_bytes()
+    names = _names_file(tmp_path / "names.json", svd_set, {"3": {"name": "svd0"}})
+    assert main(["name", str(path), str(names)]) == 2
+    err = capsys.readouterr().err
+    assert "direction 3 would be called 'svd0', the label of direction 0" in err
+    assert path.read_bytes() == before
+
+
 def test_apply_names_file_errors(tmp_path, svd_set):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

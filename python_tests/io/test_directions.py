@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from navcuda.discover import discover
-from navcuda.io.directions import DirectionSet, DirectionSetError, load_official_eigenvectors
+from navcuda.io.directions import (
+    DirectionSet,
+    DirectionSetError,
+    find_label_clash,
+    load_official_eigenvectors,
+)
 from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.layers import layer_weight
 from navcuda.shift import generate
@@ -142,6 +147,69 @@ def test_subset_keeps_labels_and_refuses_bad_indices():
         ds.subset([1.0])
 
 
+def test_labels_stay_distinct_when_a_name_is_another_directions_default_label(tmp_path):
+    """Direction 2 named "svd0" while direction 0 has no name (a file written before naming
+    refused that, or names assigned in code): the set still loads, and direction 0's label steps
+    aside, so subsets (``--only``) and renders never carry two directions called "svd0"."""
+    ds = _unnamed(4, method="svd")
+    ds.names[2] = "svd0"
+    ds.names[3] = "SVD1"  # names compare case-insensitively, as by_name looks them up
+    assert find_label_clash("svd", ds.names) == (2, 0)
+    again = DirectionSet.load(ds.save(tmp_path / "old.nav"))  # such files keep loading
+    for s in (ds, again):
+        labels = [d.name for d in s]
+        assert labels == ["svd0 (unnamed)", "svd1 (unnamed)", "svd0", "SVD1"]
+        assert s.subset([0, 2]).names == ["svd0 (unnamed)", "svd0"]
+        assert s.subset([2, 0]).subset([1])[0].name == "svd0 (unnamed)"
+        assert s.by_name("svd0").meta["set_index"] == 2
+    # ... and a name taking the fallback too moves it on
+    ds.names[1] = "svd0 (unnamed)"
+    assert ds[0].name == "svd0 (unnamed 2)"
+    # A name equal to its own direction's label, or to a named direction's, is no clash; a
+    # subset writes every label into its names, so it has none either.
+    assert find_label_clash("svd", ["svd0", None, "svd3", "x"]) is None
+    assert find_label_clash("svd", ["a", "svd0", None]) is None
+    assert find_label_clash("svd", _unnamed(8, method="svd").subset([5, 0, 1]).names) is None
+
+
+def test_marks_are_checked_and_follow_subsets(tmp_path):
+    ds = _unnamed(4)
+    ds.extra["marks"] = {"1": "good", "3": "bad"}
+    ds = DirectionSet.load(ds.save(tmp_path / "marked.nav"))
+    assert ds.extra["marks"] == {"1": "good", "3": "bad"}
+    # A subset keeps each mark on its direction, at the direction's new index.
+    assert ds.subset([3, 0, 1]).extra["marks"] == {"0": "bad", "2": "good"}
+    assert ds.subset([0, 2]).extra["marks"] == {}
+    assert "marks" not in _unnamed(2).subset([1]).extra
+    args = ("convs.3", "svd", torch.eye(4, 6), [1.0] * 4, "x", (2, 2, 3, 3))
+    for marks, found in [
+        (["good"], r"found list \['good'\]"),
+        ({"4": "good"}, r"found the key '4'"),
+        ({"01": "good"}, r"found the key '01'"),
+        ({"-1": "good"}, r"found the key '-1'"),
+        ({"x": "good"}, r"found the key 'x'"),
+        ({"1": "great"}, r"found 'great' for direction 1"),
+        ({"1": None}, r"found None for direction 1"),
+    ]:
+        want = r"must map direction indices \('0'\.\.'3'\) to 'good' or 'bad', " + found
+        with pytest.raises(DirectionSetError, match=r"^extra\['marks'\] " + want):
+            DirectionSet(*args, extra={"marks": marks})
+        # Assigned after construction: save refuses, writing nothing.
+        ok = _unnamed(4)
+        ok.extra["marks"] = marks
+        with pytest.raises(DirectionSetError, match=r"cannot save .*m\.nav: extra\['marks'\] "):
+            ok.save(tmp_path / "m.nav")
+        assert not (tmp_path / "m.nav").exists()
+        # In a file: the error names the file and the field.
+        meta = _unnamed(4).metadata()
+        meta["extra"] = {"marks": marks}
+        path = _write_meta(tmp_path, "odd.nav", meta, k=4)
+        with pytest.raises(
+            DirectionSetError, match=r"odd\.nav: metadata field 'extra\.marks' " + want
+        ):
+            DirectionSet.load(path)
+
+
 @pytest.mark.parametrize(
     ("amps", "bad"),
     [
@@ -189,11 +257,11 @@ def test_names_must_be_strings(tmp_path):
     assert not (tmp_path / "n.nav").exists()
 
 
-def _write_meta(tmp_path, name, meta):
+def _write_meta(tmp_path, name, meta, k=2):
     from safetensors.torch import save_file
 
     path = tmp_path / name
-    tensors = {"coefficients": torch.eye(2, 6), "amplitudes": torch.ones(2, dtype=torch.float64)}
+    tensors = {"coefficients": torch.eye(k, 6), "amplitudes": torch.ones(k, dtype=torch.float64)}
     save_file(tensors, path, metadata={"navcuda": json.dumps(meta)})
     return path
 
