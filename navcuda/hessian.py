@@ -115,6 +115,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
+from navcuda._checks import positive_int
 from navcuda.grad_mode import differentiates, refuse_inference_mode
 from navcuda.models.layers import get_layer, layer_weight
 from navcuda.models.linearize import linearize_suffix
@@ -204,16 +205,14 @@ class PerceptualHessian:
                     f"metric must provide .{attr}() (a navcuda.metrics.perceptual metric), got "
                     f"{type(metric).__name__}"
                 )
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int(batch_size, "batch_size")
         if noise_mode not in ("const", "none"):
             raise ValueError(
                 f"noise_mode must be 'const' or 'none', got {noise_mode!r} (with random noise the "
                 "shifted and unshifted renders, and the two sides of a finite difference, would "
                 "see different noise)"
             )
-        if resize is not None and (isinstance(resize, bool) or int(resize) != resize or resize < 1):
-            raise ValueError(f"resize must be None or a positive int, got {resize!r}")
+        positive_int(resize, "resize", none_ok=True)
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
         # Its cached activations would be inference tensors, unusable by every product.
@@ -282,15 +281,20 @@ class PerceptualHessian:
         return F.interpolate(img, size=(self.resize, self.resize), mode=self.resize_mode, **kw)
 
     def _features(
-        self, idx: torch.Tensor, deltas: torch.Tensor | None, index: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        one_latent: bool,
+        deltas: torch.Tensor | None,
+        index: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Metric features of the renders of latents ``idx`` with the layer shifted by
         ``deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all zeros,
-        i.e. one shared shift; ``deltas`` None: unshifted)."""
+        i.e. one shared shift; ``deltas`` None: unshifted). ``one_latent``:
+        :meth:`_one_latent` of ``idx``, evaluated once per chunk by the caller."""
         state = SynthesisState(
             self.layer,
-            self._rows(self._x, idx),
-            None if self._img is None else self._rows(self._img, idx),
+            self._rows(self._x, idx, one_latent),
+            None if self._img is None else self._rows(self._img, idx, one_latent),
         )
         shift = None
         if deltas is not None:
@@ -299,15 +303,23 @@ class PerceptualHessian:
             t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
             shift = LayerShift.split(self.layer, deltas, t, index)
         img = self.generator.synthesis_suffix(
-            state, self._rows(self.ws, idx), noise_mode=self.noise_mode, shift=shift
+            state, self._rows(self.ws, idx, one_latent), noise_mode=self.noise_mode, shift=shift
         )
         return list(self.metric.features(self._resize(img)))
 
     @staticmethod
-    def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """``t[idx]``; a broadcast view (batch stride 0) when every index is the same latent, so
-        that the shifted layer convolves that latent's input once (``shares_input``)."""
-        if idx.numel() > 1 and bool((idx == idx[0]).all()):
+    def _one_latent(idx: torch.Tensor) -> bool:
+        """Whether ``idx`` is one latent several times (every index the same). A host
+        synchronisation on a GPU: evaluated once per chunk, and passed to every :meth:`_rows` of
+        the chunk (its inputs, images, latents and unshifted features)."""
+        return idx.numel() > 1 and bool((idx == idx[0]).all())
+
+    @staticmethod
+    def _rows(t: torch.Tensor, idx: torch.Tensor, one_latent: bool) -> torch.Tensor:
+        """``t[idx]``; with ``one_latent`` (:meth:`_one_latent` of ``idx``) a broadcast view
+        (batch stride 0), so that the shifted layer convolves that latent's input once
+        (``shares_input``)."""
+        if one_latent:
             return t[idx[:1]].expand(idx.numel(), *t.shape[1:])
         return t[idx]
 
@@ -381,9 +393,10 @@ class PerceptualHessian:
         with conv_route(impl="ref"):
             for lo in range(0, self.n, self.batch_size):
                 idx = torch.arange(lo, min(lo + self.batch_size, self.n), device=self.device)
+                one = self._one_latent(idx)
                 with torch.no_grad():
-                    f0 = [f.detach() for f in self._features(idx, None)]
-                f1 = self._features(idx, delta.unsqueeze(0))
+                    f0 = [f.detach() for f in self._features(idx, one, None)]
+                f1 = self._features(idx, one, delta.unsqueeze(0))
                 total = total + self.metric.distance_from_features(f0, f1).sum()
         return total / self.n
 
@@ -395,8 +408,10 @@ class PerceptualHessian:
         with frozen(self.generator):
             for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
                 leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
-                f0 = [self._rows(f, i) for f in self._feats0]
-                dist = self.metric.distance_from_features(f0, self._features(i, leaf, p_local))
+                one = self._one_latent(i)
+                f0 = [self._rows(f, i, one) for f in self._feats0]
+                f1 = self._features(i, one, leaf, p_local)
+                dist = self.metric.distance_from_features(f0, f1)
                 (g,) = torch.autograd.grad(dist.sum(), leaf)
                 out[p_lo:p_hi] += g
         return out / self.n
@@ -580,9 +595,10 @@ class PerceptualHessian:
             leaf = torch.zeros_like(v[p_lo:p_hi]).requires_grad_(True)
             d = leaf
             tangent = v[p_lo:p_hi]
+            one = self._one_latent(i)
             if mode == "forward":
                 with fwAD.dual_level():
-                    feats = self._features(i, fwAD.make_dual(d, tangent), p_local)
+                    feats = self._features(i, one, fwAD.make_dual(d, tangent), p_local)
                     unpacked = [fwAD.unpack_dual(f) for f in feats]
                     prim = [u.primal for u in unpacked]
                     jv = [
@@ -590,7 +606,7 @@ class PerceptualHessian:
                         for u in unpacked
                     ]
             else:
-                prim = self._features(i, d, p_local)
+                prim = self._features(i, one, d, p_local)
                 zeros = [torch.zeros_like(f, requires_grad=True) for f in prim]
                 (jt_u,) = torch.autograd.grad(prim, d, zeros, create_graph=True)
                 jv = list(torch.autograd.grad(jt_u, zeros, tangent, allow_unused=True))

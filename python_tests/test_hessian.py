@@ -157,6 +157,61 @@ def test_chunking_does_not_change_results(gen64, monkeypatch):
             assert _rel(a, b) < 1e-12
 
 
+@pytest.mark.parametrize("bs", [4, 64])
+def test_one_latent_is_checked_once_per_chunk(gen64, monkeypatch, bs):
+    """Whether a chunk is one latent (a host synchronisation on a GPU) is evaluated once per chunk
+    and shared by every tensor the chunk selects (the layer's inputs, the latents, each unshifted
+    feature), with bit-identical results to checking each tensor on its own."""
+    g, ws = gen64
+    V = torch.randn(3, 4, 4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    h = PerceptualHessian(g, LAYER, ws, _metric("random-vgg"), batch_size=bs, resize=8)
+    assert len(h._feats0) > 1  # several feature tensors selected per chunk
+    real_chunks, real_one = h._chunks, PerceptualHessian._one_latent
+    chunks, checks, flags = [], [], set()
+
+    def counted_chunks(*args):
+        for chunk in real_chunks(*args):
+            chunks.append(chunk)
+            yield chunk
+
+    def counted_one(idx):
+        checks.append(real_one(idx))
+        return checks[-1]
+
+    def products():
+        out = []
+        for run in (
+            lambda: h.hvp_fd(V),
+            lambda: h.grad(0.1 * V),
+            lambda: h.hvp_gn(V, mode="double-backward"),
+        ):
+            chunks.clear()
+            checks.clear()
+            out.append(run())
+            assert len(checks) == len(chunks) > 0, (bs, len(checks), len(chunks))
+            flags.update(checks)
+        checks.clear()
+        out.append(h.loss(0.1 * V[0]))
+        assert len(checks) == -(-ws.shape[0] // bs)  # loss: one check per chunk of latents
+        return out
+
+    monkeypatch.setattr(h, "_chunks", counted_chunks)
+    monkeypatch.setattr(PerceptualHessian, "_one_latent", staticmethod(counted_one))
+    fast = products()
+    # FD at batch 4: chunks of one latent under 3 perturbations; the gradients of 3 shifts (9
+    # samples): chunks of several latents. Batch 64: one chunk of every sample.
+    assert flags == ({True, False} if bs == 4 else {False})
+
+    def per_tensor_rows(t, idx, one_latent):  # the check repeated for each tensor, as before
+        same = idx.numel() > 1 and bool((idx == idx[0]).all())
+        assert one_latent == same
+        return t[idx[:1]].expand(idx.numel(), *t.shape[1:]) if same else t[idx]
+
+    monkeypatch.setattr(PerceptualHessian, "_rows", staticmethod(per_tensor_rows))
+    for a, b in zip(fast, products(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_products_freeze_the_generator_and_restore_its_flags(gen64):
     """FD and GN products run with the generator's parameters frozen (a parameter requiring a
     gradient makes every later layer keep its input for the backward: measured 146 vs 80 MB for
