@@ -1,7 +1,12 @@
-"""upfirdn2d blur (up = down = 1): native fir2d vs the pure-torch reference (forward + backward).
+"""upfirdn2d against the pure-torch reference (forward + backward).
 
-The blur after the transposed convolution of an upsampling layer: the conv output
-``[B, C, 2H + 1, 2H + 1]`` filtered by StyleGAN2's 4x4 ``[1, 3, 3, 1]`` filter with pads (1, 1).
+Blur (up = down = 1): native fir2d. The blur after the transposed convolution of an upsampling
+layer: the conv output ``[B, C, 2H + 1, 2H + 1]`` filtered by StyleGAN2's 4x4 ``[1, 3, 3, 1]``
+filter with pads (1, 1).
+
+Upsampling (up = 2): the transposed depthwise convolution (pure torch; channels-last on the CPU).
+The generator's RGB skip branch: ``[B, 3, H, W]`` images upsampled with the ``[1, 3, 3, 1]``
+filter (gain 4) and pads (2, 1).
 """
 
 from __future__ import annotations
@@ -29,6 +34,32 @@ def test_blur_fwd_bwd(benchmark, device, case, impl):
 
     run()
     benchmark.group = f"upfirdn2d blur fwd+bwd, {case}"
+    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
+    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
+    benchmark(run)
+
+
+UP_SHAPES = {
+    "1024-px model, last skip": (8, 3, 512, 512),
+    "128-px skip": (8, 3, 128, 128),
+    "toy 64-px model, last skip": (32, 3, 32, 32),
+}
+
+
+@pytest.mark.parametrize("impl", ["ref", "auto"])
+@pytest.mark.parametrize("case", list(UP_SHAPES))
+def test_up2_fwd_bwd(benchmark, device, case, impl):
+    x = torch.randn(UP_SHAPES[case], device=device, requires_grad=True)
+    f = make_filter((1, 3, 3, 1), 4).to(device)
+
+    def run():
+        y = upfirdn2d(x, f, up=2, pad=(2, 1), impl=impl)
+        y.backward(torch.ones_like(y))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run()
+    benchmark.group = f"upfirdn2d up=2 fwd+bwd, {case}"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
     benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
     benchmark(run)

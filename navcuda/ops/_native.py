@@ -66,6 +66,7 @@ __all__ = [
     "mark_failed",
     "native_module",
     "native_unavailable_reason",
+    "requested_impl",
     "resolve_impl",
     "run_kernel",
     "set_cpu_isa",
@@ -259,6 +260,23 @@ def is_channels_last(tensor: torch.Tensor) -> bool:
     )
 
 
+def requested_impl(op: str, impl: str) -> str:
+    """``impl`` validated (``"auto"``, ``"ref"`` or ``"native"``), with ``$NAVCUDA_IMPL`` applied
+    to ``"auto"``: what the caller asked for, before asking whether the native kernel can run
+    (:func:`resolve_impl`; a pure-torch fast path that needs no ``_C`` stops here)."""
+    if impl not in _IMPLS:
+        raise ValueError(f"{op}: impl must be one of {_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        env = os.environ.get(ENV_IMPL, "auto").strip().lower() or "auto"
+        if env not in _IMPLS:
+            raise ValueError(
+                f"{op}: environment variable {ENV_IMPL} must be one of {_IMPLS}, got {env!r}; "
+                f"unset it or fix its value"
+            )
+        impl = env
+    return impl
+
+
 def resolve_impl(
     op: str,
     impl: str,
@@ -276,16 +294,7 @@ def resolve_impl(
     :class:`NativeFallbackWarning` per (op, reason); ``"native"`` raises :class:`RuntimeError`
     when the native kernel cannot run.
     """
-    if impl not in _IMPLS:
-        raise ValueError(f"{op}: impl must be one of {_IMPLS}, got {impl!r}")
-    if impl == "auto":
-        env = os.environ.get(ENV_IMPL, "auto").strip().lower() or "auto"
-        if env not in _IMPLS:
-            raise ValueError(
-                f"{op}: environment variable {ENV_IMPL} must be one of {_IMPLS}, got {env!r}; "
-                f"unset it or fix its value"
-            )
-        impl = env
+    impl = requested_impl(op, impl)
     if impl == "ref" or (impl == "auto" and by_layout and is_channels_last(tensor)):
         return "ref"
     if impl == "auto":
