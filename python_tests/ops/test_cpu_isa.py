@@ -60,7 +60,9 @@ def test_name_must_be_a_string(restore_isa):
         _native.set_cpu_isa(2)  # type: ignore[arg-type]
 
 
-def _isa_in_subprocess(value: str) -> subprocess.CompletedProcess:
+def _isa_in_subprocess(value: str, cwd) -> subprocess.CompletedProcess:
+    # Run from an empty folder: from the repository root, `-c` would import the source tree's
+    # navcuda (which has no compiled _C in a non-editable install) instead of the installed one.
     env = {**os.environ, _native.ENV_CPU_ISA: value}
     code = (
         "import warnings; warnings.simplefilter('always')\n"
@@ -68,17 +70,17 @@ def _isa_in_subprocess(value: str) -> subprocess.CompletedProcess:
         "print(_native.cpu_isa())\n"
     )
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, check=True
     )
 
 
-def test_environment_variable_picks_the_generic_kernels():
-    assert _isa_in_subprocess("generic").stdout.strip() == "generic"
-    assert _isa_in_subprocess(" Generic ").stdout.strip() == "generic"
+def test_environment_variable_picks_the_generic_kernels(tmp_path):
+    assert _isa_in_subprocess("generic", tmp_path).stdout.strip() == "generic"
+    assert _isa_in_subprocess(" Generic ", tmp_path).stdout.strip() == "generic"
 
 
-def test_bad_environment_variable_warns_and_keeps_the_automatic_choice():
-    out = _isa_in_subprocess("avx512")
+def test_bad_environment_variable_warns_and_keeps_the_automatic_choice(tmp_path):
+    out = _isa_in_subprocess("avx512", tmp_path)
     assert out.stdout.strip() == _native.cpu_isas()[-1]
     assert "NAVCUDA_CPU_ISA='avx512' ignored" in out.stderr
     assert "Valid here: 'auto', 'generic'" in out.stderr
