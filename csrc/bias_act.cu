@@ -17,9 +17,12 @@ void bias_act_cuda(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      launch_kernel("bias_act_forward_kernel", &bias_act_forward_kernel<T, kAct, kClamp>,
-                    launch_blocks(n), kLaunchThreads, s, as_ptr<const T>(x), as_ptr<const T>(b),
-                    as_ptr<T>(y), n, channels, inner, T(alpha), T(gain), T(clamp));
+      dispatch_index(n, [&](auto idx) {
+        using Idx = decltype(idx);
+        launch_kernel("bias_act_forward_kernel", &bias_act_forward_kernel<T, kAct, kClamp, Idx>,
+                      launch_blocks(n), kLaunchThreads, s, as_ptr<const T>(x), as_ptr<const T>(b),
+                      as_ptr<T>(y), n, channels, inner, T(alpha), T(gain), T(clamp));
+      });
     });
   });
   check_launch("bias_act_cuda");

@@ -9,13 +9,13 @@
 
 namespace navcuda {
 
-// y[i] = clamp(act(x[i] + b[(i / inner) % channels]) * gain). Grid-stride loop over n elements.
-template <typename T, int kAct, bool kClamp>
-__global__ void bias_act_forward_kernel(const T* x, const T* b, T* y, long long n,
-                                        long long channels, long long inner, T alpha, T gain,
-                                        T clamp) {
-  const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+// y[i] = clamp(act(x[i] + b[(i / inner) % channels]) * gain). Grid-stride loop over n elements;
+// Idx: int where the launcher's dispatch_index allows it (32-bit division per element).
+template <typename T, int kAct, bool kClamp, typename Idx>
+__global__ void bias_act_forward_kernel(const T* x, const T* b, T* y, Idx n, Idx channels,
+                                        Idx inner, T alpha, T gain, T clamp) {
+  const Idx stride = Idx(blockDim.x) * Idx(gridDim.x);
+  for (Idx i = Idx(blockIdx.x) * Idx(blockDim.x) + Idx(threadIdx.x); i < n; i += stride) {
     T v = x[i];
     if (b) v += b[(i / inner) % channels];
     v = bias_act_value<T, kAct>(v, alpha, gain);

@@ -23,6 +23,27 @@ inline unsigned int launch_blocks(long long n, int threads = kLaunchThreads) {
   return static_cast<unsigned int>(blocks < kLaunchMaxBlocks ? blocks : kLaunchMaxBlocks);
 }
 
+// Element counts up to which a kernel taking an index type runs with 32-bit `int` indices
+// (dispatch_index): a GPU divides 32-bit integers several times faster than 64-bit ones, and the
+// element-wise kernels divide per element. 2^30 leaves room below INT_MAX for every grid-stride
+// step past the end (at most kLaunchMaxBlocks * kLaunchThreads * 8). A function, not a constant,
+// so that navcuda._C_emu's tests can lower it to run the 64-bit variants on small tensors.
+inline long long& index32_max() {
+  static long long limit = 1LL << 30;
+  return limit;
+}
+
+// fn(int{}) when every index of the launch (the largest element count it touches, `extent`)
+// fits index32_max(), else fn((long long){}).
+template <typename Fn>
+void dispatch_index(long long extent, Fn&& fn) {
+  if (extent <= index32_max()) {
+    fn(int{});
+  } else {
+    fn(static_cast<long long>(0));
+  }
+}
+
 // kernel<<<grid, block, 0, stream>>>(args...), each argument converted to the kernel's parameter
 // type; `name` (the kernel) labels the emulator's findings.
 template <typename... Params, typename... Args>

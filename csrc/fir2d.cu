@@ -1,4 +1,6 @@
 // CUDA launcher for fir2d (kernel body in fir2d_kernels.cuh).
+#include <algorithm>
+
 #include "cuda_launch.cuh"
 #include "fir2d.h"
 #include "fir2d_kernels.cuh"
@@ -14,9 +16,13 @@ void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t 
   auto s = reinterpret_cast<cudaStream_t>(stream);
   dispatch_float(dtype, "fir2d_cuda", [&](auto zero) {
     using T = decltype(zero);
-    launch_kernel("fir2d_kernel", &fir2d_kernel<T>, launch_blocks(n), kLaunchThreads, s,
-                  as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), planes, h, wd, kh, kw,
-                  pad_y, pad_x, ho, wo);
+    // Indices reach the input's and the output's element counts.
+    dispatch_index(std::max<long long>(n, planes * h * wd), [&](auto idx) {
+      using Idx = decltype(idx);
+      launch_kernel("fir2d_kernel", &fir2d_kernel<T, Idx>, launch_blocks(n), kLaunchThreads, s,
+                    as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), planes, h, wd, kh, kw,
+                    pad_y, pad_x, ho, wo);
+    });
   });
   check_launch("fir2d_cuda");
 }

@@ -112,14 +112,17 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
-          auto kernel = channels_last ? &modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
-                                      : &modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>;
-          launch_kernel(channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel",
-                        kernel, launch_blocks(groups), kLaunchThreads, st, as_ptr<const T>(y0),
-                        as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-                        as_ptr<const T>(noise), noise_bstride, as_ptr<const T>(ns),
-                        as_ptr<const T>(bias), as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n,
-                        channels, hw, T(alpha), T(gain), T(clamp));
+          dispatch_index(n, [&](auto idx) {
+            using Idx = decltype(idx);
+            auto kernel = channels_last ? &modconv_epilogue_kernel<T, kA, kC, kY1, kN, true, Idx>
+                                        : &modconv_epilogue_kernel<T, kA, kC, kY1, kN, false, Idx>;
+            launch_kernel(
+                channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel", kernel,
+                launch_blocks(groups), kLaunchThreads, st, as_ptr<const T>(y0), as_ptr<const T>(y1),
+                as_ptr<const T>(t), as_ptr<const T>(dcoef), as_ptr<const T>(noise), noise_bstride,
+                as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out),
+                as_ptr<std::uint8_t>(mask), n, channels, hw, T(alpha), T(gain), T(clamp));
+          });
         });
       });
     });

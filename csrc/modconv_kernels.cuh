@@ -132,40 +132,37 @@ __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
 }
 
 // out = clamp(act(dcoef (y0 + t y1) + ns noise + bias) gain), NCHW or (kNhwc) channels-last:
-// element e is (b, c, pixel j) of either layout. Grid-stride over groups of 8 / kBits
-// consecutive elements of a row (a plane of HW, or a pixel's C channels; the last group of a row
-// may be partial), so that the thread of a group writes the group's whole byte of packed codes
-// into `mask` (when given; modconv_mask_code).
+// element e is (b, c, pixel j) of either layout; a row is a plane of HW, or a pixel's C channels.
 // The fused epilogue and its packed mask codes (modconv.h), over a grid-stride loop of block
 // tiles. A tile is blockDim.x mask bytes, i.e. blockDim.x * kPer (byte, bit) slots in row order;
 // slot p goes to thread p % blockDim.x, so consecutive threads read and write consecutive outputs
 // of a row (coalesced), and each writes its code to shared memory. After a barrier thread i packs
 // byte i of the tile. Slots past the end of a row (its padding) or of the tensor get code 0.
-// blockDim.x <= kModconvMaxThreads (any size, not only powers of two).
-template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kNhwc>
+// blockDim.x <= kModconvMaxThreads (any size, not only powers of two). Idx: int where the
+// launcher's dispatch_index allows it (the element's (b, c, j) takes several divisions).
+template <typename T, int kAct, bool kClamp, bool kHasY1, bool kHasNoise, bool kNhwc, typename Idx>
 __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, const T* dcoef,
-                                        const T* noise, long long noise_bstride, const T* ns,
-                                        const T* bias, T* out, std::uint8_t* mask, long long n,
-                                        long long channels, long long hw, T alpha, T gain,
-                                        T clamp) {
+                                        const T* noise, Idx noise_bstride, const T* ns,
+                                        const T* bias, T* out, std::uint8_t* mask, Idx n,
+                                        Idx channels, Idx hw, T alpha, T gain, T clamp) {
   constexpr int kBits = kModconvMaskBits<kClamp>;
   constexpr int kPer = 8 / kBits;
   NAVCUDA_SHARED(std::uint8_t, codes, [kModconvMaxThreads * kPer]);
-  const long long inner = kNhwc ? channels : hw;
-  const long long row_bytes = modconv_mask_row_bytes(inner, kBits);
-  const long long groups = n / inner * row_bytes;
-  const long long threads = blockDim.x;
-  for (long long q0 = (long long)blockIdx.x * threads; q0 < groups; q0 += threads * gridDim.x) {
+  const Idx inner = kNhwc ? channels : hw;
+  const Idx row_bytes = Idx(modconv_mask_row_bytes(inner, kBits));
+  const Idx groups = n / inner * row_bytes;
+  const Idx threads = Idx(blockDim.x);
+  for (Idx q0 = Idx(blockIdx.x) * threads; q0 < groups; q0 += threads * Idx(gridDim.x)) {
     for (int k = 0; k < kPer; ++k) {
-      const long long slot = k * threads + threadIdx.x;
-      const long long q = q0 + slot / kPer;
-      const long long pos = (q % row_bytes) * kPer + slot % kPer;  // position in the row
+      const Idx slot = k * threads + Idx(threadIdx.x);
+      const Idx q = q0 + slot / kPer;
+      const Idx pos = (q % row_bytes) * kPer + slot % kPer;  // position in the row
       unsigned code = 0;
       if (q < groups && pos < inner) {
-        const long long e = q / row_bytes * inner + pos;
-        const long long c = kNhwc ? e % channels : (e / hw) % channels;
-        const long long b = e / (channels * hw);
-        const long long j = kNhwc ? (e / channels) % hw : e % hw;
+        const Idx e = q / row_bytes * inner + pos;
+        const Idx c = kNhwc ? e % channels : (e / hw) % channels;
+        const Idx b = e / (channels * hw);
+        const Idx j = kNhwc ? (e / channels) % hw : e % hw;
         const T v = modconv_epilogue_value<T, kAct, kClamp, kHasY1>(
             y0[e], kHasY1 ? y1[e] : T(0), kHasY1 ? t[b] : T(0),
             dcoef ? dcoef[b * channels + c] : T(1),
@@ -178,7 +175,7 @@ __global__ void modconv_epilogue_kernel(const T* y0, const T* y1, const T* t, co
       codes[slot] = static_cast<std::uint8_t>(code);
     }
     __syncthreads();
-    const long long q = q0 + threadIdx.x;
+    const Idx q = q0 + Idx(threadIdx.x);
     if (mask && q < groups) {
       unsigned byte = 0;
       for (int k = 0; k < kPer; ++k) byte |= unsigned(codes[threadIdx.x * kPer + k]) << (k * kBits);

@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -15,6 +16,7 @@
 #include "bias_act_kernels.cuh"
 #include "checker_probes.cuh"
 #include "common.h"
+#include "cuda_launch.cuh"  // dispatch_index, index32_max
 #include "fir2d.h"
 #include "fir2d_kernels.cuh"
 #include "modconv.h"
@@ -39,10 +41,13 @@ void bias_act_emu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t 
     navcuda::dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
       constexpr int kAct = decltype(act_c)::value;
       constexpr bool kClamp = decltype(clamp_c)::value;
-      navcuda_emu::launch("bias_act_forward_kernel", dim3(grid), dim3(block),
-                          &navcuda::bias_act_forward_kernel<T, kAct, kClamp>, as_ptr<const T>(x),
-                          as_ptr<const T>(b), as_ptr<T>(y), n, (long long)channels,
-                          (long long)inner, T(alpha), T(gain), T(clamp));
+      navcuda::dispatch_index(n, [&](auto idx) {
+        using Idx = decltype(idx);
+        navcuda_emu::launch("bias_act_forward_kernel", dim3(grid), dim3(block),
+                            &navcuda::bias_act_forward_kernel<T, kAct, kClamp, Idx>,
+                            as_ptr<const T>(x), as_ptr<const T>(b), as_ptr<T>(y), Idx(n),
+                            Idx(channels), Idx(inner), T(alpha), T(gain), T(clamp));
+      });
     });
   });
 }
@@ -215,15 +220,19 @@ void modconv_epilogue_emu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
-          navcuda_emu::launch(
-              channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel",
-              dim3(grid), dim3(block),
-              channels_last ? &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, true>
-                            : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, false>,
-              as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t), as_ptr<const T>(dcoef),
-              as_ptr<const T>(noise), (long long)noise_bstride, as_ptr<const T>(ns),
-              as_ptr<const T>(bias), as_ptr<T>(out), as_ptr<std::uint8_t>(mask), n,
-              (long long)channels, (long long)hw, T(alpha), T(gain), T(clamp));
+          navcuda::dispatch_index(n, [&](auto idx) {
+            using Idx = decltype(idx);
+            navcuda_emu::launch(
+                channels_last ? "modconv_epilogue_kernel<nhwc>" : "modconv_epilogue_kernel",
+                dim3(grid), dim3(block),
+                channels_last ? &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, true, Idx>
+                              : &navcuda::modconv_epilogue_kernel<T, kA, kC, kY1, kN, false, Idx>,
+                as_ptr<const T>(y0), as_ptr<const T>(y1), as_ptr<const T>(t),
+                as_ptr<const T>(dcoef), as_ptr<const T>(noise), Idx(noise_bstride),
+                as_ptr<const T>(ns), as_ptr<const T>(bias), as_ptr<T>(out),
+                as_ptr<std::uint8_t>(mask), Idx(n), Idx(channels), Idx(hw), T(alpha), T(gain),
+                T(clamp));
+          });
         });
       });
     });
@@ -279,10 +288,13 @@ void fir2d_emu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t p
   if (planes * ho * wo == 0) return;
   navcuda::dispatch_float(dtype, "fir2d_emu", [&](auto zero) {
     using T = decltype(zero);
-    navcuda_emu::launch("fir2d_kernel", dim3(grid), dim3(block), &navcuda::fir2d_kernel<T>,
-                        as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), (long long)planes,
-                        (long long)h, (long long)wd, (long long)kh, (long long)kw, (long long)pad_y,
-                        (long long)pad_x, (long long)ho, (long long)wo);
+    navcuda::dispatch_index(std::max<long long>(planes * ho * wo, planes * h * wd), [&](auto idx) {
+      using Idx = decltype(idx);
+      navcuda_emu::launch("fir2d_kernel", dim3(grid), dim3(block), &navcuda::fir2d_kernel<T, Idx>,
+                          as_ptr<const T>(x), as_ptr<const T>(w), as_ptr<T>(out), Idx(planes),
+                          Idx(h), Idx(wd), Idx(kh), Idx(kw), Idx(pad_y), Idx(pad_x), Idx(ho),
+                          Idx(wo));
+    });
   });
 }
 
@@ -292,6 +304,12 @@ PYBIND11_MODULE(_C_emu, m) {
   m.doc() = "Test-only: navcuda CUDA kernel bodies run on the CPU through csrc/cuda_emu.h";
   using py::arg;
   auto nogil = py::call_guard<py::gil_scoped_release>();
+  m.def(
+      "index32_max", [] { return navcuda::index32_max(); },
+      "Element count up to which the kernels taking an index type use 32-bit ints.");
+  m.def(
+      "set_index32_max", [](long long v) { navcuda::index32_max() = v; }, arg("limit"),
+      "Test hook: lower the 32-bit index limit (e.g. to -1) to run the 64-bit index variants.");
   m.def("bias_act_emu", &bias_act_emu, nogil, arg("x"), arg("b"), arg("y"), arg("outer"),
         arg("channels"), arg("inner"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"),
         arg("clamp"), arg("grid"), arg("block"));

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 import torch
@@ -56,3 +57,17 @@ def cpu_isa(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         _native.set_cpu_isa(before)
+
+
+@pytest.fixture(params=["int32", "int64"])
+def index_width(request: pytest.FixtureRequest, emu: ModuleType) -> Iterator[str]:
+    """Runs an emulated CUDA kernel test once with the launchers' choice for its small sizes
+    (32-bit ``int`` indices) and once with the 64-bit variants forced (``set_index32_max(-1)``),
+    which real launches reach only past 2^30 elements."""
+    before = emu.index32_max()
+    if request.param == "int64":
+        emu.set_index32_max(-1)
+    try:
+        yield request.param
+    finally:
+        emu.set_index32_max(before)

@@ -361,6 +361,7 @@ def test_native_cuda_runs_on_the_current_stream(cuda_kernels):
 @pytest.mark.parametrize("shape,dim", [((5, 13), 1), ((2, 3, 11), 2), ((3, 7, 5, 9), 1), ((7,), 0)])
 @pytest.mark.parametrize("act,clamp", [("linear", None), ("lrelu", None), ("lrelu", 1.5)])
 @pytest.mark.parametrize("grid,block", [(1, 1), (3, 32), (8, 128)])
+@pytest.mark.usefixtures("index_width")
 def test_cuda_kernel_bodies_emulated_match_ref(shape, dim, act, clamp, grid, block, emu):
     """The __global__ bodies of csrc/bias_act_kernels.cuh, compiled as host C++ (csrc/cuda_emu.h),
     against the reference: grid-stride loops with fewer, equal and more threads than elements."""

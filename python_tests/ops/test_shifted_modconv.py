@@ -823,6 +823,7 @@ def test_demod_cuda_bodies_emulated(case, block, emu):
     [("nchw", 1, 1), ("nchw", 2, 8), ("nchw", 5, 32), ("channels_last", 1, 32),
      ("channels_last", 3, 64), ("channels_last", 2, 256)],
 )  # fmt: skip
+@pytest.mark.usefixtures("index_width")
 def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     dtype = torch.float64
     args, kw = _epi_inputs(case, dtype, seed=4, layout=layout)
@@ -1033,6 +1034,7 @@ def test_cuda_strategies_match_oracle(kind, cuda_device):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.usefixtures("index_width")
 def test_cuda_epilogue_matches_reference(layout, cuda_device):
     args, kw = _epi_inputs(EPI_CASES_CL[-1], torch.float64, seed=6, layout=layout)
     grads = {}

@@ -156,6 +156,7 @@ def test_bad_inputs_raise_before_the_kernel(x, f, pad, exc, match):
 @needs_native
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("grid,block", [(1, 1), (2, 8), (5, 32)])
+@pytest.mark.usefixtures("index_width")
 def test_cuda_body_emulated(case, grid, block, emu):
     x, f, pad = _make(case, torch.float64, seed=4)
     ref = ref_upfirdn2d(x, f, pad=pad)
@@ -173,6 +174,7 @@ def test_cuda_body_emulated(case, grid, block, emu):
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.usefixtures("index_width")
 def test_cuda_matches_reference(case, cuda_device):
     x, f, pad = _make(case, torch.float64, seed=5)
     x, f = x.to(cuda_device).requires_grad_(True), f.to(cuda_device)
