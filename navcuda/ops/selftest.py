@@ -7,6 +7,11 @@ the dispatcher (:func:`navcuda.ops._native.mark_failed`), so ``impl="auto"`` fal
 reference with a warning instead of computing wrong numbers. Ops whose native path cannot run on the
 device are reported as skipped.
 
+On the CPU the native kernels come in two instruction sets (:func:`navcuda.ops._native.cpu_isa`).
+When a marking self-test fails an op with the AVX2 kernels active, it switches the process to the
+generic kernels (with a :class:`~navcuda.ops._native.NativeFallbackWarning`) and tests again: an
+op the generic kernels get right keeps its native path, and the result says what happened.
+
 Tolerance: relative error (max |a - b| / max |b|) at most 1e-4 on the CPU and 1e-3 on CUDA
 (reassociation): the accuracy every native op must meet. The cases run in float32 whatever
 the caller's mode: autocast off (the dispatcher's automatic run can start inside a caller's
@@ -17,6 +22,7 @@ native ops for the whole process) and TF32 off for matmuls and cuDNN convolution
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -87,8 +93,32 @@ def selftest(device: str | torch.device | None = None, mark: bool = True) -> lis
         if not ok and mark:
             _native.mark_failed(op, dev.type, f"its self-test failed ({detail})")
         results.append(SelfTestResult(op, str(dev), "pass" if ok else "fail", worst, detail))
+    failed = {r.op: r.detail for r in results if r.status == "fail"}
+    isa = _native.cpu_isa() if dev.type == "cpu" else None
+    if failed and mark and isa not in (None, "generic"):
+        return _retry_with_generic_kernels(dev, isa, failed)
     if mark:  # the verdicts are recorded: the dispatcher's automatic run is not needed any more
         _native._selftested.add(dev.type)
+    return results
+
+
+def _retry_with_generic_kernels(
+    dev: torch.device, isa: str, failed: dict[str, str]
+) -> list[SelfTestResult]:
+    """The CPU self-test again with the generic kernels, after ``failed`` (op -> why) failed
+    with the ``isa`` ones; the process keeps the generic kernels."""
+    _native.set_cpu_isa("generic")
+    results = selftest(dev, mark=True)
+    for r in results:
+        if r.op in failed and r.status == "pass":
+            r.detail = f"its {isa} CPU kernels failed ({failed[r.op]}); the generic ones pass"
+    warnings.warn(
+        f"navcuda self-test on the CPU: the {isa} kernels of {', '.join(sorted(failed))} disagree "
+        f"with their references ({'; '.join(f'{op}: {d}' for op, d in sorted(failed.items()))}); "
+        "this process now runs the generic CPU kernels (set NAVCUDA_CPU_ISA=generic to start so).",
+        _native.NativeFallbackWarning,
+        stacklevel=3,
+    )
     return results
 
 

@@ -46,8 +46,11 @@ def test_failed_selftest_disables_native_path(monkeypatch):
         return [o + 1.0 for o in out] if impl == "native" else out
 
     monkeypatch.setitem(CASES, "bias_act", broken)
+    isa = _native.cpu_isa()
     try:
-        results = {r.op: r for r in selftest("cpu")}
+        with warnings.catch_warnings():  # with AVX2 active it retries the generic kernels first
+            warnings.simplefilter("ignore", _native.NativeFallbackWarning)
+            results = {r.op: r for r in selftest("cpu")}
         assert results["bias_act"].status == "fail"
         assert "relative error" in results["bias_act"].detail
         _native._reset_fallback_warnings()
@@ -57,6 +60,54 @@ def test_failed_selftest_disables_native_path(monkeypatch):
         assert any("self-test failed" in str(w.message) for w in caught)
     finally:
         _native.clear_failed()
+        _native.set_cpu_isa(isa)
+
+
+def _broken_under_avx2(monkeypatch, op: str) -> None:
+    """Make ``op``'s self-test case wrong only while the AVX2 CPU kernels are active."""
+    good = CASES[op]
+
+    def case(dev, impl):
+        out = good(dev, impl)
+        wrong = impl == "native" and _native.cpu_isa() == "avx2"
+        return [o + 1.0 for o in out] if wrong else out
+
+    monkeypatch.setitem(CASES, op, case)
+
+
+@pytest.fixture
+def avx2_active():
+    if "avx2" not in _native.cpu_isas():
+        pytest.skip("no AVX2 CPU kernels here")
+    before = _native.cpu_isa()
+    _native.set_cpu_isa("avx2")
+    selftest("cpu", mark=False)  # registers the cases
+    yield
+    _native.clear_failed()
+    _native.set_cpu_isa(before)
+
+
+@pytest.mark.usefixtures("avx2_active")
+def test_failing_avx2_kernels_switch_the_process_to_the_generic_ones(monkeypatch):
+    _broken_under_avx2(monkeypatch, "upfirdn2d")
+    with pytest.warns(_native.NativeFallbackWarning, match="avx2 kernels of upfirdn2d disagree"):
+        results = {r.op: r for r in selftest("cpu")}
+    assert _native.cpu_isa() == "generic"
+    assert all(r.status == "pass" for r in results.values()), results
+    assert "its avx2 CPU kernels failed (relative error" in results["upfirdn2d"].detail
+    assert "generic ones pass" in results["upfirdn2d"].detail
+    assert _native.failed_ops() == {}
+
+
+@pytest.mark.usefixtures("avx2_active")
+def test_a_reporting_selftest_changes_no_instruction_set(monkeypatch):
+    _broken_under_avx2(monkeypatch, "upfirdn2d")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _native.NativeFallbackWarning)
+        results = {r.op: r for r in selftest("cpu", mark=False)}
+    assert results["upfirdn2d"].status == "fail"
+    assert _native.cpu_isa() == "avx2"
+    assert _native.failed_ops() == {}
 
 
 @pytest.fixture
