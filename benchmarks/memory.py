@@ -100,3 +100,21 @@ def peak_memory_mb(
         return _cpu_peak_rss(fn)
     except (OSError, RuntimeError):
         return None
+
+
+def benchmark_with_memory(
+    benchmark,
+    run: Callable[[], object],
+    device: torch.device,
+    group: str,
+    role: str,
+    **extra: object,
+) -> None:
+    """Time ``run`` with pytest-benchmark as case ``group`` / ``role`` after one unmeasured call,
+    with its peak memory (:func:`peak_memory_mb`) and ``extra`` in ``extra_info``."""
+    run()
+    benchmark.group = group
+    benchmark.extra_info["role"] = role
+    benchmark.extra_info.update(extra)
+    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
+    benchmark(run)

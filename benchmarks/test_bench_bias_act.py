@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from memory import peak_memory_mb
+from memory import benchmark_with_memory
 
 from navcuda.ops.bias_act import bias_act
 
@@ -23,8 +23,10 @@ def test_bias_act_fwd_bwd(benchmark, device, case, impl):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    run()
-    benchmark.group = f"bias_act fwd+bwd, {case}"
-    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
-    benchmark(run)
+    benchmark_with_memory(
+        benchmark,
+        run,
+        device,
+        f"bias_act fwd+bwd, {case}",
+        "reference" if impl == "ref" else "fast",
+    )

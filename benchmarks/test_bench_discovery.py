@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from memory import peak_memory_mb
+from memory import benchmark_with_memory
 from paired import paired_ratio
 
 from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
@@ -90,11 +90,13 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
         step()
         _sync(device)
 
-    run()
-    benchmark.group = f"optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64"
-    benchmark.extra_info["role"] = "fast" if lean else role
-    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
-    benchmark(run)
+    benchmark_with_memory(
+        benchmark,
+        run,
+        device,
+        f"optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64",
+        "fast" if lean else role,
+    )
 
 
 @pytest.mark.parametrize("basis", ["svd", "weight"])
@@ -141,8 +143,10 @@ def test_hvp_block(benchmark, generator, device, role):
             hess.hvp_fd(v)
         _sync(device)
 
-    run()
-    benchmark.group = f"hvp_fd block of 64, toy-regressor, 4 latents, bundled {LAYER}"
-    benchmark.extra_info["role"] = role
-    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
-    benchmark(run)
+    benchmark_with_memory(
+        benchmark,
+        run,
+        device,
+        f"hvp_fd block of 64, toy-regressor, 4 latents, bundled {LAYER}",
+        role,
+    )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from memory import peak_memory_mb
+from memory import benchmark_with_memory
 from paired import paired_ratio
 
 from navcuda.ops.shifted_modconv import SharedShift, SplitShift, SVDShift, shifted_modconv
@@ -94,9 +94,11 @@ def test_shifted_modconv_paired(benchmark, device, case, kind):
 def test_shifted_modconv(benchmark, device, case, kind, role, backward):
     strategy = "grouped" if role == "reference" else FAST[kind]
     run = _runner(device, case, kind, strategy, backward)
-    run()
-    benchmark.group = f"shifted_modconv {'fwd+bwd' if backward else 'fwd'}, {kind} shift, {case}"
-    benchmark.extra_info["role"] = role
-    benchmark.extra_info["strategy"] = strategy
-    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
-    benchmark(run)
+    benchmark_with_memory(
+        benchmark,
+        run,
+        device,
+        f"shifted_modconv {'fwd+bwd' if backward else 'fwd'}, {kind} shift, {case}",
+        role,
+        strategy=strategy,
+    )

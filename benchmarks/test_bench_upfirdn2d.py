@@ -13,30 +13,33 @@ from __future__ import annotations
 
 import pytest
 import torch
-from memory import peak_memory_mb
+from memory import benchmark_with_memory
 
 from navcuda.ops.upfirdn2d import make_filter, upfirdn2d
 
 SHAPES = {"official 32x32 up-layer": (8, 512, 33, 33), "toy 64x64 up-layer": (32, 32, 65, 65)}
 
 
-@pytest.mark.parametrize("impl", ["ref", "native"])
-@pytest.mark.parametrize("case", list(SHAPES))
-def test_blur_fwd_bwd(benchmark, device, case, impl):
-    x = torch.randn(SHAPES[case], device=device, requires_grad=True)
+def _fwd_bwd(shape, device, **kwargs):
+    """A forward + backward of ``upfirdn2d(x, [1, 3, 3, 1] filter, **kwargs)`` on a random x."""
+    x = torch.randn(shape, device=device, requires_grad=True)
     f = make_filter((1, 3, 3, 1), 4).to(device)
 
     def run():
-        y = upfirdn2d(x, f, pad=(1, 1), impl=impl)
+        y = upfirdn2d(x, f, **kwargs)
         y.backward(torch.ones_like(y))
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    run()
-    benchmark.group = f"upfirdn2d blur fwd+bwd, {case}"
-    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
-    benchmark(run)
+    return run
+
+
+@pytest.mark.parametrize("impl", ["ref", "native"])
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_blur_fwd_bwd(benchmark, device, case, impl):
+    run = _fwd_bwd(SHAPES[case], device, pad=(1, 1), impl=impl)
+    role = "reference" if impl == "ref" else "fast"
+    benchmark_with_memory(benchmark, run, device, f"upfirdn2d blur fwd+bwd, {case}", role)
 
 
 UP_SHAPES = {
@@ -49,17 +52,6 @@ UP_SHAPES = {
 @pytest.mark.parametrize("impl", ["ref", "auto"])
 @pytest.mark.parametrize("case", list(UP_SHAPES))
 def test_up2_fwd_bwd(benchmark, device, case, impl):
-    x = torch.randn(UP_SHAPES[case], device=device, requires_grad=True)
-    f = make_filter((1, 3, 3, 1), 4).to(device)
-
-    def run():
-        y = upfirdn2d(x, f, up=2, pad=(2, 1), impl=impl)
-        y.backward(torch.ones_like(y))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    run()
-    benchmark.group = f"upfirdn2d up=2 fwd+bwd, {case}"
-    benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark.extra_info["peak_mem_mb"] = peak_memory_mb(run, device)
-    benchmark(run)
+    run = _fwd_bwd(UP_SHAPES[case], device, up=2, pad=(2, 1), impl=impl)
+    role = "reference" if impl == "ref" else "fast"
+    benchmark_with_memory(benchmark, run, device, f"upfirdn2d up=2 fwd+bwd, {case}", role)
