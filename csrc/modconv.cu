@@ -1,4 +1,5 @@
 // CUDA launchers for modconv (kernel bodies in modconv_kernels.cuh).
+#include <algorithm>
 #include <type_traits>
 
 #include "cuda_launch.cuh"
@@ -80,10 +81,14 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
       const long long rows = mode == 0 ? n0 : n_dir;
       const long long m = rows * n_out * n_in;
       if (m == 0) continue;
-      launch_kernel("modconv_demod_grad_q_kernel", &modconv_demod_grad_q_kernel<T>,
-                    launch_blocks(m), kLaunchThreads, st, as_ptr<const T>(dn), as_ptr<const T>(s),
-                    as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]), rows, batch, n_out, n_in, n0,
-                    mode);
+      // Indices reach dq's, s's and dn's element counts.
+      dispatch_index(std::max<long long>({m, batch * n_in, batch * n_out}), [&](auto index_type) {
+        using Idx = decltype(index_type);
+        launch_kernel("modconv_demod_grad_q_kernel", &modconv_demod_grad_q_kernel<T, Idx>,
+                      launch_blocks(m), kLaunchThreads, st, as_ptr<const T>(dn), as_ptr<const T>(s),
+                      as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]), rows, batch, n_out, n_in, n0,
+                      mode);
+      });
     }
   });
   check_launch("modconv_demod_grad_cuda");

@@ -108,20 +108,20 @@ __global__ void modconv_demod_grad_s_kernel(const T* dn, const T* s, const T* q0
 
 // dq[r,o,i] = sum_{b: row(b) = r} w_b dn[b,o] s[b,i]^2, grid-stride over rows*out*in elements.
 // mode 0: row(b) = r0(b), w_b = 1 (Q0); mode 1: row(b) = k(b), w_b = 2 t_b (Q1); mode 2: t_b^2.
-template <typename T>
+// Idx: int where the launcher's dispatch_index allows it (three divisions per element).
+template <typename T, typename Idx>
 __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
-                                            const long long* index, T* dq, long long rows,
-                                            long long batch, long long n_out, long long n_in,
-                                            long long n0, int mode) {
-  const long long n = rows * n_out * n_in;
-  const long long stride = (long long)blockDim.x * gridDim.x;
-  for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += stride) {
-    const long long i = e % n_in;
-    const long long o = (e / n_in) % n_out;
-    const long long r = e / (n_in * n_out);
+                                            const long long* index, T* dq, Idx rows, Idx batch,
+                                            Idx n_out, Idx n_in, Idx n0, int mode) {
+  const Idx n = rows * n_out * n_in;
+  const Idx stride = Idx(blockDim.x) * Idx(gridDim.x);
+  for (Idx e = Idx(blockIdx.x) * Idx(blockDim.x) + Idx(threadIdx.x); e < n; e += stride) {
+    const Idx i = e % n_in;
+    const Idx o = (e / n_in) % n_out;
+    const Idx r = e / (n_in * n_out);
     T acc = T(0);
-    for (long long b = 0; b < batch; ++b) {
-      const long long rb = mode == 0 ? modconv_q0_row(b, n0) : modconv_dir_row(index, b);
+    for (Idx b = 0; b < batch; ++b) {
+      const Idx rb = Idx(mode == 0 ? modconv_q0_row(b, n0) : modconv_dir_row(index, b));
       if (rb != r) continue;
       const T w = mode == 0 ? T(1) : (mode == 1 ? T(2) * t[b] : t[b] * t[b]);
       const T sv = s[b * n_in + i];

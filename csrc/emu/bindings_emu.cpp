@@ -192,11 +192,16 @@ void modconv_demod_grad_emu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
     const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
     for (int mode = 0; mode < 3; ++mode) {
       if (dqs[mode] == 0) continue;
-      navcuda_emu::launch("modconv_demod_grad_q_kernel", dim3(grid), dim3(block),
-                          &navcuda::modconv_demod_grad_q_kernel<T>, as_ptr<const T>(dn),
-                          as_ptr<const T>(s), as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]),
-                          (long long)(mode == 0 ? n0 : n_dir), (long long)batch, (long long)n_out,
-                          (long long)n_in, (long long)n0, mode);
+      const long long rows = mode == 0 ? n0 : n_dir;
+      navcuda::dispatch_index(
+          std::max<long long>({rows * n_out * n_in, batch * n_in, batch * n_out}),
+          [&](auto index_type) {
+            using Idx = decltype(index_type);
+            navcuda_emu::launch("modconv_demod_grad_q_kernel", dim3(grid), dim3(block),
+                                &navcuda::modconv_demod_grad_q_kernel<T, Idx>, as_ptr<const T>(dn),
+                                as_ptr<const T>(s), as_ptr<const T>(t), idx, as_ptr<T>(dqs[mode]),
+                                Idx(rows), Idx(batch), Idx(n_out), Idx(n_in), Idx(n0), mode);
+          });
     }
   });
 }

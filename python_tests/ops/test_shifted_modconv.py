@@ -783,6 +783,7 @@ def _ptr(t):
 @needs_native
 @pytest.mark.parametrize("case", DEMOD_CASES)
 @pytest.mark.parametrize("block", [1, 8, 32])
+@pytest.mark.usefixtures("index_width")
 def test_demod_cuda_bodies_emulated(case, block, emu):
     batch, n_out, n_in, n0, n_dir, with_t, with_index = case
     n_dir = n_dir if not (with_t and not with_index) else batch
