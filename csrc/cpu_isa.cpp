@@ -25,7 +25,12 @@ bool cpu_isa_supported(CpuIsa isa) {
 #if defined(NAVCUDA_CPU_HAVE_AVX2)
     {
       // libgcc / compiler-rt check the OS saves the YMM state (XGETBV) before reporting AVX2.
-      static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      // __builtin_cpu_init: idempotent, and needed should this run before the runtime's own
+      // initialiser (e.g. from another library's static constructor).
+      static const bool ok = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      }();
       return ok;
     }
 #else
