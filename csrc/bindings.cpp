@@ -132,7 +132,7 @@ PYBIND11_MODULE(_C, m) {
       "cpu_isas",
       [] {
         std::vector<std::string> out;
-        for (auto isa : {navcuda::CpuIsa::kGeneric, navcuda::CpuIsa::kAvx2}) {
+        for (auto isa : navcuda::kCpuIsas) {
           if (navcuda::cpu_isa_supported(isa)) out.emplace_back(navcuda::cpu_isa_name(isa));
         }
         return out;
@@ -141,14 +141,12 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "set_cpu_isa",
       [](const std::string& name) {
-        if (name == "auto") {
-          navcuda::reset_cpu_isa();
-        } else if (name == "generic" || name == "avx2") {
-          navcuda::set_cpu_isa(name == "avx2" ? navcuda::CpuIsa::kAvx2 : navcuda::CpuIsa::kGeneric);
-        } else {
-          navcuda::throw_invalid("set_cpu_isa: expected 'auto', 'generic' or 'avx2', got '" + name +
-                                 "'");
+        if (name == "auto") return navcuda::reset_cpu_isa();
+        for (auto isa : navcuda::kCpuIsas) {
+          if (name == navcuda::cpu_isa_name(isa)) return navcuda::set_cpu_isa(isa);
         }
+        navcuda::throw_invalid("set_cpu_isa: expected 'auto', 'generic' or 'avx2', got '" + name +
+                               "'");
       },
       py::arg("name"), "Run the CPU kernels of `name` ('auto': the best this CPU supports).");
 

@@ -24,6 +24,9 @@ namespace navcuda {
 
 enum class CpuIsa : int { kGeneric = 0, kAvx2 = 1 };
 
+// Every instruction set, least capable first.
+inline constexpr CpuIsa kCpuIsas[] = {CpuIsa::kGeneric, CpuIsa::kAvx2};
+
 // "generic" / "avx2".
 const char* cpu_isa_name(CpuIsa isa);
 
