@@ -37,6 +37,21 @@ def device(request: pytest.FixtureRequest) -> torch.device:
     return dev
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session):
+    """Keep the results of an interrupted run.
+
+    ``benchmarks/run_on_gpu.sh`` stops a step that outruns its time limit with SIGINT. The
+    benchmark being timed at that moment has no rounds, and pytest-benchmark would then fail
+    to write the JSON for all the finished ones. This wrapper runs before pytest-benchmark's
+    save and drops such empty benchmarks.
+    """
+    bs = getattr(session.config, "_benchmarksession", None)
+    if bs is not None:
+        bs.benchmarks[:] = [b for b in bs.benchmarks if b]  # falsy: no timed rounds
+    yield
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:

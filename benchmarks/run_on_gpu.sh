@@ -8,9 +8,12 @@
 #   2. build navcuda in place for this GPU only (no network, so no dependency resolution and no
 #      build isolation: the machine's own torch, pybind11, scikit-build-core, cmake and ninja;
 #      the torch==2.14.1 pin is not enforced there);
-#   3. the CUDA tests: `pytest -m gpu` (the real-device half of every CUDA-path test), the
-#      self-test on the device, and the op suite once more with the GPU present;
-#   4. the benchmarks with --device cuda, in two bounded parts (ops, then discovery/spectrum).
+#   3. the CUDA tests: `pytest -m gpu` (the real-device half of every CUDA-path test) and the
+#      self-test on the device;
+#   4. the benchmarks with --device cuda, in two bounded parts (ops, then discovery/spectrum);
+#   5. compute-sanitizer's memcheck over the device self-test, where the tool is there;
+#   6. the op suite once more with the GPU present, in the time that is left.
+# A failed build ends the run at once, so that a retry keeps most of the lease.
 #
 # Each step has its own time limit so that one slow step cannot eat the lease. Four files land
 # in $OUT (default /tmp/navcuda-gpu), the files that come back: summary.txt (machine, each
@@ -27,24 +30,48 @@ phase="${1:-all}"
 case "$phase" in all | tests | bench) ;; *) echo "usage: $0 [all|tests|bench]" >&2; exit 2 ;; esac
 status=0
 
+# The whole run ends by $NAVCUDA_GPU_BUDGET seconds (default 540, under the lease's 600-second
+# command limit): each step's limit is cut to the time left, and a step with under 20 s left is
+# skipped, so the files in $OUT are always complete when the lease's own timeout would strike.
+budget="${NAVCUDA_GPU_BUDGET:-540}"
+
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, append its output to log.txt
   local name="$1" limit="$2"
   shift 2
+  local left=$((budget - SECONDS - 5))
+  if [ "$left" -lt 20 ]; then
+    echo "== $name skipped: ${left}s of the ${budget}s budget left" | tee -a "$out/summary.txt"
+    status=1
+    return 1
+  fi
+  [ "$limit" -le "$left" ] || limit=$left
   echo "== $name (limit ${limit}s)" | tee -a "$out/summary.txt"
   echo "======== $name: $*" >>"$out/log.txt"
   local start=$SECONDS
-  timeout "$limit" "$@" >"$out/step.log" 2>&1
+  # SIGINT first: pytest then finishes its session, so pytest-benchmark still writes its JSON.
+  timeout -s INT -k 15 "$limit" "$@" >"$out/step.log" 2>&1
   local rc=$?
   cat "$out/step.log" >>"$out/log.txt"
   echo "   rc=$rc in $((SECONDS - start))s; last lines:" | tee -a "$out/summary.txt"
   tail -n 4 "$out/step.log" | sed 's/^/   | /' | tee -a "$out/summary.txt"
   rm -f "$out/step.log"
   [ "$rc" -eq 0 ] || status=1
+  return "$rc"
 }
+
+# The lease's machines may keep nvcc outside PATH; a missing pure-Python dependency (lpips) can
+# travel as a wheel in .whl/ (see the device tool's README) and is installed for this run only.
+[ -d /usr/local/cuda/bin ] && export PATH="$PATH:/usr/local/cuda/bin"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/navcuda-site .whl/*.whl && export PYTHONPATH="/tmp/navcuda-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 {
   date -u +"date: %Y-%m-%dT%H:%M:%SZ"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  # The lease copies the working tree without .git: pass NAVCUDA_COMMIT=<hash> from here.
+  echo "commit: ${NAVCUDA_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+  echo "kernel: $(uname -r)"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
   "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
       'device', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
@@ -58,8 +85,11 @@ if torch.cuda.is_available():
     print(f'{major}{minor}')
 else:
     print('90')")}"
-step build 240 "$py" -m pip install --no-deps --no-build-isolation -e . \
-  -C "cmake.define.NAVCUDA_CUDA_ARCHS=${arch}-real"
+if ! step build 200 "$py" -m pip install --no-deps --no-build-isolation -e . \
+  -C "cmake.define.NAVCUDA_CUDA_ARCHS=${arch}-real"; then
+  echo "== done: status=1 (the build failed; nothing else ran); files in $out" | tee -a "$out/summary.txt"
+  exit 1
+fi
 step build-info 30 "$py" -c "import navcuda._C as C, json; print(json.dumps(C.build_info()))"
 if [ "$phase" != bench ]; then
   step selftest 60 "$py" -c "
@@ -71,15 +101,29 @@ for r in results:
     print(r)
 raise SystemExit(any(r.status != 'pass' for r in results))"
   step tests-gpu 120 "$py" -m pytest python_tests -m gpu -q -p no:cacheprovider -rs
-  step tests-ops 120 "$py" -m pytest python_tests/ops -q -p no:cacheprovider --maxfail=20
 fi
 if [ "$phase" != tests ]; then
-  step bench-ops 240 "$py" -m pytest benchmarks --device cuda -s \
+  step bench-ops 180 "$py" -m pytest benchmarks --device cuda -s \
     --ignore=benchmarks/test_bench_spectrum.py --ignore=benchmarks/test_bench_discovery.py \
     --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-json="$out/bench-ops.json"
-  step bench-discovery 300 "$py" -m pytest benchmarks/test_bench_discovery.py \
+  step bench-discovery 200 "$py" -m pytest benchmarks/test_bench_discovery.py \
     benchmarks/test_bench_spectrum.py --device cuda -s -k "not solver_memory" \
     --benchmark-min-rounds=3 --benchmark-max-time=0.5 --benchmark-json="$out/bench-discovery.json"
 fi
+# compute-sanitizer's memcheck over the device self-test (every CUDA kernel, small shapes), with
+# torch's caching allocator off so that an out-of-bounds access leaves its allocation. Not on
+# every lease's machine (gVisor refuses the device): a failure here is read from the log.
+if [ "$phase" != bench ] && command -v compute-sanitizer >/dev/null; then
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 step memcheck 120 compute-sanitizer --tool memcheck \
+    --error-exitcode 3 "$py" -c "
+import torch
+from navcuda.ops.selftest import selftest
+if torch.cuda.is_available():
+    results = selftest('cuda', mark=False)
+    print([(r.op, r.status) for r in results])"
+fi
+# Last, as it only repeats CI's CPU suite with a GPU present: whatever time is left.
+[ "$phase" = bench ] || step tests-ops 120 "$py" -m pytest python_tests/ops -q -p no:cacheprovider \
+  --maxfail=20
 echo "== done: status=$status (0: every step passed); files in $out" | tee -a "$out/summary.txt"
 exit "$status"
