@@ -81,14 +81,16 @@ def test_spectrum_end_to_end(benchmark, hessian, solver):
             return h.hvp_gn(v.view(-1, *h.shape)).flatten(1)
 
         def run():
-            return FAST_SOLVERS[solver](hvp, n, K, tol=1e-2, max_iters=60, progress=False)
+            return FAST_SOLVERS[solver](
+                hvp, n, K, tol=1e-2, max_iters=60, progress=False, device=h.device
+            )
     else:
 
         def hvp(v):
             return _official_fd(h, v.view(-1, *h.shape)).flatten(1)
 
         def run():
-            return power_eigensolver(hvp, n, K, iterations=20, progress=False)
+            return power_eigensolver(hvp, n, K, iterations=20, progress=False, device=h.device)
 
     # group and role before the run: pytest-benchmark records the group when the run starts.
     benchmark.group = f"spectrum top-{K}, {N_LATENTS} latents, bundled convs.3"

@@ -143,14 +143,14 @@ def _shift(kind, L):
     return SplitShift(L["delta"], L["t"], L["index"])
 
 
-def _blur_filter(shape, dtype):
+def _blur_filter(shape, dtype, device="cpu"):
     """The StyleGAN2 blur for an up=2 case of ``SHAPES``, None for up=1."""
-    return make_filter((1, 3, 3, 1), 4).to(dtype) if shape[-1] == 2 else None
+    return make_filter((1, 3, 3, 1), 4).to(device, dtype) if shape[-1] == 2 else None
 
 
 def _run(fn, kind, L, shape, demodulate, clamp, **kw):
     up = shape[-1]
-    bf = _blur_filter(shape, L["x"].dtype)
+    bf = _blur_filter(shape, L["x"].dtype, L["x"].device)
     return fn(L["x"], L["weight"], L["styles"], _shift(kind, L), demodulate=demodulate, up=up,
               blur_filter=bf, noise=L["noise"], noise_strength=L["ns"], bias=L["bias"],
               clamp=clamp, **kw)  # fmt: skip
