@@ -4,7 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <dlfcn.h>
+
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -63,8 +66,24 @@ std::vector<std::string> split_commas(const std::string& s) {
 }
 #endif
 
+py::dict build_info();
+
+// Where this module's C++ runtime lives: "shared" (the process's libstdc++.so, as expected) or
+// "private" (a copy linked into the module: a toolchain without the shared library's link file
+// does that silently, and two copies then share one process; see navcuda::Msg in common.h).
+// "unknown" where dladdr cannot tell.
+std::string libstdcxx_linkage() {
+  Dl_info self{}, runtime{};
+  if (dladdr(reinterpret_cast<void*>(&build_info), &self) == 0 ||
+      dladdr(reinterpret_cast<void*>(&std::terminate), &runtime) == 0) {
+    return "unknown";
+  }
+  return self.dli_fbase == runtime.dli_fbase ? "private" : "shared";
+}
+
 py::dict build_info() {
   py::dict d;
+  d["libstdcxx"] = libstdcxx_linkage();
   d["compiler"] = std::string(NAVCUDA_CXX_COMPILER);
   d["cxx_standard"] = static_cast<int>(NAVCUDA_CXX_STANDARD);
   d["cpu_isa"] = std::string(navcuda::cpu_isa_name(navcuda::cpu_isa()));

@@ -5,10 +5,12 @@
 // any CUDA header, so that kernel headers stay compilable as plain C++.
 #pragma once
 
+#include <charconv>
 #include <cstdint>
-#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define NAVCUDA_HD __host__ __device__ __forceinline__
@@ -43,12 +45,59 @@ inline const char* dtype_name(DType d) {
 // Thrown for failures while running (CUDA errors, ...): becomes RuntimeError in Python.
 [[noreturn]] inline void throw_runtime(const std::string& msg) { throw std::runtime_error(msg); }
 
-// Build a message from stream-able parts: NAVCUDA_MSG("n=" << n).
-#define NAVCUDA_MSG(parts)         \
-  ([&]() -> std::string {          \
-    std::ostringstream navcuda_os; \
-    navcuda_os << parts;           \
-    return navcuda_os.str();       \
+// Message text from `<<`-joined parts (strings, characters, numbers) without iostreams.
+// Numbers print as a default std::ostream would (integers in decimal; floating point like %g,
+// 6 significant digits; bool as 1 / 0), but no locale or stream state is involved: on a machine
+// whose toolchain linked a private copy of libstdc++ into the module beside the process's
+// shared one, std::ostringstream looked its num_put facet up with one copy's facet id in a
+// locale built by the other, and called a codecvt facet instead (segfault, seen on an H200
+// lease's image, GCC 13.3, 2026-11-28).
+class Msg {
+ public:
+  Msg& operator<<(const char* s) {
+    text_ += s != nullptr ? s : "(null)";
+    return *this;
+  }
+  Msg& operator<<(std::string_view s) {
+    text_ += s;
+    return *this;
+  }
+  Msg& operator<<(const std::string& s) {
+    text_ += s;
+    return *this;
+  }
+  Msg& operator<<(char c) {
+    text_ += c;
+    return *this;
+  }
+  Msg& operator<<(bool b) {
+    text_ += b ? '1' : '0';
+    return *this;
+  }
+  template <typename T, std::enable_if_t<std::is_arithmetic_v<T>, int> = 0>
+  Msg& operator<<(T v) {
+    char buf[64];
+    std::to_chars_result r;
+    if constexpr (std::is_floating_point_v<T>) {
+      r = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::general, 6);
+    } else {
+      r = std::to_chars(buf, buf + sizeof(buf), v);
+    }
+    text_.append(buf, r.ptr);
+    return *this;
+  }
+  const std::string& str() const { return text_; }
+
+ private:
+  std::string text_;
+};
+
+// Build a message from `<<`-joined parts: NAVCUDA_MSG("n=" << n).
+#define NAVCUDA_MSG(parts)      \
+  ([&]() -> std::string {       \
+    ::navcuda::Msg navcuda_msg; \
+    navcuda_msg << parts;       \
+    return navcuda_msg.str();   \
   }())
 
 // Argument check on the host: NAVCUDA_CHECK(n >= 0, "bias_act: n must be >= 0, got " << n);

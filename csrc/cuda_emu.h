@@ -39,12 +39,13 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "common.h"  // navcuda::Msg: messages are built without iostreams (see there)
 
 // Tells shared headers (cuda_launch.cuh, kernel_shared.cuh, the *_cuda declarations) that they
 // are compiled for the emulator.
@@ -86,7 +87,7 @@ inline void report(const std::string& message) {
 }
 
 inline std::string str(dim3 d) {
-  std::ostringstream os;
+  ::navcuda::Msg os;
   os << '(' << d.x << ", " << d.y << ", " << d.z << ')';
   return os.str();
 }
@@ -276,7 +277,7 @@ class SharedStorage {
   }
 
   void out_of_bounds(long long index, std::size_t extent, std::size_t base) {
-    std::ostringstream os;
+    ::navcuda::Msg os;
     os << "shared array '" << name_ << "' in block " << str(block_run().block_idx) << ": thread "
        << str(fiber().thread_idx) << " indexed " << index << " in a dimension of extent " << extent
        << " (flat offset " << base << ")";
@@ -292,7 +293,7 @@ class SharedStorage {
   }
 
   void finding(std::size_t i, const std::string& what) {
-    std::ostringstream os;
+    ::navcuda::Msg os;
     os << "shared array '" << name_ << "' element " << i << " in block "
        << str(block_run().block_idx) << ": " << what;
     report(os.str());
@@ -422,7 +423,7 @@ void launch(const char* name, dim3 grid, dim3 block, Kernel kernel, Args... args
   tls_run = outer;
   const Findings f = findings();
   if (f.count > 0) {
-    std::ostringstream os;
+    ::navcuda::Msg os;
     os << "cuda_emu: " << name << " (grid " << str(grid) << ", block " << str(block)
        << "): " << f.first;
     if (f.count > 1) os << " [" << f.count - 1 << " more finding(s)]";

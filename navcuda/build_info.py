@@ -20,6 +20,8 @@ def build_info() -> dict[str, Any]:
     why the dispatcher stopped using that native kernel, e.g. a failed self-test), and, when
     ``_C`` imported, its own ``build_info()``: ``compiler``, ``cxx_standard``, ``openmp``,
     ``cpu_isa`` (the instruction set whose CPU kernels run: ``"avx2"`` or ``"generic"``),
+    ``libstdcxx`` (``"shared"``: the process's C++ runtime; ``"private"``: the toolchain linked a
+    copy into ``_C``, which works but says the build machine lacks libstdc++'s link file),
     ``cuda_compiled``, ``cuda_version``, ``cuda_compiler``, ``cuda_archs``, ``cuda_runtime_ok``,
     ``cuda_device_count``, ``cuda_runtime_error`` (why the CUDA runtime saw no device, e.g. a
     driver older than the runtime ``_C`` was built with; None when it answered). Those native
@@ -31,6 +33,7 @@ def build_info() -> dict[str, Any]:
         "cxx_standard": None,
         "openmp": False,
         "cpu_isa": None,
+        "libstdcxx": None,
         "cuda_compiled": False,
         "cuda_version": None,
         "cuda_compiler": None,

@@ -17,6 +17,7 @@ NATIVE_KEYS = {
     "cxx_standard": (int, type(None)),
     "openmp": bool,
     "cpu_isa": (str, type(None)),
+    "libstdcxx": (str, type(None)),
     "cuda_compiled": bool,
     "cuda_version": (str, type(None)),
     "cuda_archs": list,
@@ -50,6 +51,10 @@ def test_native_module_reports_itself():
     raw = mod.build_info()
     assert set(NATIVE_KEYS) <= set(raw)
     assert raw["cxx_standard"] >= 17
+    # Linux builds link the shared C++ runtime: dladdr finds std::terminate outside _C.
+    assert raw["libstdcxx"] in ("shared", "private", "unknown")
+    if os.name == "posix" and os.uname().sysname == "Linux":
+        assert raw["libstdcxx"] == "shared"
     assert all(isinstance(a, str) for a in raw["cuda_archs"])
     if raw["cuda_compiled"]:
         assert raw["cuda_archs"], "a CUDA build must list its architectures"

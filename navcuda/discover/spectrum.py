@@ -128,7 +128,7 @@ def power_eigensolver(
 
     bar = tqdm(total=k * iterations, desc="power", unit="hvp", disable=not progress)
     for _ in range(k):
-        v = project(torch.randn(n, generator=gen, dtype=torch.float64)).to(device, dtype)
+        v = project(torch.randn(n, generator=gen, dtype=torch.float64).to(device)).to(dtype)
         for _step in range(iterations):
             # as the official forward_step: perturbation eps * v (v not normalised), result / |v|
             hv = hvp(v.unsqueeze(0))[0] / v.norm()

@@ -115,6 +115,28 @@ def test_power_solver_matches_paper_recipe_on_known_spectrum():
     assert res.hvp_count == 3 * (60 + 1)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("solver", ["power", *BLOCK_SOLVERS])
+def test_solvers_run_on_cuda(solver):
+    """Every solver takes ``device="cuda"`` and hands the products CUDA vectors. (The first
+    H200 run found the power solver projecting each new CPU start vector against the CUDA
+    vectors already found, which failed from the second vector on.)"""
+    a, lam, _ = _operator()
+    a = a.cuda()
+
+    def hvp(v):
+        assert v.is_cuda
+        return v @ a
+
+    kw = dict(progress=False, dtype=torch.float64, device="cuda")
+    if solver == "power":
+        res = power_eigensolver(hvp, 60, 3, iterations=60, **kw)
+    else:
+        res = BLOCK_SOLVERS[solver](hvp, 60, 3, tol=1e-8, **kw)
+    torch.testing.assert_close(res.values.cpu(), lam[:3], rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("solver", list(BLOCK_SOLVERS))
 def test_block_solvers_refuse_bad_products(solver):
     a, _, _ = _operator()

@@ -160,7 +160,7 @@ def _values_and_grads(fn, kind, L, names, shape, demodulate, clamp, seed=5, **kw
     y = _run(fn, kind, L, shape, demodulate, clamp, **kw)
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     leaves = [L[n] for n in names]
-    grads = torch.autograd.grad(y, leaves, dy.to(y.dtype), allow_unused=True)
+    grads = torch.autograd.grad(y, leaves, dy.to(y.device, y.dtype), allow_unused=True)
     return y, dict(zip(names, grads, strict=True))
 
 
