@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timing import synced
 
 from navcuda.ops.bias_act import bias_act
 from navcuda.ops.shifted_modconv import epilogue
@@ -39,6 +40,8 @@ TRIAD_GBS: dict[tuple[str, str], float] = {}
 
 
 def _gbs(benchmark, n_tensors: float) -> float:
+    if benchmark.stats is None:  # --benchmark-disable: the call ran once, untimed
+        return float("nan")
     return n_tensors * _BYTES / benchmark.stats.stats.median / 1e9
 
 
@@ -58,9 +61,9 @@ def test_stream_triad(benchmark, device, kind):
     a = torch.empty_like(b)
     benchmark.group = f"bandwidth: stream triad{', allocating' if kind == 'allocating' else ''}"
     if kind == "out":
-        benchmark(lambda: torch.add(b, c, alpha=0.5, out=a))
+        benchmark(synced(lambda: torch.add(b, c, alpha=0.5, out=a), device))
     else:
-        benchmark(lambda: torch.add(b, c, alpha=0.5))
+        benchmark(synced(lambda: torch.add(b, c, alpha=0.5), device))
     TRIAD_GBS[device.type, kind] = _gbs(benchmark, 3)
     benchmark.extra_info["GB/s"] = TRIAD_GBS[device.type, kind]
 
@@ -71,7 +74,7 @@ def test_bias_act_bandwidth(benchmark, device, impl):
     bias = torch.randn(SHAPE[1], device=device)
     benchmark.group = "bandwidth: bias_act fwd (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark(lambda: bias_act(x, bias, act="lrelu", impl=impl))
+    benchmark(synced(lambda: bias_act(x, bias, act="lrelu", impl=impl), device))
     _record(benchmark, device, 2)
 
 
@@ -82,7 +85,7 @@ def test_bias_act_grad_bandwidth(benchmark, device, impl):
     dy = torch.randn(SHAPE, device=device)
     benchmark.group = "bandwidth: bias_act bwd (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark(lambda: torch.autograd.grad(y, x, dy, retain_graph=True))
+    benchmark(synced(lambda: torch.autograd.grad(y, x, dy, retain_graph=True), device))
     _record(benchmark, device, 3)
 
 
@@ -109,7 +112,7 @@ def test_epilogue_bandwidth(benchmark, device, impl, layout):
     args = _epilogue_inputs(device, layout)
     benchmark.group = f"bandwidth: modconv epilogue fwd, {layout} (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark(lambda: epilogue(*args, clamp=256.0, impl=impl))
+    benchmark(synced(lambda: epilogue(*args, clamp=256.0, impl=impl), device))
     _record(benchmark, device, 3)
 
 
@@ -121,7 +124,7 @@ def test_epilogue_grad_bandwidth(benchmark, device, impl, layout):
     dout = torch.randn_like(out)
     benchmark.group = f"bandwidth: modconv epilogue bwd, {layout} (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark(lambda: torch.autograd.grad(out, args[:2], dout, retain_graph=True))
+    benchmark(synced(lambda: torch.autograd.grad(out, args[:2], dout, retain_graph=True), device))
     # dout, y1, dy0, dy1 and the 2-bit mask: with y1 differentiated the kernel also sums
     # dz * y1 per plane (t's gradient), reading y1, whether or not t needs a gradient.
     _record(benchmark, device, 4 + 1 / 16)
@@ -134,5 +137,5 @@ def test_fir2d_bandwidth(benchmark, device, impl):
     f = torch.outer(f, f) / 16
     benchmark.group = "bandwidth: fir2d blur fwd, 4x4 (64 MiB tensors)"
     benchmark.extra_info["role"] = "reference" if impl == "ref" else "fast"
-    benchmark(lambda: upfirdn2d(x, f, pad=(2, 1), impl=impl))
+    benchmark(synced(lambda: upfirdn2d(x, f, pad=(2, 1), impl=impl), device))
     _record(benchmark, device, 2)

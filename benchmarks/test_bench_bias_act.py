@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from memory import benchmark_with_memory
+from timing import sync
 
 from navcuda.ops.bias_act import bias_act
 
@@ -20,8 +21,7 @@ def test_bias_act_fwd_bwd(benchmark, device, case, impl):
     def run():
         y = bias_act(x, b, act="lrelu", clamp=256.0, impl=impl)
         y.backward(torch.ones_like(y))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
 
     benchmark_with_memory(
         benchmark,

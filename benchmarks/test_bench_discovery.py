@@ -24,6 +24,7 @@ import pytest
 import torch
 from memory import benchmark_with_memory
 from paired import paired_ratio
+from timing import sync
 
 from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
 from navcuda.hessian import PerceptualHessian
@@ -39,11 +40,6 @@ STEP_ROLES = ["reference", "fast", "fast, stem checkpointed", "floor"]
 @pytest.fixture(scope="module")
 def generator(device):
     return load_default(device=device)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _reconstructor_only(opt: DirectionOptimizer, device: torch.device):
@@ -88,7 +84,7 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
 
     def run():
         step()
-        _sync(device)
+        sync(device)
 
     benchmark_with_memory(
         benchmark,
@@ -114,11 +110,11 @@ def test_optimize_train_step_paired(benchmark, generator, device, basis):
 
     def reference():
         ref_opt.reference_step()
-        _sync(device)
+        sync(device)
 
     def fast():
         fast_opt.train_step()
-        _sync(device)
+        sync(device)
 
     benchmark.group = f"paired: optimize train_step, {basis} basis, bundled {LAYER}, B=32 K=64"
     benchmark.extra_info["role"] = "paired"
@@ -141,7 +137,7 @@ def test_hvp_block(benchmark, generator, device, role):
     def run():
         with conv_route(ROUTES[role]):
             hess.hvp_fd(v)
-        _sync(device)
+        sync(device)
 
     benchmark_with_memory(
         benchmark,

@@ -18,6 +18,7 @@ import pytest
 import torch
 from memory import benchmark_with_memory
 from paired import paired_ratio
+from timing import sync
 
 from navcuda.ops.shifted_modconv import SharedShift, SplitShift, SVDShift, shifted_modconv
 from navcuda.shift import LayerSpace
@@ -68,8 +69,7 @@ def _runner(device, case, kind, strategy, backward=True):
                                 bias=bias, strategy=strategy)  # fmt: skip
             if backward:
                 torch.autograd.grad(y, leaves, gy)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
 
     return run
 

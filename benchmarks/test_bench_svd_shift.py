@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from memory import benchmark_with_memory
+from timing import sync
 
 from navcuda.ops.svd_shift import svd_shift
 from navcuda.shift import LayerSpace
@@ -27,8 +28,7 @@ def test_svd_shift_fwd_bwd(benchmark, device, case, impl):
     def run():
         y = svd_shift(w, u, vh, t, d, impl=impl)
         y.backward(torch.ones_like(y))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
 
     benchmark_with_memory(
         benchmark,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 from memory import benchmark_with_memory
+from timing import sync
 
 from navcuda.ops.upfirdn2d import make_filter, upfirdn2d
 
@@ -28,8 +29,7 @@ def _fwd_bwd(shape, device, **kwargs):
     def run():
         y = upfirdn2d(x, f, **kwargs)
         y.backward(torch.ones_like(y))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
 
     return run
 
