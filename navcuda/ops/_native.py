@@ -15,9 +15,12 @@ Choosing an implementation
 ``impl="auto"`` (the default of every op) uses the native kernels when ``_C`` is importable and
 supports the tensor's device and dtype, and otherwise falls back to the reference with a one-time
 :class:`NativeFallbackWarning` per (op, reason): falling back is explicit, never silent.
-``impl="ref"`` always uses the reference; ``impl="native"`` raises :class:`RuntimeError` when the
-native kernels cannot run. The environment variable ``NAVCUDA_IMPL`` (``auto``, ``ref`` or
-``native``) overrides ``impl="auto"`` (an explicit ``impl="ref"``/``"native"`` argument wins).
+Where a native kernel was measured slower than torch's own kernels on a device type, auto runs
+the reference there without a warning (:data:`AUTO_REFERENCE`: on CUDA, ``svd_shift``,
+``upfirdn2d`` and ``bias_act``; see the table's comment). ``impl="ref"`` always uses the
+reference; ``impl="native"`` raises :class:`RuntimeError` when the native kernels cannot run.
+The environment variable ``NAVCUDA_IMPL`` (``auto``, ``ref`` or ``native``) overrides
+``impl="auto"`` (an explicit ``impl="ref"``/``"native"`` argument wins).
 
 A self-test can disable the native path of an op on a device type with :func:`mark_failed`; auto
 then falls back (with the warning) and ``impl="native"`` raises. The first ``impl="auto"`` call
@@ -48,6 +51,7 @@ from typing import Literal
 import torch
 
 __all__ = [
+    "AUTO_REFERENCE",
     "ENV_CPU_ISA",
     "ENV_IMPL",
     "ENV_SELFTEST",
@@ -66,6 +70,7 @@ __all__ = [
     "mark_failed",
     "native_module",
     "native_unavailable_reason",
+    "auto_prefers_reference",
     "requested_impl",
     "resolve_impl",
     "run_kernel",
@@ -83,6 +88,17 @@ NATIVE_DTYPES: frozenset[torch.dtype] = frozenset({torch.float32, torch.float64}
 
 # Device types _C has kernels for.
 _NATIVE_DEVICES = ("cpu", "cuda")
+
+# (op, device type) pairs where impl="auto" runs the reference although the native kernel could
+# run: torch's kernels were faster there (benchmarks/RESULTS.md, "GPU: NVIDIA H200", 2026-11-28,
+# forward + backward against the reference in the same run): svd_shift 0.28x at the official
+# 512-channel layer (cuBLAS's products; 1.26x at 64 channels, where both are launch-bound), the
+# blur 0.47x / 0.57x and the upsampling 0.21x at [8, 3, 512, 512] (cuDNN), bias_act 0.80x (the
+# native op's per-call cost at these sizes). impl="native" still runs them (and the CUDA tests
+# do); the shifted convolution's epilogue and demodulation stay native on CUDA.
+AUTO_REFERENCE: frozenset[tuple[str, str]] = frozenset(
+    {("svd_shift", "cuda"), ("upfirdn2d", "cuda"), ("bias_act", "cuda")}
+)
 
 
 class NativeFallbackWarning(UserWarning):
@@ -260,6 +276,12 @@ def is_channels_last(tensor: torch.Tensor) -> bool:
     )
 
 
+def auto_prefers_reference(op: str, device_type: str) -> bool:
+    """True where ``impl="auto"`` runs ``op``'s reference on ``device_type`` by choice, the
+    reference having been measured faster there (:data:`AUTO_REFERENCE`)."""
+    return (op, device_type) in AUTO_REFERENCE
+
+
 def requested_impl(op: str, impl: str) -> str:
     """``impl`` validated (``"auto"``, ``"ref"`` or ``"native"``), with ``$NAVCUDA_IMPL`` applied
     to ``"auto"``: what the caller asked for, before asking whether the native kernel can run
@@ -296,6 +318,8 @@ def resolve_impl(
     """
     impl = requested_impl(op, impl)
     if impl == "ref" or (impl == "auto" and by_layout and is_channels_last(tensor)):
+        return "ref"
+    if impl == "auto" and auto_prefers_reference(op, tensor.device.type):
         return "ref"
     if impl == "auto":
         _auto_selftest(tensor)

@@ -57,8 +57,11 @@ Strategies (``strategy=``)
     demodulation ``n = A + 2 t B_k + t^2 C_k`` as above.
 
 ``strategy="auto"`` picks (measurements below): ``None``/:class:`SharedShift` -> shared;
-:class:`PerSampleShift` -> grouped; :class:`SplitShift` -> split; :class:`SVDShift` ->
-factorised when ``W == U diag(s) Vh`` holds, otherwise grouped.
+:class:`PerSampleShift` -> grouped; :class:`SplitShift` -> split on the CPU, grouped elsewhere
+(on an H200 split ran at 0.74x / 0.72x of grouped, forward + backward, at the official and the
+bundled layer: cuDNN's grouped convolution beats the two convolutions and the regrouping there;
+benchmarks/RESULTS.md); :class:`SVDShift` -> factorised when ``W == U diag(s) Vh`` holds,
+otherwise grouped.
 
 Native pieces (``impl=``, see :mod:`navcuda.ops._native`)
 --------------------------------------------------------
@@ -512,9 +515,11 @@ def _materialise(weight, shift, batch, impl) -> torch.Tensor:
         return weight.unsqueeze(0) + shift.delta
     if isinstance(shift, SplitShift):
         return weight.unsqueeze(0) + shift.t.view(-1, 1, 1, 1, 1) * shift.delta[shift.index]
-    fn = ref_svd_shift if impl == "ref" else svd_shift
-    kw = {} if impl == "ref" else {"impl": "native" if impl == "native" else "auto"}
-    return fn(weight, shift.u, shift.vh, shift.t, shift.coeffs, shift.index, **kw)
+    if impl == "ref":
+        return ref_svd_shift(weight, shift.u, shift.vh, shift.t, shift.coeffs, shift.index)
+    # "auto", also under a native shifted_modconv: svd_shift's own choice of kernel, which on
+    # CUDA is torch's (navcuda.ops._native.AUTO_REFERENCE).
+    return svd_shift(weight, shift.u, shift.vh, shift.t, shift.coeffs, shift.index, impl="auto")
 
 
 def _as_split(weight, shift, batch):
@@ -598,6 +603,10 @@ def _svd_matches_weight(weight: torch.Tensor, shift: SVDShift) -> bool:
     return hit
 
 
+# Device types where strategy="auto" runs a SplitShift split (elsewhere grouped; module docstring).
+_SPLIT_AUTO_DEVICES = frozenset({"cpu"})
+
+
 def choose_strategy(weight: torch.Tensor, shift: object) -> str:
     """The strategy ``strategy="auto"`` runs for this shift (see the module docstring)."""
     if shift is None or isinstance(shift, SharedShift):
@@ -605,7 +614,7 @@ def choose_strategy(weight: torch.Tensor, shift: object) -> str:
     if isinstance(shift, PerSampleShift):
         return "grouped"
     if isinstance(shift, SplitShift):
-        return "split"
+        return "split" if weight.device.type in _SPLIT_AUTO_DEVICES else "grouped"
     if isinstance(shift, SVDShift):
         return "factorised" if _svd_matches_weight(weight, shift) else "grouped"
     raise TypeError(f"{_OP}: unsupported shift type {type(shift).__name__}")

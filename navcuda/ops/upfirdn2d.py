@@ -111,8 +111,11 @@ def upfirdn2d(
 
     - blur (``up = down = 1``): the native ``fir2d`` as chosen by ``_native.resolve_impl``
       (``"auto"`` falls back to the reference, with a warning, where ``_C`` cannot run it, and
-      for channels-last ``x``; ``"native"`` raises there);
-    - upsampling (``up > 1``, ``down = 1``): ``"auto"`` and ``"native"`` both take the transposed
+      runs it by choice for channels-last ``x`` and on CUDA; ``"native"`` raises where ``_C``
+      cannot run it);
+    - upsampling (``up > 1``, ``down = 1``): ``"native"``, and ``"auto"`` except where
+      :data:`navcuda.ops._native.AUTO_REFERENCE` names this op for ``x``'s device (CUDA:
+      cuDNN's zero-insert-and-convolve was measured faster there), take the transposed
       depthwise convolution (:func:`_transposed_upfirdn2d`, pure torch, so it needs no ``_C`` and
       runs on every device and floating dtype torch's ``conv_transpose2d`` does; on the CPU
       its result is channels-last, see :func:`_transposed_upfirdn2d`), except for the
@@ -127,7 +130,9 @@ def upfirdn2d(
     if f.requires_grad or down != 1 or up < 1:
         return ref_upfirdn2d(x, f, up=up, down=down, pad=pad)
     if up > 1:
-        if _native.requested_impl(_OP, impl) == "ref" or x.ndim != 4 or f.ndim != 2:
+        requested = _native.requested_impl(_OP, impl)
+        by_choice = requested == "auto" and _native.auto_prefers_reference(_OP, x.device.type)
+        if requested == "ref" or by_choice or x.ndim != 4 or f.ndim != 2:
             return ref_upfirdn2d(x, f, up=up, pad=pad)  # (the reference raises on bad shapes)
         plan = _transposed_plan(x.shape[2], x.shape[3], f.shape[0], f.shape[1], up, pad)
         if plan is None or not x.is_floating_point() or x.numel() == 0:

@@ -300,6 +300,32 @@ def test_fallback_warns_once_for_unsupported_dtype(fresh_dispatch):
 
 
 @needs_native
+def test_auto_prefers_the_reference_where_measured_faster(fresh_dispatch, monkeypatch):
+    """An (op, device type) in AUTO_REFERENCE: auto runs the reference there, by choice (no
+    warning); impl="native" and NAVCUDA_IMPL=native still run the kernel."""
+    monkeypatch.delenv(_native.ENV_IMPL, raising=False)
+    x = torch.randn(2, 3)
+    assert _native.resolve_impl("bias_act", "auto", x) == "native"
+    monkeypatch.setattr(_native, "AUTO_REFERENCE", frozenset({("bias_act", "cpu")}))
+    assert _native.auto_prefers_reference("bias_act", "cpu")
+    assert not _native.auto_prefers_reference("bias_act", "cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _native.resolve_impl("bias_act", "auto", x) == "ref"
+    assert _native.resolve_impl("bias_act", "native", x) == "native"
+    monkeypatch.setenv(_native.ENV_IMPL, "native")
+    assert _native.resolve_impl("bias_act", "auto", x) == "native"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("op", ["svd_shift", "upfirdn2d", "bias_act"])
+def test_auto_runs_torch_on_cuda_where_it_was_faster(op, fresh_dispatch, monkeypatch):
+    monkeypatch.delenv(_native.ENV_IMPL, raising=False)
+    assert _native.resolve_impl(op, "auto", torch.zeros(2, 3, device="cuda")) == "ref"
+
+
+@needs_native
 def test_mark_failed_falls_back_with_warning(fresh_dispatch):
     x = torch.randn(2, 3)
     _native.mark_failed("bias_act", "cpu", "selftest mismatch")

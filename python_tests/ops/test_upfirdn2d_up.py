@@ -267,6 +267,18 @@ def test_auto_and_native_take_the_transposed_path(fast_raises, monkeypatch):
             upfirdn2d(x, f, up=2, pad=(2, 1), impl=impl)
 
 
+def test_auto_runs_the_reference_where_measured_faster(fast_raises, monkeypatch):
+    """Where AUTO_REFERENCE names upfirdn2d for the device (CUDA as shipped; the CPU here),
+    auto runs the reference and impl="native" still the transposed path."""
+    monkeypatch.delenv(_native.ENV_IMPL, raising=False)
+    monkeypatch.setattr(_native, "AUTO_REFERENCE", frozenset({("upfirdn2d", "cpu")}))
+    x, f = torch.randn(2, 3, 5, 4, dtype=torch.float64), make_filter((1, 3, 3, 1), 4)
+    y = upfirdn2d(x, f, up=2, pad=(2, 1))
+    torch.testing.assert_close(y, ref_upfirdn2d(x, f, up=2, pad=(2, 1)), rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="transposed path ran"):
+        upfirdn2d(x, f, up=2, pad=(2, 1), impl="native")
+
+
 def test_native_needs_no_compiled_module(monkeypatch):
     # Pure torch: impl="native" must not consult navcuda._C (resolve_impl would raise without it).
     def no_native(*args, **kwargs):
@@ -403,7 +415,7 @@ def test_cuda_matches_reference(case):
         pytest.skip("needs a CUDA device")
     x, f, up, pad = _make(case, torch.float64, seed=6)
     x, f = x.cuda().requires_grad_(True), f.cuda()
-    y = upfirdn2d(x, f, up=up, pad=pad)
+    y = upfirdn2d(x, f, up=up, pad=pad, impl="native")  # auto runs the reference on CUDA
     ref = ref_upfirdn2d(x, f, up=up, pad=pad)
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
     dy = torch.randn_like(y)
