@@ -10,14 +10,16 @@
 #      the torch==2.14.1 pin is not enforced there);
 #   3. the CUDA tests: `pytest -m gpu` (the real-device half of every CUDA-path test) and the
 #      self-test on the device;
-#   4. the benchmarks with --device cuda, in two bounded parts (ops, then discovery/spectrum);
+#   4. the kernels' device times (benchmarks/kernel_times.py), then the benchmarks with
+#      --device cuda, in two bounded parts (ops, then discovery/spectrum);
 #   5. compute-sanitizer's memcheck over the device self-test, where the tool is there;
 #   6. the op suite once more with the GPU present, in the time that is left.
 # A failed build ends the run at once, so that a retry keeps most of the lease.
 #
-# Each step has its own time limit so that one slow step cannot eat the lease. Four files land
+# Each step has its own time limit so that one slow step cannot eat the lease. Five files land
 # in $OUT (default /tmp/navcuda-gpu), the files that come back: summary.txt (machine, each
-# step's status and last lines), log.txt (every step's full output) and the two benchmark JSONs. Usage on the device: `bash benchmarks/run_on_gpu.sh` (arch defaults to the GPU's
+# step's status and last lines), log.txt (every step's full output), kernels.json and the two
+# benchmark JSONs. Usage on the device: `bash benchmarks/run_on_gpu.sh` (arch defaults to the GPU's
 # own, e.g. 90 on an H100/H200; NAVCUDA_GPU_ARCH=80 overrides). Runs here too (no GPU: the GPU
 # steps skip), which is how it was tested.
 set -uo pipefail
@@ -101,6 +103,11 @@ for r in results:
     print(r)
 raise SystemExit(any(r.status != 'pass' for r in results))"
   step tests-gpu 120 "$py" -m pytest python_tests -m gpu -q -p no:cacheprovider -rs
+fi
+if [ "$phase" != tests ]; then
+  # Device time of each fused kernel and its reference (the profiler's kernel clock), against a
+  # device-to-device copy: what the host-timed suites below cannot separate from overhead.
+  step kernels 90 "$py" benchmarks/kernel_times.py --json "$out/kernels.json"
 fi
 if [ "$phase" != tests ]; then
   step bench-ops 180 "$py" -m pytest benchmarks --device cuda -s \

@@ -1,5 +1,5 @@
 """benchmarks/run_on_gpu.sh, the prepared command for a GPU lease, stays runnable: it parses,
-refuses an unknown phase before doing anything, and names the four files a lease returns."""
+refuses an unknown phase before doing anything, and names the five files a lease returns."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def test_unknown_phase_is_refused_before_any_work(tmp_path):
 
 def test_outputs_fit_what_a_lease_returns():
     text = SCRIPT.read_text()
-    for name in ("summary.txt", "log.txt", "bench-ops.json", "bench-discovery.json"):
+    for name in (
+        "summary.txt",
+        "log.txt",
+        "kernels.json",
+        "bench-ops.json",
+        "bench-discovery.json",
+    ):
         assert name in text
     assert "step.log" in text and 'rm -f "$out/step.log"' in text  # the scratch file is removed
