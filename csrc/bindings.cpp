@@ -7,7 +7,6 @@
 #include <dlfcn.h>
 
 #include <cstdint>
-#include <exception>
 #include <string>
 #include <vector>
 
@@ -71,13 +70,21 @@ py::dict build_info();
 // Where this module's C++ runtime lives: "shared" (the process's libstdc++.so, as expected) or
 // "private" (a copy linked into the module: a toolchain without the shared library's link file
 // does that silently, and two copies then share one process; see navcuda::Msg in common.h).
-// "unknown" where dladdr cannot tell.
+// The module's own symbol table is asked (dlsym on its handle searches the module before its
+// dependencies): the address of std::terminate taken in code would name the process's copy once
+// torch has loaded libstdc++.so, whichever copy the module carries. "unknown" where dl* cannot
+// tell.
 std::string libstdcxx_linkage() {
   Dl_info self{}, runtime{};
-  if (dladdr(reinterpret_cast<void*>(&build_info), &self) == 0 ||
-      dladdr(reinterpret_cast<void*>(&std::terminate), &runtime) == 0) {
+  if (dladdr(reinterpret_cast<void*>(&build_info), &self) == 0 || self.dli_fname == nullptr) {
     return "unknown";
   }
+  void* handle = dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+  if (handle == nullptr) return "unknown";
+  void* terminate = dlsym(handle, "_ZSt9terminatev");  // std::terminate()
+  const bool found = terminate != nullptr && dladdr(terminate, &runtime) != 0;
+  dlclose(handle);
+  if (!found) return "unknown";
   return self.dli_fbase == runtime.dli_fbase ? "private" : "shared";
 }
 
