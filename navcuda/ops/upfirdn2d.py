@@ -110,8 +110,8 @@ def upfirdn2d(
     :mod:`navcuda.ops._native`); ``"ref"`` always runs :func:`ref_upfirdn2d`. Otherwise:
 
     - blur (``up = down = 1``): the native ``fir2d`` as chosen by ``_native.resolve_impl``
-      (``"auto"`` falls back to the reference, with a warning, where ``_C`` cannot run it, and
-      runs it by choice for channels-last ``x`` and on CUDA; ``"native"`` raises where ``_C``
+      (``"auto"`` runs the reference instead: with a warning where ``_C`` cannot run the
+      kernel, by choice for channels-last ``x`` and on CUDA; ``"native"`` raises where ``_C``
       cannot run it);
     - upsampling (``up > 1``, ``down = 1``): ``"native"``, and ``"auto"`` except where
       :data:`navcuda.ops._native.AUTO_REFERENCE` names this op for ``x``'s device (CUDA:
