@@ -7,7 +7,8 @@
 #   1. record the machine (nvidia-smi, torch, nvcc);
 #   2. build navcuda in place for this GPU only (no network, so no dependency resolution and no
 #      build isolation: the machine's own torch, pybind11, scikit-build-core, cmake and ninja;
-#      the torch==2.14.1 pin is not enforced there);
+#      the torch==2.14.1 pin is not enforced there), or, with NAVCUDA_GPU_PREBUILT=1, import the
+#      modules that benchmarks/build_for_lease.sh built elsewhere and the lease carried;
 #   3. the CUDA tests: `pytest -m gpu` (the real-device half of every CUDA-path test) and the
 #      self-test on the device;
 #   4. the kernels' device times (benchmarks/kernel_times.py), then the benchmarks with
@@ -87,8 +88,16 @@ if torch.cuda.is_available():
     print(f'{major}{minor}')
 else:
     print('90')")}"
-if ! step build 200 "$py" -m pip install --no-deps --no-build-isolation -e . \
-  -C "cmake.define.NAVCUDA_CUDA_ARCHS=${arch}-real"; then
+# NAVCUDA_GPU_PREBUILT=1: modules built here by benchmarks/build_for_lease.sh and carried into
+# navcuda/ are imported from the source tree instead of building (saves the build's minutes).
+if [ "${NAVCUDA_GPU_PREBUILT:-0}" = 1 ]; then
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  build_cmd=("$py" -c "import navcuda._C, navcuda._C_emu; print('prebuilt:', navcuda._C.__file__)")
+else
+  build_cmd=("$py" -m pip install --no-deps --no-build-isolation -e .
+    -C "cmake.define.NAVCUDA_CUDA_ARCHS=${arch}-real")
+fi
+if ! step build 200 "${build_cmd[@]}"; then
   echo "== done: status=1 (the build failed; nothing else ran); files in $out" | tee -a "$out/summary.txt"
   exit 1
 fi

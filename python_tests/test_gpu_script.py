@@ -16,6 +16,17 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 def test_script_parses():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    subprocess.run(["bash", "-n", str(SCRIPT.with_name("build_for_lease.sh"))], check=True)
+
+
+def test_build_for_lease_needs_the_lease_python():
+    r = subprocess.run(
+        ["bash", str(SCRIPT.with_name("build_for_lease.sh"))],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode != 0 and "set PYTHON to the Python of the lease" in r.stderr
 
 
 def test_unknown_phase_is_refused_before_any_work(tmp_path):
