@@ -14,8 +14,8 @@ is tested here.
 Usage: ``python benchmarks/kernel_times.py [--device cuda] [--iters 20] [--json FILE]``.
 Cases (float32): bias_act forward and backward, the modconv epilogue forward and backward (split
 form, NCHW), the blur (fir2d, 4x4), each at the official layer ``[8, 512, 16, 16]`` and a
-memory-bound ``[32, 512, 32, 32]`` (64 MiB); svd_shift forward at the official layer (B=8,
-compute-bound: GFLOP/s instead of GB/s).
+memory-bound ``[32, 512, 32, 32]`` (64 MiB); svd_shift forward and backward (the gradients of
+``t`` and ``d``) at the official layer (B=8, compute-bound: GFLOP/s as well as GB/s).
 """
 
 from __future__ import annotations
@@ -126,8 +126,17 @@ def _svd_shift_cases(device, gen) -> list[Case]:
     def shifted(impl):
         return lambda: svd_shift(w, u, vh, t, d, impl=impl)
 
-    name = "svd_shift fwd official"
-    return [(name, impl, shifted(impl), nbytes, flops) for impl in ("ref", "native")]
+    def backward(impl):  # gradients of t and d: the e = diag(U^T G V) kernel and a reduction
+        tg, dg = t.clone().requires_grad_(True), d.clone().requires_grad_(True)
+        out = svd_shift(w, u, vh, tg, dg, impl=impl)
+        gout = torch.randn(out.shape, generator=gen).to(device)
+        return lambda: torch.autograd.grad(out, (tg, dg), gout, retain_graph=True)
+
+    cases = []
+    for impl in ("ref", "native"):
+        cases.append(("svd_shift fwd official", impl, shifted(impl), nbytes, flops))
+        cases.append(("svd_shift bwd official", impl, backward(impl), nbytes, flops))
+    return cases
 
 
 def run(device: torch.device, iters: int, shapes: dict | None = None, copy_mib: int = 1024) -> dict:

@@ -40,7 +40,7 @@ def test_runs_every_case_and_writes_json(tmp_path, capsys):
     cases = {(r["case"], r["impl"]) for r in result["rows"]}
     names = ["bias_act fwd", "bias_act bwd", "epilogue fwd", "epilogue bwd", "blur fwd"]
     want = {(f"{n} official", i) for n in names for i in ("ref", "native")}
-    want |= {("svd_shift fwd official", i) for i in ("ref", "native")}
+    want |= {(f"svd_shift {p} official", i) for p in ("fwd", "bwd") for i in ("ref", "native")}
     assert cases == want
     assert all(r["us"] > 0 and r["GB/s"] > 0 for r in result["rows"])
     assert all(r["GFLOP/s"] > 0 for r in result["rows"] if r["case"].startswith("svd_shift"))
