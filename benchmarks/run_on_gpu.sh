@@ -117,8 +117,6 @@ if [ "$phase" != tests ]; then
   # Device time of each fused kernel and its reference (the profiler's kernel clock), against a
   # device-to-device copy: what the host-timed suites below cannot separate from overhead.
   step kernels 90 "$py" benchmarks/kernel_times.py --json "$out/kernels.json"
-fi
-if [ "$phase" != tests ]; then
   step bench-ops 180 "$py" -m pytest benchmarks --device cuda -s \
     --ignore=benchmarks/test_bench_spectrum.py --ignore=benchmarks/test_bench_discovery.py \
     --benchmark-min-rounds=5 --benchmark-max-time=0.5 --benchmark-json="$out/bench-ops.json"
