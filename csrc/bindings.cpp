@@ -203,15 +203,19 @@ PYBIND11_MODULE(_C, m) {
         arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
         "out[b] = W + unflatten(u diag(s[b]) vh); see csrc/svd_shift.h.");
   m.def("svd_shift_grad_cpu", &navcuda::svd_shift_grad_cpu, nogil, arg("g"), arg("u"), arg("vh"),
-        arg("e"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
-        "e[b, j] = u_j^T G_b^flat v_j (diagonal of U^T G_b V).");
+        arg("e"), arg("work"), arg("work_numel"), arg("batch"), arg("n_out"), arg("n_in"),
+        arg("taps"), arg("rank"), arg("dtype"),
+        "e[b, j] = u_j^T G_b^flat v_j (diagonal of U^T G_b V); `work` is unused on the CPU.");
+  m.def("svd_shift_grad_workspace", &navcuda::svd_shift_grad_workspace, arg("batch"), arg("n_out"),
+        arg("rank"),
+        "Elements of scratch (the op's dtype) svd_shift_grad_cuda needs for these sizes.");
 #if defined(NAVCUDA_WITH_CUDA)
   m.def("svd_shift_cuda", &navcuda::svd_shift_cuda, nogil, arg("w"), arg("u"), arg("vh"), arg("s"),
         arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
         arg("stream"));
   m.def("svd_shift_grad_cuda", &navcuda::svd_shift_grad_cuda, nogil, arg("g"), arg("u"), arg("vh"),
-        arg("e"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
-        arg("stream"));
+        arg("e"), arg("work"), arg("work_numel"), arg("batch"), arg("n_out"), arg("n_in"),
+        arg("taps"), arg("rank"), arg("dtype"), arg("stream"));
 #else
   m.def("svd_shift_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_cuda"); });
   m.def("svd_shift_grad_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_grad_cuda"); });

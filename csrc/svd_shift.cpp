@@ -280,8 +280,10 @@ void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::u
 }
 
 void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                        int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
-                        int dtype) {
+                        std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
+                        int64_t n_in, int64_t taps, int64_t rank, int dtype) {
+  (void)work;
+  (void)work_numel;
   svd_shift_check_args("svd_shift_grad_cpu", batch, n_out, n_in, taps, rank);
   if (batch * rank == 0) return;
   NAVCUDA_CHECK(g && u && vh && e, "svd_shift_grad_cpu: null data pointer for a non-empty tensor");

@@ -31,6 +31,31 @@ NAVCUDA_HD int64_t svd_shift_kidx(int64_t c, int64_t n_in, int64_t taps) {
   return (c % taps) * n_in + c / taps;
 }
 
+// The CUDA backward splits the output rows into chunks of whole kSvdShiftGradRowTile-row tiles
+// (one tile per chunk unless that would exceed the grid's y limit), reduces each chunk into
+// part[b, chunk, j], and then sums the chunks in order (deterministic, no atomics). The caller
+// supplies `part` as scratch of svd_shift_grad_workspace() elements of the op's dtype, from its
+// own allocator (torch's caching allocator in navcuda.ops.svd_shift). The CPU kernels need none.
+constexpr int64_t kSvdShiftGradRowTile = 64;
+constexpr int64_t kSvdShiftGradMaxChunks = 65535;  // gridDim.y
+
+// Rows per chunk (a multiple of `row_tile`) so that at most `max_chunks` chunks cover n_out rows.
+inline int64_t svd_shift_grad_rows_per_chunk(int64_t n_out, int64_t row_tile, int64_t max_chunks) {
+  const int64_t tiles = n_out > 0 ? (n_out + row_tile - 1) / row_tile : 1;
+  return ((tiles + max_chunks - 1) / max_chunks) * row_tile;
+}
+
+inline int64_t svd_shift_grad_chunks(int64_t n_out, int64_t rows_per_chunk) {
+  return n_out > 0 ? (n_out + rows_per_chunk - 1) / rows_per_chunk : 1;
+}
+
+// Scratch elements svd_shift_grad_cuda needs: batch * chunks * rank.
+inline int64_t svd_shift_grad_workspace(int64_t batch, int64_t n_out, int64_t rank) {
+  const int64_t rows =
+      svd_shift_grad_rows_per_chunk(n_out, kSvdShiftGradRowTile, kSvdShiftGradMaxChunks);
+  return batch * svd_shift_grad_chunks(n_out, rows) * rank;
+}
+
 // Shared argument checks (throw std::invalid_argument with a clear message). Inline: the
 // test-only emulation module uses it without linking svd_shift.cpp.
 inline void svd_shift_check_args(const char* op, int64_t batch, int64_t n_out, int64_t n_in,
@@ -45,10 +70,11 @@ inline void svd_shift_check_args(const char* op, int64_t batch, int64_t n_out, i
 void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
                    std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
                    int64_t rank, int dtype);
-// e[b, j] = u_j^T G_b^flat v_j from g [B, out, in, taps].
+// e[b, j] = u_j^T G_b^flat v_j from g [B, out, in, taps]. `work` / `work_numel`: the scratch of
+// the CUDA entry point's signature, unused here (the CPU tasks keep their own).
 void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                        int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
-                        int dtype);
+                        std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
+                        int64_t n_in, int64_t taps, int64_t rank, int dtype);
 
 #if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------- CUDA entry points
@@ -56,9 +82,11 @@ void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, s
 void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
                     std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
                     int64_t rank, int dtype, std::uintptr_t stream);
+// `work`: at least svd_shift_grad_workspace(batch, n_out, rank) elements (`work_numel`).
 void svd_shift_grad_cuda(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                         int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
-                         int dtype, std::uintptr_t stream);
+                         std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
+                         int64_t n_in, int64_t taps, int64_t rank, int dtype,
+                         std::uintptr_t stream);
 #endif
 
 }  // namespace navcuda

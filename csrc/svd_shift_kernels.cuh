@@ -25,9 +25,11 @@ __global__ void svd_shift_forward_kernel(const T* w, const T* u, const T* vh, co
   constexpr int TX = BN / TN;
   constexpr int TY = BM / TM;
   constexpr int NT = TX * TY;
+  static_assert(NT >= BN, "svd_shift_forward_kernel: one thread per column of u's row table");
   NAVCUDA_SHARED(T, As, [BK][BM]);  // As[p][m] = vh[p0 + p, o0 + m] * s[b, p0 + p]
   NAVCUDA_SHARED(
       T, Bs, [BK][BN + 1]);  // Bs[p][n] = u[kidx(c0 + n), p0 + p] (padded: no bank conflicts)
+  NAVCUDA_SHARED(long long, urow, [BN]);  // offset of u's row kidx(c0 + n), -1 past the end
   const long long K = n_in * taps;
   const long long b = blockIdx.z;
   const long long o0 = (long long)blockIdx.y * BM;
@@ -35,6 +37,10 @@ __global__ void svd_shift_forward_kernel(const T* w, const T* u, const T* vh, co
   const int tx = threadIdx.x;
   const int ty = threadIdx.y;
   const int tid = ty * TX + tx;
+  // The block's columns are fixed: their rows of u are found once (two integer divisions per
+  // column), not per staged element of every rank slice.
+  if (tid < BN) urow[tid] = c0 + tid < K ? svd_shift_kidx(c0 + tid, n_in, taps) * rank : -1;
+  __syncthreads();
   T acc[TM][TN];
   for (int i = 0; i < TM; ++i)
     for (int jj = 0; jj < TN; ++jj) acc[i][jj] = T(0);
@@ -50,9 +56,9 @@ __global__ void svd_shift_forward_kernel(const T* w, const T* u, const T* vh, co
     for (int idx = tid; idx < BK * BN; idx += NT) {  // consecutive threads: consecutive j
       const int p = idx % BK;
       const int n = idx / BK;
-      const long long c = c0 + n;
+      const long long row = urow[n];
       const long long j = p0 + p;
-      Bs[p][n] = (c < K && j < rank) ? u[svd_shift_kidx(c, n_in, taps) * rank + j] : T(0);
+      Bs[p][n] = (row >= 0 && j < rank) ? u[row + j] : T(0);
     }
     __syncthreads();
     for (int p = 0; p < BK; ++p) {
@@ -76,49 +82,67 @@ __global__ void svd_shift_forward_kernel(const T* w, const T* u, const T* vh, co
   }
 }
 
-// e[b, j] = sum_o vh[j, o] * sum_c G_b[o, c] * u[kidx(c), j]  (diagonal of U^T G_b^flat V).
-// Grid: (ceil(rank / BN), 1, batch); block: (BN / TN, BM / TM). Each block loops over all output
-// rows in BM tiles and reduces its column partial sums in shared memory: no atomics, and the
-// result is deterministic.
+// Partial sums of e over one chunk of output rows:
+//   part[b, y, j] = sum_{o in chunk y} vh[j, o] * sum_c G_b[o, c] * u[kidx(c), j],
+// the chunk y = blockIdx.y being rows [y * rows_per_chunk, (y + 1) * rows_per_chunk) (a multiple
+// of BM). Grid: (ceil(rank / BN), chunks, batch); block: (BN / TN, BM / TM). Splitting the rows
+// across the grid gives batch * rank / BN * chunks blocks (512 at the official layer, not 64);
+// svd_shift_grad_reduce_kernel then sums the chunks in a fixed order: no atomics, and the result
+// is deterministic.
 template <typename T, int BM, int BN, int BK, int TM, int TN>
-__global__ void svd_shift_grad_kernel(const T* g, const T* u, const T* vh, T* e, long long n_out,
-                                      long long n_in, long long taps, long long rank) {
+__global__ void svd_shift_grad_kernel(const T* g, const T* u, const T* vh, T* part, long long n_out,
+                                      long long n_in, long long taps, long long rank,
+                                      long long rows_per_chunk) {
   constexpr int TX = BN / TN;
   constexpr int TY = BM / TM;
   constexpr int NT = TX * TY;
-  NAVCUDA_SHARED(T, As, [BK][BM + 1]);  // As[p][m] = G_b[o0 + m, c0 + p]
-  NAVCUDA_SHARED(T, Bs, [BK][BN]);      // Bs[p][n] = u[kidx(c0 + p), j0 + n]
-  NAVCUDA_SHARED(T, red, [TY][BN]);     // per-row-of-threads partial sums of e
+  static_assert(NT >= BK, "svd_shift_grad_kernel: one thread per row of the u table");
+  NAVCUDA_SHARED(T, As, [BK][BM + 1]);       // As[p][m] = G_b[o0 + m, c0 + p]
+  NAVCUDA_SHARED(T, Bs, [BK][BN]);           // Bs[p][n] = u[kidx(c0 + p), j0 + n]
+  NAVCUDA_SHARED(T, red, [TY][BN]);          // per-row-of-threads partial sums of e
+  NAVCUDA_SHARED(long long, urow, [2][BK]);  // offsets of u's rows kidx(c0 + p), double-buffered
   const long long K = n_in * taps;
   const long long b = blockIdx.z;
   const long long j0 = (long long)blockIdx.x * BN;
+  const long long o_begin = (long long)blockIdx.y * rows_per_chunk;
+  const long long o_end = o_begin + rows_per_chunk < n_out ? o_begin + rows_per_chunk : n_out;
   const int tx = threadIdx.x;
   const int ty = threadIdx.y;
   const int tid = ty * TX + tx;
   const T* gb = g + b * n_out * K;
-  T part[TN];
-  for (int jj = 0; jj < TN; ++jj) part[jj] = T(0);
+  T part_sum[TN];
+  for (int jj = 0; jj < TN; ++jj) part_sum[jj] = T(0);
 
-  for (long long o0 = 0; o0 < n_out; o0 += BM) {
+  for (long long o0 = o_begin; o0 < o_end; o0 += BM) {
     T acc[TM][TN];
     for (int i = 0; i < TM; ++i)
       for (int jj = 0; jj < TN; ++jj) acc[i][jj] = T(0);
+    // Row offsets of u for the first column slice; each slice's compute phase then finds the
+    // next slice's into the other buffer (read after the barrier that ends the slice), so the
+    // divisions of kidx cost BK per slice, not one per staged element.
+    if (tid < BK) urow[0][tid] = tid < K ? svd_shift_kidx(tid, n_in, taps) * rank : -1;
+    __syncthreads();
+    int buf = 0;
     for (long long c0 = 0; c0 < K; c0 += BK) {
       for (int idx = tid; idx < BK * BM; idx += NT) {  // consecutive threads: consecutive c
         const int p = idx % BK;
         const int m = idx / BK;
         const long long o = o0 + m;
         const long long c = c0 + p;
-        As[p][m] = (o < n_out && c < K) ? gb[o * K + c] : T(0);
+        As[p][m] = (o < o_end && c < K) ? gb[o * K + c] : T(0);
       }
       for (int idx = tid; idx < BK * BN; idx += NT) {  // consecutive threads: consecutive j
         const int n = idx % BN;
         const int p = idx / BN;
-        const long long c = c0 + p;
+        const long long row = urow[buf][p];
         const long long j = j0 + n;
-        Bs[p][n] = (c < K && j < rank) ? u[svd_shift_kidx(c, n_in, taps) * rank + j] : T(0);
+        Bs[p][n] = (row >= 0 && j < rank) ? u[row + j] : T(0);
       }
       __syncthreads();
+      if (tid < BK) {
+        const long long c = c0 + BK + tid;
+        urow[buf ^ 1][tid] = c < K ? svd_shift_kidx(c, n_in, taps) * rank : -1;
+      }
       for (int p = 0; p < BK; ++p) {
         T a[TM];
         T bv[TN];
@@ -128,6 +152,7 @@ __global__ void svd_shift_grad_kernel(const T* g, const T* u, const T* vh, T* e,
           for (int jj = 0; jj < TN; ++jj) acc[i][jj] += a[i] * bv[jj];
       }
       __syncthreads();
+      buf ^= 1;
     }
     // Contract this row tile of P_b with vh (only the diagonal entries of U^T G V are needed).
     for (int jj = 0; jj < TN; ++jj) {
@@ -135,11 +160,11 @@ __global__ void svd_shift_grad_kernel(const T* g, const T* u, const T* vh, T* e,
       if (j >= rank) continue;
       for (int i = 0; i < TM; ++i) {
         const long long o = o0 + ty + i * TY;
-        if (o < n_out) part[jj] += vh[j * n_out + o] * acc[i][jj];
+        if (o < o_end) part_sum[jj] += vh[j * n_out + o] * acc[i][jj];
       }
     }
   }
-  for (int jj = 0; jj < TN; ++jj) red[ty][tx + jj * TX] = part[jj];
+  for (int jj = 0; jj < TN; ++jj) red[ty][tx + jj * TX] = part_sum[jj];
   __syncthreads();
   if (ty == 0) {
     for (int jj = 0; jj < TN; ++jj) {
@@ -147,8 +172,24 @@ __global__ void svd_shift_grad_kernel(const T* g, const T* u, const T* vh, T* e,
       const long long j = j0 + n;
       T sum = T(0);
       for (int y = 0; y < TY; ++y) sum += red[y][n];
-      if (j < rank) e[b * rank + j] = sum;
+      if (j < rank) part[(b * gridDim.y + blockIdx.y) * rank + j] = sum;
     }
+  }
+}
+
+// e[b, j] = sum_y part[b, y, j] over the `chunks` row chunks, in order. Grid-stride loop over
+// batch * rank elements; consecutive threads read consecutive j.
+template <typename T>
+__global__ void svd_shift_grad_reduce_kernel(const T* part, T* e, long long n, long long chunks,
+                                             long long rank) {
+  const long long stride = (long long)blockDim.x * gridDim.x;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+    const long long b = i / rank;
+    const long long j = i - b * rank;
+    const T* p = part + b * chunks * rank + j;
+    T sum = T(0);
+    for (long long y = 0; y < chunks; ++y) sum += p[y * rank];
+    e[i] = sum;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "bias_act.h"
 #include "bias_act_kernels.cuh"
@@ -92,15 +93,24 @@ void svd_shift_emu_impl(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, s
 template <typename Config>
 void svd_shift_grad_emu_impl(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh,
                              std::uintptr_t e, int64_t batch, int64_t n_out, int64_t n_in,
-                             int64_t taps, int64_t rank, int dtype) {
+                             int64_t taps, int64_t rank, int dtype, int64_t max_chunks) {
   using C = Config;
-  const dim3 grid(unsigned((rank + C::BN - 1) / C::BN), 1, unsigned(batch));
+  const long long rows = navcuda::svd_shift_grad_rows_per_chunk(n_out, C::BM, max_chunks);
+  const long long chunks = navcuda::svd_shift_grad_chunks(n_out, rows);
+  const dim3 grid(unsigned((rank + C::BN - 1) / C::BN), unsigned(chunks), unsigned(batch));
   navcuda::dispatch_float(dtype, "svd_shift_grad_emu", [&](auto zero) {
     using T = decltype(zero);
+    std::vector<T> part(static_cast<size_t>(batch * chunks * rank));
     navcuda_emu::launch("svd_shift_grad_kernel", grid, dim3(C::BN / C::TN, C::BM / C::TM),
                         &navcuda::svd_shift_grad_kernel<T, C::BM, C::BN, C::BK, C::TM, C::TN>,
-                        as_ptr<const T>(g), as_ptr<const T>(u), as_ptr<const T>(vh), as_ptr<T>(e),
-                        (long long)n_out, (long long)n_in, (long long)taps, (long long)rank);
+                        as_ptr<const T>(g), as_ptr<const T>(u), as_ptr<const T>(vh), part.data(),
+                        (long long)n_out, (long long)n_in, (long long)taps, (long long)rank,
+                        (long long)rows);
+    // A small grid (3 blocks of 32) so the grid-stride loop wraps on the test shapes.
+    navcuda_emu::launch("svd_shift_grad_reduce_kernel", dim3(3), dim3(32),
+                        &navcuda::svd_shift_grad_reduce_kernel<T>, (const T*)part.data(),
+                        as_ptr<T>(e), (long long)(batch * rank), (long long)chunks,
+                        (long long)rank);
   });
 }
 
@@ -115,15 +125,19 @@ void svd_shift_emu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::u
                                                                    n_in, taps, rank, dtype);
 }
 
+// max_chunks: the cap on row chunks (the launcher's is 65535); a small cap makes each block
+// of the gradient kernel loop over several row tiles.
 void svd_shift_grad_emu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
                         int64_t batch, int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
-                        int dtype, int config) {
+                        int dtype, int config, int64_t max_chunks) {
   navcuda::svd_shift_check_args("svd_shift_grad_emu", batch, n_out, n_in, taps, rank);
   NAVCUDA_CHECK(config == 0 || config == 1, "svd_shift_grad_emu: config must be 0 or 1");
+  NAVCUDA_CHECK(max_chunks >= 1, "svd_shift_grad_emu: max_chunks must be >= 1");
   if (batch * rank == 0) return;
   (config == 0 ? svd_shift_grad_emu_impl<navcuda::SvdShiftConfigLarge>
                : svd_shift_grad_emu_impl<navcuda::SvdShiftConfigSmall>)(g, u, vh, e, batch, n_out,
-                                                                        n_in, taps, rank, dtype);
+                                                                        n_in, taps, rank, dtype,
+                                                                        max_chunks);
 }
 
 // modconv kernels. `block` must be a power of two <= 256 (the shared-memory tree reductions).
@@ -326,7 +340,7 @@ PYBIND11_MODULE(_C_emu, m) {
         arg("config"));
   m.def("svd_shift_grad_emu", &svd_shift_grad_emu, nogil, arg("g"), arg("u"), arg("vh"), arg("e"),
         arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
-        arg("config"));
+        arg("config"), arg("max_chunks") = 65535);
   m.def("modconv_demod_emu", &modconv_demod_emu, nogil);
   m.def("modconv_demod_grad_emu", &modconv_demod_grad_emu, nogil);
   m.def("modconv_epilogue_emu", &modconv_epilogue_emu, nogil);

@@ -215,10 +215,14 @@ def _svd_shift_grad_op(
     batch, rank = g.shape[0], u.shape[1]
     e = torch.empty((batch, rank), dtype=g.dtype, device=g.device)
     if e.numel() > 0:
+        # Scratch for the CUDA kernels' per-chunk partial sums (batch * ceil(out / 64) * rank
+        # elements, from torch's allocator; the CPU kernels ignore it).
+        work = g.new_empty(_native.native_module().svd_shift_grad_workspace(batch, out_c, rank))
         _native.run_kernel(
             "svd_shift_grad", g.device,
             _native.data_ptr(g), _native.data_ptr(u), _native.data_ptr(vh), _native.data_ptr(e),
-            batch, out_c, in_c, kh * kw, rank, _native.dtype_code(g.dtype),
+            _native.data_ptr(work), work.numel(), batch, out_c, in_c, kh * kw, rank,
+            _native.dtype_code(g.dtype),
         )  # fmt: skip
     return e
 

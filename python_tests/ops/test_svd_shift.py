@@ -196,33 +196,43 @@ def _emu_forward(w, u, vh, t, d, index, config):
     return out
 
 
-def _emu_grad(g, u, vh, config):
+def _emu_grad(g, u, vh, config, max_chunks=65535):
     g, u, vh = g.contiguous(), u.contiguous(), vh.contiguous()
     b, out_c, in_c, kh, kw = g.shape
     e = torch.full((b, u.shape[1]), float("nan"), dtype=g.dtype)
     _emu.svd_shift_grad_emu(
         g.data_ptr(), u.data_ptr(), vh.data_ptr(), e.data_ptr(),
-        b, out_c, in_c, kh * kw, u.shape[1], _native.dtype_code(g.dtype), config,
+        b, out_c, in_c, kh * kw, u.shape[1], _native.dtype_code(g.dtype), config, max_chunks,
     )  # fmt: skip
     return e
 
 
+# (shape, config, max_chunks). Config 1 has 16-row tiles: 19 rows are two tiles (two chunks, or
+# one chunk looping over both with max_chunks=1); 40 rows are three tiles in two chunks of 32 and 8
+# rows with max_chunks=2.
+EMU_CASES = [
+    ((2, 5, 3, 3, 3), 0, 65535),
+    ((1, 5, 3, 1, 1), 1, 65535),
+    ((2, 4, 2, 1, 3), 1, 65535),
+    ((3, 19, 7, 3, 3), 1, 65535),
+    ((3, 19, 7, 3, 3), 1, 1),
+    ((2, 40, 5, 3, 3), 1, 2),
+]
+
+
 @needs_emu
-@pytest.mark.parametrize(
-    "shape,config",
-    [((2, 5, 3, 3, 3), 0), ((1, 5, 3, 1, 1), 1), ((2, 4, 2, 1, 3), 1), ((3, 19, 7, 3, 3), 1)],
-    ids=str,
-)
+@pytest.mark.parametrize("shape,config,max_chunks", EMU_CASES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_emulated_cuda_matches_ref(shape, config, dtype):
+def test_emulated_cuda_matches_ref(shape, config, max_chunks, dtype):
     """The CUDA kernel bodies (run on the CPU) against the reference: values, and the gradient
-    reduction e[b, j] = u_j^T G_b v_j together with the dt / dd it yields."""
+    reduction e[b, j] = u_j^T G_b v_j (row chunks, then their in-order sum) together with the
+    dt / dd it yields."""
     w, u, vh, t, d, index = _make(*shape, dtype=dtype, n_dir=2 if shape[0] > 1 else None)
     out = _emu_forward(w, u, vh, t, d, index, config)
     torch.testing.assert_close(out, ref_svd_shift(w, u, vh, t, d, index), **_tol(dtype))
 
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
-    e = _emu_grad(g, u, vh, config)
+    e = _emu_grad(g, u, vh, config, max_chunks)
     e_ref = torch.einsum("kj,bko,jo->bj", u, flatten_kernel(g), vh)
     torch.testing.assert_close(e, e_ref, **_tol(dtype))
     # dt and dd assembled from e as the native backward does, against the reference's autograd.
@@ -235,6 +245,32 @@ def test_emulated_cuda_matches_ref(shape, config, dtype):
     g_rows = (g_hat - dhat * (dhat * g_hat).sum(1, keepdim=True)) / rows.norm(dim=1, keepdim=True)
     dd = g_rows if index is None else torch.zeros_like(d).index_add_(0, index, g_rows)
     torch.testing.assert_close(dd, d_.grad, **_tol(dtype))
+
+
+GRAD_SHAPES = [(3, 130, 70, 3, 3), (630, 70), (70, 130)]  # g, u, vh: 3 chunks of 64 rows
+
+
+@needs_emu
+def test_cuda_gradient_scratch_is_sized_and_checked():
+    """svd_shift_grad_workspace gives batch * ceil(out / 64) * rank elements (one partial sum per
+    64-row chunk), and the CUDA launcher refuses a smaller scratch before launching anything."""
+    mod = _native.native_module()
+    assert mod.svd_shift_grad_workspace(8, 512, 512) == 8 * 8 * 512
+    assert mod.svd_shift_grad_workspace(3, 130, 70) == 3 * 3 * 70
+    assert mod.svd_shift_grad_workspace(2, 1, 4) == 2 * 1 * 4
+    gen = torch.Generator().manual_seed(0)
+    g, u, vh = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in GRAD_SHAPES)
+    e = torch.full((3, 70), float("nan"), dtype=torch.float64)
+    work = torch.empty(3 * 3 * 70 - 1, dtype=torch.float64)
+    args = (g.data_ptr(), u.data_ptr(), vh.data_ptr(), e.data_ptr(), work.data_ptr(), work.numel())
+    sizes = (3, 130, 70, 9, 70, _native.dtype_code(torch.float64), 0)
+    with pytest.raises(ValueError, match="scratch of 629 elements, needs 630"):
+        _emu.svd_shift_grad_cuda(*args, *sizes)
+    assert e.isnan().all()
+    work = torch.empty(3 * 3 * 70, dtype=torch.float64)
+    _emu.svd_shift_grad_cuda(*args[:4], work.data_ptr(), work.numel(), *sizes)
+    e_ref = torch.einsum("kj,bko,jo->bj", u, flatten_kernel(g), vh)
+    torch.testing.assert_close(e, e_ref, **F64_TOL)
 
 
 # ------------------------------------------------------------------------- bad inputs
