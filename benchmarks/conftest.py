@@ -8,7 +8,7 @@ the same machine in the same run; the headline cases are also timed as a paired 
 (:mod:`paired`: reference and fast alternated, per-round ratios), which cancels the background
 load's drift between two separately timed cases. A ``"floor"`` role times the part of a case
 that no fast path changes; ``reference / floor`` is printed as the bound on any speed-up of that
-case.
+case (``extra_info["floor_label"]`` names the floor where a case has several).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
         for floor in roles.get("floor", []):
             if refs:
                 bound = refs[0].stats.median / floor.stats.median
-                line = f"{group:<48} {'bound: reference / shared floor':<40} {bound:6.2f}x"
+                label = f"bound: reference / {floor.extra_info.get('floor_label', 'floor')}"
+                line = f"{group:<48} {label:<40} {bound:6.2f}x"
                 mem = floor.extra_info.get("peak_mem_mb")
                 if mem is not None:
                     line += f"   floor peak memory {mem:.1f} MB"
