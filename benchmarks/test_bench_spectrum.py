@@ -32,7 +32,8 @@ from navcuda.discover.spectrum import block_eigensolver, lobpcg_eigensolver, pow
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import make_metric
 from navcuda.models.default import load_default
-from navcuda.models.stylegan2 import conv_route
+from navcuda.models.layers import list_layers
+from navcuda.models.stylegan2 import SynthesisState, conv_route, frozen
 from navcuda.shift import seeded_ws
 
 K = int(os.environ.get("NAVCUDA_BENCH_SPECTRUM_K", "16"))
@@ -164,14 +165,48 @@ def hessian8(device):
     return _hessian(device, 8, 1, 32)
 
 
+def _exact_fd_work(h: PerceptualHessian, v: torch.Tensor) -> torch.Tensor:
+    """The work every exact arrangement of the ``2m x n`` central differences must do, as
+    :meth:`PerceptualHessian.hvp_fd` chunks it: for each (perturbation, latent) sample the
+    layers *after* the shifted one forward, the metric, and the backward to that layer's
+    output; the synthesis up to and including the shifted layer runs once per latent, unshifted
+    (a real product also runs and differentiates the shifted layer per sample). Returns zeros:
+    timed as the floor of the block, ``reference / this`` bounds any exact FD arrangement on
+    these convolutions and this metric."""
+    g = h.generator
+    names = [info.name for info in list_layers(g)]
+    after = names[names.index(h.layer) + 1]
+    with torch.no_grad():
+        states = [
+            g.synthesis_prefix(h.ws[lo : lo + h.batch_size], after, noise_mode=h.noise_mode)
+            for lo in range(0, h.n, h.batch_size)
+        ]
+    xa = torch.cat([st.x for st in states])
+    imga = None if states[0].img is None else torch.cat([st.img for st in states])
+    with frozen(g):
+        for _, _, _, i in h._chunks(2 * v.shape[0], "exact FD work"):
+            one = h._one_latent(i)
+            x = h._rows(xa, i, one).detach().requires_grad_(True)
+            img = None if imga is None else h._rows(imga, i, one)
+            out = g.synthesis_suffix(
+                SynthesisState(after, x, img), h._rows(h.ws, i, one), noise_mode=h.noise_mode
+            )
+            f1 = h.metric.features(h._resize(out))
+            dist = h.metric.distance_from_features([h._rows(f, i, one) for f in h._feats0], f1)
+            torch.autograd.grad(dist.sum(), x)
+    return torch.zeros_like(v)
+
+
 #: flavour -> (batch size, product); the block flavours run 32 samples per chunk, the official
-#: code 8; the "batch 8" flavours show the block products at the official batch.
+#: code 8; the "batch 8" flavours show the block products at the official batch; the floor
+#: times what no exact FD arrangement avoids (:func:`_exact_fd_work`).
 HVP_FLAVOURS = {
     "official sequential FD": (8, _official_fd),
     "block FD": (32, lambda h, v: h.hvp_fd(v, eps=0.1)),
     "block FD, batch 8": (8, lambda h, v: h.hvp_fd(v, eps=0.1)),
     "block GN": (32, lambda h, v: h.hvp_gn(v, mode="linearized")),
     "block GN, batch 8": (8, lambda h, v: h.hvp_gn(v, mode="linearized")),
+    "floor: exact FD work": (32, _exact_fd_work),
 }
 
 
@@ -195,8 +230,12 @@ def test_hvp_block(benchmark, hessian64, hessian8, flavour):
     # leave it unchanged. The GN products no longer use forward-mode AD for this metric, whose
     # linearisation shares the primal, but a metric without one still does.)
     few = {"official sequential FD": 1, "block FD": 4, "block FD, batch 8": 1}.get(flavour, batch)
+    few = 4 if flavour.startswith("floor") else few  # chunks as block FD's
     benchmark.group = f"{HVP_VECTORS} HVPs, {HVP_LATENTS} latents, bundled convs.3"
-    benchmark.extra_info["role"] = "reference" if flavour.startswith("official") else "fast"
+    role = "floor" if flavour.startswith("floor") else "fast"
+    benchmark.extra_info["role"] = "reference" if flavour.startswith("official") else role
+    if role == "floor":
+        benchmark.extra_info["floor_label"] = "exact FD work"
     benchmark.extra_info["batch_size"] = batch
     h.batch_size = hessian8.batch_size = batch
     try:
@@ -206,6 +245,8 @@ def test_hvp_block(benchmark, hessian64, hessian8, flavour):
         out = benchmark.pedantic(lambda: product(h, v), rounds=1, iterations=1)
     finally:
         h.batch_size = hessian8.batch_size = 32
+    if role == "floor":
+        return
     RESULTS[f"hvp {flavour}"] = out.flatten(1).double().cpu()
     ref = RESULTS.get("hvp official sequential FD")
     if ref is not None and flavour != "official sequential FD":

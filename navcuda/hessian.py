@@ -286,11 +286,13 @@ class PerceptualHessian:
         one_latent: bool,
         deltas: torch.Tensor | None,
         index: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Metric features of the renders of latents ``idx`` with the layer shifted by
-        ``deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all zeros,
-        i.e. one shared shift; ``deltas`` None: unshifted). ``one_latent``:
-        :meth:`_one_latent` of ``idx``, evaluated once per chunk by the caller."""
+        ``t[s] * deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all
+        zeros, i.e. one shared shift; ``t`` None: all ones; ``deltas`` None: unshifted).
+        ``one_latent``: :meth:`_one_latent` of ``idx``, evaluated once per chunk by the
+        caller."""
         state = SynthesisState(
             self.layer,
             self._rows(self._x, idx, one_latent),
@@ -300,7 +302,8 @@ class PerceptualHessian:
         if deltas is not None:
             if index is None:
                 index = torch.zeros(len(idx), dtype=torch.int64, device=self.device)
-            t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
+            if t is None:
+                t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
             shift = LayerShift.split(self.layer, deltas, t, index)
         img = self.generator.synthesis_suffix(
             state, self._rows(self.ws, idx, one_latent), noise_mode=self.noise_mode, shift=shift
@@ -324,10 +327,11 @@ class PerceptualHessian:
         return t[idx]
 
     def _chunks(
-        self, count: int, desc: str
+        self, count: int, desc: str, per_item: int = 1
     ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """Chunks of the ``count x n`` (vector/perturbation ``p``, latent ``i``) samples: yields
-        ``(p_lo, p_hi, p_local, i)`` with ``p_local = p - p_lo``.
+        """Chunks of the ``count x n`` (vector/perturbation ``p``, latent ``i``) items: yields
+        ``(p_lo, p_hi, p_local, i)`` with ``p_local = p - p_lo``. Each item is ``per_item``
+        samples (the caller's), so a chunk holds ``batch_size // per_item`` items (at least one).
 
         With ``count >= batch_size`` a chunk is one latent under a run of ``p`` (a latent's runs
         split evenly): every sample shares the shifted layer's input, convolved once with the
@@ -336,7 +340,7 @@ class PerceptualHessian:
         each convolved once over many latents."""
         from tqdm.auto import tqdm
 
-        bs, total = self.batch_size, count * self.n
+        bs, total = max(1, self.batch_size // per_item), count * self.n
         if count >= bs:
             parts = -(-count // bs)
             cuts = [round(k * count / parts) for k in range(parts + 1)]
@@ -416,6 +420,28 @@ class PerceptualHessian:
                 out[p_lo:p_hi] += g
         return out / self.n
 
+    def _fd_differences(self, deltas: torch.Tensor) -> torch.Tensor:
+        """``g(delta_p) - g(-delta_p)`` for every ``deltas[p]``, batched over (p, z) with both
+        signs of a perturbation in the same chunk: sample pairs shift the layer by ``t * delta_p``
+        with ``t = +1`` and ``t = -1``, so one gradient w.r.t. ``delta_p`` is the difference
+        itself (exact, not an approximation: the sum of ``t``-weighted gradients). The shifted
+        layer then convolves each latent's input with each direction once for both signs, and
+        its backward reduces the pair's output gradients before the one weight-gradient
+        convolution, halving the layer's share of the work."""
+        out = torch.zeros_like(deltas)
+        with frozen(self.generator):
+            for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], "hvp_fd", per_item=2):
+                leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
+                i2, index = torch.cat([i, i]), torch.cat([p_local, p_local])
+                ones = torch.ones(len(i), dtype=self.dtype, device=self.device)
+                one = self._one_latent(i2)
+                f0 = [self._rows(f, i2, one) for f in self._feats0]
+                f1 = self._features(i2, one, leaf, index, torch.cat([ones, -ones]))
+                dist = self.metric.distance_from_features(f0, f1)
+                (g,) = torch.autograd.grad(dist.sum(), leaf)
+                out[p_lo:p_hi] += g
+        return out / self.n
+
     @differentiates
     def grad(self, delta: torch.Tensor) -> torch.Tensor:
         """``dL/d delta`` at ``delta`` (``[out, in, k, k]``, or ``[P, ...]`` for several)."""
@@ -431,13 +457,18 @@ class PerceptualHessian:
         Returns ``(g(eps v) - g(-eps v)) / (2 eps)`` ~= ``H v`` per vector, or with
         ``normalize=True`` the paper's eq. (4) exactly, ``(g(eps v) - g(-eps v)) / (2 eps ||v||)``
         ~= ``H v / ||v||``. All ``2m x n`` (perturbation, latent) samples run batched, chunked by
-        ``batch_size``, one backward pass per chunk.
+        ``batch_size``, one backward pass per chunk; the two signs of a perturbation share a
+        chunk, whose backward gives their gradients' difference directly
+        (:meth:`_fd_differences`).
         """
         v, single = self._check_block(V)
         eps = self._check_eps(eps)
-        m = v.shape[0]
-        g = self._grads(torch.cat([eps * v, -eps * v]), desc="hvp_fd")
-        hv = (g[:m] - g[m:]) / (2 * eps)
+        if self.batch_size >= 2:
+            hv = self._fd_differences(eps * v) / (2 * eps)
+        else:  # a chunk of one sample cannot hold a pair: the two signs one after the other
+            m = v.shape[0]
+            g = self._grads(torch.cat([eps * v, -eps * v]), desc="hvp_fd")
+            hv = (g[:m] - g[m:]) / (2 * eps)
         if normalize:
             hv = hv / self._norms(v)
         return hv[0] if single else hv

@@ -149,8 +149,10 @@ def test_chunking_does_not_change_results(gen64, monkeypatch):
         h = PerceptualHessian(g, LAYER, ws, _metric("random-vgg"), batch_size=bs, resize=8)
         shared.clear()
         out.append((h.hvp_fd(V), h.hvp_gn(V), h.grad(0.1 * V)))
-        # FD: 6 shifts -> 2 chunks of 3 per latent at batch 4; none shared at 1 (one sample
-        # per chunk) or 64 (every shift of every latent in one chunk)
+        # FD: 3 vectors, both signs of each in one chunk -> 2 chunks (2 and 1 pairs) per latent
+        # at batch 4; none shared at 1 (one sample per chunk: the signs one after the other,
+        # so this also checks the paired path against the unpaired one) or 64 (every pair of
+        # every latent in one chunk)
         assert len(shared) == (2 * ws.shape[0] if bs == 4 else 0), (bs, len(shared))
     for other in out[1:]:
         for a, b in zip(out[0], other, strict=True):
@@ -169,8 +171,8 @@ def test_one_latent_is_checked_once_per_chunk(gen64, monkeypatch, bs):
     real_chunks, real_one = h._chunks, PerceptualHessian._one_latent
     chunks, checks, flags = [], [], set()
 
-    def counted_chunks(*args):
-        for chunk in real_chunks(*args):
+    def counted_chunks(*args, **kwargs):
+        for chunk in real_chunks(*args, **kwargs):
             chunks.append(chunk)
             yield chunk
 
