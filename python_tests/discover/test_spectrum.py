@@ -147,6 +147,22 @@ def test_block_solvers_refuse_bad_products(solver):
         BLOCK_SOLVERS[solver](lambda v: (v @ a)[:, :10], 60, 3, **kw)
 
 
+def test_lobpcg_stops_when_it_diverges():
+    """Products that are not those of one fixed operator (here the matrix grows 1e20-fold per
+    call, a caricature of finite differences' drift) make LOBPCG's recombined products
+    meaningless; once a residual is no longer finite it raises instead of returning garbage."""
+    a, _, _ = _operator()
+    calls = []
+
+    def drifting(v):
+        calls.append(1)
+        return (v @ a) * 1e20 ** len(calls)
+
+    with pytest.raises(FloatingPointError, match="LOBPCG diverged at iteration"):
+        lobpcg_eigensolver(drifting, 60, 3, progress=False, dtype=torch.float64, tol=1e-12)
+    assert 2 < len(calls) < 15  # stopped at the first non-finite residual, not at max_iters
+
+
 def test_solvers_reject_bad_k():
     with pytest.raises(ValueError, match="k must be"):
         block_eigensolver(lambda v: v, 10, 11, progress=False)
@@ -213,6 +229,10 @@ def test_power_fd_agrees_with_block_gn(small_generator):
     cos = (power.coefficients.flatten(1) @ block.coefficients.flatten(1).t()).abs().diagonal()
     assert float(cos.min()) > 0.999
     assert (block.hparams["batch_size"], power.hparams["batch_size"]) == (8, 32)  # GN, FD
+    # FD products without a solver named run subspace iteration (LOBPCG needs exact ones)
+    fd = discover(g, "convs.1", hvp="fd", eps=1e-3, tol=1e-5, max_iters=300, **kw)
+    assert fd.hparams["solver"] == "block" and fd.extra["converged"]
+    torch.testing.assert_close(fd.values, block.values, rtol=1e-3, atol=0)
 
 
 def test_spectrum_bad_arguments(small_generator):
@@ -220,6 +240,8 @@ def test_spectrum_bad_arguments(small_generator):
         discover(small_generator, "convs.1", method="spectrum", solver="lanczos", k=2)
     with pytest.raises(ValueError, match="hvp"):
         discover(small_generator, "convs.1", method="spectrum", hvp="exact", k=2)
+    with pytest.raises(ValueError, match="solver='lobpcg' needs exact products"):
+        discover(small_generator, "convs.1", method="spectrum", solver="lobpcg", hvp="fd", k=2)
     with pytest.raises(ValueError, match="n_latents"):
         discover(small_generator, "convs.1", method="spectrum", n_latents=0, k=2)
     for bad in ({"max_iters": 0}, {"iterations": -1}, {"max_iters": 2.5}):
