@@ -412,6 +412,7 @@ def _cmd_name(args: argparse.Namespace) -> int:
         raise ValueError("give either a names.json file or --auto")
     _check_writable(args.output or args.directions, "file")
     ds = DirectionSet.load(args.directions)
+    n_in = len(ds)
     if args.auto:
         from navcuda.discover.naming import name_by_factors
 
@@ -426,10 +427,25 @@ def _cmd_name(args: argparse.Namespace) -> int:
             keep_unnamed=args.keep_unnamed,
             progress=True,
         )
-        for n, info in zip(ds.names, ds.extra["factor_scores"], strict=True):
-            print(f"  {n or '-':<20} disentanglement {info['disentanglement']:.2f}")
-    else:
-        ds = apply_names(ds, args.names, allow_other_set=args.allow_other_set)
+        scores = ds.extra["factor_scores"]
+        for n, info in zip(ds.names, scores, strict=True):
+            tag = ""
+            if not info["named"]:
+                factor = info["top_factor"].replace("_", " ")
+                why = (
+                    "below --min-disentanglement"
+                    if info["disentanglement"] < args.min_disentanglement
+                    else "a more disentangled direction has it"
+                )
+                tag = f"   (top factor {factor}: {why})"
+            print(f"  {n or '-':<20} disentanglement {info['disentanglement']:.2f}{tag}")
+        by_factor = sum(info["named"] for info in scores)
+        rest = n_in - by_factor
+        what = "kept under their names" if args.keep_unnamed else "dropped (--keep-unnamed keeps)"
+        print(f"{by_factor} of {n_in} directions named after a factor, {rest} {what}")
+        print(f"wrote {ds.save(args.output or args.directions)}")
+        return 0
+    ds = apply_names(ds, args.names, allow_other_set=args.allow_other_set)
     path = ds.save(args.output or args.directions)
     marks = list((ds.extra.get("marks") or {}).values())
     named = sum(n is not None for n in ds.names)

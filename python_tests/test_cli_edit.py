@@ -115,7 +115,23 @@ def test_name_auto_names_by_factors(tmp_path, capsys):
     ds = DirectionSet.load(named)
     assert 1 <= len(ds) <= 12 and all(n is not None for n in ds.names)
     assert all(info["disentanglement"] >= 0.25 for info in ds.extra["factor_scores"])
+    assert all(info["named"] for info in ds.extra["factor_scores"])
     assert ds.names[0] in out
+    assert f"{len(ds)} of 12 directions named after a factor, {12 - len(ds)} dropped" in out
+    # --keep-unnamed: every direction kept, the unnamed ones under their names, and said so
+    kept = tmp_path / "kept.nav"
+    args = ["name", str(svd), "--auto", "--samples", "6", "--keep-unnamed", "-o", str(kept)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    all_dirs = DirectionSet.load(kept)
+    flags = [info["named"] for info in all_dirs.extra["factor_scores"]]
+    assert len(all_dirs) == 12 and sum(flags) == len(ds)
+    assert [n for n, f in zip(all_dirs.names, flags, strict=True) if f] == ds.names
+    assert [n for n, f in zip(all_dirs.names, flags, strict=True) if not f] == [
+        f"sv{i}" for i, f in enumerate(flags) if not f
+    ]
+    assert f"{len(ds)} of 12 directions named after a factor, {12 - len(ds)} kept" in out
+    assert out.count("(top factor ") == 12 - len(ds)
     png = tmp_path / "edit.png"
     code = main(["edit", "--seed", "1", "--directions", str(named), "--direction", ds.names[0],
                  "-o", str(png)])  # fmt: skip

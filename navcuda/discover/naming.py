@@ -28,8 +28,9 @@ def name_by_factors(
 ) -> DirectionSet:
     """A copy of ``directions`` with factor names (see the module docstring).
 
-    Returns only the named directions unless ``keep_unnamed``; scores go to
-    ``extra["factor_scores"]`` (one dict per kept direction). ``progress``: a progress bar over
+    Returns only the named directions unless ``keep_unnamed`` (unnamed ones then keep their
+    names); scores go to ``extra["factor_scores"]`` (one dict per kept direction, ``named``:
+    whether it was named after its top factor). ``progress``: a progress bar over
     the directions scored.
     """
     from navcuda.metrics.factor_scores import score_edit
@@ -75,6 +76,7 @@ def name_by_factors(
         info.append(
             {
                 "source_index": i,
+                "named": i in named,
                 "top_factor": s.top_factor,
                 "disentanglement": s.disentanglement,
                 "effect_per_amplitude": float(s.effect[s.top_index])
