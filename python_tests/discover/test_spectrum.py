@@ -253,6 +253,12 @@ def test_spectrum_bad_arguments(small_generator):
                      max_iters=1, metric=PixelMSE(), resize=None, calibrate=False,
                      progress=False)  # fmt: skip
     assert tight.hparams["block_dtype"] == "float64"  # auto: float64 below tol 1e-4
+    # tol by product: 1e-3 exact, 3e-2 for finite differences (their error floor is ~1e-2)
+    quick = dict(method="spectrum", k=2, n_latents=2, max_iters=1, metric=PixelMSE(),
+                 resize=None, calibrate=False, progress=False)  # fmt: skip
+    assert discover(small_generator, "convs.1", **quick).hparams["tol"] == 1e-3
+    fd = discover(small_generator, "convs.1", hvp="fd", **quick).hparams
+    assert (fd["tol"], fd["solver"]) == (3e-2, "block")
     with pytest.raises(ValueError, match="block_dtype must be"):
         discover(small_generator, "convs.1", method="spectrum", block_dtype="float16", k=2)
     with pytest.raises(ValueError, match="applies to solver='lobpcg' only"):
