@@ -404,39 +404,32 @@ class PerceptualHessian:
                 total = total + self.metric.distance_from_features(f0, f1).sum()
         return total / self.n
 
-    def _grads(self, deltas: torch.Tensor, desc: str = "grad") -> torch.Tensor:
+    def _grads(
+        self, deltas: torch.Tensor, desc: str = "grad", paired: bool = False
+    ) -> torch.Tensor:
         """``g(delta_p)`` for every ``deltas[p]`` (``[P, *shape]``), batched over (p, z), with
         the generator's parameters frozen (the layers then keep only what the shift's gradient
-        needs)."""
+        needs).
+
+        ``paired``: ``g(delta_p) - g(-delta_p)`` instead, both signs of a perturbation in the
+        same chunk: sample pairs shift the layer by ``t * delta_p`` with ``t = +1`` and
+        ``t = -1``, so the one gradient w.r.t. ``delta_p`` is the difference itself (exact: the
+        sum of the ``t``-weighted gradients). The shifted layer then convolves each latent's
+        input with each direction once for both signs, and its backward sums the pair's output
+        gradients before the one weight-gradient convolution: half the layer's work."""
         out = torch.zeros_like(deltas)
         with frozen(self.generator):
-            for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], desc):
+            items = self._chunks(deltas.shape[0], desc, per_item=2 if paired else 1)
+            for p_lo, p_hi, p_local, i in items:
                 leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
+                t = None
+                if paired:
+                    ones = torch.ones(len(i), dtype=self.dtype, device=self.device)
+                    i, p_local = torch.cat([i, i]), torch.cat([p_local, p_local])
+                    t = torch.cat([ones, -ones])
                 one = self._one_latent(i)
                 f0 = [self._rows(f, i, one) for f in self._feats0]
-                f1 = self._features(i, one, leaf, p_local)
-                dist = self.metric.distance_from_features(f0, f1)
-                (g,) = torch.autograd.grad(dist.sum(), leaf)
-                out[p_lo:p_hi] += g
-        return out / self.n
-
-    def _fd_differences(self, deltas: torch.Tensor) -> torch.Tensor:
-        """``g(delta_p) - g(-delta_p)`` for every ``deltas[p]``, batched over (p, z) with both
-        signs of a perturbation in the same chunk: sample pairs shift the layer by ``t * delta_p``
-        with ``t = +1`` and ``t = -1``, so one gradient w.r.t. ``delta_p`` is the difference
-        itself (exact, not an approximation: the sum of ``t``-weighted gradients). The shifted
-        layer then convolves each latent's input with each direction once for both signs, and
-        its backward reduces the pair's output gradients before the one weight-gradient
-        convolution, halving the layer's share of the work."""
-        out = torch.zeros_like(deltas)
-        with frozen(self.generator):
-            for p_lo, p_hi, p_local, i in self._chunks(deltas.shape[0], "hvp_fd", per_item=2):
-                leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
-                i2, index = torch.cat([i, i]), torch.cat([p_local, p_local])
-                ones = torch.ones(len(i), dtype=self.dtype, device=self.device)
-                one = self._one_latent(i2)
-                f0 = [self._rows(f, i2, one) for f in self._feats0]
-                f1 = self._features(i2, one, leaf, index, torch.cat([ones, -ones]))
+                f1 = self._features(i, one, leaf, p_local, t)
                 dist = self.metric.distance_from_features(f0, f1)
                 (g,) = torch.autograd.grad(dist.sum(), leaf)
                 out[p_lo:p_hi] += g
@@ -458,13 +451,12 @@ class PerceptualHessian:
         ``normalize=True`` the paper's eq. (4) exactly, ``(g(eps v) - g(-eps v)) / (2 eps ||v||)``
         ~= ``H v / ||v||``. All ``2m x n`` (perturbation, latent) samples run batched, chunked by
         ``batch_size``, one backward pass per chunk; the two signs of a perturbation share a
-        chunk, whose backward gives their gradients' difference directly
-        (:meth:`_fd_differences`).
+        chunk, whose backward gives their gradients' difference directly (:meth:`_grads`).
         """
         v, single = self._check_block(V)
         eps = self._check_eps(eps)
         if self.batch_size >= 2:
-            hv = self._fd_differences(eps * v) / (2 * eps)
+            hv = self._grads(eps * v, desc="hvp_fd", paired=True) / (2 * eps)
         else:  # a chunk of one sample cannot hold a pair: the two signs one after the other
             m = v.shape[0]
             g = self._grads(torch.cat([eps * v, -eps * v]), desc="hvp_fd")
