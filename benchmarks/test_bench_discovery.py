@@ -103,6 +103,17 @@ def _exact_generator_work(opt: DirectionOptimizer, device: torch.device):
     return step
 
 
+def _exact_step_floor(opt: DirectionOptimizer, device: torch.device):
+    """The reconstructor's part and the exact generator work, one after the other."""
+    parts = (_reconstructor_only(opt, device), _exact_generator_work(opt, device))
+
+    def step():
+        for part in parts:
+            part()
+
+    return step
+
+
 @pytest.mark.parametrize("role", STEP_ROLES)
 @pytest.mark.parametrize("basis", ["svd", "weight"])
 def test_optimize_train_step(benchmark, generator, device, basis, role):
@@ -118,8 +129,7 @@ def test_optimize_train_step(benchmark, generator, device, basis, role):
     if role == "floor":
         step = _reconstructor_only(opt, device)
     elif role == "floor + exact generator work":
-        parts = (_reconstructor_only(opt, device), _exact_generator_work(opt, device))
-        step = lambda: [part() for part in parts]  # noqa: E731
+        step = _exact_step_floor(opt, device)
     else:
         step = opt.reference_step if role == "reference" else opt.train_step
 
@@ -157,11 +167,7 @@ def test_optimize_train_step_paired(benchmark, generator, device, basis, against
         ref_opt.reference_step()
         sync(device)
 
-    if against == "fast":
-        step = fast_opt.train_step
-    else:
-        parts = (_reconstructor_only(fast_opt, device), _exact_generator_work(fast_opt, device))
-        step = lambda: [part() for part in parts]  # noqa: E731
+    step = fast_opt.train_step if against == "fast" else _exact_step_floor(fast_opt, device)
 
     def fast():
         step()
