@@ -39,6 +39,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from navcuda.ops import _native
 from navcuda.ops.bias_act import bias_act
 from navcuda.ops.modulated_conv2d import modulated_conv2d
 from navcuda.ops.shifted_modconv import (
@@ -324,10 +325,11 @@ def _check_spec(spec: ShiftSpec, layer: str, weight: torch.Tensor, batch: int) -
         v = tensor("index", v, [batch])
         if v.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{where}: index must be int64 or int32, got {v.dtype}")
-        if batch and (int(v.min()) < 0 or int(v.max()) >= n_rows):
+        lo, hi = _native.index_range(v) if batch else (0, -1)  # empty: nothing to check
+        if lo < 0 or hi >= n_rows:
             raise ValueError(
                 f"{where}: index values must lie in [0, {n_rows}) (one of the {n_rows} "
-                f"directions), got [{int(v.min())}, {int(v.max())}]"
+                f"directions), got [{lo}, {hi}]"
             )
 
     floating("t", spec.t, [batch])

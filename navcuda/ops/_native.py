@@ -393,6 +393,13 @@ def _auto_selftest(tensor: torch.Tensor) -> None:
 # ------------------------------------------------------------------------- validation
 
 
+def index_range(index: torch.Tensor) -> tuple[int, int]:
+    """``(min, max)`` of a non-empty integer tensor in one device-to-host transfer (``int()`` of
+    each would synchronise a GPU twice); for range checks of direction indices."""
+    lo, hi = torch.stack(torch.aminmax(index)).tolist()
+    return lo, hi
+
+
 def check_tensor(
     op: str,
     name: str,

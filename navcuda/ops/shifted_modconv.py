@@ -201,11 +201,12 @@ def _check_index(
         )
     if index.device != device:
         raise ValueError(f"{op}: {name} is on {index.device} but {like_name} is on {device}")
-    if batch > 0 and (int(index.min()) < 0 or int(index.max()) >= n_rows):
-        raise ValueError(
-            f"{op}: {name} values must lie in [0, {n_rows}), got range "
-            f"[{int(index.min())}, {int(index.max())}]"
-        )
+    if batch > 0:
+        lo, hi = _native.index_range(index)
+        if lo < 0 or hi >= n_rows:
+            raise ValueError(
+                f"{op}: {name} values must lie in [0, {n_rows}), got range [{lo}, {hi}]"
+            )
 
 
 def _check_shift(shift: object, x: torch.Tensor, weight: torch.Tensor) -> None:

@@ -98,10 +98,11 @@ def _check_args(w, u, vh, t, d, index) -> None:
             )
         if index.device != w.device:
             raise ValueError(f"{_OP}: index is on {index.device} but w is on {w.device}")
-        if batch > 0 and (index.min() < 0 or index.max() >= d.shape[0]):
+        lo, hi = _native.index_range(index) if batch > 0 else (0, -1)  # empty: nothing to check
+        if lo < 0 or hi >= d.shape[0]:
             raise ValueError(
                 f"{_OP}: index values must lie in [0, {d.shape[0]}) (rows of d), got range "
-                f"[{int(index.min())}, {int(index.max())}]"
+                f"[{lo}, {hi}]"
             )
         rows = d[index]
     if batch > 0:

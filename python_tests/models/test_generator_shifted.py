@@ -536,7 +536,11 @@ def test_bad_shifts_raise_clear_errors(tiny_generator):
         LayerShift.split("convs.3", torch.randn(3, 16, 16, 3, 3), t)
     _bad(g, r"delta must have shape \[n, 16, 16, 3, 3\]", spec=SplitShift(d[:, :4], t, idx))
     _bad(g, r"t must have shape \[2\]", spec=SplitShift(d, torch.ones(3), idx))
-    _bad(g, r"index values must lie in \[0, 2\)", spec=SplitShift(d, t, torch.tensor([0, 2])))
+    _bad(
+        g,
+        r"index values must lie in \[0, 2\).* got \[-3, 2\]",
+        spec=SplitShift(d, t, torch.tensor([-3, 2])),
+    )
     _bad(g, "index must be int64 or int32", TypeError, spec=SplitShift(d, t, idx.double()))
     _bad(g, r"index must have shape \[2\]", spec=SplitShift(d, t, idx[:1]))
     _bad(g, "generator's dtype", TypeError, spec=SplitShift(d.double(), t, idx))
