@@ -3,11 +3,12 @@
 #pragma once
 
 #include "fir2d.h"
+#include "kernel_shared.cuh"
 
 namespace navcuda {
 
 // One output pixel per thread, grid-stride over planes * ho * wo; taps outside the input are
-// skipped (implicit zero padding). Idx: int where the launcher's dispatch_index allows it (three
+// skipped (implicit zero padding). Idx: int where the launcher's dispatch_index allows it (integer
 // divisions per output, 32-bit ones several times cheaper on a GPU).
 template <typename T, typename Idx>
 __global__ void fir2d_kernel(const T* x, const T* w, T* out, Idx planes, Idx h, Idx wd, Idx kh,
@@ -15,9 +16,7 @@ __global__ void fir2d_kernel(const T* x, const T* w, T* out, Idx planes, Idx h, 
   const Idx n = planes * ho * wo;
   const Idx stride = Idx(blockDim.x) * Idx(gridDim.x);
   for (Idx e = Idx(blockIdx.x) * Idx(blockDim.x) + Idx(threadIdx.x); e < n; e += stride) {
-    const Idx xo = e % wo;
-    const Idx y = (e / wo) % ho;
-    const Idx p = e / (wo * ho);
+    const auto [xo, y, p] = unravel3(e, wo, ho);
     const T* src = x + p * h * wd;
     T acc = T(0);
     for (Idx i = 0; i < kh; ++i) {

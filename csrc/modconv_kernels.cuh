@@ -108,7 +108,7 @@ __global__ void modconv_demod_grad_s_kernel(const T* dn, const T* s, const T* q0
 
 // dq[r,o,i] = sum_{b: row(b) = r} w_b dn[b,o] s[b,i]^2, grid-stride over rows*out*in elements.
 // mode 0: row(b) = r0(b), w_b = 1 (Q0); mode 1: row(b) = k(b), w_b = 2 t_b (Q1); mode 2: t_b^2.
-// Idx: int where the launcher's dispatch_index allows it (three divisions per element).
+// Idx: int where the launcher's dispatch_index allows it (divisions per element).
 template <typename T, typename Idx>
 __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
                                             const long long* index, T* dq, Idx rows, Idx batch,
@@ -116,9 +116,7 @@ __global__ void modconv_demod_grad_q_kernel(const T* dn, const T* s, const T* t,
   const Idx n = rows * n_out * n_in;
   const Idx stride = Idx(blockDim.x) * Idx(gridDim.x);
   for (Idx e = Idx(blockIdx.x) * Idx(blockDim.x) + Idx(threadIdx.x); e < n; e += stride) {
-    const Idx i = e % n_in;
-    const Idx o = (e / n_in) % n_out;
-    const Idx r = e / (n_in * n_out);
+    const auto [i, o, r] = unravel3(e, n_in, n_out);
     T acc = T(0);
     for (Idx b = 0; b < batch; ++b) {
       const Idx rb = Idx(mode == 0 ? modconv_q0_row(b, n0) : modconv_dir_row(index, b));
