@@ -44,7 +44,7 @@ import contextlib
 import importlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import Literal
 
@@ -71,6 +71,7 @@ __all__ = [
     "mark_failed",
     "native_module",
     "native_unavailable_reason",
+    "register_auto_selftest",
     "requested_impl",
     "resolve_impl",
     "run_kernel",
@@ -344,6 +345,19 @@ def resolve_impl(
 
 _selftested: set[str] = set()  # device types the automatic self-test has run on
 _selftest_running = False
+# The self-test the automatic run calls (:func:`register_auto_selftest`); None until navcuda.ops
+# has finished importing.
+_auto_selftest_fn: Callable[[torch.device], list] | None = None
+
+
+def register_auto_selftest(fn: Callable[[torch.device], list]) -> None:
+    """Set the self-test that the first native ``impl="auto"`` call on a device type runs:
+    ``fn(device)`` runs a marking self-test there and returns its results (each with ``op``,
+    ``device``, ``status`` and ``detail``). :mod:`navcuda.ops` registers
+    :func:`navcuda.ops.selftest.run_automatic` on import: this module cannot import the
+    self-test, which imports it and every op it checks."""
+    global _auto_selftest_fn
+    _auto_selftest_fn = fn
 
 
 def _auto_selftest_types() -> frozenset[str]:
@@ -371,13 +385,14 @@ def _auto_selftest(tensor: torch.Tensor) -> None:
     capturing = kind == "cuda" and torch.cuda.is_current_stream_capturing()
     if torch.compiler.is_compiling() or capturing:
         return  # no real computation now; a later eager call runs it
-    from navcuda.ops.selftest import selftest  # noqa: PLC0415 - selftest imports this module
-
+    run = _auto_selftest_fn
+    if run is None:
+        return  # navcuda.ops is still importing (it registers the self-test); a later call runs it
     _selftested.add(kind)
     _selftest_running = True
     try:
         with torch.inference_mode(False), torch.enable_grad():
-            results = selftest(tensor.device, mark=True)
+            results = run(tensor.device)
     finally:
         _selftest_running = False
     for r in results:

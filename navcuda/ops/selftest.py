@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 
 from navcuda.ops import _native
+from navcuda.ops.kernel_layout import flatten_kernel
 
-__all__ = ["SelfTestResult", "selftest", "register_case", "CASES"]
+__all__ = ["SelfTestResult", "selftest", "run_automatic", "register_case", "CASES"]
 
 #: op name -> case(device, impl) -> list of tensors to compare (outputs, then gradients)
 CASES: dict[str, Callable[[torch.device, str], list[torch.Tensor]]] = {}
@@ -102,6 +103,12 @@ def selftest(device: str | torch.device | None = None, mark: bool = True) -> lis
     return results
 
 
+def run_automatic(device: torch.device) -> list[SelfTestResult]:
+    """The dispatcher's automatic first-use self-test on ``device``: a marking :func:`selftest`
+    (registered with :func:`navcuda.ops._native.register_auto_selftest` by :mod:`navcuda.ops`)."""
+    return selftest(device, mark=True)
+
+
 def _retry_with_generic_kernels(
     dev: torch.device, isa: str, failed: dict[str, str]
 ) -> list[SelfTestResult]:
@@ -168,15 +175,14 @@ def _register_builtin_cases() -> None:
     @register_case("svd_shift")
     def _svd_shift(dev: torch.device, impl: str) -> list[torch.Tensor]:
         from navcuda.ops.svd_shift import svd_shift
-        from navcuda.shift import LayerSpace
 
         g = torch.Generator().manual_seed(1)
         w = torch.randn(6, 5, 3, 3, generator=g)
-        space = LayerSpace(w)
-        u, vh = space.u.float().to(dev), space.vh.float().to(dev)
+        u, s, vh = torch.linalg.svd(flatten_kernel(w.double()), full_matrices=False)
+        u, vh = u.float().to(dev), vh.float().to(dev)
         w = w.to(dev).requires_grad_(True)
         t = torch.randn(4, generator=g).to(dev).requires_grad_(True)
-        d = torch.randn(4, space.rank, generator=g).to(dev).requires_grad_(True)
+        d = torch.randn(4, s.numel(), generator=g).to(dev).requires_grad_(True)
         y = svd_shift(w, u, vh, t, d, impl=impl)
         gw, gt, gd = torch.autograd.grad(y.square().sum(), [w, t, d])
         return [y, gw, gt, gd]

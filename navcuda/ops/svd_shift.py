@@ -1,8 +1,9 @@
 """Per-sample shifted conv kernels in the singular-value basis.
 
-For a raw kernel ``W [out, in, kh, kw]`` whose flattened form (``navcuda.shift.flatten_kernel``:
-permute to ``(kh, kw, in, out)``, reshape to ``[K, out]`` with ``K = kh*kw*in``) has the thin SVD
-``U diag(sigma) Vh``, magnitudes ``t [B]`` and coefficients ``d_b [r]``::
+For a raw kernel ``W [out, in, kh, kw]`` whose flattened form
+(:func:`navcuda.ops.kernel_layout.flatten_kernel`: permute to ``(kh, kw, in, out)``, reshape to
+``[K, out]`` with ``K = kh*kw*in``) has the thin SVD ``U diag(sigma) Vh``, magnitudes ``t [B]``
+and coefficients ``d_b [r]``::
 
     W_b = W + t_b * unflatten(U diag(d_b / ||d_b||) Vh)          -> [B, out, in, kh, kw]
 
@@ -50,6 +51,7 @@ from __future__ import annotations
 import torch
 
 from navcuda.ops import _native
+from navcuda.ops.kernel_layout import unflatten_kernel
 
 __all__ = ["ref_svd_shift", "svd_shift"]
 
@@ -132,10 +134,9 @@ def ref_svd_shift(
     _check_args(w, u, vh, t, d, index)
     u, vh = u.detach(), vh.detach()
     _, dhat = _normalized(d, index)
-    out_c, in_c, kh, kw = w.shape
     # Delta_b^flat[k, o] = sum_j u[k, j] dhat[b, j] vh[j, o]
     m = torch.einsum("kj,bj,jo->bko", u, dhat, vh)
-    delta = m.reshape(-1, kh, kw, in_c, out_c).permute(0, 4, 3, 1, 2)
+    delta = unflatten_kernel(m, w.shape)
     return w.unsqueeze(0) + t.view(-1, 1, 1, 1, 1) * delta
 
 
