@@ -59,6 +59,7 @@ __all__ = [
     "NativeFallbackWarning",
     "auto_prefers_reference",
     "check_tensor",
+    "clamp_value",
     "clear_failed",
     "cpu_isa",
     "cpu_isas",
@@ -413,6 +414,17 @@ def index_range(index: torch.Tensor) -> tuple[int, int]:
     each would synchronise a GPU twice); for range checks of direction indices."""
     lo, hi = torch.stack(torch.aminmax(index)).tolist()
     return lo, hi
+
+
+def clamp_value(op: str, clamp: float | None) -> float:
+    """An op's ``clamp`` argument as the native kernels take it: ``-1.0`` for None (no clamp),
+    else ``float(clamp)``, which must be ``>= 0`` (ValueError otherwise, NaN included)."""
+    if clamp is None:
+        return -1.0
+    value = float(clamp)
+    if not value >= 0:
+        raise ValueError(f"{op}: clamp must be None or >= 0, got {clamp!r}")
+    return value
 
 
 def check_tensor(

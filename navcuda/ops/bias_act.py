@@ -61,13 +61,7 @@ def _check_args(
         raise ValueError(f"{_OP}: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
     alpha = float(alpha)
     gain = ACTIVATIONS[act][1] if gain is None else float(gain)
-    if clamp is None:
-        clamp_value = -1.0
-    else:
-        clamp_value = float(clamp)
-        if not clamp_value >= 0:
-            raise ValueError(f"{_OP}: clamp must be None or >= 0, got {clamp!r}")
-    return dim, alpha, gain, clamp_value
+    return dim, alpha, gain, _native.clamp_value(_OP, clamp)
 
 
 def ref_bias_act(
