@@ -218,7 +218,7 @@ def test_split_shared_input_convolves_once(si, layout, index, impl, monkeypatch)
     bf = _blur_filter(shape, torch.float64)
     dy = torch.randn(b, o, h * up, w * up, generator=gen, dtype=torch.float64)
     calls = []
-    mod = sys.modules["navcuda.ops.shifted_modconv"]
+    mod = sys.modules["navcuda.ops.shifted_modconv.split"]
     real = mod._split_shared_input
     monkeypatch.setattr(mod, "_split_shared_input", lambda *a: calls.append(1) or real(*a))
 
@@ -248,7 +248,7 @@ def test_split_shared_input_convolves_once(si, layout, index, impl, monkeypatch)
 def test_blur_adjoint_matches_autograd(k, symmetric):
     """The closed-form adjoint of the blur after a transposed conv (used by the backward of the
     fused dense conv) equals autograd's, for the StyleGAN2 filter and an asymmetric one."""
-    from navcuda.ops.shifted_modconv import _blur, _blur_adjoint
+    from navcuda.ops.shifted_modconv.dense_conv import _blur, _blur_adjoint
 
     g = torch.Generator().manual_seed(k)
     f = make_filter((1, 3, 3, 1), 4).double() if symmetric else torch.rand(4, 4, generator=g)
@@ -352,7 +352,7 @@ def test_shared_one_latent_folds_styles_into_the_kernel(si, styles_grad, monkeyp
     the oracle's either way."""
     import sys
 
-    smc = sys.modules["navcuda.ops.shifted_modconv"]
+    smc = sys.modules["navcuda.ops.shifted_modconv.dense_conv"]  # every strategy calls it there
     seen = []
     real = smc._dense_conv
 
@@ -424,7 +424,7 @@ def test_shared_native_skips_gradients_the_engine_will_not_use(si, monkeypatch):
     own nodes would not; asking for the weight gradient does compute it."""
     import sys
 
-    smc = sys.modules["navcuda.ops.shifted_modconv"]
+    smc = sys.modules["navcuda.ops.shifted_modconv.dense_conv"]
     calls = []
     real = smc._dense_conv_weight_grad
 
@@ -454,7 +454,7 @@ def test_factorised_gram_route_frozen_weight(kind, si, strategy, monkeypatch):
     "chunked-gram": the Gram tensor too large to cache (a tiny limit here), recomputed in
     chunks of one or two input channels in forward and backward (the 512-channel route)."""
     if strategy == "chunked-gram":
-        smc = sys.modules["navcuda.ops.shifted_modconv"]  # the package exports the function
+        smc = sys.modules["navcuda.ops.shifted_modconv.gram"]
         rank = min(SHAPES[si][2], SHAPES[si][1] * SHAPES[si][5] ** 2)
         monkeypatch.setattr(smc, "GRAM_MAX_ELEMENTS", max(1, 2 * rank * rank - 1))
         strategy = "factorised"
@@ -476,32 +476,32 @@ def test_caches_do_not_serve_a_new_tensor_at_a_dead_ones_address(monkeypatch):
     """The Gram and SVD-check caches key on the tensor objects, not on their addresses: a new
     tensor over the same memory (what the CUDA caching allocator does with a freed block of the
     same size; here two tensors over one numpy buffer) gets its own results."""
-    mod = sys.modules["navcuda.ops.shifted_modconv"]
+    gram = sys.modules["navcuda.ops.shifted_modconv.gram"]
+    factorised = sys.modules["navcuda.ops.shifted_modconv.factorised"]
     gen = torch.Generator().manual_seed(3)
     buf = torch.randn(18, 4, generator=gen, dtype=torch.float64).numpy()
     u1 = torch.from_numpy(buf)
-    p1 = mod._gram_tensor(u1, 2)
+    p1 = gram._gram_tensor(u1, 2)
     buf[:] = 2.0 * buf  # the memory now holds another factor; u1 is dropped
     del u1
     u2 = torch.from_numpy(buf)
     assert u2._version == 0
-    torch.testing.assert_close(mod._gram_tensor(u2, 2), 4.0 * p1)
+    torch.testing.assert_close(gram._gram_tensor(u2, 2), 4.0 * p1)
 
     weight = torch.randn(3, 2, 3, 3, generator=gen, dtype=torch.float64)
     flat = weight.permute(2, 3, 1, 0).reshape(18, 3)  # [kh*kw*in, out], navcuda.shift order
     u, sv, vh = (t.contiguous() for t in torch.linalg.svd(flat, full_matrices=False))
     wbuf = weight.clone().numpy()
     shift = SVDShift(u, sv, vh, torch.ones(1), torch.ones(1, 3))
-    assert mod._svd_matches_weight(torch.from_numpy(wbuf), shift)
+    assert factorised._svd_matches_weight(torch.from_numpy(wbuf), shift)
     wbuf[:] = 1.5 * wbuf
-    assert not mod._svd_matches_weight(torch.from_numpy(wbuf), shift)
+    assert not factorised._svd_matches_weight(torch.from_numpy(wbuf), shift)
     # A fresh view of the same parameter at every call (StyledConv passes conv.weight[0]) hits.
     param = torch.nn.Parameter(weight.unsqueeze(0).clone())
     calls = []
-    factorised = sys.modules["navcuda.ops.shifted_modconv.factorised"]  # the check's module
     real = factorised.unflatten_kernel
     monkeypatch.setattr(factorised, "unflatten_kernel", lambda *a: calls.append(1) or real(*a))
-    assert all(mod._svd_matches_weight(param[0], shift) for _ in range(3))
+    assert all(factorised._svd_matches_weight(param[0], shift) for _ in range(3))
     assert len(calls) == 1
 
 

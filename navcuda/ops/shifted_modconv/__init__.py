@@ -92,31 +92,16 @@ their native custom ops), ``tensor_cache``. This package re-exports what callers
 
 from __future__ import annotations
 
-import sys
-import types
-
-# Public names, then (``name as name``: re-exported) what other modules and the tests import or
-# spy on from the single module this package was.
 from navcuda.ops.shifted_modconv.demodulation import DEMOD_EPS as DEMOD_EPS
 from navcuda.ops.shifted_modconv.demodulation import demod, ref_demod
-from navcuda.ops.shifted_modconv.dense_conv import _blur as _blur
-from navcuda.ops.shifted_modconv.dense_conv import _blur_adjoint as _blur_adjoint
-from navcuda.ops.shifted_modconv.dense_conv import _dense_conv as _dense_conv
-from navcuda.ops.shifted_modconv.dense_conv import (
-    _dense_conv_weight_grad as _dense_conv_weight_grad,
-)
 from navcuda.ops.shifted_modconv.dispatch import (
     STRATEGIES,
     choose_strategy,
     ref_shifted_modconv,
     shifted_modconv,
 )
-from navcuda.ops.shifted_modconv.factorised import _svd_matches_weight as _svd_matches_weight
 from navcuda.ops.shifted_modconv.fused_epilogue import epilogue, ref_epilogue
-from navcuda.ops.shifted_modconv.gram import GRAM_MAX_ELEMENTS as GRAM_MAX_ELEMENTS
-from navcuda.ops.shifted_modconv.gram import _gram_tensor as _gram_tensor
 from navcuda.ops.shifted_modconv.shifts import PerSampleShift, SharedShift, SplitShift, SVDShift
-from navcuda.ops.shifted_modconv.split import _split_shared_input as _split_shared_input
 from navcuda.ops.shifted_modconv.split import shares_input
 
 __all__ = [
@@ -134,22 +119,3 @@ __all__ = [
     "shares_input",
     "shifted_modconv",
 ]
-
-_SUBMODULES = tuple(m for n, m in sys.modules.items() if n.startswith(__name__ + "."))
-
-
-class _Package(types.ModuleType):
-    """This package's module type: setting one of its names (``monkeypatch.setattr`` spying on
-    ``_dense_conv`` or lowering ``GRAM_MAX_ELEMENTS``) sets it in every submodule that holds the
-    same object under that name, where the functions read it, as in the one module before."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in self.__dict__:
-            old = self.__dict__[name]
-            for module in _SUBMODULES:
-                if name in module.__dict__ and module.__dict__[name] is old:
-                    setattr(module, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -11,13 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from navcuda.ops.kernel_layout import flatten_kernel, unflatten_kernel
+from navcuda.ops.shifted_modconv import dense_conv
 from navcuda.ops.shifted_modconv.demodulation import _demod
-from navcuda.ops.shifted_modconv.dense_conv import (
-    _blur,
-    _blur_adjoint,
-    _dense_conv_weight_grad,
-    _scale,
-)
+from navcuda.ops.shifted_modconv.dense_conv import _blur, _blur_adjoint, _scale
 from navcuda.ops.shifted_modconv.gram import _gram_demod
 from navcuda.ops.shifted_modconv.grouped import _materialise
 from navcuda.ops.shifted_modconv.shifts import _OP, SVDShift, _dhat
@@ -62,7 +58,7 @@ class _ConvWeightGrad(torch.autograd.Function):
                 g_conv = _blur_adjoint(g, blur_filter, k)
             else:
                 g_conv = g
-            gw = _dense_conv_weight_grad(g_conv, xs, weight, ctx.up) * ctx.scale
+            gw = dense_conv._dense_conv_weight_grad(g_conv, xs, weight, ctx.up) * ctx.scale
         return g, gw, None, None, None, None
 
 

@@ -4,13 +4,9 @@ demodulation from ``Q0 = sum_taps (W + delta)^2`` contracted with ``s^2``."""
 
 from __future__ import annotations
 
+from navcuda.ops.shifted_modconv import dense_conv
 from navcuda.ops.shifted_modconv.demodulation import _demod
-from navcuda.ops.shifted_modconv.dense_conv import (
-    _dense_conv,
-    _gradient_edges,
-    _ModulatedDenseConv,
-    _scale,
-)
+from navcuda.ops.shifted_modconv.dense_conv import _gradient_edges, _ModulatedDenseConv, _scale
 
 
 def _strategy_shared(x, weight, styles, shift, demodulate, up, blur_filter, impl):
@@ -21,7 +17,7 @@ def _strategy_shared(x, weight, styles, shift, demodulate, up, blur_filter, impl
         edges = _gradient_edges(x, styles, wc)
         y = _ModulatedDenseConv.apply(x, styles, wc, up, blur_filter, edges)
     else:  # plain autograd: differentiable any number of times
-        y = _dense_conv(x * styles[:, :, None, None], w * c, up, blur_filter)
+        y = dense_conv._dense_conv(x * styles[:, :, None, None], w * c, up, blur_filter)
     dcoef = None
     if demodulate:
         dcoef = _demod(styles, w.square().sum(dim=(2, 3)).unsqueeze(0), scale2=c * c, impl=impl)

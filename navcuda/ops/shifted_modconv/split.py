@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 
 from navcuda.ops.kernel_layout import unflatten_kernel
+from navcuda.ops.shifted_modconv import dense_conv
 from navcuda.ops.shifted_modconv.demodulation import _demod
-from navcuda.ops.shifted_modconv.dense_conv import _dense_conv, _scale
+from navcuda.ops.shifted_modconv.dense_conv import _scale
 from navcuda.ops.shifted_modconv.fused_epilogue import _layout
 from navcuda.ops.shifted_modconv.shifts import SharedShift, SplitShift, SVDShift, _dhat
 
@@ -72,10 +73,10 @@ def _split_shared_input(x, weight, styles, deltas, idx, c, up, blur_filter):
     the one input, broadcast over the batch; every distinct direction in one convolution."""
     batch, out_c = x.shape[0], weight.shape[0]
     xs = x[:1] * styles[:1, :, None, None]
-    y0 = _dense_conv(xs, weight * c, up, blur_filter)
+    y0 = dense_conv._dense_conv(xs, weight * c, up, blur_filter)
     used, inv = torch.unique(idx, return_inverse=True)
     stacked = (deltas[used] * c).reshape(-1, *weight.shape[1:])  # [n_used * out, in, k, k]
-    y1 = _dense_conv(xs, stacked, up, blur_filter)  # [1, n_used * out, H', W']
+    y1 = dense_conv._dense_conv(xs, stacked, up, blur_filter)  # [1, n_used * out, H', W']
     y1 = y1.view(used.shape[0], out_c, *y1.shape[2:])  # splitting a dim: always a view
     if used.shape[0] != batch or not torch.equal(inv, torch.arange(batch, device=inv.device)):
         y1 = y1[inv]
@@ -93,7 +94,7 @@ def _strategy_split(x, weight, styles, shift, demodulate, up, blur_filter, impl)
         dcoef = _split_demod(weight, styles, deltas, t, idx, c, impl) if demodulate else None
         return y0, y1, t, dcoef
     xs = x * styles[:, :, None, None]
-    y0 = _dense_conv(xs, weight * c, up, blur_filter)
+    y0 = dense_conv._dense_conv(xs, weight * c, up, blur_filter)
     # Each distinct direction convolved once, over the samples that use it (contiguous after a
     # stable sort by direction), then put back in batch order.
     order = torch.argsort(idx, stable=True)
@@ -102,7 +103,9 @@ def _strategy_split(x, weight, styles, shift, demodulate, up, blur_filter, impl)
     parts, start = [], 0
     for k, n in enumerate(counts):
         if n:
-            parts.append(_dense_conv(xs_sorted[start : start + n], deltas[k] * c, up, blur_filter))
+            parts.append(
+                dense_conv._dense_conv(xs_sorted[start : start + n], deltas[k] * c, up, blur_filter)
+            )
             start += n
     y1_sorted = torch.cat(parts) if len(parts) > 1 else parts[0]
     inv = torch.empty_like(order)
