@@ -32,9 +32,9 @@ from navcuda.discover.spectrum import block_eigensolver, lobpcg_eigensolver, pow
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import make_metric
 from navcuda.models.default import load_default
+from navcuda.models.interface import Inputs, SplitState, frozen
 from navcuda.models.layers import list_layers
-from navcuda.models.stylegan2 import SynthesisState, conv_route, frozen
-from navcuda.shift import seeded_ws
+from navcuda.models.stylegan2 import conv_route
 
 K = int(os.environ.get("NAVCUDA_BENCH_SPECTRUM_K", "16"))
 N_LATENTS = int(os.environ.get("NAVCUDA_BENCH_SPECTRUM_LATENTS", "16"))
@@ -45,8 +45,8 @@ def _hessian(device, n_latents: int, seed: int, batch_size: int) -> PerceptualHe
     """The toy-regressor perceptual Hessian of the bundled model's convs.3."""
     g = load_default(device=device)
     metric = make_metric("toy-regressor").to(device)
-    ws = seeded_ws(g, n_latents, seed)
-    return PerceptualHessian(g, "convs.3", ws, metric, batch_size=batch_size)
+    inputs = g.sample(n_latents, seed)
+    return PerceptualHessian(g, "convs.3", inputs, metric, batch_size=batch_size)
 
 
 def _official_fd(h: PerceptualHessian, v: torch.Tensor) -> torch.Tensor:
@@ -177,20 +177,14 @@ def _exact_fd_work(h: PerceptualHessian, v: torch.Tensor) -> torch.Tensor:
     names = [info.name for info in list_layers(g)]
     after = names[names.index(h.layer) + 1]
     with torch.no_grad():
-        states = [
-            g.synthesis_prefix(h.ws[lo : lo + h.batch_size], after, noise_mode=h.noise_mode)
-            for lo in range(0, h.n, h.batch_size)
-        ]
-    xa = torch.cat([st.x for st in states])
-    imga = None if states[0].img is None else torch.cat([st.img for st in states])
+        caches = [g.split(c, after).cache for c in h.inputs.chunks(h.batch_size)]
+    state = SplitState(after, h.inputs, Inputs.cat(caches))
     with frozen(g):
         for _, _, _, i in h._chunks(2 * v.shape[0], "exact FD work"):
             one = h._one_latent(i)
-            x = h._rows(xa, i, one).detach().requires_grad_(True)
-            img = None if imga is None else h._rows(imga, i, one)
-            out = g.synthesis_suffix(
-                SynthesisState(after, x, img), h._rows(h.ws, i, one), noise_mode=h.noise_mode
-            )
+            rows = state.take(i, one)
+            x = rows.cache["x"].detach().requires_grad_(True)
+            out = g.resume(SplitState(after, rows.inputs, rows.cache.replace(x=x)))
             f1 = h.metric.features(h._resize(out))
             dist = h.metric.distance_from_features([h._rows(f, i, one) for f in h._feats0], f1)
             torch.autograd.grad(dist.sum(), x)

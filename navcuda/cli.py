@@ -167,13 +167,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"{r.op:<20} {r.device:<6} {r.status.upper():<5} {err} {r.detail}".rstrip())
         return 0 if all(r.status != "fail" for r in results) else 1
     g = _load(args.checkpoint, "cpu")
-    cfg = g.config
     n_params = sum(p.numel() for p in g.parameters())
-    print(f"generator: {args.checkpoint or 'embedded default'}")
-    print(
-        f"  resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, mapping depth "
-        f"{cfg.n_mlp}, num_ws {cfg.num_ws}, {n_params / 1e6:.2f} M parameters"
-    )
+    print(f"generator: {args.checkpoint or 'embedded default'} ({g.architecture})")
+    cfg = getattr(g, "config", None)
+    if hasattr(cfg, "n_mlp"):
+        print(
+            f"  resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, mapping depth "
+            f"{cfg.n_mlp}, num_ws {cfg.num_ws}, {n_params / 1e6:.2f} M parameters"
+        )
+    else:
+        print(f"  images {list(g.image_shape)}, {n_params / 1e6:.2f} M parameters")
     print("  ix  name        kind         res  weight [out, in, kh, kw]")
     for info in list_layers(g):
         print("  " + info.describe())
@@ -459,7 +462,7 @@ def _cmd_name(args: argparse.Namespace) -> int:
 def _cmd_edit(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
     from navcuda.project import load_image, project, select_direction
-    from navcuda.rendering import _latents, save_grid
+    from navcuda.rendering import inputs_for, save_grid
     from navcuda.shift import synthesize_shifted
 
     if (args.image is None) == (args.seed is None):
@@ -482,7 +485,8 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     t = args.t * scale
     out = Path(args.output)
     if args.image is not None:
-        target = load_image(args.image, g.config.resolution, g.config.img_channels)
+        channels, height, _ = g.image_shape
+        target = load_image(args.image, height, channels)
         proj = project(
             g,
             target,
@@ -505,9 +509,9 @@ def _cmd_edit(args: argparse.Namespace) -> int:
                 )
     else:
         with torch.no_grad():
-            ws = g.mapping(_latents(g, [args.seed]), args.truncation)
-            original = synthesize_shifted(g, ws)
-            edited = synthesize_shifted(g, ws, d, t)
+            inputs = inputs_for(g, [args.seed], args.truncation)
+            original = synthesize_shifted(g, inputs)
+            edited = synthesize_shifted(g, inputs, d, t)
         panels = torch.cat([original, edited]).float().cpu()
         what = f"seed {args.seed} | edited"
     path = save_grid(panels, out, nrow=panels.shape[0])

@@ -1,18 +1,20 @@
 """Hessian-vector products of the perceptual change induced by shifting one conv layer's kernel.
 
-For a generator ``G``, one shiftable layer with raw kernel ``W [out, in, k, k]``, fixed latents
-``ws`` (``n`` of them) and a metric ``d`` (:mod:`navcuda.metrics.perceptual`)::
+For a generator ``G`` (any :class:`~navcuda.models.interface.ShiftableGenerator`), one shiftable
+layer with effective kernel ``W [out, in, k, k]``, fixed inputs ``z`` (``n`` of them: latents plus
+conditioning, the same in both renders) and a metric ``d`` (:mod:`navcuda.metrics.perceptual`)::
 
     L(delta) = (1/n) sum_z d( R(G_theta(z)), R(G_{theta + delta}(z)) )
 
-where ``delta`` is added to the raw kernel of that layer (before the equalized-lr scale, the
-modulation and the demodulation, as in the official code) and ``R`` is the resize to
-``resize x resize`` (the official spectrum code: ``F.interpolate(img, size=64)``, i.e. *nearest*;
-``resize_mode`` changes it). This is the paper's ``E_z d^2(G_theta(z), G_{theta+alpha}(z))`` of
-section 3.3: LPIPS is itself a squared distance, and the official code uses ``lpips(...).mean()``.
+where ``delta`` is added to the effective kernel of that layer (StyleGAN: the raw kernel, before
+the equalized-lr scale, the modulation and the demodulation, as in the official code) and ``R`` is
+the resize to ``resize x resize`` (the official spectrum code: ``F.interpolate(img, size=64)``,
+i.e. *nearest*; ``resize_mode`` changes it). This is the paper's ``E_z d^2(G_theta(z),
+G_{theta+alpha}(z))`` of section 3.3: LPIPS is itself a squared distance, and the official code
+uses ``lpips(...).mean()``.
 
-:class:`PerceptualHessian` precomputes ONCE the activations before the layer
-(``Generator.synthesis_prefix``), the unshifted images and their metric features, and offers
+:class:`PerceptualHessian` precomputes ONCE the activations before the layer (the generator's
+``split``, where it caches them), the unshifted images and their metric features, and offers
 
 - :meth:`~PerceptualHessian.grad` -- ``g(delta) = dL/d delta``;
 - :meth:`~PerceptualHessian.hvp_fd` -- the paper's central difference for a block of ``m``
@@ -59,7 +61,8 @@ quadratic ``q`` works, not only diagonal ones) and one vector-Jacobian product `
 
 Computing ``J v``: three modes, tried in this order by ``mode="auto"``.
 
-- ``"linearized"`` (the fast one): :mod:`navcuda.models.linearize` runs the unshifted synthesis
+- ``"linearized"`` (the fast one, StyleGAN2: the generator's ``linearize``):
+  :mod:`navcuda.models.linearize` runs the unshifted synthesis
   from the layer on ONCE per chunk of latents, keeping the leaky-ReLU slopes, then pushes the
   tangents of a block of vectors through the layers after it as a fixed linear map (one
   modulated convolution per layer and vector/latent pair, channels-last, the primal shared by
@@ -71,8 +74,12 @@ Computing ``J v``: three modes, tried in this order by ``mode="auto"``.
   backward pass from ``J v`` returns ``J^T 2A J v`` for every vector of the block. Per product
   that is about one forward and one backward pass of the layers after the shifted one, against
   two of each for a central difference.
-- ``"forward"``: ``torch.autograd.forward_ad`` through the whole suffix with the plain-torch
-  pieces, the primal recomputed for every (vector, latent) pair.
+- ``"forward"``: ``torch.autograd.forward_ad`` (the engine under ``torch.func.jvp``) through the
+  whole suffix with the plain-torch pieces, the primal recomputed for every (vector, latent)
+  pair. This is the exact Gauss-Newton product of every generator without a linearisation
+  (wrapped torch modules, StyleGAN3): one forward pass carries primal and tangent, so the
+  primal's graph serves the backward ``J^T (2A J v)`` directly (``torch.func.jvp`` followed by
+  ``torch.func.vjp`` would run the forward twice).
 - ``"double-backward"``: ``J v = d/du <J^T u, v>`` (``J^T u`` built with ``create_graph=True``
   from a zero ``u``; exact, needs ops that support double backward, as ``bias_act`` does).
 
@@ -82,9 +89,9 @@ the primal, measured 2.4x slower per product than the batched finite differences
 mode works the FD product is used, with a warning.
 
 Batching: every product works on *samples* = (vector or perturbation, latent) pairs, run through
-``synthesis_suffix`` in chunks of ``batch_size`` samples. A chunk holds few distinct
+the generator's ``resume`` in chunks of ``batch_size`` samples. A chunk holds few distinct
 vectors/perturbations, each used by many latents: the shift is a split shift
-(:meth:`LayerShift.split <navcuda.models.stylegan2.LayerShift.split>`) of a leaf holding one tensor
+(:meth:`LayerShift.split <navcuda.models.interface.LayerShift.split>`) of a leaf holding one tensor
 per vector/perturbation of the chunk, with ``t = 1`` and the per-sample index, which the generator
 runs as one base convolution plus one convolution per distinct vector (no per-sample kernel is
 materialised, and the weight gradient of each vector is one dense reduction), so ONE backward pass
@@ -93,13 +100,13 @@ per chunk returns every perturbation's gradient already summed over its latents.
 rounding of ``W + eps v``.
 
 The "forward" and "double-backward" Gauss-Newton modes and :meth:`~PerceptualHessian.loss` run
-the generator with the plain-torch pieces (``conv_route(impl="ref")``): the native fused kernels
+the generator with the plain-torch pieces (its ``reference_ops()``): the native fused kernels
 support first-order reverse mode only, and these need double backward or forward-mode AD. The
 "linearized" mode needs neither through the generator (its tangent pass is an ordinary forward
 computation, differentiated once), so it runs the native kernels.
 
 Where this lives: ``navcuda/hessian.py``, not ``navcuda/ops/``: it composes the generator
-(``synthesis_prefix``/``suffix``) and a metric, and ``ops`` must not import upward (the package
+(``split``/``resume``) and a metric, and ``ops`` must not import upward (the package
 layering). It goes through the public ``LayerShift`` API, so faster shifted-conv kernels in
 ``ops`` speed it up without changes; fused HVP kernels, if ever written, would be ops that this
 module dispatches to.
@@ -117,13 +124,11 @@ import torch.nn.functional as F
 
 from navcuda._checks import positive_int
 from navcuda.grad_mode import differentiates, refuse_inference_mode
-from navcuda.models.layers import get_layer, layer_weight
-from navcuda.models.linearize import linearize_suffix
-from navcuda.models.stylegan2 import (
-    Generator,
+from navcuda.models.interface import (
+    Inputs,
     LayerShift,
-    SynthesisState,
-    conv_route,
+    ShiftableGenerator,
+    SplitState,
     frozen,
 )
 
@@ -154,19 +159,23 @@ class PerceptualHessian:
     """Gradients and Hessian-vector products of ``L(delta)`` (see the module docstring).
 
     Args:
-        generator: a :class:`~navcuda.models.stylegan2.Generator` (not modified; its parameters
-            get no gradients: the FD and GN products run with them frozen, ``requires_grad``
-            False, restored afterwards, so that the layers keep for the backward only what the
-            shift's gradient needs; :meth:`hvp_reference` leaves them as they are).
-        layer: a shiftable layer (official index or name, e.g. ``3`` or ``"convs.3"``).
-        ws: the latents, ``[n, w_dim]`` or W+ ``[n, num_ws, w_dim]`` (``n`` = number of z; cast
-            to the generator's dtype/device).
+        generator: any :class:`~navcuda.models.interface.ShiftableGenerator` (not modified; its
+            parameters get no gradients: the FD and GN products run with them frozen,
+            ``requires_grad`` False, restored afterwards, so that the layers keep for the backward
+            only what the shift's gradient needs; :meth:`hvp_reference` leaves them as they are).
+            Generators that cache the work before the layer (:meth:`split`) run only the tail;
+            others render from the inputs every time.
+        layer: a shiftable layer (index or name, e.g. ``3`` or ``"convs.3"``).
+        inputs: the latents, as :class:`~navcuda.models.interface.Inputs`
+            (``generator.sample(n, seed)``: latents plus conditioning, held fixed between the
+            unshifted and the shifted renders), or for StyleGAN ``ws [n, w_dim]`` / W+
+            ``[n, num_ws, w_dim]`` (``n`` = number of z; cast to the generator's dtype/device).
         metric: a :class:`~navcuda.metrics.perceptual.PerceptualMetric` (or anything with
             ``features``, ``distance_from_features``, ``quadratic``, ``is_quadratic``) on the
             generator's device and dtype.
         batch_size: samples per chunk (a sample = one latent under one shift); bounds memory.
-        noise_mode: ``"const"`` (default) or ``"none"``; ``"random"`` is refused (the two sides
-            of a finite difference would see different noise).
+        noise_mode: StyleGAN's noise: ``"const"`` (default) or ``"none"``; ``"random"`` is
+            refused (the two sides of a finite difference would see different noise).
         resize: images are resized to ``resize x resize`` before the metric (``None``: no resize).
             Default 64 as in the official spectrum recipe.
         resize_mode: interpolation of that resize; default ``"nearest"`` (the official code calls
@@ -176,9 +185,9 @@ class PerceptualHessian:
 
     def __init__(
         self,
-        generator: Generator,
+        generator: ShiftableGenerator,
         layer: int | str,
-        ws: torch.Tensor,
+        inputs: Inputs | torch.Tensor,
         metric,
         *,
         batch_size: int = 32,
@@ -187,17 +196,16 @@ class PerceptualHessian:
         resize_mode: str = "nearest",
         progress: bool = False,
     ) -> None:
-        for attr in ("synthesis_prefix", "synthesis_suffix", "synthesis", "config"):
-            if not hasattr(generator, attr):
-                raise TypeError(
-                    f"generator must be a navcuda Generator (missing .{attr}), got "
-                    f"{type(generator).__name__}"
-                )
-        info = get_layer(generator, layer)
+        if not isinstance(generator, ShiftableGenerator):
+            raise TypeError(
+                "generator must be a navcuda generator (navcuda.load_generator, load_default or "
+                f"navcuda.wrap(module, sample=...)), got {type(generator).__name__}"
+            )
+        info = generator.layer(layer)
         if not info.shiftable:
             raise ValueError(
-                f"layer {info.name!r} ({info.kind}) cannot be shifted; pick a StyledConv layer "
-                "(conv1 or convs.{ix})"
+                f"layer {info.name!r} ({info.role or info.kind}) cannot be shifted; pick one of "
+                + ", ".join(i.name for i in generator.layers() if i.shiftable)
             )
         for attr in ("features", "distance_from_features"):
             if not callable(getattr(metric, attr, None)):
@@ -218,14 +226,13 @@ class PerceptualHessian:
         # Its cached activations would be inference tensors, unusable by every product.
         refuse_inference_mode("PerceptualHessian")
 
-        weight = layer_weight(generator, info.name)
         self.generator = generator
         self.info = info
         self.layer = info.name
         self.shape = tuple(info.weight_shape)
         self.n_params = math.prod(self.shape)
-        self.dtype = weight.dtype
-        self.device = weight.device
+        self.dtype = generator.dtype
+        self.device = generator.device
         self.metric = metric
         self.batch_size = int(batch_size)
         self.noise_mode = noise_mode
@@ -234,30 +241,44 @@ class PerceptualHessian:
         self.progress = progress
         self.gn_mode_used: str | None = None
 
-        if not isinstance(ws, torch.Tensor) or ws.ndim not in (2, 3) or ws.shape[0] < 1:
-            raise ValueError(
-                "ws must be a tensor [n, w_dim] or [n, num_ws, w_dim] with n >= 1, got "
-                f"{list(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__}"
-            )
-        ws = ws.detach().to(device=self.device, dtype=self.dtype)
-        if not torch.isfinite(ws).all():
-            raise ValueError("ws contains NaN or inf")
-        self.ws = generator._broadcast_ws(ws)
-        self.n = self.ws.shape[0]
+        self.inputs = self._check_inputs(inputs)
+        self.n = len(self.inputs)
 
         # ---- the shift-independent part, computed once
-        xs, imgs, feats = [], [], []
+        states, feats = [], []
         with torch.no_grad():
-            for lo in range(0, self.n, self.batch_size):
-                w = self.ws[lo : lo + self.batch_size]
-                st = generator.synthesis_prefix(w, info.name, noise_mode=noise_mode)
-                xs.append(st.x)
-                imgs.append(st.img)
-                out = generator.synthesis_suffix(st, w, noise_mode=noise_mode)
+            for chunk in self.inputs.chunks(self.batch_size):
+                st = generator.split(chunk, info.name)
+                states.append(st)
+                out = generator.resume(st)
                 feats.append([f.detach() for f in metric.features(self._resize(out))])
-        self._x = torch.cat(xs)
-        self._img = None if imgs[0] is None else torch.cat(imgs)
+        caches = [st.cache for st in states]
+        cache = None if caches[0] is None else Inputs.cat(caches)  # type: ignore[arg-type]
+        self._state = SplitState(info.name, self.inputs, cache)
         self._feats0 = [torch.cat(fl) for fl in zip(*feats, strict=True)]
+
+    def _check_inputs(self, inputs: Inputs | torch.Tensor) -> Inputs:
+        """The latents as inputs on the generator's device and dtype, with the noise mode set
+        (StyleGAN); finite and non-empty."""
+        if isinstance(inputs, torch.Tensor):
+            if inputs.ndim not in (2, 3) or inputs.shape[0] < 1:
+                raise ValueError(
+                    "ws must be a tensor [n, w_dim] or [n, num_ws, w_dim] with n >= 1, got "
+                    f"{list(inputs.shape)}"
+                )
+            inputs = self.generator.from_latents(inputs.detach())
+        elif not isinstance(inputs, Inputs):
+            raise ValueError(
+                "inputs must be navcuda Inputs (generator.sample(n, seed)) or, for StyleGAN, a "
+                f"tensor ws [n, w_dim]; got {type(inputs).__name__}"
+            )
+        inputs = inputs.detach().to(self.device, self.dtype)
+        for name, t in inputs.tensors.items():
+            if t is not None and t.is_floating_point() and not torch.isfinite(t).all():
+                raise ValueError(f"{'ws' if name == 'ws' else name} contains NaN or inf")
+        if "noise_mode" in inputs.options or self.generator.architecture.startswith("stylegan"):
+            inputs = inputs.with_options(noise_mode=self.noise_mode)
+        return inputs
 
     # ================================================================ helpers
     def describe(self) -> dict:
@@ -292,12 +313,8 @@ class PerceptualHessian:
         ``t[s] * deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all
         zeros, i.e. one shared shift; ``t`` None: all ones; ``deltas`` None: unshifted).
         ``one_latent``: :meth:`_one_latent` of ``idx``, evaluated once per chunk by the
-        caller."""
-        state = SynthesisState(
-            self.layer,
-            self._rows(self._x, idx, one_latent),
-            None if self._img is None else self._rows(self._img, idx, one_latent),
-        )
+        caller: the chunk's inputs are then broadcast views of that latent's, so that the shifted
+        layer convolves its input once."""
         shift = None
         if deltas is not None:
             if index is None:
@@ -305,23 +322,20 @@ class PerceptualHessian:
             if t is None:
                 t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
             shift = LayerShift.split(self.layer, deltas, t, index)
-        img = self.generator.synthesis_suffix(
-            state, self._rows(self.ws, idx, one_latent), noise_mode=self.noise_mode, shift=shift
-        )
+        img = self.generator.resume(self._state.take(idx, one_latent), shift)
         return list(self.metric.features(self._resize(img)))
 
     @staticmethod
     def _one_latent(idx: torch.Tensor) -> bool:
         """Whether ``idx`` is one latent several times (every index the same). A host
         synchronisation on a GPU: evaluated once per chunk, and passed to every :meth:`_rows` of
-        the chunk (its inputs, images, latents and unshifted features)."""
+        the chunk (its inputs and unshifted features)."""
         return idx.numel() > 1 and bool((idx == idx[0]).all())
 
     @staticmethod
     def _rows(t: torch.Tensor, idx: torch.Tensor, one_latent: bool) -> torch.Tensor:
         """``t[idx]``; with ``one_latent`` (:meth:`_one_latent` of ``idx``) a broadcast view
-        (batch stride 0), so that the shifted layer convolves that latent's input once
-        (``shares_input``)."""
+        (batch stride 0)."""
         if one_latent:
             return t[idx[:1]].expand(idx.numel(), *t.shape[1:])
         return t[idx]
@@ -394,7 +408,7 @@ class PerceptualHessian:
                 f"{list(delta.shape) if isinstance(delta, torch.Tensor) else type(delta).__name__}"
             )
         total = 0
-        with conv_route(impl="ref"):
+        with self.generator.reference_ops():
             for lo in range(0, self.n, self.batch_size):
                 idx = torch.arange(lo, min(lo + self.batch_size, self.n), device=self.device)
                 one = self._one_latent(idx)
@@ -543,7 +557,7 @@ class PerceptualHessian:
         vn = v.norm()
         if vn == 0:
             return None
-        w = layer_weight(self.generator, self.layer).detach()
+        w = self.generator.kernel(self.layer).detach()
         h = 1e-3 * float(w.norm().clamp_min(1e-12)) / float(vn)
         with torch.no_grad():
             second = (self.loss(h * v) + self.loss(-h * v)) / (h * h)
@@ -560,7 +574,7 @@ class PerceptualHessian:
             if mode == "linearized":
                 return self._gn_linearized(v)
             # Double backward / forward-mode AD: the plain-torch pieces (module docstring).
-            with conv_route(impl="ref"):
+            with self.generator.reference_ops():
                 return self._gn_chunks(v, mode)
 
     def _gn_linearized(self, v: torch.Tensor) -> torch.Tensor:
@@ -582,11 +596,7 @@ class PerceptualHessian:
             total = math.ceil(self.n / n_c) * math.ceil(v.shape[0] / m_c)
             bar = tqdm(total=total, desc="hvp_gn[linearized]", leave=False)
         for lo in range(0, self.n, n_c):
-            idx = torch.arange(lo, min(lo + n_c, self.n), device=self.device)
-            state = SynthesisState(
-                self.layer, self._x[idx], None if self._img is None else self._img[idx]
-            )
-            lin = linearize_suffix(self.generator, state, self.ws[idx], self.noise_mode)
+            lin = self.generator.linearize(self._state.take(slice(lo, lo + n_c)))
             metric_lin = self.metric.linearize(self._resize(lin.image))
             for p0 in range(0, v.shape[0], m_c):
                 out[p0 : p0 + m_c] += self._gn_linearized_block(lin, metric_lin, v[p0 : p0 + m_c])
@@ -671,20 +681,15 @@ class PerceptualHessian:
 
     def _reference_g(self, weight_delta: torch.Tensor) -> torch.Tensor:
         g = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
-        for lo in range(0, self.n, self.batch_size):
-            w = self.ws[lo : lo + self.batch_size]
+        for chunk in self.inputs.chunks(self.batch_size):
             with torch.no_grad():
-                img0 = self._resize(self.generator.synthesis(w, noise_mode=self.noise_mode))
+                img0 = self._resize(self.generator.render(chunk))
             delta = weight_delta.detach().clone().requires_grad_(True)
-            img1 = self._resize(
-                self.generator.synthesis(
-                    w, noise_mode=self.noise_mode, shift=LayerShift(self.layer, delta)
-                )
-            )
+            img1 = self._resize(self.generator.render(chunk, LayerShift(self.layer, delta)))
             f0 = self.metric.features(img0)
             dist = self.metric.distance_from_features(f0, self.metric.features(img1)).mean()
             (gb,) = torch.autograd.grad(dist, delta)
-            g += gb * (w.shape[0] / self.n)
+            g += gb * (len(chunk) / self.n)
         return g
 
     # ================================================================ the whole matrix

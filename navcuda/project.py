@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from navcuda._checks import positive_int
 from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import GeneratorError, ShiftableGenerator
 from navcuda.shift import Direction
 
 __all__ = [
@@ -147,7 +147,7 @@ def _to_8bit(img: Image.Image, fmt: str | None, path: Path) -> Image.Image:
 
 
 # --------------------------------------------------------------------------- noise
-def noise_buffers(generator: Generator) -> dict[str, torch.Tensor]:
+def noise_buffers(generator: ShiftableGenerator) -> dict[str, torch.Tensor]:
     """The generator's noise buffers by name (``noise_0``, ...), in layer order (not copies)."""
     bufs = dict(generator.noises.named_buffers(recurse=False))
     return dict(sorted(bufs.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[1])))
@@ -155,8 +155,8 @@ def noise_buffers(generator: Generator) -> dict[str, torch.Tensor]:
 
 @contextlib.contextmanager
 def noise_override(
-    generator: Generator, noise: Mapping[str, torch.Tensor] | None
-) -> Iterator[Generator]:
+    generator: ShiftableGenerator, noise: Mapping[str, torch.Tensor] | None
+) -> Iterator[ShiftableGenerator]:
     """Render with explicit noise tensors: inside the block, ``noise_mode="const"`` uses ``noise``.
 
     ``noise`` maps buffer names (``noise_0``, ...) to tensors of the buffers' shapes (a subset is
@@ -226,7 +226,7 @@ class Projection:
 
     def render(
         self,
-        generator: Generator,
+        generator: ShiftableGenerator,
         direction: Direction | None = None,
         t: float = 0.0,
     ) -> torch.Tensor:
@@ -237,9 +237,22 @@ class Projection:
             return synthesize_shifted(generator, self.ws, direction, t, "const")
 
 
+def _check_projectable(generator: object) -> None:
+    """Projection follows the NVlabs StyleGAN projector: it needs W (a mapping and ``w_avg``)
+    and the per-layer noise inputs."""
+    needs = ("mapping", "w_avg", "num_ws", "synthesis", "noises", "config")
+    missing = [a for a in needs if not hasattr(generator, a)]
+    if missing:
+        name = getattr(generator, "architecture", type(generator).__name__)
+        raise GeneratorError(
+            f"projecting a photo needs a StyleGAN2 generator (W, w_avg and noise inputs); "
+            f"{name} lacks {', '.join(missing)}: edit generated samples (--seed) instead"
+        )
+
+
 @differentiates
 def project(
-    generator: Generator,
+    generator: ShiftableGenerator,
     target: torch.Tensor,
     steps: int = 1000,
     mode: Literal["w", "w+"] = "w+",
@@ -280,6 +293,7 @@ def project(
     positive_int(steps, "steps")
     if metric is None and mse_weight <= 0:
         raise ValueError("nothing to optimise: give a metric or a positive mse_weight")
+    _check_projectable(generator)
     cfg = generator.config
     dev = generator.w_avg.device
     target = torch.as_tensor(target)

@@ -20,13 +20,14 @@ from tqdm.auto import tqdm
 from navcuda._checks import positive_int
 from navcuda.io.atomic import atomic_path
 from navcuda.io.directions import DirectionSet
-from navcuda.models.stylegan2 import Generator, NoiseMode
-from navcuda.shift import Direction, synthesize_shifted
+from navcuda.models.interface import Inputs, ShiftableGenerator
+from navcuda.shift import Direction, as_inputs, synthesize_shifted
 
 __all__ = [
     "RenderResult",
     "atomic_save_figure",
     "atomic_save_image",
+    "inputs_for",
     "render",
     "render_strips",
     "save_gif",
@@ -37,21 +38,23 @@ __all__ = [
 
 @torch.no_grad()
 def render_strips(
-    generator: Generator,
+    generator: ShiftableGenerator,
     directions: Sequence[Direction],
-    ws: torch.Tensor,
+    inputs: Inputs | torch.Tensor,
     ts: Sequence[float] | torch.Tensor,
-    noise_mode: NoiseMode = "const",
+    noise_mode: str | None = None,
     batch_size: int = 16,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Images ``[K, N, T, C, H, W]``: K directions, N latents ``ws [N, ...]``, T shifts.
+    """Images ``[K, N, T, C, H, W]``: K directions, N inputs (:class:`Inputs`, or StyleGAN
+    ``ws [N, ...]``), T shifts.
 
     ``ts`` is ``[T]`` (the same shifts for every direction) or ``[K, T]`` (one row per direction).
     All (direction, latent, t) triples are rendered in batches of ``batch_size``, one shift per
     sample.
     """
-    k, n = len(directions), ws.shape[0]
+    inputs = as_inputs(generator, inputs)
+    k, n = len(directions), len(inputs)
     ts_ = torch.as_tensor(ts, dtype=torch.float32)
     if ts_.ndim == 1:
         ts_ = ts_.expand(k, -1)
@@ -67,9 +70,9 @@ def render_strips(
     for start in tqdm(starts, desc="render", unit="batch", disable=not progress):
         chunk = triples[start : start + batch_size]
         dirs = [directions[i] for i, _, _ in chunk]
-        w = ws[[j for _, j, _ in chunk]]
-        tt = torch.stack([ts_[i, m] for i, _, m in chunk]).to(w.device)
-        out.append(synthesize_shifted(generator, w, dirs, tt, noise_mode).float().cpu())
+        x = inputs.take([j for _, j, _ in chunk])
+        tt = torch.stack([ts_[i, m] for i, _, m in chunk]).to(generator.device)
+        out.append(synthesize_shifted(generator, x, dirs, tt, noise_mode).float().cpu())
     images = torch.cat(out)
     return images.reshape(k, n, t, *images.shape[1:])
 
@@ -86,30 +89,34 @@ class RenderResult:
 
 
 def render(
-    generator: Generator,
+    generator: ShiftableGenerator,
     directions: DirectionSet | Sequence[Direction] | Direction,
-    z_or_seeds: torch.Tensor | Sequence[int] | int = 4,
+    z_or_seeds: Inputs | torch.Tensor | Sequence[int] | int = 4,
     ts: Sequence[float] | None = None,
     relative: bool = True,
     output_dir: str | os.PathLike | None = None,
     gif: bool = False,
     truncation_psi: float = 0.7,
-    noise_mode: NoiseMode = "const",
+    noise_mode: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    label: int | Sequence[int] | None = None,
 ) -> RenderResult:
     """Render every direction over a row of shifts for several latents.
 
     Args:
         directions: a direction set, a list of directions or one direction.
-        z_or_seeds: latents ``[N, z_dim]``, a list of seeds, or a count N (seeds 0..N-1).
+        z_or_seeds: a list of seeds, a count N (seeds 0..N-1), the generator's
+            :class:`~navcuda.models.interface.Inputs`, or (StyleGAN) latents ``[N, z_dim]``.
         ts: shifts (default ``-2, -1, 0, 1, 2``). With ``relative=True`` they are multiples of each
             direction's recommended amplitude (directions without one use 1.0); otherwise
             absolute Frobenius norms.
         output_dir: when given, writes ``{i:02d}_{name}.png`` (rows: latents, columns: t) per
             direction, and with ``gif=True`` an animated ``{i:02d}_{name}.gif`` sweeping t.
         truncation_psi: 0.7 by default (:func:`navcuda.generate` defaults to 1.0).
-        noise_mode: ``"const"`` (default), ``"random"`` or ``"none"``.
+        noise_mode: StyleGAN's noise: ``"const"`` (default), ``"random"`` or ``"none"``.
+        label: a conditional generator's class, one for all latents or one per latent (None:
+            drawn with each seed's latent).
         batch_size: images per synthesis call (bounds memory).
         progress: show a progress bar.
 
@@ -117,7 +124,7 @@ def render(
         :class:`RenderResult`.
     """
     dirs = _as_directions(directions)
-    z = _latents(generator, z_or_seeds)
+    inputs = inputs_for(generator, z_or_seeds, truncation_psi, label)
     rel = torch.as_tensor([-2.0, -1.0, 0.0, 1.0, 2.0] if ts is None else list(ts))
     if rel.ndim != 1 or rel.numel() == 0 or not torch.isfinite(rel).all():
         raise ValueError("ts must be a non-empty list of finite numbers")
@@ -125,8 +132,7 @@ def render(
         [(d.amplitude if (relative and d.amplitude) else 1.0) for d in dirs], dtype=torch.float32
     )
     abs_ts = scale[:, None] * rel[None, :].float()
-    ws = generator.mapping(z, truncation_psi)
-    images = render_strips(generator, dirs, ws, abs_ts, noise_mode, batch_size, progress)
+    images = render_strips(generator, dirs, inputs, abs_ts, noise_mode, batch_size, progress)
     names = [d.name or f"direction{i}" for i, d in enumerate(dirs)]
     result = RenderResult(images, abs_ts, names)
     if output_dir is not None:
@@ -148,18 +154,29 @@ def _as_directions(directions) -> list[Direction]:
     return dirs
 
 
-def _latents(generator: Generator, z_or_seeds) -> torch.Tensor:
-    dev = generator.w_avg.device
+def inputs_for(
+    generator: ShiftableGenerator,
+    z_or_seeds: Inputs | torch.Tensor | Sequence[int] | int,
+    truncation_psi: float = 1.0,
+    label: int | Sequence[int] | None = None,
+) -> Inputs:
+    """The inputs of a render: ``Inputs`` as they are; a count ``N`` (seeds ``0..N-1``) or a
+    list of seeds (one input per seed, :meth:`~ShiftableGenerator.sample_seeds`); or, for StyleGAN
+    generators, latents ``z [N, z_dim]``."""
+    if isinstance(z_or_seeds, Inputs):
+        return z_or_seeds
     if isinstance(z_or_seeds, torch.Tensor):
-        return z_or_seeds.to(dev)
+        from_z = getattr(generator, "from_z", None)
+        if from_z is None:
+            raise ValueError(
+                f"{generator.architecture} takes seeds or navcuda Inputs, not a z tensor"
+            )
+        with torch.no_grad():
+            return from_z(z_or_seeds.to(generator.device), truncation_psi)
     seeds = list(range(z_or_seeds)) if isinstance(z_or_seeds, int) else list(z_or_seeds)
     if not seeds:
-        raise ValueError("no latents: give a count, seeds or a z tensor")
-    zs = [
-        torch.randn(generator.config.z_dim, generator=torch.Generator().manual_seed(int(s)))
-        for s in seeds
-    ]
-    return torch.stack(zs).to(dev)
+        raise ValueError("no latents: give a count, seeds, navcuda Inputs or a z tensor")
+    return generator.sample_seeds(seeds, truncation_psi=truncation_psi, label=label)
 
 
 def _safe(name: str) -> str:

@@ -20,18 +20,24 @@ from typing import Literal
 
 import torch
 
-from navcuda.models.layers import LayerInfo, get_layer, layer_weight
-from navcuda.models.stylegan2 import Generator, LayerShift, NoiseMode
+from navcuda.models.interface import (
+    GeneratorError,
+    Inputs,
+    LayerInfo,
+    LayerShift,
+    ShiftableGenerator,
+)
+from navcuda.ops.kernel_layout import flatten_kernel, unflatten_kernel
 
 __all__ = [
     "LATENT_LAYER",
     "LayerSpace",
     "Direction",
+    "as_inputs",
     "layer_space",
     "shift_deltas",
     "synthesize_shifted",
     "generate",
-    "seeded_ws",
     "flatten_kernel",
     "unflatten_kernel",
 ]
@@ -42,41 +48,12 @@ Basis = Literal["svd", "weight", "latent"]
 LATENT_LAYER = "w"
 
 
-@torch.no_grad()
-def seeded_ws(
-    generator: Generator,
-    n: int,
-    seed: int,
-    truncation_psi: float = 1.0,
-    batch_size: int = 256,
-) -> torch.Tensor:
-    """``n`` latents ``w = mapping(z)`` from ``z ~ N(0, I)`` drawn on the CPU with ``seed`` (the
-    same on every device), mapped in chunks of ``batch_size``; ``[n, w_dim]`` in the generator's
-    device and dtype."""
-    z = torch.randn(n, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    dev, dtype = generator.w_avg.device, generator.w_avg.dtype
-    return torch.cat(
-        [generator.mapping(c.to(dev, dtype), truncation_psi) for c in z.split(batch_size)]
-    )
-
-
-def flatten_kernel(w: torch.Tensor) -> torch.Tensor:
-    """``[..., out, in, kh, kw] -> [..., kh*kw*in, out]`` (the official code's flattening)."""
-    *lead, o, i, kh, kw = w.shape
-    n = len(lead)
-    perm = (*range(n), n + 2, n + 3, n + 1, n)
-    return w.permute(perm).reshape(*lead, kh * kw * i, o)
-
-
-def unflatten_kernel(m: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`flatten_kernel`: ``[..., kh*kw*in, out] -> [..., out, in, kh, kw]``."""
-    o, i, kh, kw = shape
-    *lead, rows, cols = m.shape
-    if rows != kh * kw * i or cols != o:
-        raise ValueError(f"cannot unflatten {list(m.shape)} into kernel shape {list(shape)}")
-    n = len(lead)
-    x = m.reshape(*lead, kh, kw, i, o)
-    return x.permute(*range(n), n + 3, n + 2, n, n + 1)
+def as_inputs(generator: ShiftableGenerator, inputs: Inputs | torch.Tensor) -> Inputs:
+    """``inputs`` as :class:`Inputs`: as they are, or a tensor of latents (``ws [B, w_dim]`` or
+    ``[B, num_ws, w_dim]`` for StyleGAN generators) made into inputs."""
+    if isinstance(inputs, Inputs):
+        return inputs
+    return generator.from_latents(inputs)
 
 
 class LayerSpace:
@@ -125,25 +102,27 @@ class LayerSpace:
 _SPACE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def layer_space(generator: Generator, layer: int | str) -> LayerSpace:
+def layer_space(generator: ShiftableGenerator, layer: int | str) -> LayerSpace:
     """The (cached) :class:`LayerSpace` of a generator's layer.
 
-    The cache lives as long as the generator and is invalidated when the layer's weight changes:
-    modified in place (its version counter) or replaced by another tensor (checked by identity
-    through a weak reference, not by address, which a new tensor can reuse).
+    The cache lives as long as the generator and holds a copy of the kernel it decomposed: it is
+    rebuilt when the layer's effective kernel changes in any way (modified in place, replaced,
+    or a parametrisation's statistics updated), compared by value on each lookup.
     """
-    info = get_layer(generator, layer)
+    info = generator.layer(layer)
     if not info.shiftable:
-        raise ValueError(f"layer {info.name!r} ({info.kind}) has no shift space")
-    w = layer_weight(generator, info.name)
-    owner = w._base if w._base is not None else w  # the parameter (w is a fresh view of it)
-    key = (w._version, w.device, w.dtype)
+        raise GeneratorError(f"layer {info.name!r} ({info.role or info.kind}) has no shift space")
+    w = generator.kernel(info.name).detach()
     per_model = _SPACE_CACHE.setdefault(generator, {})
     entry = per_model.get(info.name)
-    if entry is None or entry[0] != key or entry[1]() is not owner:
-        entry = (key, weakref.ref(owner), LayerSpace(w, info))
+    if entry is None or not _same(entry[0], w):
+        entry = (w.clone(), LayerSpace(w, info))
         per_model[info.name] = entry
-    return entry[2]
+    return entry[1]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 @dataclass
@@ -191,11 +170,13 @@ class Direction:
         c[index] = 1.0
         return cls(layer, "svd", c, name=f"sv{index}", amplitude=amplitude)
 
-    def delta(self, generator: Generator, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def delta(
+        self, generator: ShiftableGenerator, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """The unit-norm shift ``[out, in, kh, kw]`` of this direction on ``generator``."""
         if self.basis == "latent":
             raise ValueError("a latent direction has no weight shift; use latent_shift()")
-        info = get_layer(generator, self.layer)
+        info = generator.layer(self.layer)
         if self.basis == "svd":
             return layer_space(generator, info.name).delta(self.coefficients, dtype)
         c = self.coefficients
@@ -205,52 +186,64 @@ class Direction:
                 f"has weight shape {list(info.weight_shape)}"
             )
         c64 = c.to(torch.float64)
-        return (c64 / c64.norm()).to(device=layer_weight(generator, info.name).device, dtype=dtype)
+        return (c64 / c64.norm()).to(device=generator.device, dtype=dtype)
 
-    def latent_shift(self, generator: Generator, dtype: torch.dtype = torch.float32):
-        """The unit-norm W-space vector ``[w_dim]`` of a latent direction."""
+    def latent_shift(self, generator: ShiftableGenerator, dtype: torch.dtype = torch.float32):
+        """The unit-norm latent vector ``[dim]`` of a latent direction."""
         if self.basis != "latent":
             raise ValueError(f"direction {self.name!r} is not a latent direction")
-        v = self.coefficients.to(torch.float64)
-        if v.numel() != generator.config.w_dim:
-            raise ValueError(
-                f"latent direction has {v.numel()} entries, the model's w_dim is "
-                f"{generator.config.w_dim}"
+        space = generator.latent
+        if space is None:
+            raise GeneratorError(
+                f"direction {self.name!r} is a latent direction, but {generator.architecture} "
+                "exposes no latent space"
             )
-        return (v / v.norm()).to(device=generator.w_avg.device, dtype=dtype)
+        v = self.coefficients.to(torch.float64)
+        if v.numel() != space.dim:
+            raise ValueError(
+                f"latent direction has {v.numel()} entries, the model's latent ({space.key}) has "
+                f"{space.dim}"
+            )
+        return (v / v.norm()).to(device=generator.device, dtype=dtype)
+
+
+def _magnitudes(generator: ShiftableGenerator, t) -> torch.Tensor:
+    t_ = torch.as_tensor(t, dtype=generator.dtype, device=generator.device)
+    if not torch.isfinite(t_).all():
+        raise ValueError("shift magnitudes t must be finite")
+    if t_.ndim > 1:
+        raise ValueError(f"t must be a scalar or [B], got shape {list(t_.shape)}")
+    return t_
 
 
 def shift_deltas(
-    generator: Generator,
+    generator: ShiftableGenerator,
     directions: Direction | Sequence[Direction],
     t: torch.Tensor | Sequence[float] | float,
 ) -> LayerShift:
-    """Per-sample shifts ``t_b * Delta_b`` as a :class:`LayerShift` for :meth:`Generator.synthesis`.
+    """Per-sample shifts ``t_b * Delta_b`` as a :class:`LayerShift` for the generator's
+    :meth:`~navcuda.models.interface.ShiftableGenerator.render`.
 
     ``directions``: one direction (all samples) or ``B`` directions of the same layer; ``t``: a
     scalar or ``[B]``. One direction with a scalar ``t`` gives a shared ``delta``
     ``[out, in, kh, kw]``; otherwise the result is a split shift
     (:meth:`LayerShift.split`): each distinct direction's unit shift computed once
     (``[n_dir, out, in, kh, kw]``; the same :class:`Direction` object repeated counts once), with
-    ``t [B]`` and the per-sample ``index [B]``, which the generator renders without materialising
-    per-sample kernels. ``t`` may require grad.
+    ``t [B]`` and the per-sample ``index [B]``, which generators render without materialising
+    per-sample kernels where they can. ``t`` may require grad.
     """
     single = isinstance(directions, Direction)
     dirs = [directions] if single else list(directions)
     if not dirs:
         raise ValueError("no directions given")
-    layers = {get_layer(generator, d.layer).name for d in dirs}
+    layers = {generator.layer(d.layer).name for d in dirs}
     if len(layers) != 1:
         raise ValueError(f"all directions of one call must share a layer, got {sorted(layers)}")
     layer = layers.pop()
-    weight = layer_weight(generator, layer)
-    t_ = torch.as_tensor(t, dtype=weight.dtype, device=weight.device)
-    if not torch.isfinite(t_).all():
-        raise ValueError("shift magnitudes t must be finite")
-    if t_.ndim > 1:
-        raise ValueError(f"t must be a scalar or [B], got shape {list(t_.shape)}")
+    t_ = _magnitudes(generator, t)
+    dtype = generator.dtype
     if single and t_.ndim == 0:
-        return LayerShift(layer, t_ * dirs[0].delta(generator, weight.dtype))
+        return LayerShift(layer, t_ * dirs[0].delta(generator, dtype))
     if t_.ndim == 0:
         t_ = t_.expand(len(dirs))
     if len(dirs) not in (1, t_.numel()):
@@ -265,58 +258,73 @@ def shift_deltas(
     index = [slot[id(d)] for d in dirs]
     if len(dirs) == 1:
         index = index * t_.numel()
-    deltas = torch.stack([d.delta(generator, weight.dtype) for d in unique])  # [n, o, i, k, k]
-    index_t = torch.tensor(index, dtype=torch.int64, device=weight.device)
+    deltas = torch.stack([d.delta(generator, dtype) for d in unique])  # [n, o, i, k, k]
+    index_t = torch.tensor(index, dtype=torch.int64, device=generator.device)
     return LayerShift.split(layer, deltas, t_.contiguous(), index_t)
 
 
 def synthesize_shifted(
-    generator: Generator,
-    ws: torch.Tensor,
+    generator: ShiftableGenerator,
+    inputs: Inputs | torch.Tensor,
     directions: Direction | Sequence[Direction] | None = None,
     t: torch.Tensor | Sequence[float] | float = 0.0,
-    noise_mode: NoiseMode = "const",
+    noise_mode: str | None = None,
 ) -> torch.Tensor:
-    """Render ``ws`` with the generator's weights shifted by ``t * direction`` (functional).
+    """Render ``inputs`` with the generator shifted by ``t * direction`` (functional).
 
-    ``ws``: ``[B, w_dim]`` or ``[B, num_ws, w_dim]``. Returns ``[B, C, R, R]``.
+    ``inputs``: :class:`~navcuda.models.interface.Inputs`, or for StyleGAN generators ``ws``
+    (``[B, w_dim]`` or ``[B, num_ws, w_dim]``). ``directions``: one (every sample), one per
+    sample, or None; weight-space directions must share a layer; latent directions shift the
+    generator's latent (``w + t v``). ``noise_mode`` (StyleGAN): overrides the inputs' option.
+    Returns ``[B, C, H, W]``.
     """
+    inputs = as_inputs(generator, inputs)
+    if noise_mode is not None:
+        inputs = inputs.with_options(noise_mode=noise_mode)
     if directions is None:
-        return generator.synthesis(ws, noise_mode=noise_mode)
+        return generator.render(inputs)
     dirs = [directions] if isinstance(directions, Direction) else list(directions)
     latent = [d.basis == "latent" for d in dirs]
     if any(latent):
         if not all(latent):
             raise ValueError("one call cannot mix latent and weight-space directions")
-        ws = generator._broadcast_ws(ws)
-        v = torch.stack([d.latent_shift(generator, ws.dtype) for d in dirs])  # [n, w_dim]
-        t_ = torch.as_tensor(t, dtype=ws.dtype, device=ws.device).reshape(-1, 1)
-        return generator.synthesis(ws + (t_ * v).unsqueeze(1), noise_mode=noise_mode)
-    shift = shift_deltas(generator, directions, t)
-    return generator.synthesis(ws, noise_mode=noise_mode, shift=shift)
+        t_ = _magnitudes(generator, t).reshape(-1, 1)
+        v = torch.stack([d.latent_shift(generator, generator.dtype) for d in dirs])  # [n, dim]
+        offset = (t_ * v).expand(len(inputs), -1)
+        return generator.render(generator.latent.shift(inputs, offset))  # type: ignore[union-attr]
+    return generator.render(inputs, shift_deltas(generator, directions, t))
 
 
 def generate(
-    generator: Generator,
-    z: torch.Tensor,
+    generator: ShiftableGenerator,
+    z: torch.Tensor | Inputs,
     directions: Direction | Sequence[Direction] | None = None,
     t: torch.Tensor | Sequence[float] | float = 0.0,
     truncation_psi: float = 1.0,
-    noise_mode: NoiseMode = "const",
+    noise_mode: str | None = None,
 ) -> torch.Tensor:
-    """``G_{theta + t * xi}(z)``: ``z [B, z_dim] -> [B, C, R, R]``.
+    """``G_{theta + t * xi}(z)``: ``z [B, z_dim] -> [B, C, H, W]``.
 
     Args:
-        z: latents ``[B, z_dim]`` on the generator's device.
+        z: latents ``[B, z_dim]`` (StyleGAN generators), or any generator's
+            :class:`~navcuda.models.interface.Inputs` (``generator.sample(n, seed)``).
         directions: one :class:`Direction` (every sample), one per sample, or None (unshifted).
         t: the shift per sample (``[B]``) or one for all, in absolute units (multiply by
             ``direction.amplitude`` for the recommended strength).
         truncation_psi: 1.0 (none) by default; :func:`navcuda.render` defaults to 0.7, so the
             same seed looks different there unless both are set alike.
-        noise_mode: ``"const"`` (the generator's fixed noise; default), ``"random"`` or ``"none"``.
+        noise_mode: StyleGAN: ``"const"`` (the generator's fixed noise; default), ``"random"``
+            or ``"none"``.
 
     Images are about ``[-1, 1]`` and not clamped. Differentiable: outside ``torch.no_grad()``
     the call records a graph (the parameters require gradients), so wrap inference in it.
     """
-    ws = generator.mapping(z, truncation_psi)
-    return synthesize_shifted(generator, ws, directions, t, noise_mode)
+    if isinstance(z, Inputs):
+        inputs = z
+    elif callable(getattr(generator, "from_z", None)):
+        inputs = generator.from_z(z, truncation_psi)
+    else:
+        raise GeneratorError(
+            f"{generator.architecture} takes navcuda Inputs (generator.sample(n, seed)), not z"
+        )
+    return synthesize_shifted(generator, inputs, directions, t, noise_mode)

@@ -141,7 +141,7 @@ def test_chunking_does_not_change_results(gen64, monkeypatch):
     give the same products and gradients."""
     g, ws = gen64
     V = torch.randn(3, 4, 4, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    mod = sys.modules["navcuda.ops.shifted_modconv"]
+    mod = sys.modules["navcuda.ops.shifted_modconv.split"]
     real, shared = mod._split_shared_input, []
     monkeypatch.setattr(mod, "_split_shared_input", lambda *a: shared.append(1) or real(*a))
     out = []

@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 from navcuda.io.directions import DirectionSet
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 
 __all__ = ["discover", "METHODS"]
 
@@ -28,7 +28,7 @@ METHODS: dict[str, tuple[str, str, bool]] = {
 
 
 def discover(
-    generator: Generator,
+    generator: ShiftableGenerator,
     layer: int | str = 3,
     method: str = "svd",
     k: int = 64,

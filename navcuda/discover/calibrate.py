@@ -6,7 +6,7 @@ found by geometric bisection on ``t`` so that the mean RMS pixel change between 
 ``G_{theta + t xi}(z)`` (images in [-1, 1], averaged over ``n_z`` latents and over ``+t`` and
 ``-t``) equals ``target``. All directions are calibrated together, one batched render per
 bisection step, reusing the activations before the shifted layer. Weight-space directions are
-rendered as a split shift (:meth:`LayerShift.split <navcuda.models.stylegan2.LayerShift.split>`):
+rendered as a split shift (:meth:`LayerShift.split <navcuda.models.interface.LayerShift.split>`):
 consecutive samples share a direction, so each chunk forms the unit shifts of the few directions
 it uses and runs one base convolution plus one convolution per direction.
 """
@@ -18,19 +18,23 @@ from collections.abc import Sequence
 
 import torch
 
-from navcuda.models.layers import get_layer, layer_weight
-from navcuda.models.stylegan2 import Generator, LayerShift, SynthesisState
+from navcuda.models.interface import LayerShift, ShiftableGenerator
 from navcuda.shift import Direction
 
-__all__ = ["calibrate_amplitudes", "DEFAULT_TARGET_RMS"]
+__all__ = ["calibrate_amplitudes", "DEFAULT_TARGET_RMS", "label_hparam"]
 
 #: Default image change (RMS over pixels of [-1, 1] images) at the recommended amplitude.
 DEFAULT_TARGET_RMS = 0.15
 
 
+def label_hparam(label: int | None) -> dict:
+    """``{"label": label}`` for the ``hparams`` of a set found with one class (empty for None)."""
+    return {} if label is None else {"label": int(label)}
+
+
 @torch.no_grad()
 def calibrate_amplitudes(
-    generator: Generator,
+    generator: ShiftableGenerator,
     directions: Sequence[Direction],
     target: float = DEFAULT_TARGET_RMS,
     n_z: int = 8,
@@ -38,11 +42,14 @@ def calibrate_amplitudes(
     iters: int = 14,
     batch_size: int = 64,
     truncation_psi: float = 0.7,
+    label: int | None = None,
 ) -> torch.Tensor:
     """Amplitudes ``[K]`` (float64) giving an RMS image change of ``target`` per direction.
 
+    The images are ``generator.sample(n_z, seed, truncation_psi=..., label=...)``, rendered
+    unshifted and shifted with the same inputs (a conditional model's labels included).
     Directions that cannot reach the target within the search bracket get the bracket's upper end
-    (weight space: ten times the layer's kernel norm; latent space: ten times ``sqrt(w_dim)``).
+    (weight space: ten times the layer's kernel norm; latent space: ten times ``sqrt(dim)``).
 
     Raises ``ValueError`` for a ``target`` that is not a positive finite number, and when the
     generator renders non-finite pixels (unshifted, or at some direction's trial shift), instead of
@@ -59,10 +66,8 @@ def calibrate_amplitudes(
             f"target (the RMS image change to calibrate to) must be a positive finite number, "
             f"got {target!r}; the default is {DEFAULT_TARGET_RMS}"
         )
-    dev = generator.w_avg.device
-    z = torch.randn(n_z, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    ws = generator.mapping(z.to(dev), truncation_psi)
-    base = generator.synthesis(ws)
+    inputs = generator.sample(n_z, seed, truncation_psi=truncation_psi, label=label)
+    base = generator.render(inputs)
     if not bool(torch.isfinite(base).all()):
         raise ValueError(
             "the generator produced non-finite (NaN/Inf) images without any shift, so amplitudes "
@@ -74,25 +79,25 @@ def calibrate_amplitudes(
     if any((d.basis == "latent") != latent for d in directions):
         raise ValueError("calibrate latent and weight-space directions separately")
     if latent:
-        hi0 = 10.0 * math.sqrt(generator.config.w_dim)
+        vecs = torch.stack([d.latent_shift(generator, generator.dtype) for d in directions])
+        hi0 = 10.0 * math.sqrt(vecs.shape[1])
         state = None
-        vecs = torch.stack([d.latent_shift(generator, ws.dtype) for d in directions])
     else:
-        layers = {get_layer(generator, d.layer).name for d in directions}
+        layers = {generator.layer(d.layer).name for d in directions}
         if len(layers) != 1:
             raise ValueError(f"calibrate one layer at a time, got {sorted(layers)}")
         layer = layers.pop()
-        hi0 = 10.0 * float(layer_weight(generator, layer).detach().double().norm())
-        state = generator.synthesis_prefix(ws, layer)
+        hi0 = 10.0 * float(generator.kernel(layer).detach().double().norm())
+        state = generator.split(inputs, layer)
         vecs = None  # unit weight shifts: formed per chunk, for the few directions it uses
     k = len(directions)
     lo = torch.full((k,), hi0 * 1e-6, dtype=torch.float64)
     hi = torch.full((k,), hi0, dtype=torch.float64)
-    change_hi = _changes(generator, directions, vecs, hi, ws, base, state, batch_size)
+    change_hi = _changes(generator, directions, vecs, hi, inputs, base, state, batch_size)
     _check_finite(change_hi, hi, directions)
     for _ in range(iters):
         mid = (lo * hi).sqrt()
-        change = _changes(generator, directions, vecs, mid, ws, base, state, batch_size)
+        change = _changes(generator, directions, vecs, mid, inputs, base, state, batch_size)
         _check_finite(change, mid, directions)
         below = change < target
         lo = torch.where(below, mid, lo)
@@ -116,33 +121,30 @@ def _check_finite(change: torch.Tensor, t: torch.Tensor, directions: Sequence[Di
         )
 
 
-def _changes(generator, directions, vecs, t, ws, base, state, batch_size) -> torch.Tensor:
+def _changes(generator, directions, vecs, t, inputs, base, state, batch_size) -> torch.Tensor:
     """Mean RMS change per direction at +-t (one render per (direction, z, sign)).
 
-    ``vecs``: the unit latent shifts ``[K, w_dim]`` (``state`` None), or None for weight-space
-    directions of ``state.layer``."""
-    k, n = len(directions), ws.shape[0]
+    ``vecs``: the unit latent shifts ``[K, dim]`` (``state`` None), or None for weight-space
+    directions of ``state.layer`` (a :class:`~navcuda.models.interface.SplitState`)."""
+    k, n = len(directions), len(inputs)
+    dev, dtype = generator.device, generator.dtype
     triples = [(i, j, s) for i in range(k) for j in range(n) for s in (1.0, -1.0)]
     rms = torch.empty(len(triples), dtype=torch.float64)
     for start in range(0, len(triples), batch_size):
         chunk = triples[start : start + batch_size]
-        idx = torch.tensor([j for _, j, _ in chunk], device=ws.device)
-        tt = torch.tensor([s * float(t[i]) for i, _, s in chunk], dtype=ws.dtype, device=ws.device)
+        idx = torch.tensor([j for _, j, _ in chunk], device=dev)
+        tt = torch.tensor([s * float(t[i]) for i, _, s in chunk], dtype=dtype, device=dev)
         if state is None:
-            dir_idx = torch.tensor([i for i, _, _ in chunk], device=ws.device)
-            img = generator.synthesis(ws[idx] + tt[:, None] * vecs[dir_idx])
+            dir_idx = torch.tensor([i for i, _, _ in chunk], device=dev)
+            shifted = generator.latent.shift(inputs.take(idx), tt[:, None] * vecs[dir_idx])
+            img = generator.render(shifted)
         else:
             used = sorted({i for i, _, _ in chunk})
             slot = {i: s for s, i in enumerate(used)}
-            deltas = torch.stack([directions[i].delta(generator, ws.dtype) for i in used])
-            dir_idx = torch.tensor([slot[i] for i, _, _ in chunk], device=ws.device)
-            sub = SynthesisState(
-                state.layer,
-                state.x[idx.to(state.x.device)],
-                None if state.img is None else state.img[idx.to(state.img.device)],
-            )
+            deltas = torch.stack([directions[i].delta(generator, dtype) for i in used])
+            dir_idx = torch.tensor([slot[i] for i, _, _ in chunk], device=dev)
             shift = LayerShift.split(state.layer, deltas, tt, dir_idx)
-            img = generator.synthesis_suffix(sub, ws[idx], shift=shift)
+            img = generator.resume(state.take(idx), shift)
         diff = (img - base[idx.to(base.device)]).double()
         rms[start : start + len(chunk)] = diff.square().mean(dim=(1, 2, 3)).sqrt().cpu()
     return rms.view(k, n * 2).mean(dim=1)

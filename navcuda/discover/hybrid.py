@@ -29,8 +29,7 @@ import torch
 
 from navcuda.discover.optimize import FFHQ_KERNEL_NORM, DirectionOptimizer, OptimizeConfig
 from navcuda.io.directions import DirectionSet, load_official_eigenvectors
-from navcuda.models.layers import get_layer
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 
 __all__ = ["HYBRID_DEFAULTS", "discover_hybrid"]
 
@@ -43,7 +42,9 @@ HYBRID_DEFAULTS: dict[str, float] = {
 }
 
 
-def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[torch.Tensor, dict]:
+def _basis_from(
+    eigenvectors: Any, generator: ShiftableGenerator, layer: str
+) -> tuple[torch.Tensor, dict]:
     """``[n, out, in, k, k]`` weight-space vectors and a description of where they came from."""
     if isinstance(eigenvectors, str | os.PathLike):
         path = Path(eigenvectors)
@@ -51,7 +52,7 @@ def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[to
             # The official file names its layer (eigenvectors_layer{ix}_*.pt); a renamed one is
             # taken to be of the layer being optimised (checked against its shape below).
             named = "eigenvectors_layer" in path.name
-            index = get_layer(generator, layer).index
+            index = generator.layer(layer).index
             eigenvectors = load_official_eigenvectors(path, layer=None if named else index)
         else:
             eigenvectors = DirectionSet.load(path)
@@ -62,7 +63,7 @@ def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[to
                 f"got a latent-space {eigenvectors.method!r} set"
             )
         eigenvectors.check_compatible(generator)
-        if get_layer(generator, eigenvectors.layer).name != layer:
+        if generator.layer(eigenvectors.layer).name != layer:
             raise ValueError(f"the eigenvectors are of layer {eigenvectors.layer!r}, not {layer!r}")
         basis = torch.stack([d.delta(generator) for d in eigenvectors]).cpu()
         return basis, {"source": eigenvectors.method, "metric": eigenvectors.metric}
@@ -75,7 +76,7 @@ def _basis_from(eigenvectors: Any, generator: Generator, layer: str) -> tuple[to
 
 
 def discover_hybrid(
-    generator: Generator,
+    generator: ShiftableGenerator,
     layer: int | str,
     k: int = 64,
     basis_size: int = 64,
@@ -94,7 +95,7 @@ def discover_hybrid(
     :data:`HYBRID_DEFAULTS` (e.g. ``steps``, ``lr``, ``t_max_rel``, ``patience``). The result's
     ``extra["basis"]`` records the basis used (size, source, metric).
     """
-    info = get_layer(generator, layer)
+    info = generator.layer(layer)
     basis_file = None if checkpoint is None else Path(f"{checkpoint}.basis.nav")
     if eigenvectors is None and basis_file is not None and basis_file.is_file():
         eigenvectors = basis_file

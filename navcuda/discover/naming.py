@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch
 
 from navcuda.io.directions import DirectionSet
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 
 __all__ = ["name_by_factors"]
 
 
 def name_by_factors(
-    generator: Generator,
+    generator: ShiftableGenerator,
     directions: DirectionSet,
     min_disentanglement: float = 0.25,
     n_samples: int = 16,

@@ -37,9 +37,7 @@ from tqdm.auto import tqdm
 from navcuda.discover.adam_in_backward import InBackwardAdam
 from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
-from navcuda.models.fingerprint import model_fingerprint
-from navcuda.models.layers import get_layer, layer_weight
-from navcuda.models.stylegan2 import Generator, LayerShift, conv_route, frozen
+from navcuda.models.interface import LayerShift, ShiftableGenerator, frozen
 from navcuda.shift import layer_space, unflatten_kernel
 
 __all__ = ["OptimizeConfig", "DirectionOptimizer", "discover_optimize", "FFHQ_KERNEL_NORM"]
@@ -64,6 +62,9 @@ class OptimizeConfig:
     #: :mod:`navcuda.discover.reconstructor`)
     checkpoint_stem: bool = False
     truncation_psi: float = 1.0
+    #: a conditional generator's class for every sample (None: drawn with the latents); either
+    #: way the original and the shifted image of a pair share their label
+    label: int | None = None
     patience: int = 0
     seed: int = 0
 
@@ -83,7 +84,7 @@ class DirectionOptimizer:
 
     def __init__(
         self,
-        generator: Generator,
+        generator: ShiftableGenerator,
         layer: int | str,
         config: OptimizeConfig | None = None,
         basis: torch.Tensor | None = None,
@@ -93,10 +94,10 @@ class DirectionOptimizer:
 
         self.config = cfg = config or OptimizeConfig()
         self.generator = generator
-        self.info = get_layer(generator, layer)
+        self.info = generator.layer(layer)
         self.method = method
-        dev = generator.w_avg.device
-        weight = layer_weight(generator, self.info.name)
+        dev = generator.device
+        weight = generator.kernel(self.info.name)
         self.kernel_norm = float(weight.detach().double().norm())
         if basis is None:
             space = layer_space(generator, self.info.name)
@@ -116,7 +117,7 @@ class DirectionOptimizer:
             n_basis = b.shape[0]
         gen = torch.Generator().manual_seed(cfg.seed)
         self.coeffs = torch.randn(cfg.k, n_basis, generator=gen).to(dev).requires_grad_(True)
-        size = cfg.reconstructor_size or min(256, generator.config.resolution)
+        size = cfg.reconstructor_size or min(256, generator.image_shape[1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.reconstructor = Reconstructor(cfg.k, size, cfg.checkpoint_stem).to(dev)
@@ -173,26 +174,24 @@ class DirectionOptimizer:
 
     def _step(self, official: bool) -> dict[str, float]:
         cfg, g = self.config, self.generator
-        dev = g.w_avg.device
+        dev = g.device
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_count + 1)
-        z = torch.randn(cfg.batch_size, g.config.z_dim, generator=gen).to(dev)
+        inputs = g.sample(cfg.batch_size, gen, truncation_psi=cfg.truncation_psi, label=cfg.label)
         k = torch.randint(cfg.k, (cfg.batch_size,), generator=gen).to(dev)
         mag = self.t_min + (self.t_max - self.t_min) * torch.rand(cfg.batch_size, generator=gen)
         sign = torch.where(torch.rand(cfg.batch_size, generator=gen) < 0.5, -1.0, 1.0)
         t = (mag * sign).to(dev)
         with frozen(g):
-            with torch.no_grad():
-                ws = g.mapping(z, cfg.truncation_psi)
             if official:
-                with conv_route("legacy"):
+                with g.official_route():
                     with torch.no_grad():
-                        original = g.synthesis(ws)
-                    shifted = g.synthesis(ws, shift=self.shift(k, t))
+                        original = g.render(inputs)
+                    shifted = g.render(inputs, self.shift(k, t))
             else:
                 with torch.no_grad():
-                    state = g.synthesis_prefix(ws, self.info.name)
-                    original = g.synthesis_suffix(state, ws)
-                shifted = g.synthesis_suffix(state, ws, shift=self.shift(k, t))
+                    state = g.split(inputs, self.info.name)
+                    original = g.resume(state)
+                shifted = g.resume(state, self.shift(k, t))
         logits, t_hat = self.reconstructor(original, shifted)
         ce = F.cross_entropy(logits, k)
         t_err = (t_hat - t / self.t_max).abs().mean()
@@ -283,7 +282,8 @@ class DirectionOptimizer:
             method=self.method,
             weight_shape=self.info.weight_shape,
             names=[f"{self.method}{i}" for i in range(coeffs.shape[0])],
-            fingerprint=model_fingerprint(self.generator),
+            fingerprint=self.generator.fingerprint(),
+            model=self.generator.architecture,
             hparams={**asdict(self.config), "t_max": self.t_max, "t_min": self.t_min},
             seed=self.config.seed,
             extra={
@@ -294,7 +294,11 @@ class DirectionOptimizer:
         )
         if calibrate:
             ds.amplitudes = calibrate_amplitudes(
-                self.generator, list(ds), target=target, seed=self.config.seed
+                self.generator,
+                list(ds),
+                target=target,
+                seed=self.config.seed,
+                label=self.config.label,
             )
         return ds
 
@@ -311,7 +315,7 @@ class DirectionOptimizer:
             "optimizer": self.optimizer.state_dict(),
             "step": self.step_count,
             "history": self.history,
-            "fingerprint": model_fingerprint(self.generator),
+            "fingerprint": self.generator.fingerprint(),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -325,9 +329,7 @@ class DirectionOptimizer:
         state = torch.load(p, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != "navcuda-optimize":
             raise ValueError(f"{p} is not a navcuda optimisation checkpoint")
-        if state["layer"] != self.info.name or state["fingerprint"] != model_fingerprint(
-            self.generator
-        ):
+        if state["layer"] != self.info.name or state["fingerprint"] != self.generator.fingerprint():
             raise ValueError(f"{p} was made for another model or layer ({state['layer']})")
         if tuple(state["coeffs"].shape) != tuple(self.coeffs.shape):
             raise ValueError(
@@ -343,7 +345,7 @@ class DirectionOptimizer:
 
 
 def discover_optimize(
-    generator: Generator,
+    generator: ShiftableGenerator,
     layer: int | str,
     k: int = 64,
     seed: int = 0,

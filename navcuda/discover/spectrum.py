@@ -51,12 +51,10 @@ import torch
 from tqdm.auto import tqdm
 
 from navcuda._checks import positive_int
-from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
+from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
 from navcuda.models.default import is_toy_model
-from navcuda.models.fingerprint import model_fingerprint
-from navcuda.models.stylegan2 import Generator
-from navcuda.shift import seeded_ws
+from navcuda.models.interface import ShiftableGenerator
 
 __all__ = [
     "HVPS",
@@ -431,7 +429,7 @@ def _combine(
 
 
 def discover_spectrum(
-    generator: Generator,
+    generator: ShiftableGenerator,
     layer: int | str,
     k: int = 64,
     solver: str | None = None,
@@ -452,6 +450,7 @@ def discover_spectrum(
     seed: int = 0,
     progress: bool = True,
     block_dtype: str | torch.dtype = "auto",
+    label: int | None = None,
 ) -> DirectionSet:
     """Top-``k`` eigenvectors of the perceptual Hessian of ``layer`` (module docstring).
 
@@ -474,6 +473,8 @@ def discover_spectrum(
         resize: images are resized to ``resize`` (nearest, as the official code) before the
             metric; ``None`` keeps them.
         calibrate/target_rms: recommended amplitudes (RMS image change, as the other methods).
+        label: a conditional generator's class for every latent (None: labels drawn with the
+            latents); either way each latent's label is the same in every render.
         block_dtype: ``"float64"``, ``"float32"`` or ``"auto"`` (float32 for LOBPCG with
             ``tol >= 1e-4``, float64 otherwise): storage of LOBPCG's blocks on the host
             (float32 halves the solver's memory and keeps its iterates at such tolerances; see
@@ -515,7 +516,7 @@ def discover_spectrum(
         raise ValueError(f"block_dtype must be 'auto', 'float64' or 'float32', got {block_dtype!r}")
     if block_dtype != "float64" and solver != "lobpcg":
         raise ValueError(f"block_dtype={block_dtype!r} applies to solver='lobpcg' only")
-    dev = generator.w_avg.device
+    dev = generator.device
     if isinstance(metric, str):
         metric_name = resolve_metric_name(metric, is_toy_model(generator), backbone_path)
         kw = {"backbone_path": backbone_path} if metric_name.startswith("lpips") else {}
@@ -524,8 +525,8 @@ def discover_spectrum(
         metric_obj = metric
         metric_name = getattr(metric, "name", type(metric).__name__)
     metric_obj = metric_obj.to(dev)
-    ws = seeded_ws(generator, n_latents, seed, truncation_psi)
-    hess = PerceptualHessian(generator, layer, ws, metric_obj, batch_size=batch_size,
+    inputs = generator.sample(n_latents, seed, truncation_psi=truncation_psi, label=label)
+    hess = PerceptualHessian(generator, layer, inputs, metric_obj, batch_size=batch_size,
                              resize=resize, progress=False)  # fmt: skip
     shape, n = hess.shape, hess.n_params
 
@@ -552,7 +553,8 @@ def discover_spectrum(
         method="spectrum",
         weight_shape=shape,
         names=[f"eig{i}" for i in range(k)],
-        fingerprint=model_fingerprint(generator),
+        fingerprint=generator.fingerprint(),
+        model=generator.architecture,
         hparams={
             "k": k,
             "solver": solver,
@@ -568,6 +570,7 @@ def discover_spectrum(
             "truncation_psi": truncation_psi,
             "target_rms": target_rms,
             "block_dtype": block_dtype,
+            **label_hparam(label),
         },  # fmt: skip
         seed=seed,
         metric=metric_name,
@@ -583,5 +586,7 @@ def discover_spectrum(
         },
     )
     if calibrate:
-        ds.amplitudes = calibrate_amplitudes(generator, list(ds), target=target_rms, seed=seed)
+        ds.amplitudes = calibrate_amplitudes(
+            generator, list(ds), target=target_rms, seed=seed, label=label
+        )
     return ds

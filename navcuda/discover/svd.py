@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import torch
 
-from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes
+from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
-from navcuda.models.fingerprint import model_fingerprint
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 from navcuda.shift import layer_space
 
 __all__ = ["discover_svd"]
 
 
 def discover_svd(
-    generator: Generator,
+    generator: ShiftableGenerator,
     layer: int | str,
     k: int = 64,
     calibrate: bool = True,
     target_rms: float = DEFAULT_TARGET_RMS,
     seed: int = 0,
+    label: int | None = None,
 ) -> DirectionSet:
     """The top-``k`` singular directions of ``layer`` (largest singular value first).
 
     ``values`` holds the singular values; amplitudes are calibrated to an RMS image change of
-    ``target_rms`` (NaN when ``calibrate=False``).
+    ``target_rms`` (NaN when ``calibrate=False``) on images of class ``label`` for a conditional
+    generator (None: labels drawn with the latents).
     """
     space = layer_space(generator, layer)
     k = min(k, space.rank)
@@ -39,11 +40,14 @@ def discover_svd(
         method="svd",
         weight_shape=space.weight_shape,
         names=[f"sv{i}" for i in range(k)],
-        fingerprint=model_fingerprint(generator),
-        hparams={"k": k, "target_rms": target_rms},
+        fingerprint=generator.fingerprint(),
+        model=generator.architecture,
+        hparams={"k": k, "target_rms": target_rms, **label_hparam(label)},
         seed=seed,
         values=space.s[:k].float(),
     )
     if calibrate:
-        ds.amplitudes = calibrate_amplitudes(generator, list(ds), target=target_rms, seed=seed)
+        ds.amplitudes = calibrate_amplitudes(
+            generator, list(ds), target=target_rms, seed=seed, label=label
+        )
     return ds

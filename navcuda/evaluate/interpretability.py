@@ -33,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from navcuda.io.directions import DirectionSet
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 from navcuda.toyworld import FACTOR_NAMES
 
 __all__ = [
@@ -59,21 +59,21 @@ COST_FLOOR = 0.05
 
 
 @torch.no_grad()
-def _fd_at(generator, direction, t, ws, stats, regressor, batch_size) -> float:
+def _fd_at(generator, direction, t, inputs, stats, regressor, batch_size) -> float:
     from navcuda.metrics.frechet import feature_statistics, frechet_distance
     from navcuda.shift import synthesize_shifted
 
     dev = next(regressor.parameters()).device
     feats = []
-    for w in ws.split(batch_size):
-        dirs = None if direction is None else [direction] * w.shape[0]
-        img = synthesize_shifted(generator, w, dirs, torch.full((w.shape[0],), float(t)))
+    for chunk in inputs.chunks(batch_size):
+        dirs = None if direction is None else [direction] * len(chunk)
+        img = synthesize_shifted(generator, chunk, dirs, torch.full((len(chunk),), float(t)))
         feats.append(regressor.features(img.to(dev)).double().cpu())
     return float(frechet_distance(*feature_statistics(torch.cat(feats)), *stats))
 
 
 def interpretability_table(
-    generator: Generator,
+    generator: ShiftableGenerator,
     sets: Mapping[str, DirectionSet],
     threshold: float = DEFAULT_THRESHOLD,
     n_samples: int = 32,
@@ -90,7 +90,6 @@ def interpretability_table(
     from navcuda.metrics.factor_regressor import load_factor_regressor
     from navcuda.metrics.factor_scores import score_edit
     from navcuda.metrics.frechet import world_statistics
-    from navcuda.shift import seeded_ws
 
     if not sets:
         raise ValueError("no direction sets to compare")
@@ -102,8 +101,8 @@ def interpretability_table(
             raise ValueError(f"set {label!r} has directions without amplitudes; calibrate it")
     reg = load_factor_regressor()
     stats = world_statistics(realism_samples, seed, reg)
-    ws = seeded_ws(generator, realism_samples, seed + 1, batch_size=batch_size)
-    fd0 = _fd_at(generator, None, 0.0, ws, stats, reg, batch_size)
+    inputs = generator.sample(realism_samples, seed + 1)
+    fd0 = _fd_at(generator, None, 0.0, inputs, stats, reg, batch_size)
 
     total = sum(len(ds) for ds in sets.values())
     bar = tqdm(total=total, desc="table", unit="dir", disable=not progress)
@@ -113,7 +112,7 @@ def interpretability_table(
             amp = float(d.amplitude)
             s = score_edit(generator, d, torch.linspace(-amp, amp, 5), n_samples=n_samples,
                            seed=seed, batch_size=batch_size)  # fmt: skip
-            fd = _fd_at(generator, d, amp, ws, stats, reg, batch_size)
+            fd = _fd_at(generator, d, amp, inputs, stats, reg, batch_size)
             per_dir.append({
                 "set": label, "method": ds.method, "index": i, "name": d.name,
                 "latent": ds.basis == "latent", "top_factor": s.top_factor,

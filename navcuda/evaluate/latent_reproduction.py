@@ -22,7 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from navcuda.grad_mode import differentiates
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import (
+    GeneratorError,
+    Inputs,
+    ShiftableGenerator,
+    SplitState,
+    frozen,
+)
 from navcuda.shift import Direction, synthesize_shifted
 
 __all__ = ["ReproductionResult", "plot_reproduction", "reproduce_edit", "SPACES"]
@@ -51,7 +57,7 @@ def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @differentiates
 def reproduce_edit(
-    generator: Generator,
+    generator: ShiftableGenerator,
     direction: Direction,
     t: float,
     space: Space = "w",
@@ -65,36 +71,48 @@ def reproduce_edit(
     seed: int = 0,
     truncation_psi: float = 1.0,
     progress: bool = False,
+    label: int | None = None,
 ) -> ReproductionResult:
-    """Optimise a shared latent shift imitating the edit; see the module docstring."""
+    """Optimise a shared latent shift imitating the edit; see the module docstring.
+
+    ``"w"`` is the generator's latent (:attr:`~ShiftableGenerator.latent`), ``"z"`` and ``"w+"``
+    need a StyleGAN generator (a mapping from z, several W vectors), ``"activations"`` a generator
+    that caches the input of the edited layer (StyleGAN2); others are refused with a
+    :class:`~navcuda.models.interface.GeneratorError`. ``label``: a conditional generator's class
+    (None: drawn with the latents), the same for the target and the imitation."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if direction.basis == "latent" and space == "activations":
         raise ValueError("a latent direction has no edited layer: use space z, w or w+")
+    _check_space(generator, space)
     metric = metric or _mse
-    dev = generator.w_avg.device
+    dev = generator.device
     gen = torch.Generator().manual_seed(seed)
-    z_all = torch.randn(n_z + n_eval, generator.config.z_dim, generator=gen).to(dev)
+    if space == "z":
+        generator.check_label(label, 1)
+        rows: Inputs | torch.Tensor = torch.randn(
+            n_z + n_eval, generator.config.z_dim, generator=gen
+        ).to(dev)
+    else:
+        rows = generator.sample(n_z + n_eval, seed, truncation_psi=truncation_psi, label=label)
     layer = None if direction.basis == "latent" else direction.layer
-    flags = [p.requires_grad for p in generator.parameters()]
-    generator.requires_grad_(False)
-    try:
+    with frozen(generator):
         with torch.no_grad():
             targets = torch.cat(
                 [
                     synthesize_shifted(
-                        generator, generator.mapping(c, truncation_psi), direction, t
-                    )
-                    for c in z_all.split(batch_size)
+                        generator, _inputs(generator, c, truncation_psi), direction, t
+                    )  # fmt: skip
+                    for c in _chunks(rows, batch_size)
                 ]
             )
-        h = _init_shift(generator, space, layer, z_all[:1], truncation_psi)
+        h = _init_shift(generator, space, layer, _take(rows, slice(0, 1)), truncation_psi)
         opt = torch.optim.Adam([h], lr=lr)
         history = []
         bar = tqdm(range(steps), disable=not progress, desc=f"reproduce in {space}")
         for step in bar:
             idx = torch.randint(n_z, (min(batch_size, n_z),), generator=gen).to(dev)
-            out = _render(generator, space, layer, z_all[idx], h, truncation_psi)
+            out = _render(generator, space, layer, _take(rows, idx), h, truncation_psi)
             loss = metric(out, targets[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -104,48 +122,73 @@ def reproduce_edit(
                 bar.set_postfix(loss=f"{loss.item():.4g}")
         with torch.no_grad():
             res, energy = 0.0, 0.0
+            held_out = _take(rows, slice(n_z, None))
             for c, tgt in zip(
-                z_all[n_z:].split(batch_size), targets[n_z:].split(batch_size), strict=True
+                _chunks(held_out, batch_size), targets[n_z:].split(batch_size), strict=True
             ):
                 res += float(
                     metric(_render(generator, space, layer, c, h, truncation_psi), tgt).sum()
                 )
                 base = _render(generator, space, layer, c, torch.zeros_like(h), truncation_psi)
                 energy += float(metric(base, tgt).sum())
-    finally:
-        for p, f in zip(generator.parameters(), flags, strict=True):
-            p.requires_grad_(f)
     res, energy = res / n_eval, energy / n_eval
     rel = res / energy if energy > 0 else float("nan")
     return ReproductionResult(space, rel, res, energy, bool(rel > threshold), threshold, history)
 
 
-def _init_shift(generator, space, layer, z1, psi) -> torch.Tensor:
-    cfg = generator.config
+def _check_space(generator: ShiftableGenerator, space: str) -> None:
+    stylegan = callable(getattr(generator, "from_z", None)) and hasattr(generator, "num_ws")
+    need = {
+        "z": (stylegan, "a mapping from z (StyleGAN)"),
+        "w+": (stylegan, "several W vectors (StyleGAN)"),
+        "w": (generator.latent is not None, "a latent space"),
+        "activations": (generator.caches_prefix, "cached activations before the layer"),
+    }
+    ok, what = need[space]
+    if not ok:
+        raise GeneratorError(
+            f"space {space!r} needs {what}, which {generator.architecture} does not expose"
+        )
+
+
+def _take(rows, idx):
+    return rows[idx] if isinstance(rows, torch.Tensor) else rows.take(idx)
+
+
+def _chunks(rows, size: int):
+    return rows.split(size) if isinstance(rows, torch.Tensor) else rows.chunks(size)
+
+
+def _inputs(generator, rows, psi) -> Inputs:
+    """Rows of z (space ``"z"``) mapped to inputs, or the inputs themselves."""
+    return generator.from_z(rows, psi) if isinstance(rows, torch.Tensor) else rows
+
+
+def _init_shift(generator, space, layer, first, psi) -> torch.Tensor:
     if space == "z":
-        shape: tuple[int, ...] = (cfg.z_dim,)
+        shape: tuple[int, ...] = (generator.config.z_dim,)
     elif space == "w":
-        shape = (cfg.w_dim,)
+        shape = (generator.latent.dim,)
     elif space == "w+":
-        shape = (generator.num_ws, cfg.w_dim)
+        shape = (generator.num_ws, generator.latent.dim)
     else:
         with torch.no_grad():
-            x = generator.synthesis_prefix(generator.mapping(z1, psi), layer).x
+            x = generator.split(_inputs(generator, first, psi), layer).cache["x"]
         shape = tuple(x.shape[1:])
-    return torch.zeros(shape, device=generator.w_avg.device, requires_grad=True)
+    return torch.zeros(shape, device=generator.device, requires_grad=True)
 
 
-def _render(generator, space, layer, z, h, psi) -> torch.Tensor:
+def _render(generator, space, layer, rows, h, psi) -> torch.Tensor:
     if space == "z":
-        return generator.synthesis(generator.mapping(z + h, psi))
-    ws = generator.mapping(z, psi)
+        return generator.render(generator.from_z(rows + h, psi))
     if space == "w":
-        return generator.synthesis(ws + h)
+        return generator.render(generator.latent.shift(rows, h.expand(len(rows), -1)))
     if space == "w+":
-        return generator.synthesis(ws.unsqueeze(1) + h)
-    state = generator.synthesis_prefix(ws, layer)
-    state.x = state.x + h
-    return generator.synthesis_suffix(state, ws)
+        key = generator.latent.key
+        return generator.render(rows.replace(**{key: rows[key].unsqueeze(1) + h}))
+    state = generator.split(rows, layer)
+    cache = state.cache.replace(x=state.cache["x"] + h)
+    return generator.resume(SplitState(state.layer, state.inputs, cache))
 
 
 def plot_reproduction(

@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from navcuda.models.layers import list_layers
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 from navcuda.toyworld import FACTOR_NAMES
 
 __all__ = ["layer_sweep", "plot_layer_sweep"]
 
 
 def layer_sweep(
-    generator: Generator,
+    generator: ShiftableGenerator,
     method: str = "svd",
     k: int = 8,
     layers: list[str] | None = None,
@@ -43,7 +42,7 @@ def layer_sweep(
     from navcuda.discover import discover
     from navcuda.metrics.factor_scores import score_edit
 
-    infos = [i for i in list_layers(generator) if i.shiftable]
+    infos = [i for i in generator.layers() if i.shiftable]
     if layers is not None:
         names = set(layers)
         infos = [i for i in infos if i.name in names or str(i.index) in names]

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from navcuda._checks import positive_int
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 from navcuda.shift import Direction, synthesize_shifted
 
 __all__ = ["LocalityResult", "locality_map", "locality_score", "save_heatmaps"]
@@ -50,7 +50,7 @@ def locality_score(heatmap: torch.Tensor, top_fraction: float = 0.1) -> float:
 
 @torch.no_grad()
 def locality_map(
-    generator: Generator,
+    generator: ShiftableGenerator,
     direction: Direction,
     n_z: int = 64,
     n_t: int = 20,
@@ -60,8 +60,10 @@ def locality_map(
     truncation_psi: float = 1.0,
     top_fraction: float = 0.1,
     progress: bool = False,
+    label: int | None = None,
 ) -> LocalityResult:
-    """Heat-map and locality score of one direction (see the module docstring)."""
+    """Heat-map and locality score of one direction (see the module docstring); ``label``: a
+    conditional generator's class (None: drawn with the latents)."""
     t_abs = t_max if t_max is not None else direction.amplitude
     if t_abs is None or not t_abs > 0:
         raise ValueError(
@@ -69,19 +71,18 @@ def locality_map(
         )
     positive_int(n_z, "n_z")
     positive_int(n_t, "n_t")
-    dev = generator.w_avg.device
-    z = torch.randn(n_z, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    ws = generator.mapping(z.to(dev), truncation_psi)
+    dev = generator.device
+    inputs = generator.sample(n_z, seed, truncation_psi=truncation_psi, label=label)
     ts = torch.linspace(-t_abs, t_abs, n_t + 1 if n_t % 2 == 0 else n_t)
     ts = ts[ts != 0][:n_t] if (ts == 0).any() else ts
-    base = torch.cat([generator.synthesis(c) for c in ws.split(batch_size)])
+    base = torch.cat([generator.render(c) for c in inputs.chunks(batch_size)])
     pairs = [(j, float(t)) for j in range(n_z) for t in ts]
     acc = None
     for start in tqdm(range(0, len(pairs), batch_size), disable=not progress, desc="locality"):
         chunk = pairs[start : start + batch_size]
         idx = torch.tensor([j for j, _ in chunk], device=dev)
         tt = torch.tensor([t for _, t in chunk], device=dev)
-        img = synthesize_shifted(generator, ws[idx], [direction] * len(chunk), tt)
+        img = synthesize_shifted(generator, inputs.take(idx), [direction] * len(chunk), tt)
         sq = (img - base[idx]).double().square().mean(dim=1).sum(dim=0)
         acc = sq if acc is None else acc + sq
     heat = (acc / len(pairs)).cpu()

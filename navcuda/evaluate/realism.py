@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from navcuda.models.stylegan2 import Generator
-from navcuda.shift import Direction, seeded_ws, synthesize_shifted
+from navcuda.models.interface import ShiftableGenerator
+from navcuda.shift import Direction, synthesize_shifted
 
 __all__ = ["RealismCurve", "realism_curves", "plot_realism"]
 
@@ -42,7 +42,7 @@ class RealismCurve:
 
 @torch.no_grad()
 def realism_curves(
-    generator: Generator,
+    generator: ShiftableGenerator,
     directions: Sequence[Direction],
     real_stats: tuple[torch.Tensor, torch.Tensor],
     feature_fn: FeatureFn,
@@ -52,18 +52,20 @@ def realism_curves(
     seed: int = 0,
     truncation_psi: float = 1.0,
     progress: bool = True,
+    label: int | None = None,
 ) -> list[RealismCurve]:
     """One curve per direction; ``t`` is ``relative_ts`` times each direction's amplitude.
 
     ``real_stats`` = ``(mu [D], sigma [D, D])`` of real features; ``feature_fn`` maps images in
     [-1, 1] to ``[B, D]``. The same latents are used for every (direction, t), so curves differ only
-    by the edit.
+    by the edit (a conditional generator's ``label``: one class for all, None: drawn with the
+    latents).
     """
     from navcuda.metrics.frechet import feature_statistics, frechet_distance
 
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2, got {n_samples}")
-    ws = seeded_ws(generator, n_samples, seed, truncation_psi, batch_size)
+    inputs = generator.sample(n_samples, seed, truncation_psi=truncation_psi, label=label)
     mu_r, sig_r = real_stats
     curves = []
     total = len(directions) * len(relative_ts)
@@ -75,10 +77,9 @@ def realism_curves(
         for rel in relative_ts:
             t = float(rel) * d.amplitude
             feats = []
-            for w in ws.split(batch_size):
-                img = synthesize_shifted(
-                    generator, w, [d] * w.shape[0], torch.full((w.shape[0],), t)
-                )
+            for chunk in inputs.chunks(batch_size):
+                n = len(chunk)
+                img = synthesize_shifted(generator, chunk, [d] * n, torch.full((n,), t))
                 feats.append(feature_fn(img).double().cpu())
             mu, sig = feature_statistics(torch.cat(feats))
             dists.append(float(frechet_distance(mu, sig, mu_r, sig_r)))

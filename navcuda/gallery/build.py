@@ -32,7 +32,7 @@ import torch
 from navcuda.gallery.names import set_info
 from navcuda.io.atomic import atomic_path
 from navcuda.io.directions import DirectionSet
-from navcuda.models.stylegan2 import Generator
+from navcuda.models.interface import ShiftableGenerator
 
 __all__ = ["build_gallery", "value_label"]
 
@@ -161,7 +161,7 @@ def _atomic_write_text(path: Path, text: str) -> Path:
 
 
 def build_gallery(
-    generator: Generator,
+    generator: ShiftableGenerator,
     direction_set: DirectionSet,
     output_dir: str | os.PathLike,
     seeds: Sequence[int] | int = (0, 1, 2),
@@ -173,6 +173,7 @@ def build_gallery(
     title: str | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    label: int | None = None,
 ) -> Path:
     """Write a static gallery of ``direction_set`` to ``output_dir``; returns ``index.html``.
 
@@ -184,6 +185,7 @@ def build_gallery(
             dict (or None) per direction, e.g. toy-world factor changes and a disentanglement
             score. Shown on the cards and offered as sort keys.
         source: the set's file, named in the page and in the exported ``names.json``.
+        label: a conditional generator's class for every strip (None: drawn with each seed).
 
     The page offers sorting, filtering, naming and good/bad marks (kept in the browser's
     localStorage) and exports ``names.json`` (see :mod:`navcuda.gallery.names`).
@@ -205,6 +207,7 @@ def build_gallery(
         truncation_psi=truncation_psi,
         batch_size=batch_size,
         progress=progress,
+        label=label,
     )
     n, t_count = res.images.shape[1], res.images.shape[2]
     size = res.images.shape[-1]

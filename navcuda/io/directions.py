@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from navcuda.io.atomic import atomic_path
-from navcuda.models.fingerprint import model_fingerprint
-from navcuda.models.layers import get_layer
+from navcuda.models.interface import ShiftableGenerator
 from navcuda.shift import Basis, Direction
 
 __all__ = [
@@ -61,7 +60,10 @@ class DirectionSet:
             :func:`find_label_clash`).
         method: discovery method (``"svd"``, ``"spectrum"``, ...).
         weight_shape: the layer's raw kernel shape ``(out, in, kh, kw)`` (``(w_dim,)`` for latent).
-        fingerprint: :func:`model_fingerprint` of the model the set was found on (or None).
+        fingerprint: the fingerprint (``generator.fingerprint()``) of the model the set was found
+            on (or None).
+        model: what the model was (``generator.architecture``: ``"stylegan2"``,
+            ``"wrapped:pkg.module:factory"``...; None in files written before it was recorded).
         hparams, seed, metric: how it was found.
         values: ``[K]`` eigenvalues / losses / scores, or None.
         extra: any further JSON-serialisable information (e.g. residuals, toy-world scores).
@@ -77,6 +79,7 @@ class DirectionSet:
     weight_shape: tuple[int, ...]
     names: list[str | None] = field(default_factory=list)
     fingerprint: str | None = None
+    model: str | None = None
     hparams: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     metric: str | None = None
@@ -255,6 +258,7 @@ class DirectionSet:
                 for i in chosen
             ],
             fingerprint=self.fingerprint,
+            model=self.model,
             hparams=dict(self.hparams),
             seed=self.seed,
             metric=self.metric,
@@ -263,22 +267,29 @@ class DirectionSet:
         )
 
     # ------------------------------------------------------------ compatibility
-    def check_compatible(self, generator: torch.nn.Module, allow_other_model: bool = False) -> None:
+    def check_compatible(
+        self, generator: ShiftableGenerator, allow_other_model: bool = False
+    ) -> None:
         """Raise :class:`DirectionSetError` unless the set fits ``generator``.
 
         The layer must exist with the same weight shape; the model fingerprint must match unless
         ``allow_other_model`` (e.g. a fine-tuned model of the same architecture).
         """
         if self.basis == "latent":
-            w_dim = generator.config.w_dim  # type: ignore[union-attr]
-            if self.weight_shape != (w_dim,):
+            space = generator.latent
+            if space is None:
                 raise DirectionSetError(
-                    f"latent directions of size {self.weight_shape[0]} do not fit w_dim {w_dim}"
+                    f"this set holds latent directions, and {generator.architecture} exposes no "
+                    "latent space"
+                )
+            if self.weight_shape != (space.dim,):
+                raise DirectionSetError(
+                    f"latent directions of size {self.weight_shape[0]} do not fit w_dim {space.dim}"
                 )
         else:
             self._check_layer(generator)
         if self.fingerprint is not None and not allow_other_model:
-            fp = model_fingerprint(generator)
+            fp = generator.fingerprint()
             if fp != self.fingerprint:
                 raise DirectionSetError(
                     f"this direction set was found on model {self.fingerprint}, not on this model "
@@ -286,9 +297,9 @@ class DirectionSet:
                     "anyway"
                 )
 
-    def _check_layer(self, generator: torch.nn.Module) -> None:
+    def _check_layer(self, generator: ShiftableGenerator) -> None:
         try:
-            info = get_layer(generator, self.layer)
+            info = generator.layer(self.layer)
         except KeyError as exc:
             raise DirectionSetError(f"the set's layer {self.layer!r} is not in this model") from exc
         if info.weight_shape != self.weight_shape:
@@ -308,6 +319,7 @@ class DirectionSet:
             "weight_shape": list(self.weight_shape),
             "names": self.names,
             "fingerprint": self.fingerprint,
+            "model": self.model,
             "hparams": self.hparams,
             "seed": self.seed,
             "metric": self.metric,
@@ -478,7 +490,7 @@ def _metadata_fields(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
     for name in ("layer", "basis", "method"):
         if not isinstance(meta[name], str):
             raise bad(name, "a string")
-    for name in ("fingerprint", "metric"):
+    for name in ("fingerprint", "model", "metric"):
         if meta.get(name) is not None and not isinstance(meta[name], str):
             raise bad(name, "a string or null")
     seed = meta.get("seed")
@@ -506,6 +518,7 @@ def _metadata_fields(p: Path, meta: dict[str, Any]) -> dict[str, Any]:
         weight_shape=tuple(shape),
         names=list(names or []),
         fingerprint=meta.get("fingerprint"),
+        model=meta.get("model"),
         hparams=meta.get("hparams") or {},
         seed=seed,
         metric=meta.get("metric"),

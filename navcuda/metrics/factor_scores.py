@@ -159,15 +159,14 @@ def score_image_edit(
     )
 
 
-def _latents(generator, z, n_samples, seed, truncation_psi, batch_size) -> torch.Tensor:
+def _inputs(generator, z, n_samples, seed, truncation_psi, batch_size):
+    """The generator's inputs: ``n_samples`` drawn with ``seed``, or those of latents ``z``."""
     if z is None:
-        from navcuda.shift import seeded_ws
-
-        return seeded_ws(generator, n_samples, seed, truncation_psi, batch_size)
-    dev = generator.w_avg.device
-    if z.ndim != 2 or z.shape[1] != generator.config.z_dim:
-        raise ValueError(f"z must be [N, {generator.config.z_dim}], got {list(z.shape)}")
-    return torch.cat([generator.mapping(c.to(dev), truncation_psi) for c in z.split(batch_size)])
+        return generator.sample(n_samples, seed, truncation_psi=truncation_psi)
+    z_dim = generator.config.z_dim
+    if z.ndim != 2 or z.shape[1] != z_dim:
+        raise ValueError(f"z must be [N, {z_dim}], got {list(z.shape)}")
+    return generator.from_z(z.to(generator.device), truncation_psi, batch_size)
 
 
 @torch.no_grad()
@@ -191,16 +190,16 @@ def score_edit(
     """
     from navcuda.shift import synthesize_shifted
 
-    ws = _latents(generator, z, n_samples, seed, truncation_psi, batch_size)
+    inputs = _inputs(generator, z, n_samples, seed, truncation_psi, batch_size)
 
     def edit(idx: torch.Tensor, t: float) -> torch.Tensor:
-        w = ws[idx]
+        n = len(idx)
         return synthesize_shifted(
-            generator, w, [direction] * w.shape[0], torch.full((w.shape[0],), t), noise_mode
+            generator, inputs.take(idx), [direction] * n, torch.full((n,), t), noise_mode
         )
 
     score = score_image_edit(
-        edit, ts, ws.shape[0], regressor, batch_size, name=direction.name or direction.layer
+        edit, ts, len(inputs), regressor, batch_size, name=direction.name or direction.layer
     )
     score.meta.update({"layer": direction.layer, "basis": direction.basis, "seed": seed})
     return score
@@ -221,12 +220,15 @@ def score_latent_edit(
     name: str = "latent edit",
 ) -> EditScore:
     """Score a latent-space edit ``edit_fn(ws, t) -> ws'`` (GANSpace, SeFa, ...) the same way:
-    images ``generator.synthesis(edit_fn(w(z), t))``."""
-    ws = _latents(generator, z, n_samples, seed, truncation_psi, batch_size)
+    images ``generator.render`` of the inputs with the latent ``w(z)`` replaced by
+    ``edit_fn(w(z), t)``."""
+    inputs = _inputs(generator, z, n_samples, seed, truncation_psi, batch_size)
+    key = generator.latent.key
 
     def edit(idx: torch.Tensor, t: float) -> torch.Tensor:
-        return generator.synthesis(edit_fn(ws[idx], t), noise_mode=noise_mode)
+        rows = inputs.take(idx).with_options(noise_mode=noise_mode)
+        return generator.render(rows.replace(**{key: edit_fn(rows[key], t)}))
 
-    score = score_image_edit(edit, ts, ws.shape[0], regressor, batch_size, name=name)
+    score = score_image_edit(edit, ts, len(inputs), regressor, batch_size, name=name)
     score.meta.update({"layer": "w", "basis": "latent-fn", "seed": seed})
     return score

@@ -1,4 +1,5 @@
-"""Generators, their layer registry and checkpoint loaders."""
+"""Generators behind one interface (:mod:`navcuda.models.interface`), their layer registry and
+checkpoint loaders."""
 
 from navcuda.models.checkpoints import (
     CheckpointError,
@@ -7,8 +8,17 @@ from navcuda.models.checkpoints import (
     read_metadata,
     save_generator,
 )
-from navcuda.models.layers import DEFAULT_LAYER, LayerInfo, get_layer, layer_weight, list_layers
-from navcuda.models.stylegan2 import PRESETS, Generator, GeneratorConfig, LayerShift
+from navcuda.models.interface import (
+    GeneratorError,
+    Inputs,
+    LatentSpace,
+    LayerInfo,
+    LayerShift,
+    ShiftableGenerator,
+    SplitState,
+)
+from navcuda.models.layers import DEFAULT_LAYER, get_layer, layer_weight, list_layers
+from navcuda.models.stylegan2 import PRESETS, Generator, GeneratorConfig
 
 __all__ = [
     "DEFAULT_LAYER",
@@ -16,8 +26,13 @@ __all__ = [
     "CheckpointError",
     "Generator",
     "GeneratorConfig",
+    "GeneratorError",
+    "Inputs",
+    "LatentSpace",
     "LayerInfo",
     "LayerShift",
+    "ShiftableGenerator",
+    "SplitState",
     "detect_format",
     "get_layer",
     "layer_weight",

@@ -74,10 +74,10 @@ def load_default(device: str | torch.device = "cpu", seed: int = 0) -> Generator
     return g.to(device).eval()
 
 
-def is_toy_model(generator: Generator) -> bool:
+def is_toy_model(generator: object) -> bool:
     """Whether ``generator`` has the bundled toy-world architecture (so that the toy world's
     factor regressor, toy-FD and factor scores apply to its images)."""
-    return generator.config == TOY_CONFIG
+    return isinstance(generator, Generator) and generator.config == TOY_CONFIG
 
 
 def load_default_directions():

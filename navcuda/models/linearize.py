@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from navcuda.models.stylegan2 import Generator, SynthesisState
 from navcuda.ops.bias_act import bias_act
 from navcuda.ops.shifted_modconv import DEMOD_EPS, shifted_modconv
 
@@ -87,7 +87,7 @@ class SuffixLinearization:
         image: the unshifted images ``[n, C, R, R]``.
     """
 
-    generator: Generator
+    generator: torch.nn.Module  # navcuda's StyleGAN2 Generator (which imports this module)
     layer: str
     ws: torch.Tensor
     x: torch.Tensor
@@ -144,7 +144,7 @@ class SuffixLinearization:
                 self.later_styles[later.name].repeat(m, 1),
                 module.conv.weight[0].detach(),
             )
-            if later.kind == "torgb":
+            if later.role == "torgb":
                 if later.name in self.rgb_masks:
                     y = _broadcast_mul(y, self.rgb_masks[later.name], m)
                 img_t = y if img_t is None else y + module.upsample(img_t)
@@ -179,10 +179,11 @@ class SuffixLinearization:
 
 
 def linearize_suffix(
-    generator: Generator, state: SynthesisState, ws: torch.Tensor, noise_mode: str = "const"
+    generator: torch.nn.Module, state: Any, ws: torch.Tensor, noise_mode: str = "const"
 ) -> SuffixLinearization:
-    """Run the unshifted synthesis from ``state`` (``Generator.synthesis_prefix``) to the image,
-    without autograd, keeping what :meth:`SuffixLinearization.jvp` needs.
+    """Run the unshifted synthesis from ``state`` (a ``SynthesisState`` of the StyleGAN2
+    ``generator``'s ``synthesis_prefix``) to the image, without autograd, keeping what
+    :meth:`SuffixLinearization.jvp` needs.
 
     ``ws`` as given to ``synthesis_prefix``; ``noise_mode`` ``"const"`` or ``"none"`` (random
     noise would differ between the primal and the tangent passes).
@@ -209,7 +210,7 @@ def linearize_suffix(
             w = ws[:, info.w_index]
             if info.name != state.layer:
                 later_styles[info.name] = module.conv.modulation(w)
-            if info.kind == "torgb":
+            if info.role == "torgb":
                 if module.clamp is None:
                     img = module(x, w, img)
                     continue

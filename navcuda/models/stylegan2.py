@@ -39,7 +39,21 @@ from typing import Literal
 import torch
 from torch import nn
 
-from navcuda.ops import _native
+from navcuda.models.fingerprint import model_fingerprint
+from navcuda.models.interface import (
+    GeneratorError,
+    Inputs,
+    LatentSpace,
+    LayerInfo,
+    LayerShift,
+    ShiftableGenerator,
+    ShiftArg,
+    SplitState,
+    frozen,
+    materialise_spec,
+    shift_map,
+)
+from navcuda.models.linearize import SuffixLinearization, linearize_suffix
 from navcuda.ops.bias_act import bias_act
 from navcuda.ops.modulated_conv2d import modulated_conv2d
 from navcuda.ops.shifted_modconv import (
@@ -172,187 +186,28 @@ ShiftSpec = SplitShift | SVDShift
 _OpShift = SharedShift | PerSampleShift | SplitShift | SVDShift
 
 
-@dataclass
-class LayerShift:
-    """A shift of the raw kernel of one conv layer, for one synthesis call.
+def stylegan2_layers(config: GeneratorConfig) -> list[LayerInfo]:
+    """Every conv layer of a StyleGAN2 of ``config``, in synthesis order: ``conv1`` (the 4x4
+    input conv, no official index), ``convs.{ix}`` (official index ``ix``: even = upsampling conv
+    to ``2**(ix//2 + 3)``, odd = plain conv at that resolution) and the toRGB layers (listed,
+    not shiftable: 1x1, no demodulation)."""
+    c4 = config.channels(4)
+    rgb = config.img_channels
 
-    Exactly one of:
+    def info(name, index, role, res, in_c, out_c, k, w_index):
+        return LayerInfo(name, "modulated", (out_c, in_c, k, k), res, index, role,
+                         role != "torgb", w_index)  # fmt: skip
 
-    - ``delta``: the materialised shift, ``[out, in, kh, kw]`` (every sample) or
-      ``[B, out, in, kh, kw]`` (one per sample), already multiplied by the magnitude ``t``;
-    - ``spec``: a structured shift, which lets the eval-mode generator run a fast strategy
-      (see the module docstring) without materialising per-sample kernels:
-
-      - :class:`~navcuda.ops.shifted_modconv.SplitShift` ``(delta [n_dir, out, in, kh, kw],
-        t [B], index [B])``: sample ``b`` uses ``W + t[b] * delta[index[b]]`` (few distinct
-        directions, many magnitudes: strips, calibration, batched Hessian-vector products);
-        build it with :meth:`split`;
-      - :class:`~navcuda.ops.shifted_modconv.SVDShift` ``(u, s, vh, t, coeffs, index)``: sample
-        ``b`` uses ``W + t[b] * unflatten(U diag(c_b / |c_b|) Vh)`` with ``c_b = coeffs[index[b]]``
-        (``coeffs[b]`` without index) and ``U diag(s) Vh`` the thin SVD of the flattened kernel
-        (:class:`navcuda.shift.LayerSpace`, cast to the generator's dtype); build it with
-        :meth:`svd`.
-
-    Every tensor must be on the generator's device with its dtype (indices: int64 or int32). The
-    shapes are checked against the layer and the batch when the shift is used.
-    """
-
-    layer: str
-    delta: torch.Tensor | None = None
-    spec: ShiftSpec | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.layer, str):
-            raise TypeError(
-                f"LayerShift.layer must be a layer name, got {type(self.layer).__name__}"
-            )
-        if (self.delta is None) == (self.spec is None):
-            raise ValueError(
-                "LayerShift needs exactly one of delta (a materialised shift [out, in, kh, kw] or "
-                "[B, out, in, kh, kw]) and spec (a SplitShift or an SVDShift)"
-            )
-        if self.delta is not None and not isinstance(self.delta, torch.Tensor):
-            raise TypeError(f"LayerShift.delta must be a tensor, got {type(self.delta).__name__}")
-        if self.spec is not None and not isinstance(self.spec, (SplitShift, SVDShift)):
-            raise TypeError(
-                f"LayerShift.spec must be a SplitShift or an SVDShift, got "
-                f"{type(self.spec).__name__} (pass a materialised shift as delta=)"
-            )
-
-    @classmethod
-    def split(
-        cls,
-        layer: str,
-        deltas: torch.Tensor,
-        t: torch.Tensor,
-        index: torch.Tensor | None = None,
-    ) -> LayerShift:
-        """Sample ``b`` uses ``W + t[b] * deltas[index[b]]``.
-
-        ``deltas [n_dir, out, in, kh, kw]``, ``t [B]``; ``index [B]`` may be omitted when
-        ``n_dir == 1`` (every sample uses the one direction) or ``n_dir == B`` (sample ``b`` uses
-        direction ``b``).
-        """
-        if index is None:
-            if not isinstance(deltas, torch.Tensor) or not isinstance(t, torch.Tensor):
-                raise TypeError("LayerShift.split: deltas and t must be tensors")
-            n_dir, batch = deltas.shape[0] if deltas.ndim else 0, t.numel()
-            if n_dir == 1:
-                index = torch.zeros(batch, dtype=torch.int64, device=t.device)
-            elif n_dir == batch:
-                index = torch.arange(batch, device=t.device)
-            else:
-                raise ValueError(
-                    f"LayerShift.split: {n_dir} directions for {batch} samples: pass index [B] "
-                    "(which direction each sample uses)"
-                )
-        return cls(layer, spec=SplitShift(deltas, t, index))
-
-    @classmethod
-    def svd(
-        cls,
-        layer: str,
-        u: torch.Tensor,
-        s: torch.Tensor,
-        vh: torch.Tensor,
-        t: torch.Tensor,
-        coeffs: torch.Tensor,
-        index: torch.Tensor | None = None,
-    ) -> LayerShift:
-        """Sample ``b`` uses ``W + t[b] * unflatten(U diag(c_b / |c_b|) Vh)``.
-
-        ``u [kh*kw*in, r]``, ``s [r]``, ``vh [r, out]``: the layer's thin SVD (constants);
-        ``t [B]``; ``coeffs [n_dir, r]`` with ``index [B]``, or ``[B, r]`` without (every row used
-        must be non-zero). Differentiable w.r.t. ``t`` and ``coeffs``.
-        """
-        return cls(layer, spec=SVDShift(u, s, vh, t, coeffs, index))
-
-    def materialise(self, kernel_shape: tuple[int, int, int, int]) -> torch.Tensor:
-        """The materialised shift: ``delta`` as given, or ``[B, out, in, kh, kw]`` for a spec
-        (``kernel_shape = (out, in, kh, kw)`` of the layer; differentiable). This is what the
-        training-mode and ``"legacy"`` routes use."""
-        if self.delta is not None:
-            return self.delta
-        return _materialise_spec(self.spec, tuple(kernel_shape))
-
-
-def _unflatten(m: torch.Tensor, kshape: tuple[int, ...]) -> torch.Tensor:
-    """``[..., kh*kw*in, out] -> [..., out, in, kh, kw]`` (navcuda.shift.unflatten_kernel)."""
-    out_c, in_c, kh, kw = kshape
-    lead = m.shape[:-2]
-    n = len(lead)
-    return m.reshape(*lead, kh, kw, in_c, out_c).permute(*range(n), n + 3, n + 2, n, n + 1)
-
-
-def _materialise_spec(spec: ShiftSpec, kshape: tuple[int, ...]) -> torch.Tensor:
-    """``[B, out, in, kh, kw]``: ``t_b delta[index_b]`` or ``t_b unflatten(U diag(dhat_b) Vh)``."""
-    if isinstance(spec, SplitShift):
-        return spec.t.view(-1, 1, 1, 1, 1) * spec.delta[spec.index]
-    rows = spec.coeffs if spec.index is None else spec.coeffs[spec.index]
-    dhat = rows / rows.norm(dim=1, keepdim=True)
-    m = torch.einsum("kj,bj,jo->bko", spec.u.detach(), spec.t[:, None] * dhat, spec.vh.detach())
-    return _unflatten(m, kshape)
-
-
-def _check_spec(spec: ShiftSpec, layer: str, weight: torch.Tensor, batch: int) -> None:
-    """Validate a structured shift of ``layer`` (raw kernel ``weight``) for a batch of ``batch``."""
-    kind = type(spec).__name__
-    kshape = list(weight.shape)
-    where = f"{kind} shift of layer {layer!r}"
-
-    def tensor(name: str, v: object, shape: list[int | None] | None = None) -> torch.Tensor:
-        if not isinstance(v, torch.Tensor):
-            raise TypeError(f"{where}: {name} must be a tensor, got {type(v).__name__}")
-        if shape is not None and (
-            v.ndim != len(shape)
-            or any(n is not None and n != m for n, m in zip(shape, v.shape, strict=True))
-        ):
-            want = ", ".join("n" if n is None else str(n) for n in shape)
-            raise ValueError(f"{where}: {name} must have shape [{want}], got {list(v.shape)}")
-        if v.device != weight.device:
-            raise ValueError(f"{where}: {name} is on {v.device}, the layer on {weight.device}")
-        return v
-
-    def floating(name: str, v: object, shape: list[int | None]) -> torch.Tensor:
-        v = tensor(name, v, shape)
-        if v.dtype != weight.dtype:
-            raise TypeError(
-                f"{where}: {name} must have the generator's dtype {weight.dtype}, got {v.dtype}"
-            )
-        return v
-
-    def index(v: object, n_rows: int) -> None:
-        v = tensor("index", v, [batch])
-        if v.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{where}: index must be int64 or int32, got {v.dtype}")
-        lo, hi = _native.index_range(v) if batch else (0, -1)  # empty: nothing to check
-        if lo < 0 or hi >= n_rows:
-            raise ValueError(
-                f"{where}: index values must lie in [0, {n_rows}) (one of the {n_rows} "
-                f"directions), got [{lo}, {hi}]"
-            )
-
-    floating("t", spec.t, [batch])
-    if isinstance(spec, SplitShift):
-        d = floating("delta", spec.delta, [None, *kshape])
-        if d.shape[0] < 1:
-            raise ValueError(f"{where}: delta holds no direction")
-        index(spec.index, d.shape[0])
-        return
-    out_c, in_c, kh, kw = kshape
-    u = floating("u", spec.u, [kh * kw * in_c, None])
-    rank = u.shape[1]
-    floating("s", spec.s, [rank])
-    floating("vh", spec.vh, [rank, out_c])
-    c = floating("coeffs", spec.coeffs, [None, rank])
-    if spec.index is None:
-        if c.shape[0] != batch:
-            raise ValueError(
-                f"{where}: coeffs has {c.shape[0]} rows for a batch of {batch}: pass coeffs "
-                "[B, r], or coeffs [n_dir, r] with index [B]"
-            )
-    else:
-        index(spec.index, c.shape[0])
+    out = [info("conv1", None, "input_conv", 4, c4, c4, 3, 0),
+           info("to_rgb1", None, "torgb", 4, c4, rgb, 1, 1)]  # fmt: skip
+    in_c = c4
+    for j, res in enumerate(config.resolutions[1:]):
+        out_c = config.channels(res)
+        out.append(info(f"convs.{2 * j}", 2 * j, "upconv", res, in_c, out_c, 3, 2 * j + 1))
+        out.append(info(f"convs.{2 * j + 1}", 2 * j + 1, "conv", res, out_c, out_c, 3, 2 * j + 2))
+        out.append(info(f"to_rgbs.{j}", None, "torgb", res, out_c, rgb, 1, 2 * j + 3))
+        in_c = out_c
+    return out
 
 
 # ----------------------------------------------------------------------------- eval-mode routes
@@ -431,23 +286,6 @@ def conv_route(
         yield
     finally:
         _ROUTE.reset(token)
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Stop gradients to ``module``'s parameters inside the block (flags restored afterwards).
-
-    For a pass that differentiates w.r.t. a shift, not the parameters: the native layers then
-    keep for the backward only what the shift's gradient needs (a parameter that requires a
-    gradient makes a layer keep its input and pre-demodulation output, even when this backward
-    never asks for that gradient)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(f)
 
 
 def _zero_shift_any(spec: _OpShift) -> bool:
@@ -747,7 +585,7 @@ def _as_delta(shift: torch.Tensor | _OpShift | None, kshape) -> torch.Tensor | N
         return shift
     if isinstance(shift, (SharedShift, PerSampleShift)):
         return shift.delta
-    return _materialise_spec(shift, tuple(kshape))
+    return materialise_spec(shift, tuple(kshape))
 
 
 class ToRGB(nn.Module):
@@ -827,7 +665,7 @@ class ConstantInput(nn.Module):
         return self.input.expand(batch, -1, -1, -1)
 
 
-class Generator(nn.Module):
+class Generator(nn.Module, ShiftableGenerator):
     """StyleGAN2 generator: ``z [B, z_dim] -> image [B, img_channels, R, R]`` in about [-1, 1].
 
     Layer names (see :mod:`navcuda.models.layers`): ``conv1`` (4x4 input conv), ``convs.{ix}``
@@ -972,10 +810,8 @@ class Generator(nn.Module):
     ) -> SynthesisState:
         """Run synthesis up to (not including) ``layer``; the result does not depend on a shift
         of that layer or later ones, so it can be computed once and reused."""
-        from navcuda.models.layers import get_layer
-
         ws = self._broadcast_ws(ws)
-        name = get_layer(self.config, layer).name
+        name = self.layer(layer).name
         stop = [info.name for info in self._plan()].index(name)
         x = self.input(ws.shape[0]).to(ws.dtype)
         x, img = self._run(ws, noise_mode, {}, x, None, 0, stop)
@@ -1004,11 +840,9 @@ class Generator(nn.Module):
         _, img = self._run(ws, noise_mode, deltas, state.x, state.img, start, len(names))
         return img
 
-    def _plan(self):
-        from navcuda.models.layers import list_layers
-
+    def _plan(self) -> list[LayerInfo]:
         if getattr(self, "_plan_cache", None) is None:
-            self._plan_cache = list_layers(self.config)
+            self._plan_cache = stylegan2_layers(self.config)
         return self._plan_cache
 
     def _activation_layout(self, x: torch.Tensor) -> torch.memory_format | None:
@@ -1030,7 +864,7 @@ class Generator(nn.Module):
         for info in self._plan()[start:stop]:
             module = self.get_submodule(info.name)
             w = ws[:, info.w_index]
-            if info.kind == "torgb":
+            if info.role == "torgb":
                 img = module(x, w, img)
                 continue
             noise_idx = 0 if info.index is None else info.index + 1
@@ -1042,32 +876,14 @@ class Generator(nn.Module):
             img = _ToNCHW.apply(img, layout)  # images leave NCHW (cheap: 3 channels)
         return x, img
 
-    def _check_shift(
-        self, shift: LayerShift | None, batch: int
-    ) -> dict[str, torch.Tensor | ShiftSpec]:
-        """Validate a shift against its layer and the batch: ``{layer name: delta or spec}``."""
-        if shift is None:
-            return {}
-        if not isinstance(shift, LayerShift):
-            raise TypeError(f"shift must be a LayerShift or None, got {type(shift).__name__}")
-        from navcuda.models.layers import get_layer, layer_weight
-
-        info = get_layer(self.config, shift.layer)
-        if not info.shiftable:
-            raise ValueError(f"layer {info.name!r} ({info.kind}) cannot be shifted")
-        if shift.spec is not None:
-            _check_spec(shift.spec, info.name, layer_weight(self, info.name), batch)
-            return {info.name: shift.spec}
-        d = shift.delta
-        shape = info.weight_shape
-        if d.ndim == 4 and tuple(d.shape) == shape:
-            return {info.name: d}
-        if d.ndim == 5 and tuple(d.shape[1:]) == shape and d.shape[0] in (1, batch):
-            return {info.name: d}
-        raise ValueError(
-            f"shift for layer {info.name!r} must be {list(shape)} or [B={batch}, *{list(shape)}], "
-            f"got {list(d.shape)}"
-        )
+    def _check_shift(self, shift: ShiftArg, batch: int) -> dict[str, torch.Tensor | ShiftSpec]:
+        """Validate shifts against their layers and the batch: ``{layer name: delta or spec}``."""
+        out: dict[str, torch.Tensor | ShiftSpec] = {}
+        for s in shift_map(shift).values():
+            info = self.layer(s.layer)
+            s.check(info, self.kernel(info.name), batch)
+            out[info.name] = s.spec if s.spec is not None else s.delta  # type: ignore[assignment]
+        return out
 
     def forward(
         self,
@@ -1078,3 +894,120 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         """``z [B, z_dim] -> image [B, C, R, R]``; see :meth:`mapping` and :meth:`synthesis`."""
         return self.synthesis(self.mapping(z, truncation_psi), noise_mode=noise_mode, shift=shift)
+
+    # ------------------------------------------------------- the generator interface
+    architecture = "stylegan2"
+
+    @property
+    def latent(self) -> LatentSpace:  # type: ignore[override]
+        """W: ``inputs["ws"]`` (``[B, w_dim]`` or W+ ``[B, num_ws, w_dim]``)."""
+        return LatentSpace("ws", self.config.w_dim, "w", standalone=True)
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return self.w_avg.device
+
+    @property
+    def dtype(self) -> torch.dtype:  # type: ignore[override]
+        return self.w_avg.dtype
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:  # type: ignore[override]
+        r = self.config.resolution
+        return (self.config.img_channels, r, r)
+
+    def layers(self) -> list[LayerInfo]:
+        """Every conv layer (:func:`stylegan2_layers`), toRGB layers listed as not shiftable."""
+        return list(self._plan())
+
+    def kernel(self, layer: int | str) -> torch.Tensor:
+        """The raw kernel ``[out, in, kh, kw]`` of a layer (a view of the parameter)."""
+        return self.get_submodule(self.layer(layer).name).conv.weight[0]
+
+    def fingerprint(self) -> str:
+        return model_fingerprint(self)
+
+    def sample(
+        self,
+        n: int,
+        seed: int | torch.Generator = 0,
+        *,
+        truncation_psi: float = 1.0,
+        label=None,
+        batch_size: int = 256,
+    ) -> Inputs:
+        """``{"ws": mapping(z) [n, w_dim]}`` for ``z ~ N(0, I) [n, z_dim]`` drawn on the CPU from
+        ``seed`` (the same on every device; or from a ``torch.Generator``), mapped in chunks of
+        ``batch_size``."""
+        self.check_label(label, n)
+        if not isinstance(seed, torch.Generator):
+            seed = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(n, self.config.z_dim, generator=seed)
+        with torch.no_grad():
+            return self.from_z(z.to(self.device, self.dtype), truncation_psi, batch_size)
+
+    def sample_seeds(self, seeds, *, truncation_psi: float = 1.0, label=None) -> Inputs:
+        """One input per seed (``z = randn(z_dim)`` from that seed), mapped together."""
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise GeneratorError("no seeds given")
+        self.check_label(label, len(seeds))
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        z = torch.stack([torch.randn(self.config.z_dim, generator=g) for g in gens])
+        with torch.no_grad():
+            return self.from_z(z.to(self.device, self.dtype), truncation_psi)
+
+    def from_z(self, z: torch.Tensor, truncation_psi: float = 1.0, batch_size: int = 256) -> Inputs:
+        """Inputs of latents ``z [B, z_dim]`` on the generator's device: ``{"ws": mapping(z)}``,
+        mapped in chunks of ``batch_size`` (differentiable)."""
+        if not isinstance(z, torch.Tensor) or z.ndim != 2:
+            return Inputs({"ws": self.mapping(z, truncation_psi)})  # mapping says what is wrong
+        ws = torch.cat([self.mapping(c, truncation_psi) for c in z.split(batch_size)])
+        return Inputs({"ws": ws})
+
+    def render(self, inputs: Inputs, shift: ShiftArg = None) -> torch.Tensor:
+        """``synthesis(inputs["ws"], noise_mode=inputs.options["noise_mode"] or "const")``."""
+        return self.synthesis(inputs["ws"], noise_mode=_noise_mode(inputs), shift=shift)
+
+    def split(self, inputs: Inputs, layer: int | str) -> SplitState:
+        """The activations before ``layer`` and the RGB skip sum (:meth:`synthesis_prefix`)."""
+        st = self.synthesis_prefix(inputs["ws"], layer, noise_mode=_noise_mode(inputs))
+        return SplitState(st.layer, inputs, Inputs({"x": st.x, "img": st.img}))
+
+    def resume(self, state: SplitState, shift: ShiftArg = None) -> torch.Tensor:
+        cache = state.cache
+        if cache is None:
+            return super().resume(state, shift)
+        st = SynthesisState(state.layer, cache["x"], cache.get("img"))
+        ws = state.inputs["ws"]
+        return self.synthesis_suffix(st, ws, noise_mode=_noise_mode(state.inputs), shift=shift)
+
+    def latent_readers(self, layers) -> list[torch.Tensor]:
+        """The style affines ``[in, w_dim]`` (with their equalised-lr scale) of ``layers``
+        (names or indices, or ``"all"``: every modulated conv and toRGB)."""
+        infos = self.layers() if layers == "all" else [self.layer(k) for k in layers]
+        mats = []
+        for info in infos:
+            mod = self.get_submodule(info.name).conv.modulation
+            mats.append(mod.weight * mod.scale)
+        return mats
+
+    def linearize(self, state: SplitState) -> SuffixLinearization:
+        """The tangent map of the synthesis after ``state.layer`` at the unshifted render
+        (:mod:`navcuda.models.linearize`): the Hessian's fast Gauss-Newton products."""
+        if state.cache is None:
+            state = self.split(state.inputs, state.layer)
+        st = SynthesisState(state.layer, state.cache["x"], state.cache.get("img"))
+        return linearize_suffix(self, st, state.inputs["ws"], _noise_mode(state.inputs))
+
+    def reference_ops(self):
+        """The pure-torch pieces (double backward, forward-mode AD): ``conv_route(impl="ref")``."""
+        return conv_route(impl="ref")
+
+    def official_route(self):
+        """The official arrangement (per-sample kernels, grouped convolutions): ``"legacy"``."""
+        return conv_route("legacy")
+
+
+def _noise_mode(inputs: Inputs) -> NoiseMode:
+    return inputs.options.get("noise_mode", "const")

@@ -191,9 +191,7 @@ def test_discover_spectrum_matches_explicit_hessian(small_generator):
                   max_iters=200, resize=None, calibrate=False, progress=False,
                   block_dtype="float64")  # fmt: skip
     # the same Hessian, explicitly: the same latents (seed 0) and metric
-    from navcuda.shift import seeded_ws
-
-    hess = PerceptualHessian(g, "convs.1", seeded_ws(g, 6, 0), PixelMSE(), resize=None)
+    hess = PerceptualHessian(g, "convs.1", g.sample(6, 0), PixelMSE(), resize=None)
     evals, evecs = torch.linalg.eigh(hess.explicit_hessian("gn").double())
     top = evals.flip(0)[:k]
     torch.testing.assert_close(ds.values, top, rtol=2e-3, atol=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from navcuda.models.layers import get_layer, layer_weight, list_layers
-from navcuda.models.stylegan2 import Generator, GeneratorConfig
+from navcuda.models.stylegan2 import Generator, GeneratorConfig, stylegan2_layers
 
 
 def test_output_shape_and_determinism(tiny_generator):
@@ -92,24 +92,28 @@ def test_rosinality_channels():
 
 def test_layer_registry_official_indices():
     cfg = GeneratorConfig.rosinality(1024)
-    layers = list_layers(cfg)
+    with torch.device("meta"):  # the 1024-px architecture without allocating its weights
+        g = Generator(cfg)
+    layers = list_layers(g)
+    assert layers == stylegan2_layers(cfg)
     official = [li for li in layers if li.index is not None]
     assert [li.index for li in official] == list(range(16))
+    assert {li.kind for li in layers} == {"modulated"}
     # The paper's default: convs[3] is the plain conv at 16x16, 512 -> 512.
-    l3 = get_layer(cfg, 3)
-    assert (l3.name, l3.kind, l3.resolution, l3.weight_shape) == (
+    l3 = get_layer(g, 3)
+    assert (l3.name, l3.role, l3.resolution, l3.weight_shape) == (
         "convs.3",
         "conv",
         16,
         (512, 512, 3, 3),
     )
-    l2 = get_layer(cfg, "convs.2")
-    assert (l2.kind, l2.resolution) == ("upconv", 16)
-    assert get_layer(cfg, "3") == l3
-    assert not get_layer(cfg, "to_rgb1").shiftable
-    assert get_layer(cfg, "conv1").shiftable and get_layer(cfg, "conv1").index is None
-    with pytest.raises(KeyError, match="official index 0..15"):
-        get_layer(cfg, 16)
+    l2 = get_layer(g, "convs.2")
+    assert (l2.role, l2.resolution) == ("upconv", 16)
+    assert get_layer(g, "3") == l3
+    assert not get_layer(g, "to_rgb1").shiftable
+    assert get_layer(g, "conv1").shiftable and get_layer(g, "conv1").index is None
+    with pytest.raises(KeyError, match="an index 0..15"):
+        get_layer(g, 16)
 
 
 def test_registry_matches_modules(tiny_generator):
