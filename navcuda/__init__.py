@@ -2,8 +2,10 @@
 
 Public API (see README.md):
 
-- models: :class:`Generator`, :class:`GeneratorConfig`, :func:`load_generator`,
-  :func:`save_generator`, :func:`list_layers`, :func:`get_layer`
+- models: :class:`ShiftableGenerator` (the interface every method uses), :class:`Inputs`,
+  :func:`wrap` (any torch conv generator), :class:`Generator` (StyleGAN2),
+  :class:`GeneratorConfig`, :func:`load_generator`, :func:`save_generator`, :func:`list_layers`,
+  :func:`get_layer`
 - shifts: :class:`LayerSpace`, :class:`Direction`, :func:`layer_space`, :func:`generate`,
   :func:`synthesize_shifted`
 - discovery: :func:`discover` -> :class:`DirectionSet`
@@ -24,14 +26,18 @@ from navcuda.models import (
     DEFAULT_LAYER,
     Generator,
     GeneratorConfig,
+    GeneratorError,
+    Inputs,
     LayerInfo,
     LayerShift,
+    ShiftableGenerator,
     get_layer,
     list_layers,
     load_generator,
     save_generator,
 )
 from navcuda.models.default import load_default
+from navcuda.models.wrapped import wrap
 from navcuda.ops.selftest import selftest
 from navcuda.project import Projection, load_image, project
 from navcuda.rendering import render
@@ -52,9 +58,12 @@ __all__ = [
     "DirectionSet",
     "Generator",
     "GeneratorConfig",
+    "GeneratorError",
+    "Inputs",
     "LayerInfo",
     "LayerShift",
     "LayerSpace",
+    "ShiftableGenerator",
     "apply_names",
     "build_gallery",
     "build_info",
@@ -73,4 +82,5 @@ __all__ = [
     "save_generator",
     "selftest",
     "synthesize_shifted",
+    "wrap",
 ]

@@ -8,6 +8,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from torch import nn
 
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
 from navcuda.ops import _native
@@ -77,3 +78,62 @@ def native_path(request: pytest.FixtureRequest) -> str:
     if request.param == "cuda-emulated":
         request.getfixturevalue("emulated_cuda")
     return request.param
+
+
+# ----------------------------------------------------------------- a generic torch generator
+class TinyConvGenerator(nn.Module):
+    """Every layer kind navcuda shifts in a wrapped module: a transposed conv, a spectral-normed
+    conv (hook-based), a grouped conv with reflect padding, a weight-normed conv
+    (parametrisation) and a plain output conv. Optional class conditioning."""
+
+    def __init__(self, num_classes: int = 0) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.fc = nn.Linear(8, 16 * 4 * 4)
+        self.embed = nn.Embedding(max(num_classes, 1), 16 * 4 * 4)
+        self.up = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1)
+        self.sn = nn.utils.spectral_norm(nn.Conv2d(8, 8, 3, padding=1))
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2, padding_mode="reflect")
+        self.wn = nn.utils.parametrizations.weight_norm(nn.Conv2d(8, 8, 3, padding=1))
+        self.out = nn.Conv2d(8, 3, 1)
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.fc(z)
+        if label is not None:
+            x = x + self.embed(label)
+        x = torch.relu(x.view(-1, 16, 4, 4))
+        x = torch.relu(self.up(x))
+        x = torch.relu(self.sn(x))
+        x = torch.relu(self.grouped(x)) + x
+        x = torch.relu(self.wn(x))
+        return torch.tanh(self.out(x))
+
+
+def _tiny_sampler(n: int, seed: int, label=None) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    out = {"z": torch.randn(n, 8, generator=gen, dtype=torch.float64)}
+    return out if label is None else {**out, "label": label}
+
+
+def _tiny_conv_model(seed: int = 0, num_classes: int = 0) -> TinyConvGenerator:
+    torch.manual_seed(seed)
+    m = TinyConvGenerator(num_classes).double()
+    m.eval()
+    with torch.no_grad():  # a few power iterations so that the spectral norm's u, v are real
+        m.train()
+        for _ in range(3):
+            m(torch.randn(2, 8, dtype=torch.float64))
+        m.eval()
+    return m
+
+
+@pytest.fixture
+def tiny_conv_model():
+    """Factory ``(seed=0, num_classes=0) -> TinyConvGenerator`` (float64, eval)."""
+    return _tiny_conv_model
+
+
+@pytest.fixture(name="tiny_sampler")
+def tiny_sampler_fixture():
+    """The sampler of :class:`TinyConvGenerator`: ``{"z": [n, 8]}`` (+ ``"label"``)."""
+    return _tiny_sampler
