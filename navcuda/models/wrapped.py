@@ -363,10 +363,12 @@ class WrappedGenerator(ShiftableGenerator):
     ) -> Inputs:
         """The sampler's ``n`` inputs for ``seed``, checked (batched tensors of ``n`` rows) and
         moved to the module's device (floating tensors in its dtype). ``truncation_psi`` reaches
-        a sampler that takes it, and is ignored otherwise."""
+        a sampler that takes it, and is ignored otherwise. A ``torch.Generator`` seed (a
+        training loop's stream) reaches the sampler as an int drawn from it in ``[0, 2**32)``,
+        the seeds ``numpy.random.RandomState`` takes (BigGAN's ``truncated_noise_sample``)."""
         lab = self.check_label(label, n)
         if isinstance(seed, torch.Generator):  # the sampler takes an int: draw one from it
-            seed = int(torch.randint(0, 2**62, (), generator=seed))
+            seed = int(torch.randint(0, 2**32, (), generator=seed))
         kwargs: dict[str, Any] = {}
         if lab is not None:
             kwargs["label"] = lab

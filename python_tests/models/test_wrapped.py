@@ -247,3 +247,25 @@ def test_inputs_batches():
         Inputs.cat([x, x.with_options(o=2)])
     with pytest.raises(GeneratorError, match="no tensor"):
         Inputs({"m": None})
+
+
+def test_a_generator_seed_reaches_the_sampler_as_a_numpy_seed(tiny_conv_model):
+    """A training loop samples with a ``torch.Generator``; the sampler gets an int drawn from it
+    that ``numpy.random.RandomState`` accepts (``[0, 2**32)``; draws in ``[0, 2**62)`` made
+    BigGAN's ``truncated_noise_sample(seed=...)`` fail in the optimisation's first step)."""
+    import numpy as np
+
+    seen = []
+
+    def sampler(n, seed):
+        seen.append(seed)
+        z = np.random.RandomState(seed).standard_normal((n, 8))
+        return {"z": torch.from_numpy(z)}
+
+    g = wrap(tiny_conv_model(), sampler)
+    a = g.sample(2, torch.Generator().manual_seed(0))
+    for s in range(1, 50):
+        g.sample(1, torch.Generator().manual_seed(s))
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seen)
+    assert len(set(seen)) == 50
+    torch.testing.assert_close(g.sample(2, torch.Generator().manual_seed(0))["z"], a["z"])
