@@ -141,14 +141,27 @@ def _check_writable(path: str | os.PathLike, kind: str) -> Path:
     return p
 
 
-def _load(checkpoint: str | None, device: str):
-    from navcuda.models.default import load_default
+def _load(args: argparse.Namespace, device: str | None = None):
+    """The generator of a command: ``--model package.module:factory`` (given ``--checkpoint``,
+    if any), a checkpoint file, or the bundled model."""
+    device = device or args.device
+    spec = getattr(args, "model", None)
+    if spec:
+        from navcuda.models.from_spec import load_from_spec
 
-    if checkpoint is None:
+        return load_from_spec(spec, args.checkpoint, device)
+    if args.checkpoint is None:
+        from navcuda.models.default import load_default
+
         return load_default(device=device)
     from navcuda.models.checkpoints import load_generator
 
-    return load_generator(checkpoint, device=device).eval()
+    return load_generator(args.checkpoint, device=device).eval()
+
+
+def _label(args: argparse.Namespace) -> int | None:
+    """``--class``: the class label of a conditional generator (None: drawn with each latent)."""
+    return getattr(args, "label", None)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -166,9 +179,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             err = "" if r.worst_error is None else f"worst relative error {r.worst_error:.2e}"
             print(f"{r.op:<20} {r.device:<6} {r.status.upper():<5} {err} {r.detail}".rstrip())
         return 0 if all(r.status != "fail" for r in results) else 1
-    g = _load(args.checkpoint, "cpu")
+    g = _load(args, "cpu")
     n_params = sum(p.numel() for p in g.parameters())
-    print(f"generator: {args.checkpoint or 'embedded default'} ({g.architecture})")
+    print(f"generator: {args.model or args.checkpoint or 'embedded default'} ({g.architecture})")
     cfg = getattr(g, "config", None)
     if hasattr(cfg, "n_mlp"):
         print(
@@ -188,9 +201,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from navcuda.rendering import render
 
     out = _check_writable(args.output, "dir")
-    g = _load(args.checkpoint, args.device)
-    ds = discover(g, args.layer, method="svd", k=args.k, seed=args.seed)
-    res = render(g, ds, args.seeds, ts=args.t, output_dir=out, gif=True)
+    g = _load(args)
+    ds = discover(g, args.layer, method="svd", k=args.k, seed=args.seed, label=_label(args))
+    res = render(g, ds, args.seeds, ts=args.t, output_dir=out, gif=True, label=_label(args))
     ds.save(out / "directions.nav")
     print(
         f"wrote {len(ds)} strips of layer {ds.layer} "
@@ -221,8 +234,10 @@ def _cmd_discover(args: argparse.Namespace) -> int:
     from navcuda.discover import discover
 
     _check_writable(args.output, "file")
-    g = _load(args.checkpoint, args.device)
+    g = _load(args)
     hparams = dict(_parse_hparams(args.param))
+    if _label(args) is not None:
+        hparams["label"] = _label(args)
     metric = {"metric": args.metric, "backbone_path": args.backbone}
     if args.method == "spectrum":
         hparams = {**metric, **hparams}
@@ -231,6 +246,8 @@ def _cmd_discover(args: argparse.Namespace) -> int:
                     if k.startswith("spectrum_")}  # fmt: skip
         hparams = {k: v for k, v in hparams.items() if not k.startswith("spectrum_")}
         hparams["spectrum_params"] = {**metric, **spectrum}
+        if _label(args) is not None:
+            hparams["spectrum_params"]["label"] = _label(args)
         if args.eigenvectors:
             hparams["eigenvectors"] = args.eigenvectors
     elif args.eigenvectors:
@@ -269,7 +286,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     _check_writable(args.output, "dir")
     ds = DirectionSet.load(args.directions)
-    g = _load(args.checkpoint, args.device)
+    g = _load(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     if args.only:
         ds = ds.subset(args.only)
@@ -282,6 +299,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         output_dir=args.output,
         gif=args.gif,
         truncation_psi=args.truncation,
+        label=_label(args),
     )
     print(f"wrote {len(res.files)} files for {len(ds)} directions to {args.output}/")
     return 0
@@ -348,7 +366,7 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
     if args.serve:
         _check_port(args.port)
     ds = DirectionSet.load(args.directions)
-    g = _load(args.checkpoint, args.device)
+    g = _load(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     scores = None
     if args.scores:
@@ -369,6 +387,7 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
         truncation_psi=args.truncation,
         source=args.directions,
         progress=True,
+        label=_label(args),
     )
     print(f"wrote the gallery of {len(ds)} directions to {index}")
     if args.serve:
@@ -419,7 +438,7 @@ def _cmd_name(args: argparse.Namespace) -> int:
     if args.auto:
         from navcuda.discover.naming import name_by_factors
 
-        g = _load(args.checkpoint, args.device)
+        g = _load(args)
         ds.check_compatible(g, allow_other_model=args.allow_other_model)
         ds = name_by_factors(
             g,
@@ -478,7 +497,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
         ds = load_default_directions()
     else:
         ds = DirectionSet.load(args.directions)
-    g = _load(args.checkpoint, args.device)
+    g = _load(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     d = select_direction(ds, args.direction)
     scale = 1.0 if args.absolute or not d.amplitude else d.amplitude
@@ -509,7 +528,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
                 )
     else:
         with torch.no_grad():
-            inputs = inputs_for(g, [args.seed], args.truncation)
+            inputs = inputs_for(g, [args.seed], args.truncation, _label(args))
             original = synthesize_shifted(g, inputs)
             edited = synthesize_shifted(g, inputs, d, t)
         panels = torch.cat([original, edited]).float().cpu()
@@ -524,7 +543,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
 
     _check_writable(args.output, "dir")
-    g = _load(args.checkpoint, args.device)
+    g = _load(args)
     ds = None
     if args.experiment in ("locality", "reproduce", "realism"):
         if args.directions is None:
@@ -566,7 +585,10 @@ def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.evaluate.locality import locality_map, save_heatmaps
 
     results = [
-        locality_map(g, d, n_z=args.n_z, n_t=args.n_t, seed=args.seed, progress=True) for d in ds
+        locality_map(
+            g, d, n_z=args.n_z, n_t=args.n_t, seed=args.seed, progress=True, label=_label(args)
+        )
+        for d in ds
     ]
     save_heatmaps(results, out / "locality.png")
     return {
@@ -579,15 +601,15 @@ def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
 
 
 def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
-    from navcuda.evaluate.latent_reproduction import SPACES, plot_reproduction, reproduce_edit
+    from navcuda.evaluate.latent_reproduction import plot_reproduction, reproduce_edit, spaces_for
 
     metric = _metric(args.metric, g, args.backbone, args.device)
     rows = []
     for d in ds:
         t = args.t_rel * (d.amplitude or 1.0)
-        for space in SPACES if d.basis != "latent" else ("z", "w", "w+"):
+        for space in spaces_for(g, d):
             r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps, seed=args.seed,
-                               metric=metric, progress=True)  # fmt: skip
+                               metric=metric, progress=True, label=_label(args))  # fmt: skip
             rows.append(
                 {
                     "direction": d.name,
@@ -655,7 +677,7 @@ def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
         feature_fn, metric = reg.features, "toy-FD"
     ts = args.t or [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
     curves = realism_curves(g, dirs, stats, feature_fn, relative_ts=ts, n_samples=args.n_z,
-                            seed=args.seed)  # fmt: skip
+                            seed=args.seed, label=_label(args))  # fmt: skip
     plot_realism(curves, out / "realism.png", title=f"{metric} vs shift", metric=metric)
     return {"experiment": "realism", "metric": metric, "n_samples": args.n_z,
             "curves": [c.to_dict() for c in curves]}  # fmt: skip
@@ -791,6 +813,23 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _generator_options(p: argparse.ArgumentParser, label: bool = True) -> None:
+    """``--model`` (any generator through an importable factory) and ``--class``."""
+    p.add_argument(
+        "--model",
+        metavar="PKG.MODULE:FACTORY",
+        help="a generator made by an importable factory: it returns a navcuda generator, "
+        "(module, sampler) or navcuda.wrap arguments; --checkpoint is passed to it",
+    )
+    if label:
+        p.add_argument(
+            "--class",
+            dest="label",
+            type=_non_negative,
+            help="class label of a conditional generator (default: drawn with each latent)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="navcuda",
@@ -815,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument(
         "--device", default=None, type=_device, help="device for --selftest (default: best)"
     )
+    _generator_options(info, label=False)
     info.set_defaults(func=_cmd_info)
 
     demo = sub.add_parser(
@@ -837,6 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=0, help="seed of the calibration latents")
     demo.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
     from navcuda.discover import METHODS
@@ -873,6 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
     disc.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     disc.add_argument("--eigenvectors", help="hybrid: spectrum set (.nav) or official .pt file")
     disc.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(disc)
     disc.set_defaults(func=_cmd_discover)
 
     rend = sub.add_parser(
@@ -897,6 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--truncation", type=_finite, default=0.7, help="truncation psi")
     rend.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     rend.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(rend)
     rend.set_defaults(func=_cmd_render)
 
     gal = sub.add_parser(
@@ -926,6 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
     gal.add_argument("--port", type=_port, default=8000, help="port for --serve (0: any free)")
     gal.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     gal.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(gal)
     gal.set_defaults(func=_cmd_gallery)
 
     name = sub.add_parser(
@@ -955,6 +999,7 @@ def build_parser() -> argparse.ArgumentParser:
     name.add_argument("--seed", type=int, default=0, help="latent seed for --auto")
     name.add_argument("--checkpoint", help="generator (default: the bundled model)")
     name.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(name)
     name.set_defaults(func=_cmd_name)
 
     edit = sub.add_parser(
@@ -995,6 +1040,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--truncation", type=_finite, default=0.7, help="truncation psi (--seed)")
     edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     edit.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(edit)
     edit.set_defaults(func=_cmd_edit)
 
     ev = sub.add_parser(
@@ -1050,6 +1096,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     ev.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
+    _generator_options(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     train = sub.add_parser(

@@ -121,6 +121,7 @@ class DirectionOptimizer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.reconstructor = Reconstructor(cfg.k, size, cfg.checkpoint_stem).to(dev)
+        self._reconstructor_dtype = next(self.reconstructor.parameters()).dtype
         self.optimizer = InBackwardAdam([self.coeffs, *self.reconstructor.parameters()], cfg.lr)
         self.step_count = 0
         self.history: list[dict[str, float]] = []
@@ -192,7 +193,8 @@ class DirectionOptimizer:
                     state = g.split(inputs, self.info.name)
                     original = g.resume(state)
                 shifted = g.resume(state, self.shift(k, t))
-        logits, t_hat = self.reconstructor(original, shifted)
+        rdtype = self._reconstructor_dtype  # (a float64 generator feeds a float32 network)
+        logits, t_hat = self.reconstructor(original.to(rdtype), shifted.to(rdtype))
         ce = F.cross_entropy(logits, k)
         t_err = (t_hat - t / self.t_max).abs().mean()
         loss = ce + cfg.t_weight * t_err

@@ -31,7 +31,13 @@ from navcuda.models.interface import (
 )
 from navcuda.shift import Direction, synthesize_shifted
 
-__all__ = ["ReproductionResult", "plot_reproduction", "reproduce_edit", "SPACES"]
+__all__ = [
+    "ReproductionResult",
+    "SPACES",
+    "plot_reproduction",
+    "reproduce_edit",
+    "spaces_for",
+]
 
 Space = Literal["z", "w", "w+", "activations"]
 SPACES: tuple[str, ...] = ("z", "w", "w+", "activations")
@@ -136,15 +142,25 @@ def reproduce_edit(
     return ReproductionResult(space, rel, res, energy, bool(rel > threshold), threshold, history)
 
 
-def _check_space(generator: ShiftableGenerator, space: str) -> None:
+def _needs(generator: ShiftableGenerator) -> dict[str, tuple[bool, str]]:
+    """Per space: whether ``generator`` offers it, and what it needs."""
     stylegan = callable(getattr(generator, "from_z", None)) and hasattr(generator, "num_ws")
-    need = {
+    return {
         "z": (stylegan, "a mapping from z (StyleGAN)"),
-        "w+": (stylegan, "several W vectors (StyleGAN)"),
         "w": (generator.latent is not None, "a latent space"),
+        "w+": (stylegan, "several W vectors (StyleGAN)"),
         "activations": (generator.caches_prefix, "cached activations before the layer"),
     }
-    ok, what = need[space]
+
+
+def spaces_for(generator: ShiftableGenerator, direction: Direction) -> list[str]:
+    """The spaces :func:`reproduce_edit` can search for ``direction`` on ``generator``."""
+    offered = [s for s, (ok, _) in _needs(generator).items() if ok]
+    return [s for s in offered if not (direction.basis == "latent" and s == "activations")]
+
+
+def _check_space(generator: ShiftableGenerator, space: str) -> None:
+    ok, what = _needs(generator)[space]
     if not ok:
         raise GeneratorError(
             f"space {space!r} needs {what}, which {generator.architecture} does not expose"

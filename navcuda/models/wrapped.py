@@ -51,7 +51,7 @@ from navcuda.models.interface import (
     ShiftArg,
     shift_map,
 )
-from navcuda.models.stylegan2 import ModulatedConv2d, StyledConv, ToRGB
+from navcuda.models.stylegan2 import ModulatedConv2d, StyledConv, ToRGB, conv_route
 from navcuda.ops.shifted_modconv import SplitShift
 
 __all__ = ["PER_SAMPLE", "WrappedGenerator", "effective_weight", "layer_kind", "wrap"]
@@ -322,6 +322,17 @@ class WrappedGenerator(ShiftableGenerator):
 
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.module.parameters()
+
+    def reference_ops(self) -> contextlib.AbstractContextManager:
+        """navcuda's modulated convolutions (if the module has any) on their pure-torch
+        references, which support forward-mode AD and double backward; torch's own layers
+        support both anyway."""
+        return conv_route(impl="ref")
+
+    def to(self, device: torch.device | str) -> WrappedGenerator:
+        """Move the module to ``device`` (in place, as ``nn.Module.to``); returns self."""
+        self.module.to(device)
+        return self
 
     def kernel(self, layer: int | str) -> torch.Tensor:
         return effective_weight(self._modules[self.layer(layer).name])
