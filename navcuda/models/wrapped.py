@@ -20,8 +20,9 @@ the call only and inert in other threads, adds ``t conv(x, Delta)`` to the layer
 any parametrisation, bias or padding mode stays the module's own). Per-sample shifts run one
 dense convolution per distinct direction over its samples when directions repeat (strips,
 calibration, Hessian blocks), else per-sample kernels as one grouped convolution or with
-``torch.func.vmap`` (``per_sample=``; ``"auto"`` takes the grouped convolution, which
-``benchmarks/test_bench_wrapped.py`` measured faster). Modulated convolutions get the shift as an
+``torch.func.vmap`` (``per_sample=``; ``"auto"`` takes for each kind the one
+``benchmarks/test_bench_wrapped.py`` measured faster: grouped for ``Conv2d``, vmap for
+``ConvTranspose2d``). Modulated convolutions get the shift as an
 argument (their demodulation is not linear). The module's parameters are never modified, and
 :func:`wrap` puts it in eval mode: batch statistics and spectral-norm power iterations would make
 the samples of a batch depend on each other and renders on the call history.
@@ -57,7 +58,8 @@ from navcuda.ops.shifted_modconv import SplitShift
 __all__ = ["PER_SAMPLE", "WrappedGenerator", "effective_weight", "layer_kind", "wrap"]
 
 #: How per-sample shifts of a plain convolution run: one grouped convolution over materialised
-#: per-sample kernels, ``torch.func.vmap`` of the convolution, or ``"auto"`` (grouped).
+#: per-sample kernels, ``torch.func.vmap`` of the convolution, or ``"auto"`` (the faster of the
+#: two for the layer's kind, measured: see ``_per_sample_conv``).
 PER_SAMPLE = ("auto", "grouped", "vmap")
 
 Sampler = Callable[..., "Mapping[str, torch.Tensor | None] | Inputs"]
@@ -129,7 +131,13 @@ def _conv(module: nn.Module, x: torch.Tensor, w: torch.Tensor, out_hw: Sequence[
 
 
 def _per_sample_conv(module, x, deltas, out_hw, how: str) -> torch.Tensor:
-    """``conv(x_b, deltas_b)`` for every sample (``deltas [B, out, in, kh, kw]``)."""
+    """``conv(x_b, deltas_b)`` for every sample (``deltas [B, out, in, kh, kw]``): one grouped
+    convolution, or ``vmap`` of the convolution; ``"auto"``: grouped for ``Conv2d``, vmap for
+    ``ConvTranspose2d`` (the faster of the two for each in ``benchmarks/test_bench_wrapped.py``:
+    vmap 1.07x the time of grouped for a 64-channel conv, grouped 1.09x that of vmap for the
+    transposed one, batch 16 on the 2-core CPU)."""
+    if how == "auto":
+        how = "vmap" if isinstance(module, nn.ConvTranspose2d) else "grouped"
     if how == "vmap":
         one = functools.partial(lambda m, hw, xb, wb: _conv(m, xb[None], wb, hw)[0], module, out_hw)
         return torch.func.vmap(one)(x, deltas)
@@ -230,7 +238,7 @@ class WrappedGenerator(ShiftableGenerator):
         self._forward = forward or _call_module
         self.num_classes = int(num_classes)
         self.architecture = f"wrapped:{name or type(module).__name__}"
-        self.per_sample = "grouped" if per_sample == "auto" else per_sample
+        self.per_sample = per_sample
         self._modules = self._find_layers(layers)
         self._latent_key = latent
         self._latent: LatentSpace | None = None
@@ -450,10 +458,12 @@ def _inject_shift(token, name, shift: LayerShift, fired: set, module, args, kwar
         return None
     fired.add(name)
     if isinstance(module, StyledConv):
-        kwargs = {**kwargs, "shift": shift.spec if shift.spec is not None else shift.delta}
+        param, value = "shift", shift.spec if shift.spec is not None else shift.delta
     else:
-        kwargs = {**kwargs, "delta": shift.materialise(tuple(module.weight.shape[1:]))}
-    return args, kwargs
+        param, value = "delta", shift.materialise(tuple(module.weight.shape[1:]))
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    bound.arguments[param] = value  # (given positionally or by name, or not at all)
+    return bound.args, bound.kwargs
 
 
 def _keyword_names(fn: Callable) -> set[str]:

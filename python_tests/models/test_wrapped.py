@@ -80,7 +80,7 @@ def test_shared_shift_equals_the_module_with_the_weight_replaced(wrapped, layer)
     assert (got - base).abs().max() > 1e-3  # the shift changed the images
 
 
-@pytest.mark.parametrize("how", ["grouped", "vmap"])
+@pytest.mark.parametrize("how", ["grouped", "vmap", "auto"])
 @pytest.mark.parametrize("layer", ["up", "grouped", "wn"])
 def test_per_sample_shifts_equal_each_sample_rendered_alone(wrapped, layer, how):
     wrapped.per_sample = how
@@ -269,3 +269,22 @@ def test_a_generator_seed_reaches_the_sampler_as_a_numpy_seed(tiny_conv_model):
     assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seen)
     assert len(set(seen)) == 50
     torch.testing.assert_close(g.sample(2, torch.Generator().manual_seed(0))["z"], a["z"])
+
+
+def test_navcuda_modulated_convs_inside_a_wrapped_module(tiny_generator):
+    """navcuda's own StyleGAN2 wrapped as a plain module: its StyledConv layers are listed as
+    modulated (their inner ModulatedConv2d and the toRGB convs are not), and a shift given
+    to the wrapper renders what the native generator renders with it."""
+    g = tiny_generator.double()
+    wrapped = wrap(g, lambda n, seed: g.sample(n, seed), forward=lambda m, x: m.synthesis(x["ws"]))
+    names = [i.name for i in wrapped.layers()]
+    assert names == [i.name for i in g.layers() if i.shiftable]
+    assert {i.kind for i in wrapped.layers()} == {"modulated"}
+    x = g.sample(3, 4)
+    gen = torch.Generator().manual_seed(5)
+    delta = torch.randn(g.layer("convs.1").weight_shape, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    shift = LayerShift.split("convs.1", delta[None], t)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.render(x), g.render(x), **F64)
+        torch.testing.assert_close(wrapped.render(x, shift), g.render(x, shift), **F64)
