@@ -302,6 +302,7 @@ def generate(
     t: torch.Tensor | Sequence[float] | float = 0.0,
     truncation_psi: float = 1.0,
     noise_mode: str | None = None,
+    c: torch.Tensor | int | None = None,
 ) -> torch.Tensor:
     """``G_{theta + t * xi}(z)``: ``z [B, z_dim] -> [B, C, H, W]``.
 
@@ -315,6 +316,8 @@ def generate(
             same seed looks different there unless both are set alike.
         noise_mode: StyleGAN: ``"const"`` (the generator's fixed noise; default), ``"random"``
             or ``"none"``.
+        c: a conditional generator's labels with ``z``: class indices ``[B]`` (or one for all)
+            or one-hot ``[B, c_dim]``.
 
     Images are about ``[-1, 1]`` and not clamped. Differentiable: outside ``torch.no_grad()``
     the call records a graph (the parameters require gradients), so wrap inference in it.
@@ -322,7 +325,7 @@ def generate(
     if isinstance(z, Inputs):
         inputs = z
     elif callable(getattr(generator, "from_z", None)):
-        inputs = generator.from_z(z, truncation_psi)
+        inputs = generator.from_z(z, truncation_psi, label=c)
     else:
         raise GeneratorError(
             f"{generator.architecture} takes navcuda Inputs (generator.sample(n, seed)), not z"

@@ -94,31 +94,33 @@ def reproduce_edit(
     metric = metric or _mse
     dev = generator.device
     gen = torch.Generator().manual_seed(seed)
-    if space == "z":
-        generator.check_label(label, 1)
-        rows: Inputs | torch.Tensor = torch.randn(
-            n_z + n_eval, generator.config.z_dim, generator=gen
-        ).to(dev)
+    n = n_z + n_eval
+    if space == "z":  # the latents themselves, and a conditional generator's labels
+        z = torch.randn(n, generator.config.z_dim, generator=gen).to(dev)
+        labels = (
+            generator.sample(n, seed, label=label).get("label") if generator.num_classes else None
+        )
+        rows = Inputs({"z": z, "label": labels})
     else:
-        rows = generator.sample(n_z + n_eval, seed, truncation_psi=truncation_psi, label=label)
+        rows = generator.sample(n, seed, truncation_psi=truncation_psi, label=label)
     layer = None if direction.basis == "latent" else direction.layer
     with frozen(generator):
         with torch.no_grad():
             targets = torch.cat(
                 [
                     synthesize_shifted(
-                        generator, _inputs(generator, c, truncation_psi), direction, t
+                        generator, _inputs(generator, space, c, truncation_psi), direction, t
                     )  # fmt: skip
-                    for c in _chunks(rows, batch_size)
+                    for c in rows.chunks(batch_size)
                 ]
             )
-        h = _init_shift(generator, space, layer, _take(rows, slice(0, 1)), truncation_psi)
+        h = _init_shift(generator, space, layer, rows.take(slice(0, 1)), truncation_psi)
         opt = torch.optim.Adam([h], lr=lr)
         history = []
         bar = tqdm(range(steps), disable=not progress, desc=f"reproduce in {space}")
         for step in bar:
             idx = torch.randint(n_z, (min(batch_size, n_z),), generator=gen).to(dev)
-            out = _render(generator, space, layer, _take(rows, idx), h, truncation_psi)
+            out = _render(generator, space, layer, rows.take(idx), h, truncation_psi)
             loss = metric(out, targets[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,10 +130,9 @@ def reproduce_edit(
                 bar.set_postfix(loss=f"{loss.item():.4g}")
         with torch.no_grad():
             res, energy = 0.0, 0.0
-            held_out = _take(rows, slice(n_z, None))
-            for c, tgt in zip(
-                _chunks(held_out, batch_size), targets[n_z:].split(batch_size), strict=True
-            ):
+            held_out = rows.take(slice(n_z, None))
+            for c, tgt in zip(held_out.chunks(batch_size), targets[n_z:].split(batch_size),
+                              strict=True):  # fmt: skip
                 res += float(
                     metric(_render(generator, space, layer, c, h, truncation_psi), tgt).sum()
                 )
@@ -167,17 +168,13 @@ def _check_space(generator: ShiftableGenerator, space: str) -> None:
         )
 
 
-def _take(rows, idx):
-    return rows[idx] if isinstance(rows, torch.Tensor) else rows.take(idx)
-
-
-def _chunks(rows, size: int):
-    return rows.split(size) if isinstance(rows, torch.Tensor) else rows.chunks(size)
-
-
-def _inputs(generator, rows, psi) -> Inputs:
-    """Rows of z (space ``"z"``) mapped to inputs, or the inputs themselves."""
-    return generator.from_z(rows, psi) if isinstance(rows, torch.Tensor) else rows
+def _inputs(generator, space: str, rows: Inputs, psi, h: torch.Tensor | None = None) -> Inputs:
+    """The generator's inputs of ``rows``: as they are, or (space ``"z"``) their z, shifted by
+    ``h``, mapped with their labels."""
+    if space != "z":
+        return rows
+    z = rows["z"] if h is None else rows["z"] + h
+    return generator.from_z(z, psi, label=rows.get("label"))
 
 
 def _init_shift(generator, space, layer, first, psi) -> torch.Tensor:
@@ -189,14 +186,14 @@ def _init_shift(generator, space, layer, first, psi) -> torch.Tensor:
         shape = (generator.num_ws, generator.latent.dim)
     else:
         with torch.no_grad():
-            x = generator.split(_inputs(generator, first, psi), layer).cache["x"]
+            x = generator.split(_inputs(generator, space, first, psi), layer).cache["x"]
         shape = tuple(x.shape[1:])
     return torch.zeros(shape, device=generator.device, requires_grad=True)
 
 
 def _render(generator, space, layer, rows, h, psi) -> torch.Tensor:
     if space == "z":
-        return generator.render(generator.from_z(rows + h, psi))
+        return generator.render(_inputs(generator, space, rows, psi, h))
     if space == "w":
         return generator.render(generator.latent.shift(rows, h.expand(len(rows), -1)))
     if space == "w+":

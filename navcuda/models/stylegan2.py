@@ -91,6 +91,9 @@ class GeneratorConfig:
     Channels at resolution ``r`` are ``min(channel_base // r, channel_max)`` unless ``channel_map``
     gives them explicitly (``{resolution: channels}`` for every resolution 4..``resolution``).
     rosinality's ``channel_multiplier=m`` equals ``channel_base=16384*m, channel_max=512``.
+    ``c_dim > 0`` makes the generator conditional (NVlabs stylegan2-ada): the label ``c`` is
+    embedded to ``embed_dim`` features (default ``w_dim``), normalised and concatenated with
+    the normalised ``z`` before the mapping layers.
     """
 
     resolution: int = 1024
@@ -104,6 +107,8 @@ class GeneratorConfig:
     conv_clamp: float | None = None
     img_channels: int = 3
     blur_taps: tuple[int, ...] = field(default=(1, 3, 3, 1))
+    c_dim: int = 0
+    embed_dim: int | None = None
 
     def __post_init__(self) -> None:
         log2 = math.log2(self.resolution) if self.resolution > 0 else -1
@@ -122,6 +127,14 @@ class GeneratorConfig:
             if missing:
                 raise ValueError(f"channel_map lacks resolutions {missing}")
         self.blur_taps = tuple(self.blur_taps)
+        if self.c_dim < 0 or (self.embed_dim is not None and self.embed_dim <= 0):
+            raise ValueError(
+                f"c_dim must be >= 0 and embed_dim positive, got {self.c_dim}, {self.embed_dim}"
+            )
+        if self.c_dim == 0:
+            self.embed_dim = None
+        elif self.embed_dim is None:
+            self.embed_dim = self.w_dim
 
     @property
     def log2_resolution(self) -> int:
@@ -678,11 +691,13 @@ class Generator(nn.Module, ShiftableGenerator):
         cfg = config if config is not None else GeneratorConfig()
         self.config = cfg
         taps = cfg.blur_taps
+        if cfg.c_dim:  # NVlabs' label embedding (linear, lr 1), before the mapping layers
+            self.embed = EqualLinear(cfg.c_dim, cfg.embed_dim)
         self.style = nn.Sequential(
             PixelNorm(),
             *[
                 EqualLinear(
-                    cfg.z_dim if i == 0 else cfg.w_dim,
+                    cfg.z_dim + (cfg.embed_dim or 0) if i == 0 else cfg.w_dim,
                     cfg.w_dim,
                     lr_mul=cfg.lr_mlp,
                     activation=True,
@@ -734,11 +749,13 @@ class Generator(nn.Module, ShiftableGenerator):
         self,
         z: torch.Tensor,
         truncation_psi: float = 1.0,
+        c: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``z [B, z_dim] -> w [B, w_dim]``, truncated towards ``w_avg`` by ``truncation_psi``.
 
         ``z`` must be finite, on the generator's device; another floating dtype is cast to the
-        generator's."""
+        generator's. ``c``: a conditional generator's labels, class indices ``[B]`` or (soft)
+        one-hot vectors ``[B, c_dim]`` (required there, refused by unconditional ones)."""
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"z must be a tensor [B, {self.config.z_dim}], got {type(z).__name__}")
         if z.ndim != 2 or z.shape[1] != self.config.z_dim:
@@ -754,18 +771,51 @@ class Generator(nn.Module, ShiftableGenerator):
             raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
         if not torch.isfinite(z).all():
             raise ValueError("z contains NaN or inf")
-        w = self.style(z.to(self.w_avg.dtype))
+        x = z.to(self.w_avg.dtype)
+        if self.config.c_dim:
+            x = self.style[0](x)  # NVlabs normalises z and the embedded label apart
+            y = self.style[0](self.embed(self.one_hot(c, z.shape[0])))
+            w = self.style[1:](torch.cat([x, y], dim=1))
+        else:
+            if c is not None:
+                raise GeneratorError("this generator is unconditional: it takes no label c")
+            w = self.style(x)
         if truncation_psi != 1.0:
             w = self.w_avg.to(w.dtype) + truncation_psi * (w - self.w_avg.to(w.dtype))
         return w
 
     @torch.no_grad()
     def update_w_avg(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
-        """Set ``w_avg`` to the mean of ``mapping(z)`` over ``n`` seeded samples; returns it."""
+        """Set ``w_avg`` to the mean of ``mapping(z)`` (untruncated) over ``n`` seeded samples
+        (a conditional generator: with labels drawn uniformly); returns it."""
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.config.z_dim, generator=gen).to(self.w_avg.device)
-        self.w_avg.copy_(self.style(z).mean(0))
+        c = torch.randint(self.config.c_dim, (n,), generator=gen) if self.config.c_dim else None
+        self.w_avg.copy_(self.mapping(z, 1.0, c).mean(0))
         return self.w_avg
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        return self.config.c_dim
+
+    def one_hot(self, c: object, batch: int) -> torch.Tensor:
+        """A conditional generator's labels as ``[batch, c_dim]`` (one-hot for class indices;
+        floating ``[batch, c_dim]`` vectors, NVlabs' soft labels, as given)."""
+        if c is None:
+            raise GeneratorError(
+                f"this generator is conditional ({self.config.c_dim} classes): give labels c "
+                "(class indices [B] or one-hot [B, c_dim])"
+            )
+        t = torch.as_tensor(c)
+        if t.is_floating_point():
+            if tuple(t.shape) != (batch, self.config.c_dim) or not torch.isfinite(t).all():
+                raise GeneratorError(
+                    f"floating labels must be finite [{batch}, {self.config.c_dim}], got "
+                    f"{list(t.shape)}"
+                )
+            return t.to(self.w_avg.device, self.w_avg.dtype)
+        labels = self.check_label(t.flatten() if t.ndim else t, batch).to(self.w_avg.device)
+        return nn.functional.one_hot(labels, self.config.c_dim).to(self.w_avg.dtype)
 
     # ---------------------------------------------------------------- synthesis
     def _noise(self, mode: NoiseMode, idx: int, like: torch.Tensor, res: int):
@@ -891,9 +941,11 @@ class Generator(nn.Module, ShiftableGenerator):
         truncation_psi: float = 1.0,
         noise_mode: NoiseMode = "const",
         shift: LayerShift | None = None,
+        c: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``z [B, z_dim] -> image [B, C, R, R]``; see :meth:`mapping` and :meth:`synthesis`."""
-        return self.synthesis(self.mapping(z, truncation_psi), noise_mode=noise_mode, shift=shift)
+        ws = self.mapping(z, truncation_psi, c)
+        return self.synthesis(ws, noise_mode=noise_mode, shift=shift)
 
     # ------------------------------------------------------- the generator interface
     architecture = "stylegan2"
@@ -938,32 +990,47 @@ class Generator(nn.Module, ShiftableGenerator):
     ) -> Inputs:
         """``{"ws": mapping(z) [n, w_dim]}`` for ``z ~ N(0, I) [n, z_dim]`` drawn on the CPU from
         ``seed`` (the same on every device; or from a ``torch.Generator``), mapped in chunks of
-        ``batch_size``."""
-        self.check_label(label, n)
+        ``batch_size``. Conditional: labels ``[n]`` given (one for all or one per sample), or
+        drawn uniformly from the same stream after ``z``; they are kept as ``inputs["label"]``."""
+        labels = self.check_label(label, n)
         if not isinstance(seed, torch.Generator):
             seed = torch.Generator().manual_seed(int(seed))
         z = torch.randn(n, self.config.z_dim, generator=seed)
+        if self.config.c_dim and labels is None:
+            labels = torch.randint(self.config.c_dim, (n,), generator=seed)
         with torch.no_grad():
-            return self.from_z(z.to(self.device, self.dtype), truncation_psi, batch_size)
+            return self.from_z(z.to(self.device, self.dtype), truncation_psi, batch_size, labels)
 
     def sample_seeds(self, seeds, *, truncation_psi: float = 1.0, label=None) -> Inputs:
         """One input per seed (``z = randn(z_dim)`` from that seed), mapped together."""
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise GeneratorError("no seeds given")
+        if self.config.c_dim:  # per seed: sample(1, s), labels drawn after z
+            return super().sample_seeds(seeds, truncation_psi=truncation_psi, label=label)
         self.check_label(label, len(seeds))
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         z = torch.stack([torch.randn(self.config.z_dim, generator=g) for g in gens])
         with torch.no_grad():
             return self.from_z(z.to(self.device, self.dtype), truncation_psi)
 
-    def from_z(self, z: torch.Tensor, truncation_psi: float = 1.0, batch_size: int = 256) -> Inputs:
+    def from_z(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, batch_size: int = 256, label=None
+    ) -> Inputs:
         """Inputs of latents ``z [B, z_dim]`` on the generator's device: ``{"ws": mapping(z)}``,
-        mapped in chunks of ``batch_size`` (differentiable)."""
+        mapped in chunks of ``batch_size`` (differentiable). A conditional generator needs its
+        labels (class indices ``[B]`` or one for all, kept as ``"label"``; or soft one-hot
+        ``[B, c_dim]``)."""
         if not isinstance(z, torch.Tensor) or z.ndim != 2:
-            return Inputs({"ws": self.mapping(z, truncation_psi)})  # mapping says what is wrong
-        ws = torch.cat([self.mapping(c, truncation_psi) for c in z.split(batch_size)])
-        return Inputs({"ws": ws})
+            return Inputs({"ws": self.mapping(z, truncation_psi, label)})  # it says what's wrong
+        if not self.config.c_dim:
+            ws = torch.cat([self.mapping(zc, truncation_psi, label) for zc in z.split(batch_size)])
+            return Inputs({"ws": ws})
+        onehot = self.one_hot(label, z.shape[0])
+        parts = zip(z.split(batch_size), onehot.split(batch_size), strict=True)
+        ws = torch.cat([self.mapping(zc, truncation_psi, cc) for zc, cc in parts])
+        soft = torch.as_tensor(label).is_floating_point()
+        return Inputs({"ws": ws, "label": None if soft else onehot.argmax(1)})
 
     def render(self, inputs: Inputs, shift: ShiftArg = None) -> torch.Tensor:
         """``synthesis(inputs["ws"], noise_mode=inputs.options["noise_mode"] or "const")``."""
