@@ -19,5 +19,6 @@ def model_fingerprint(generator: torch.nn.Module) -> str:
             continue
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # (flattened: a 0-dim tensor has no byte view; the bytes of others are unchanged)
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
