@@ -19,6 +19,7 @@ from navcuda.models.interface import (
 )
 from navcuda.models.layers import DEFAULT_LAYER, get_layer, layer_weight, list_layers
 from navcuda.models.stylegan2 import PRESETS, Generator, GeneratorConfig
+from navcuda.models.stylegan3 import StyleGAN3Config, StyleGAN3Generator
 
 __all__ = [
     "DEFAULT_LAYER",
@@ -33,6 +34,8 @@ __all__ = [
     "LayerShift",
     "ShiftableGenerator",
     "SplitState",
+    "StyleGAN3Config",
+    "StyleGAN3Generator",
     "detect_format",
     "get_layer",
     "layer_weight",
