@@ -3,7 +3,9 @@
 - **navcuda** (:func:`save_generator`): one ``.safetensors`` file with the float32 state dict
   and, in the safetensors string metadata under the key ``"navcuda"``, the JSON
   ``{"format": "navcuda-generator", "version": 1, "config": GeneratorConfig.to_dict(),
-  "user": metadata}``. Written atomically (temporary file in the same folder, then ``os.replace``).
+  "user": metadata}``; a StyleGAN3 file adds ``"architecture": "stylegan3"`` and its config is a
+  ``StyleGAN3Config.to_dict()`` (no key: StyleGAN2). Written atomically (temporary file in the
+  same folder, then ``os.replace``).
 - **rosinality** ``.pt`` (stylegan2-pytorch): ``torch.load(weights_only=True)`` of a dict with
   ``g_ema`` and optionally ``latent_avg``. Training checkpoints also hold ``args``, an
   ``argparse.Namespace``; it is allowed (and only it) through
@@ -12,7 +14,9 @@
   tensor shapes.
 - **NVlabs** network pickles (stylegan2-ada-pytorch, stylegan3 repo with ``--cfg=stylegan2``): read
   by the restricted unpickler of :mod:`navcuda.models.nvlabs_pickle` (never executes the pickled
-  source code) and converted to the rosinality layout.
+  source code) and converted to the rosinality layout; StyleGAN3 ``G_ema``
+  (``training.networks_stylegan3``) loads into :class:`navcuda.models.stylegan3.Generator` under
+  NVlabs' own names, its config from the recorded kwargs (:mod:`navcuda.models.nvlabs_stylegan3`).
 
 Every problem raises :class:`CheckpointError` (a ``ValueError``) that names the file and the first
 offending key, with expected and found shapes. Tensors holding NaN or Inf are refused (a generator
@@ -38,11 +42,16 @@ import torch
 from navcuda.io.atomic import atomic_path
 from navcuda.models.nvlabs_pickle import (
     CheckpointError,
+    is_stylegan3_state,
     nvlabs_config,
     nvlabs_to_rosinality,
     read_nvlabs_pickle,
 )
+from navcuda.models.nvlabs_stylegan3 import stylegan3_config
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
+from navcuda.models.stylegan3 import StyleGAN3Config, StyleGAN3Generator
+
+AnyGenerator = Generator | StyleGAN3Generator
 
 __all__ = [
     "CheckpointError",
@@ -109,7 +118,7 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
 
 
 def _validate_state(
-    generator: Generator,
+    generator: AnyGenerator,
     state: dict[str, torch.Tensor],
     path: Path,
     optional: frozenset[str] = frozenset(),
@@ -155,7 +164,9 @@ def _is_optional(key: str, optional: frozenset[str]) -> bool:
     )
 
 
-def _describe(cfg: GeneratorConfig) -> str:
+def _describe(cfg: GeneratorConfig | StyleGAN3Config) -> str:
+    if isinstance(cfg, StyleGAN3Config):
+        return cfg.describe()
     ch = {r: cfg.channels(r) for r in cfg.resolutions}
     return (
         f"(resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, n_mlp {cfg.n_mlp}, "
@@ -186,11 +197,24 @@ def _build(
     return g.to(device).eval()
 
 
+def _build_stylegan3(
+    config: StyleGAN3Config, state: dict[str, torch.Tensor], path: Path, device
+) -> StyleGAN3Generator:
+    """A StyleGAN3 of ``config`` holding ``state`` (NVlabs' names; every tensor required)."""
+    with torch.device("meta"):  # shapes only: the weights come from the file
+        g = StyleGAN3Generator(config)
+    _validate_state(g, state, path)
+    g.load_state_dict(
+        {k: v.detach().to(torch.float32) for k, v in state.items()}, strict=True, assign=True
+    )
+    return g.to(device).eval()
+
+
 # --------------------------------------------------------------------------- navcuda format
 
 
 def save_generator(
-    generator: Generator, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+    generator: AnyGenerator, path: str | os.PathLike, metadata: dict[str, Any] | None = None
 ) -> Path:
     """Save ``generator`` as one navcuda ``.safetensors`` file (atomically); returns the path.
 
@@ -199,14 +223,18 @@ def save_generator(
     from safetensors.torch import save_file
 
     path = Path(path)
-    if not isinstance(generator, Generator):
-        raise TypeError(f"expected a navcuda Generator, got {type(generator).__name__}")
+    if not isinstance(generator, (Generator, StyleGAN3Generator)):
+        raise TypeError(
+            f"expected a navcuda Generator (StyleGAN2 or StyleGAN3), got {type(generator).__name__}"
+        )
     header = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "config": generator.config.to_dict(),
         "user": metadata if metadata is not None else {},
     }
+    if isinstance(generator, StyleGAN3Generator):
+        header["architecture"] = "stylegan3"
     try:
         text = json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -257,15 +285,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _read_header(path).get("user") or {}
 
 
-def _load_navcuda(path: Path, device: str | torch.device) -> Generator:
+def _load_navcuda(path: Path, device: str | torch.device) -> AnyGenerator:
     from safetensors.torch import load_file
 
     header = _read_header(path)
+    arch = header.get("architecture", "stylegan2")
+    if arch not in ("stylegan2", "stylegan3"):
+        raise CheckpointError(
+            f"{str(path)!r}: architecture {arch!r}, this navcuda reads 'stylegan2' and 'stylegan3'"
+        )
+    config_cls = StyleGAN3Config if arch == "stylegan3" else GeneratorConfig
     try:
-        config = GeneratorConfig.from_dict(header["config"])
+        config = config_cls.from_dict(header["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{str(path)!r}: invalid generator config: {e}") from e
     state = load_file(str(path), device="cpu")
+    if isinstance(config, StyleGAN3Config):
+        return _build_stylegan3(config, state, path, device)
     return _build(config, state, path, device)
 
 
@@ -403,22 +439,28 @@ def _load_rosinality(path: Path, device: str | torch.device) -> Generator:
 # --------------------------------------------------------------------------- NVlabs
 
 
-def _load_nvlabs(path: Path, device: str | torch.device) -> Generator:
+def _load_nvlabs(path: Path, device: str | torch.device) -> AnyGenerator:
+    sg3_config = None
     try:
         with path.open("rb") as f:
-            nv_state, kwargs = read_nvlabs_pickle(f)
-        config = nvlabs_config(nv_state, kwargs)
-        taps = config.blur_taps if config is not None else (1, 3, 3, 1)
-        state = nvlabs_to_rosinality(nv_state, taps)
-        if config is None:
-            warnings.warn(
-                f"{str(path)!r} records no constructor kwargs: architecture inferred from shapes, "
-                "assuming lr_mlp=0.01 and no conv_clamp",
-                stacklevel=3,
-            )
-            config = infer_config(state)
+            nv_state, kwargs = read_nvlabs_pickle(f, allow_stylegan3=True)
+        if is_stylegan3_state(nv_state):
+            sg3_config = stylegan3_config(kwargs)
+        else:
+            config = nvlabs_config(nv_state, kwargs)
+            taps = config.blur_taps if config is not None else (1, 3, 3, 1)
+            state = nvlabs_to_rosinality(nv_state, taps)
+            if config is None:
+                warnings.warn(
+                    f"{str(path)!r} records no constructor kwargs: architecture inferred from "
+                    "shapes, assuming lr_mlp=0.01 and no conv_clamp",
+                    stacklevel=3,
+                )
+                config = infer_config(state)
     except CheckpointError as e:
         raise CheckpointError(f"{str(path)!r}: {e}") from e
+    if sg3_config is not None:  # NVlabs' names and buffers (its filters too) load as they are
+        return _build_stylegan3(sg3_config, nv_state, path, device)
     # NVlabs' resample filters are not copied: the Generator builds its own (checked equal).
     g = _build(config, state, path, device, optional=frozenset({"w_avg", "*.kernel"}))
     if "w_avg" not in state:
@@ -430,10 +472,11 @@ def _load_nvlabs(path: Path, device: str | torch.device) -> Generator:
 # --------------------------------------------------------------------------- public
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> AnyGenerator:
     """Load a generator from any supported checkpoint (format detected from the file's content).
 
-    Returns an ``eval()`` :class:`Generator` on ``device``. Raises :class:`CheckpointError`.
+    Returns an ``eval()`` :class:`Generator` (StyleGAN2) or, for StyleGAN3 networks,
+    :class:`navcuda.models.stylegan3.Generator`, on ``device``. Raises :class:`CheckpointError`.
     """
     path = Path(path)
     fmt = detect_format(path)

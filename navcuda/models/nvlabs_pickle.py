@@ -16,9 +16,11 @@ by numpy's own (data-only) reconstructors. Any other global (``os.system``, ``bu
 
 :func:`read_nvlabs_pickle` returns the generator ``G_ema`` as a flat NVlabs state dict
 (``mapping.fc0.weight``, ``synthesis.b4.const``, ...) plus its constructor kwargs;
-:func:`nvlabs_to_rosinality` converts that to the rosinality layout of
+:func:`nvlabs_to_rosinality` converts a StyleGAN2 one to the rosinality layout of
 :class:`navcuda.models.stylegan2.Generator` and :func:`nvlabs_config` derives the
-:class:`GeneratorConfig`.
+:class:`GeneratorConfig`. StyleGAN3 generators (:func:`is_stylegan3_state`) keep NVlabs' names in
+:class:`navcuda.models.stylegan3.Generator`; :mod:`navcuda.models.nvlabs_stylegan3` reads their
+config.
 
 Math: NVlabs' ``SynthesisLayer`` does not scale the raw weight by ``1/sqrt(fan_in)`` before the
 demodulation (navcuda/rosinality do); demodulation removes any per-output scale, so outputs agree
@@ -46,6 +48,7 @@ __all__ = [
     "RestrictedUnpickler",
     "restricted_load",
     "read_nvlabs_pickle",
+    "is_stylegan3_state",
     "nvlabs_to_rosinality",
     "nvlabs_config",
 ]
@@ -259,12 +262,17 @@ def _flatten(node: PersistentNode, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def read_nvlabs_pickle(f: BinaryIO) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+def read_nvlabs_pickle(
+    f: BinaryIO, allow_stylegan3: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
     """Read ``G_ema`` of an NVlabs network pickle.
 
     Returns ``(state, kwargs)``: the flat NVlabs state dict and the constructor kwargs of the
     generator and its ``mapping`` / ``synthesis`` subnetworks (``kwargs["G"]``,
-    ``kwargs["mapping"]``, ``kwargs["synthesis"]``; empty dicts when not recorded).
+    ``kwargs["mapping"]``, ``kwargs["synthesis"]``; empty dicts when not recorded). Generators
+    :func:`nvlabs_to_rosinality` cannot convert are refused, StyleGAN3 ones too unless
+    ``allow_stylegan3`` (:func:`is_stylegan3_state`; :mod:`navcuda.models.nvlabs_stylegan3`
+    reads their kwargs).
     """
     data = restricted_load(f)
     if isinstance(data, dict):
@@ -287,18 +295,25 @@ def read_nvlabs_pickle(f: BinaryIO) -> tuple[dict[str, torch.Tensor], dict[str, 
     for name in ("mapping", "synthesis"):
         child = children.get(name)
         kwargs[name] = child.init_kwargs if isinstance(child, PersistentNode) else {}
-    _reject_unsupported(state, kwargs, g.class_name)
+    if not (allow_stylegan3 and is_stylegan3_state(state)):
+        _reject_unsupported(state, kwargs, g.class_name)
     return state, kwargs
 
 
 _SG3_LAYER = re.compile(r"^synthesis\.L\d+_\d+_\d+\.")
 
 
+def is_stylegan3_state(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a flat NVlabs state dict is a StyleGAN3 generator's (``training.networks_stylegan3``:
+    Fourier-feature input ``synthesis.input.freqs``, layers ``synthesis.L{idx}_{size}_{ch}``)."""
+    return "synthesis.input.freqs" in state or any(_SG3_LAYER.match(k) for k in state)
+
+
 def _reject_unsupported(state: dict, kwargs: dict, class_name: str) -> None:
-    if "synthesis.input.freqs" in state or any(_SG3_LAYER.match(k) for k in state):
+    if is_stylegan3_state(state):
         raise CheckpointError(
-            "StyleGAN3 (alias-free) generators are not supported; navcuda needs a StyleGAN2 "
-            "generator"
+            "StyleGAN3 (alias-free) generators are not supported by the StyleGAN2 conversion; "
+            "navcuda.load_generator reads them"
         )
     c_dim = kwargs["G"].get("c_dim", kwargs["mapping"].get("c_dim", 0)) or 0
     if c_dim > 0 or any(k.startswith("mapping.embed.") for k in state):

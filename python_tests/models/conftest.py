@@ -82,7 +82,10 @@ class Persistent:
         return (_reconstruct_persistent_obj, (meta,))
 
 
-_BUFFERS = ("w_avg", "resample_filter", "noise_const", "freqs", "phases", "transform")
+_BUFFERS = (
+    "w_avg", "resample_filter", "noise_const", "freqs", "phases", "transform", "magnitude_ema",
+    "up_filter", "down_filter",
+)  # fmt: skip
 
 
 def module_state(params=None, buffers=None, modules=None, init_kwargs=None, **attrs) -> dict:
@@ -224,6 +227,51 @@ def nvlabs_kwargs(g: Generator, with_kwargs: bool = True, **g_overrides) -> dict
     }
 
 
+def stylegan3_kwargs_by_path(g_kwargs: dict) -> dict[str, EasyDict]:
+    """The init kwargs a ``training.networks_stylegan3.Generator(**g_kwargs)`` and its
+    ``synthesis`` / ``mapping`` children record (NVlabs' persistence keeps each constructor's
+    own kwargs): ``{"": G's, "synthesis": ..., "mapping": ...}``."""
+    g = EasyDict(g_kwargs)
+    mapping_kwargs = EasyDict(g.get("mapping_kwargs", {}))
+    g["mapping_kwargs"] = mapping_kwargs
+    top = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")
+    synthesis = EasyDict({k: v for k, v in g.items() if k not in top})
+    synthesis.update(w_dim=g["w_dim"], img_resolution=g["img_resolution"],
+                     img_channels=g["img_channels"])  # fmt: skip
+    num_ws = synthesis.get("num_layers", 14) + 2
+    mapping = EasyDict(z_dim=g["z_dim"], c_dim=g["c_dim"], w_dim=g["w_dim"], num_ws=num_ws)
+    mapping.update(mapping_kwargs)
+    return {"": g, "synthesis": synthesis, "mapping": mapping}
+
+
+def build_stylegan3_tree(
+    flat: dict[str, torch.Tensor], g_kwargs: dict, module_src=""
+) -> Persistent:
+    """A StyleGAN3 ``G_ema`` as NVlabs pickles it: :func:`build_tree` with the recorded kwargs
+    of :func:`stylegan3_kwargs_by_path`, plus what real SynthesisLayers carry besides tensors:
+    ``None`` buffers for one-tap filters, and numpy arrays and scalars among the attributes (of
+    the kinds real layers keep: sizes, rates, padding; navcuda reads none of them, so their
+    values here are placeholders)."""
+    import numpy as np
+
+    tree = build_tree(flat, stylegan3_kwargs_by_path(g_kwargs), module_src)
+    synthesis = tree.state["_modules"]["synthesis"]
+    names = [k for k in synthesis.state["_modules"] if k.startswith("L")]
+    synthesis.state["layer_names"] = names
+    for name in names:
+        layer = synthesis.state["_modules"][name]
+        for buf in ("up_filter", "down_filter"):
+            layer.state["_buffers"].setdefault(buf, None)
+        size = int(name.split("_")[1])
+        layer.state.update(
+            in_size=np.broadcast_to(np.asarray(size), [2]).copy(),
+            out_size=np.broadcast_to(np.asarray(size), [2]).copy(),
+            tmp_sampling_rate=np.float64(2.0 * size),
+            padding=[np.int64(1), np.int64(0), np.int64(1), np.int64(0)],
+        )
+    return tree
+
+
 def write_network_pickle(path, g_ema: Persistent, protocol: int = 4, **extra) -> None:
     """A snapshot dict like NVlabs' training loop writes, with G, D and augment_pipe."""
     d_node = Persistent(
@@ -275,6 +323,8 @@ def nv():
         build_tree=build_tree,
         rosinality_to_nvlabs=rosinality_to_nvlabs,
         nvlabs_kwargs=nvlabs_kwargs,
+        stylegan3_kwargs_by_path=stylegan3_kwargs_by_path,
+        build_stylegan3_tree=build_stylegan3_tree,
         write_network_pickle=write_network_pickle,
         fake_nvlabs_modules=fake_nvlabs_modules,
     )

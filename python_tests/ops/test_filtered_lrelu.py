@@ -14,9 +14,9 @@ from navcuda.ops.filtered_lrelu import filtered_lrelu, parse_padding
 # Tiny convolutions: one intra-op thread (python_tests/conftest.py, one_thread).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# float64 throughout: the op and the oracle sum the same products in a different order (a 2-D
-# outer-product filter vs the oracle's two 1-D passes, conv2d vs slice sums); differences are a
-# few ulps of the ~1e0 values (~1e-15). 1e-12 leaves margin; a wrong tap, pad or gain moves
+# float64 throughout: the op and the oracle sum the same products in a different order
+# (convolutions, or a transposed convolution for the upsampling, vs slice sums); differences are
+# a few ulps of the ~1e0 values (~1e-15). 1e-12 leaves margin; a wrong tap, pad or gain moves
 # values by 1e-2 or more.
 TOL = dict(rtol=0, atol=1e-12)
 
