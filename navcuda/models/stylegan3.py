@@ -398,19 +398,6 @@ class Generator(nn.Module, ShiftableGenerator):
         with torch.no_grad():
             return self.from_z(z.to(self.device), truncation_psi, batch_size, label=lab)
 
-    def sample_seeds(self, seeds, *, truncation_psi: float = 1.0, label=None) -> Inputs:
-        """One input per seed, ``sample(1, seed)`` each, mapped together."""
-        seeds = [int(s) for s in seeds]
-        if not seeds:
-            raise GeneratorError("no seeds given")
-        lab = self.check_label(label, len(seeds))
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        z = torch.stack([torch.randn(self.config.z_dim, generator=g) for g in gens])
-        if self.num_classes and lab is None:
-            lab = torch.cat([torch.randint(self.num_classes, (1,), generator=g) for g in gens])
-        with torch.no_grad():
-            return self.from_z(z.to(self.device), truncation_psi, label=lab)
-
     @torch.no_grad()
     def update_w_avg(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
         """Set ``w_avg`` to the mean of the untruncated ``w`` of ``n`` seeded samples."""
