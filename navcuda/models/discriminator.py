@@ -12,7 +12,8 @@ import math
 import torch
 from torch import nn
 
-from navcuda.models.stylegan2 import Blur, EqualLinear, GeneratorConfig
+from navcuda.models.stylegan2 import GeneratorConfig
+from navcuda.models.stylegan2_layers import Blur, EqualLinear
 from navcuda.ops.bias_act import bias_act
 
 __all__ = ["Discriminator"]

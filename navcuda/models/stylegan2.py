@@ -1,7 +1,10 @@
 """StyleGAN2 generator (config F, skip architecture) in plain torch modules.
 
 Readable top to bottom, in the shape of rosinality's ``model.py``: ``EqualLinear``,
-``ModulatedConv2d``, ``StyledConv``, ``ToRGB`` composed in one ``Generator``. Parameter and buffer
+``ModulatedConv2d``, ``StyledConv``, ``ToRGB`` (:mod:`navcuda.models.stylegan2_layers`) composed
+in one ``Generator``, the implementation of navcuda's generator interface with a prefix cache
+and the fused shifted convolutions; :mod:`navcuda.models.stylegan2_routes` decides how each
+layer runs in eval mode. Parameter and buffer
 names follow the rosinality layout (``style.1.weight``, ``convs.3.conv.weight``, ``noises.noise_0``,
 ...) so its checkpoints load without renaming; one buffer is added, ``w_avg`` (the mean of W, used
 by truncation), which rosinality keeps outside the model as ``latent_avg``.
@@ -29,10 +32,7 @@ AD; the native pieces support first-order reverse mode only).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -50,23 +50,25 @@ from navcuda.models.interface import (
     ShiftArg,
     SplitState,
     frozen,
-    materialise_spec,
     shift_map,
 )
 from navcuda.models.linearize import SuffixLinearization, linearize_suffix
-from navcuda.ops.bias_act import bias_act
-from navcuda.ops.modulated_conv2d import modulated_conv2d
-from navcuda.ops.shifted_modconv import (
-    STRATEGIES,
-    PerSampleShift,
-    SharedShift,
-    SplitShift,
-    SVDShift,
-    choose_strategy,
-    shares_input,
-    shifted_modconv,
+from navcuda.models.stylegan2_layers import (
+    ConstantInput,
+    EqualLinear,
+    ModulatedConv2d,
+    PixelNorm,
+    StyledConv,
+    ToRGB,
 )
-from navcuda.ops.upfirdn2d import make_filter, upfirdn2d
+from navcuda.models.stylegan2_routes import (
+    CONV_ROUTES,
+    LAYOUTS,
+    ShiftSpec,
+    _route,
+    conv_route,
+    eval_strategy,
+)
 
 __all__ = [
     "CONV_ROUTES",
@@ -74,8 +76,11 @@ __all__ = [
     "Generator",
     "GeneratorConfig",
     "LayerShift",
+    "ModulatedConv2d",
     "PRESETS",
+    "StyledConv",
     "SynthesisState",
+    "ToRGB",
     "conv_route",
     "frozen",
     "eval_strategy",
@@ -194,11 +199,6 @@ PRESETS: dict[str, GeneratorConfig] = {
 }
 
 
-#: Structured shift specifications a :class:`LayerShift` can carry (``spec=``).
-ShiftSpec = SplitShift | SVDShift
-_OpShift = SharedShift | PerSampleShift | SplitShift | SVDShift
-
-
 def stylegan2_layers(config: GeneratorConfig) -> list[LayerInfo]:
     """Every conv layer of a StyleGAN2 of ``config``, in synthesis order: ``conv1`` (the 4x4
     input conv, no official index), ``convs.{ix}`` (official index ``ix``: even = upsampling conv
@@ -223,155 +223,6 @@ def stylegan2_layers(config: GeneratorConfig) -> list[LayerInfo]:
     return out
 
 
-# ----------------------------------------------------------------------------- eval-mode routes
-
-#: Values of :func:`conv_route`'s ``strategy``: ``"auto"`` (:func:`eval_strategy`), ``"legacy"``
-#: (the pre-fusion grouped route) or one :mod:`~navcuda.ops.shifted_modconv` strategy, forced.
-CONV_ROUTES = ("auto", "legacy", *STRATEGIES)
-_IMPLS = ("auto", "ref", "native")
-
-
-#: Values of :func:`conv_route`'s ``layout``.
-LAYOUTS = ("auto", "nchw", "channels_last")
-
-
-@dataclass(frozen=True)
-class _Route:
-    strategy: str = "auto"
-    impl: str = "auto"
-    layout: str = "auto"
-
-
-_DEFAULT_ROUTE = _Route()
-_ROUTE: contextvars.ContextVar[_Route | None] = contextvars.ContextVar(
-    "navcuda_conv_route", default=None
-)
-
-
-def _route() -> _Route:
-    return _ROUTE.get() or _DEFAULT_ROUTE
-
-
-@contextlib.contextmanager
-def conv_route(
-    strategy: str | None = None, impl: str | None = None, layout: str | None = None
-) -> Iterator[None]:
-    """Choose how eval-mode StyledConv layers run inside a ``with`` block (thread/task local).
-
-    Args:
-        strategy: ``"auto"`` (default: :func:`eval_strategy`); ``"legacy"``: the route of the
-            pre-fusion code, kept as the reference -- materialise the per-sample kernels
-            ``W + delta_b`` (structured shifts included), one grouped convolution
-            (:func:`~navcuda.ops.modulated_conv2d.modulated_conv2d`), then noise and ``bias_act``;
-            or a :mod:`~navcuda.ops.shifted_modconv` strategy (``"grouped"``, ``"shared"``,
-            ``"factorised"``, ``"split"``) forced for the shifted layer (``ValueError`` if it
-            does not support the shift; per-sample deltas run ``"split"`` as one direction per
-            sample) and, when it can run them (``"grouped"``, ``"shared"``), for the unshifted
-            layers too (the others run ``"shared"``). Forced strategies give up the bit-identity
-            of zero shifts that ``"auto"`` guarantees. None: keep the enclosing block's choice.
-        impl: implementation of the fused pieces (``"auto"``, ``"ref"``, ``"native"``, see
-            :mod:`navcuda.ops._native`); ``"ref"`` is needed for double backward and forward-mode
-            AD through the generator. None: keep the enclosing block's choice.
-        layout: memory layout of an eval-mode generator's activations: ``"auto"`` (default:
-            channels-last on the CPU, where oneDNN runs the generator's convolutions, transposed
-            convolutions and blurs 2.7-7x faster in it than NCHW and the native epilogue reads
-            it; NCHW elsewhere, and always with the ``"legacy"`` reference route),
-            ``"nchw"`` or ``"channels_last"``. Rendered images are returned NCHW-contiguous
-            either way. None: keep the enclosing block's choice.
-
-    Training-mode modules are not affected (they always run the dense training path, NCHW).
-    """
-    cur = _route()
-    if strategy is not None and strategy not in CONV_ROUTES:
-        raise ValueError(f"conv_route: strategy must be one of {CONV_ROUTES}, got {strategy!r}")
-    if impl is not None and impl not in _IMPLS:
-        raise ValueError(f"conv_route: impl must be one of {_IMPLS}, got {impl!r}")
-    if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"conv_route: layout must be one of {LAYOUTS}, got {layout!r}")
-    token = _ROUTE.set(
-        _Route(
-            cur.strategy if strategy is None else strategy,
-            cur.impl if impl is None else impl,
-            cur.layout if layout is None else layout,
-        )
-    )
-    try:
-        yield
-    finally:
-        _ROUTE.reset(token)
-
-
-def _zero_shift_any(spec: _OpShift) -> bool:
-    """Whether some sample's shift is exactly zero (``t_b == 0`` or an all-zero direction)."""
-    if isinstance(spec, PerSampleShift):
-        return bool(spec.delta.detach().flatten(1).eq(0).all(dim=1).any())
-    if isinstance(spec, SplitShift):
-        zero_dir = spec.delta.detach().flatten(1).eq(0).all(dim=1)
-        return bool((spec.t.detach().eq(0) | zero_dir[spec.index]).any())
-    if isinstance(spec, SVDShift):  # the coefficient rows are non-zero (checked by the op)
-        return bool(spec.t.detach().eq(0).any())
-    return False
-
-
-def _per_sample_as_split(spec: PerSampleShift) -> SplitShift:
-    """Per-sample deltas as a split shift: direction ``b`` for sample ``b``, ``t = 1``."""
-    d = spec.delta
-    batch = d.shape[0]
-    ones = torch.ones(batch, dtype=d.dtype, device=d.device)
-    return SplitShift(d, ones, torch.arange(batch, device=d.device))
-
-
-def eval_strategy(
-    weight: torch.Tensor, spec: _OpShift | None, shared_input: bool = False
-) -> tuple[_OpShift | None, str]:
-    """The (shift, strategy) an eval-mode StyledConv runs under ``conv_route("auto")``.
-
-    ``weight`` is the raw kernel ``[out, in, k, k]``, ``spec`` the layer's shift as a
-    :mod:`~navcuda.ops.shifted_modconv` specification (None: unshifted); ``shared_input``:
-    every sample has the same input and styles (:func:`~navcuda.ops.shifted_modconv.shares_input`).
-
-    Zero shifts must render bit-identically to the unshifted render (strips show ``t = 0`` next to
-    ``t != 0`` and users compare them). The unshifted render is the ``"shared"`` strategy: one dense
-    convolution ``y0 = conv(x * s, scale W)``, demodulation from ``sum_taps W^2``, then the fused
-    epilogue. Two strategies reproduce it exactly at a zero shift: ``"shared"`` itself
-    (``W + 0 == W``) and ``"split"``, whose base convolution IS ``y0`` and which adds
-    ``t_b * y1`` (``+ 0`` exactly) and demodulates from ``Q0 + t (2 Q1 + t Q2)`` (``Q0 + 0``
-    exactly). ``"grouped"`` (modulated kernels materialised per sample) and ``"factorised"``
-    (``y0`` from the SVD factors) round differently, so they run only when no sample's shift is
-    zero; otherwise the batch takes ``"split"`` (same function, same gradients, up to rounding).
-
-    For the same reason the unshifted eval render itself runs ``"shared"`` (not the pre-fusion
-    grouped route, from which it differs by float rounding only, ~1e-6 relative per layer).
-
-    Choices (``benchmarks/test_bench_shifted_modconv.py``; forward + backward on one CPU core,
-    speed-ups over ``"grouped"``: shared 3.0x at 512 channels 16x16 batch 8 and 1.5x at 64
-    channels batch 32, split with 2 directions 2.5x / 1.0x, factorised 1.3x / 2.2x):
-
-    - None, :class:`SharedShift` -> ``"shared"``;
-    - :class:`SplitShift` -> ``"split"`` when the batch uses at most ``B / 2`` distinct directions
-      (each convolved once over its samples), some shift is zero, or the input is shared (the one
-      input convolved once with every direction stacked as output channels: the FLOPs of the
-      grouped convolution in one dense one); ``"grouped"`` otherwise (one direction per sample: a
-      loop of convolutions over 1-2 samples each was 1.05-1.3x slower than one grouped
-      convolution at the shapes above);
-    - :class:`PerSampleShift` -> ``"grouped"``, or ``"split"`` (one direction per sample, ``t=1``)
-      when some sample's delta is all zeros or the input is shared;
-    - :class:`SVDShift` -> ``"factorised"`` (``"grouped"`` when ``W`` is not ``U diag(s) Vh``),
-      ``"split"`` when some ``t_b`` is zero.
-    """
-    if spec is None or isinstance(spec, SharedShift):
-        return spec, "shared"
-    batch = spec.t.shape[0] if isinstance(spec, (SplitShift, SVDShift)) else spec.delta.shape[0]
-    zero = _zero_shift_any(spec)
-    if isinstance(spec, PerSampleShift):
-        split = zero or shared_input
-        return (_per_sample_as_split(spec), "split") if split else (spec, "grouped")
-    if isinstance(spec, SplitShift):
-        n_used = int(torch.unique(spec.index).numel())
-        return spec, ("split" if zero or shared_input or 2 * n_used <= batch else "grouped")
-    return spec, ("split" if zero else choose_strategy(weight, spec))
-
-
 @dataclass
 class SynthesisState:
     """Synthesis stopped before ``layer``: its input activations ``x [B, C, r, r]`` and the RGB
@@ -391,265 +242,6 @@ def _in_layout(x: torch.Tensor, layout: torch.memory_format, keep_broadcast: boo
     return x.contiguous(memory_format=layout)
 
 
-class PixelNorm(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + 1e-8)
-
-
-class EqualLinear(nn.Module):
-    """Linear layer with equalized learning rate (weights stored as N(0, 1/lr_mul^2))."""
-
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        bias_init: float = 0.0,
-        lr_mul: float = 1.0,
-        activation: bool = False,
-    ) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
-        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
-        self.scale = lr_mul / math.sqrt(in_dim)
-        self.lr_mul = lr_mul
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = nn.functional.linear(x, self.weight * self.scale)
-        return bias_act(
-            y,
-            self.bias * self.lr_mul,
-            act="lrelu" if self.activation else "linear",
-            impl=_route().impl,
-        )
-
-
-class Blur(nn.Module):
-    def __init__(self, taps: tuple[int, ...], pad: tuple[int, int], gain: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("kernel", make_filter(taps, gain))
-        self.pad = pad
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, pad=self.pad)
-
-
-class Upsample(nn.Module):
-    def __init__(self, taps: tuple[int, ...], factor: int = 2) -> None:
-        super().__init__()
-        self.register_buffer("kernel", make_filter(taps, factor**2))
-        p = len(taps) - factor
-        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
-
-
-class ModulatedConv2d(nn.Module):
-    """Modulated conv; raw kernel ``weight [1, out, in, k, k]`` (rosinality layout)."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        style_dim: int,
-        demodulate: bool = True,
-        upsample: bool = False,
-        blur_taps: tuple[int, ...] = (1, 3, 3, 1),
-    ) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = kernel_size
-        self.demodulate = demodulate
-        self.upsample = upsample
-        self.weight = nn.Parameter(
-            torch.randn(1, out_channels, in_channels, kernel_size, kernel_size)
-        )
-        self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
-        if upsample:
-            # Kept as a module so that the buffer name matches rosinality (`conv.blur.kernel`).
-            p = (len(blur_taps) - 2) - (kernel_size - 1)
-            self.blur = Blur(blur_taps, pad=((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
-
-    def forward(
-        self, x: torch.Tensor, w: torch.Tensor, delta: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        styles = self.modulation(w)
-        return modulated_conv2d(
-            x,
-            self.weight[0],
-            styles,
-            delta=delta,
-            demodulate=self.demodulate,
-            up=2 if self.upsample else 1,
-            blur_filter=self.blur.kernel if self.upsample else None,
-            # Training uses the dense form (fast forward and backward); evaluation materialises the
-            # per-sample kernels (toRGB layers, and StyledConv under conv_route("legacy"): eval-mode
-            # StyledConv layers otherwise run shifted_modconv, see StyledConv.forward).
-            grouped=not self.training or (delta is not None and delta.ndim == 5),
-        )
-
-
-class NoiseInjection(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        if noise is None:
-            return x
-        return x + self.weight * noise
-
-
-class FusedLeakyReLU(nn.Module):
-    """Holds the bias of a StyledConv (rosinality name: ``activate.bias``)."""
-
-    def __init__(self, channels: int, clamp: float | None = None) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.clamp = clamp
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return bias_act(x, self.bias, act="lrelu", clamp=self.clamp, impl=_route().impl)
-
-
-class StyledConv(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        style_dim: int,
-        upsample: bool = False,
-        blur_taps: tuple[int, ...] = (1, 3, 3, 1),
-        conv_clamp: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.conv = ModulatedConv2d(
-            in_channels, out_channels, 3, style_dim, upsample=upsample, blur_taps=blur_taps
-        )
-        self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(out_channels, clamp=conv_clamp)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        w: torch.Tensor,
-        noise: torch.Tensor | None,
-        shift: torch.Tensor | _OpShift | None = None,
-    ) -> torch.Tensor:
-        """``x [B, in, H, W]``, ``w [B, w_dim]``, ``noise [B or 1, 1, H', W']`` or None.
-
-        ``shift``: None, a materialised delta (``[out, in, k, k]`` or ``[B, out, in, k, k]``) or a
-        :mod:`~navcuda.ops.shifted_modconv` specification (validated by the caller,
-        :meth:`Generator._check_shift`). See the module docstring for the route taken.
-        """
-        route = _route()
-        if self.training or route.strategy == "legacy":
-            delta = _as_delta(shift, self.conv.weight.shape[1:])
-            return self.activate(self.noise(self.conv(x, w, delta), noise))
-        conv = self.conv
-        weight = conv.weight[0]
-        styles = conv.modulation(w)
-        spec = _as_spec(shift, x.shape[0])
-        if route.strategy == "auto":
-            shared = spec is not None and shares_input(x, styles)
-            spec, strategy = eval_strategy(weight, spec, shared)
-        elif spec is None and route.strategy not in ("grouped", "shared"):
-            strategy = "shared"  # a forced shift strategy concerns the shifted layer only
-        else:
-            strategy = route.strategy
-            if strategy == "split" and isinstance(spec, PerSampleShift):
-                spec = _per_sample_as_split(spec)
-        return shifted_modconv(
-            x,
-            weight,
-            styles,
-            spec,
-            demodulate=conv.demodulate,
-            up=2 if conv.upsample else 1,
-            blur_filter=conv.blur.kernel if conv.upsample else None,
-            noise=noise,
-            noise_strength=None if noise is None else self.noise.weight,
-            bias=self.activate.bias,
-            act="lrelu",
-            clamp=self.activate.clamp,
-            strategy=strategy,
-            impl=route.impl,
-        )
-
-
-def _as_spec(shift: torch.Tensor | _OpShift | None, batch: int) -> _OpShift | None:
-    """A shift as a shifted_modconv specification (materialised deltas: Shared/PerSampleShift)."""
-    if not isinstance(shift, torch.Tensor):
-        return shift
-    if shift.ndim == 4:
-        return SharedShift(shift)
-    if shift.shape[0] == 1 and batch != 1:
-        return SharedShift(shift[0])
-    return PerSampleShift(shift)
-
-
-def _as_delta(shift: torch.Tensor | _OpShift | None, kshape) -> torch.Tensor | None:
-    """A shift as a materialised delta for ``modulated_conv2d`` (training and legacy routes)."""
-    if shift is None or isinstance(shift, torch.Tensor):
-        return shift
-    if isinstance(shift, (SharedShift, PerSampleShift)):
-        return shift.delta
-    return materialise_spec(shift, tuple(kshape))
-
-
-class ToRGB(nn.Module):
-    def __init__(
-        self,
-        in_channels: int,
-        style_dim: int,
-        img_channels: int = 3,
-        upsample: bool = True,
-        blur_taps: tuple[int, ...] = (1, 3, 3, 1),
-        conv_clamp: float | None = None,
-    ) -> None:
-        super().__init__()
-        if upsample:
-            self.upsample = Upsample(blur_taps)
-        self.conv = ModulatedConv2d(in_channels, img_channels, 1, style_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1, img_channels, 1, 1))
-        self.clamp = conv_clamp
-
-    def forward(
-        self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        route = _route()
-        if self.training or route.strategy == "legacy":
-            y = bias_act(
-                self.conv(x, w),
-                self.bias.flatten(),
-                act="linear",
-                clamp=self.clamp,
-                impl=route.impl,
-            )
-        else:
-            # Eval: one dense 1x1 convolution of the modulated activations plus the fused
-            # epilogue (bias, clamp), instead of a grouped convolution with per-sample kernels.
-            y = shifted_modconv(
-                x,
-                self.conv.weight[0],
-                self.conv.modulation(w),
-                None,
-                demodulate=False,
-                bias=self.bias.flatten(),
-                act="linear",
-                clamp=self.clamp,
-                strategy="grouped" if route.strategy == "grouped" else "shared",
-                impl=route.impl,
-            )
-        if skip is not None:
-            y = y + self.upsample(skip)
-        return y
-
-
 class _ToNCHW(torch.autograd.Function):
     """``x.contiguous()`` whose gradient goes back in ``layout``: a backward pass through a
     channels-last synthesis then runs channels-last too (an NCHW image gradient would turn every
@@ -667,15 +259,6 @@ class _ToNCHW(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, gx, _):  # forward-mode AD (PerceptualHessian's "forward" mode)
         return gx.contiguous()
-
-
-class ConstantInput(nn.Module):
-    def __init__(self, channels: int, size: int = 4) -> None:
-        super().__init__()
-        self.input = nn.Parameter(torch.randn(1, channels, size, size))
-
-    def forward(self, batch: int) -> torch.Tensor:
-        return self.input.expand(batch, -1, -1, -1)
 
 
 class Generator(nn.Module, ShiftableGenerator):

@@ -52,7 +52,8 @@ from navcuda.models.interface import (
     ShiftArg,
     shift_map,
 )
-from navcuda.models.stylegan2 import ModulatedConv2d, StyledConv, ToRGB, conv_route
+from navcuda.models.stylegan2_layers import ModulatedConv2d, StyledConv, ToRGB
+from navcuda.models.stylegan2_routes import conv_route
 from navcuda.ops.shifted_modconv import SplitShift
 
 __all__ = ["PER_SAMPLE", "WrappedGenerator", "effective_weight", "layer_kind", "wrap"]

@@ -14,7 +14,7 @@ import torch
 from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import PixelMSE
-from navcuda.models import stylegan2
+from navcuda.models import stylegan2_layers
 from navcuda.models.layers import layer_weight
 from navcuda.models.stylegan2 import LayerShift, conv_route, eval_strategy
 from navcuda.ops import _native
@@ -89,13 +89,13 @@ def _shift(g, kind: str, layer: str, batch: int, seed: int = 0, t=None) -> Layer
 def strategies(monkeypatch):
     """The strategies StyledConv passes to shifted_modconv, in call order."""
     seen: list[str] = []
-    real = stylegan2.shifted_modconv
+    real = stylegan2_layers.shifted_modconv
 
     def spy(*args, **kwargs):
         seen.append(kwargs["strategy"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stylegan2, "shifted_modconv", spy)
+    monkeypatch.setattr(stylegan2_layers, "shifted_modconv", spy)
     return seen
 
 
@@ -456,7 +456,7 @@ def _layouts(g, layout: str, strategy: str = "auto"):
         if out.requires_grad:  # the layers from the shifted one on
             out.register_hook(lambda gr: grads.append(_native.is_channels_last(gr)))
 
-    mods = [m for m in g.modules() if isinstance(m, stylegan2.StyledConv)]
+    mods = [m for m in g.modules() if isinstance(m, stylegan2_layers.StyledConv)]
     hooks = [m.register_forward_pre_hook(pre) for m in mods]
     hooks += [m.register_forward_hook(post) for m in mods]
     try:
@@ -495,14 +495,14 @@ def test_layout_is_restored_after_a_strategy_that_changes_it(tiny_generator, mon
     the rest of a channels-last synthesis NCHW: every later StyledConv still reads
     channels-last."""
     g = tiny_generator
-    original = stylegan2.shifted_modconv
+    original = stylegan2_layers.shifted_modconv
 
     def nchw_output(*args, **kw):
         return original(*args, **kw).contiguous()
 
-    monkeypatch.setattr(stylegan2, "shifted_modconv", nchw_output)
+    monkeypatch.setattr(stylegan2_layers, "shifted_modconv", nchw_output)
     seen = []
-    mods = [m for m in g.modules() if isinstance(m, stylegan2.StyledConv)]
+    mods = [m for m in g.modules() if isinstance(m, stylegan2_layers.StyledConv)]
     hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(a[0])) for m in mods]
     try:
         g.synthesis(_ws(g, 2), shift=_shift(g, "svd", "convs.3", 2))

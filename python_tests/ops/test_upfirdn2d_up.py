@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 
-from navcuda.models.stylegan2 import Upsample
+from navcuda.models.stylegan2_layers import Upsample
 from navcuda.ops import _native
 from navcuda.ops.upfirdn2d import make_filter, ref_upfirdn2d, upfirdn2d
 
