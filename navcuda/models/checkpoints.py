@@ -371,13 +371,17 @@ def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> GeneratorC
     channels = {4: int(need("input.input").shape[1])}
     for j in range(n_rgbs):
         channels[8 * 2**j] = int(need(f"convs.{2 * j}.conv.weight").shape[1])
+    embed = state.get("embed.weight")  # conditional: label embedding [embed_dim, c_dim]
+    embed_dim = 0 if embed is None or embed.ndim != 2 else int(embed.shape[0])
     kw: dict[str, Any] = dict(
         resolution=resolution,
-        z_dim=int(s1.shape[1]),
+        z_dim=int(s1.shape[1]) - embed_dim,
         w_dim=int(s1.shape[0]),
         n_mlp=n_mlp,
         img_channels=int(need("to_rgb1.conv.weight").shape[1]),
     )
+    if embed_dim:
+        kw.update(c_dim=int(embed.shape[1]), embed_dim=embed_dim)
     kw.update(_infer_channels(channels, resolution))
     kw.update(overrides)
     try:

@@ -315,11 +315,13 @@ def _reject_unsupported(state: dict, kwargs: dict, class_name: str) -> None:
             "StyleGAN3 (alias-free) generators are not supported by the StyleGAN2 conversion; "
             "navcuda.load_generator reads them"
         )
+    recorded = "c_dim" in kwargs["G"] or "c_dim" in kwargs["mapping"]
     c_dim = kwargs["G"].get("c_dim", kwargs["mapping"].get("c_dim", 0)) or 0
-    if c_dim > 0 or any(k.startswith("mapping.embed.") for k in state):
+    if recorded and (c_dim > 0) != ("mapping.embed.weight" in state):
         raise CheckpointError(
-            f"conditional (class-label) generators are not supported (c_dim={c_dim}); navcuda "
-            "needs an unconditional StyleGAN2 generator"
+            f"the pickle records c_dim={c_dim} but "
+            f"{'has no' if c_dim else 'has a'} label embedding (mapping.embed.weight): "
+            "the file is damaged or not an NVlabs StyleGAN2 generator"
         )
     arch = _synthesis_kwarg(kwargs, "architecture", "skip")
     if arch == "skip" and any(re.match(r"^synthesis\.b\d+\.skip\.", k) for k in state):
@@ -378,6 +380,9 @@ def nvlabs_to_rosinality(state: dict[str, torch.Tensor], taps: tuple[int, ...] =
         n_fc += 1
     if "mapping.w_avg" in state:
         out["w_avg"] = state["mapping.w_avg"]
+    if "mapping.embed.weight" in state:  # conditional (stylegan2-ada c_dim > 0)
+        out["embed.weight"] = state["mapping.embed.weight"]
+        out["embed.bias"] = _get(state, "mapping.embed.bias")
     const = _get(state, "synthesis.b4.const")
     out["input.input"] = const.unsqueeze(0)
 
@@ -455,12 +460,27 @@ def nvlabs_config(state: dict[str, torch.Tensor], kwargs: dict[str, dict]):
     fc0 = _get(state, "mapping.fc0.weight")
     n_layers = sum(1 for k in state if re.match(r"^mapping\.fc\d+\.weight$", k))
     res = _resolutions(state)
+    embed = state.get("mapping.embed.weight")
+    c_dim = int(g.get("c_dim", mk.get("c_dim", 0)) or 0)
+    embed_dim = None if embed is None else int(embed.shape[0])
+    if embed is not None and (embed.ndim != 2 or embed.shape[1] != c_dim):
+        raise CheckpointError(
+            f"mapping.embed.weight has shape {list(embed.shape)}, expected [embed_features, "
+            f"c_dim={c_dim}]"
+        )
+    if mk.get("embed_features") not in (None, embed_dim):
+        raise CheckpointError(
+            f"mapping embed_features={mk['embed_features']} but mapping.embed.weight has "
+            f"{embed_dim} rows"
+        )
     try:
         return GeneratorConfig(
             resolution=int(
                 g.get("img_resolution", _synthesis_kwarg(kwargs, "img_resolution", res[-1]))
             ),
-            z_dim=int(g.get("z_dim", fc0.shape[1])),
+            c_dim=c_dim,
+            embed_dim=embed_dim,
+            z_dim=int(g.get("z_dim", fc0.shape[1] - (embed_dim or 0))),
             w_dim=int(g.get("w_dim", fc0.shape[0])),
             n_mlp=int(mk.get("num_layers", n_layers)),
             channel_base=int(_synthesis_kwarg(kwargs, "channel_base", 32768)),

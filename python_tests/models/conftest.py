@@ -164,6 +164,9 @@ def rosinality_to_nvlabs(g: Generator) -> dict[str, torch.Tensor]:
         nv[f"mapping.fc{i}.weight"] = sd[f"style.{i + 1}.weight"]
         nv[f"mapping.fc{i}.bias"] = sd[f"style.{i + 1}.bias"]
     nv["mapping.w_avg"] = sd["w_avg"]
+    if cfg.c_dim:
+        nv["mapping.embed.weight"] = sd["embed.weight"]
+        nv["mapping.embed.bias"] = sd["embed.bias"]
     taps = torch.tensor(cfg.blur_taps, dtype=torch.float32)
     filt = torch.outer(taps, taps) / torch.outer(taps, taps).sum()
 
@@ -206,9 +209,11 @@ def nvlabs_kwargs(g: Generator, with_kwargs: bool = True, **g_overrides) -> dict
         conv_clamp=cfg.conv_clamp,
     )
     mapping = EasyDict(num_layers=cfg.n_mlp)
+    if cfg.c_dim:
+        mapping["embed_features"] = cfg.embed_dim
     gk = EasyDict(
         z_dim=cfg.z_dim,
-        c_dim=0,
+        c_dim=cfg.c_dim,
         w_dim=cfg.w_dim,
         img_resolution=cfg.resolution,
         img_channels=cfg.img_channels,

@@ -78,8 +78,13 @@ def _nv_torgb(nv, name, x, w, clamp):
     return y.clamp(-clamp, clamp) if clamp is not None else y
 
 
-def nvlabs_forward(nv, z, resolution, n_mlp, lr_mlp=0.01, clamp=None):
-    x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+def nvlabs_forward(nv, z, resolution, n_mlp, lr_mlp=0.01, clamp=None, c=None):
+    def norm(v):
+        return v * (v.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+
+    x = norm(z)
+    if c is not None:  # MappingNetwork: embed (a linear layer, lr 1), normalise, concatenate
+        x = torch.cat([x, norm(_fc(nv, "mapping.embed", c))], dim=1)
     for i in range(n_mlp):
         x = F.leaky_relu(_fc(nv, f"mapping.fc{i}", x, lr_mlp), 0.2) * math.sqrt(2)
     w = x
@@ -213,14 +218,39 @@ def test_incomplete_stylegan3_refused(tmp_path, nv):
         load_generator(path)
 
 
-def test_conditional_rejected(tmp_path, tiny_config, nv):
-    g = _tiny(tiny_config)
+@pytest.mark.parametrize("with_kwargs", [True, False])
+def test_conditional_round_trip_matches_nvlabs(tmp_path, tiny_config, nv, with_kwargs):
+    g = _tiny(tiny_config, c_dim=10, embed_dim=24)
+    with torch.no_grad():
+        g.embed.bias.normal_(0, 0.3)
     flat = nv.rosinality_to_nvlabs(g)
-    flat["mapping.embed.weight"] = torch.randn(32, 10)
-    flat["mapping.embed.bias"] = torch.zeros(32)
     path = tmp_path / "cond.pkl"
-    nv.write_network_pickle(path, nv.build_tree(flat, nv.nvlabs_kwargs(g, c_dim=10)))
-    with pytest.raises(CheckpointError, match=r"conditional .*\(c_dim=10\)"):
+    nv.write_network_pickle(path, nv.build_tree(flat, nv.nvlabs_kwargs(g, with_kwargs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without kwargs: "inferred from shapes"
+        loaded = load_generator(path)
+    assert loaded.config.c_dim == 10 and loaded.config.embed_dim == 24
+    assert loaded.config.z_dim == g.config.z_dim and loaded.num_classes == 10
+    z, labels = _z(g), torch.tensor([0, 9, 4])
+    c = F.one_hot(labels, 10).float()
+    with torch.no_grad():
+        ours = g(z, c=labels)
+        assert torch.equal(loaded(z, c=labels), ours)
+        ref = nvlabs_forward(flat, z, g.config.resolution, g.config.n_mlp, c=c)
+    torch.testing.assert_close(ref, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_conditional_pickle_contradictions_refused(tmp_path, tiny_config, nv):
+    g = _tiny(tiny_config, c_dim=10)
+    flat = nv.rosinality_to_nvlabs(g)
+    kw = nv.nvlabs_kwargs(g, c_dim=7)
+    path = tmp_path / "bad.pkl"
+    nv.write_network_pickle(path, nv.build_tree(flat, kw))
+    with pytest.raises(CheckpointError, match=r"embed.weight has shape \[32, 10\].*c_dim=7"):
+        load_generator(path)
+    del flat["mapping.embed.weight"], flat["mapping.embed.bias"]
+    nv.write_network_pickle(path, nv.build_tree(flat, nv.nvlabs_kwargs(g)))
+    with pytest.raises(CheckpointError, match="c_dim=10 but has no label embedding"):
         load_generator(path)
 
 
