@@ -43,10 +43,8 @@ from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.interface import (
     GeneratorError,
     Inputs,
-    LatentSpace,
     LayerInfo,
     LayerShift,
-    ShiftableGenerator,
     ShiftArg,
     SplitState,
     frozen,
@@ -69,6 +67,7 @@ from navcuda.models.stylegan2_routes import (
     conv_route,
     eval_strategy,
 )
+from navcuda.models.stylegan_family import StyleGANFamily
 
 __all__ = [
     "CONV_ROUTES",
@@ -261,7 +260,7 @@ class _ToNCHW(torch.autograd.Function):
         return gx.contiguous()
 
 
-class Generator(nn.Module, ShiftableGenerator):
+class Generator(nn.Module, StyleGANFamily):
     """StyleGAN2 generator: ``z [B, z_dim] -> image [B, img_channels, R, R]`` in about [-1, 1].
 
     Layer names (see :mod:`navcuda.models.layers`): ``conv1`` (4x4 input conv), ``convs.{ix}``
@@ -532,19 +531,6 @@ class Generator(nn.Module, ShiftableGenerator):
 
     # ------------------------------------------------------- the generator interface
     architecture = "stylegan2"
-
-    @property
-    def latent(self) -> LatentSpace:  # type: ignore[override]
-        """W: ``inputs["ws"]`` (``[B, w_dim]`` or W+ ``[B, num_ws, w_dim]``)."""
-        return LatentSpace("ws", self.config.w_dim, "w", standalone=True)
-
-    @property
-    def device(self) -> torch.device:  # type: ignore[override]
-        return self.w_avg.device
-
-    @property
-    def dtype(self) -> torch.dtype:  # type: ignore[override]
-        return self.w_avg.dtype
 
     @property
     def image_shape(self) -> tuple[int, int, int]:  # type: ignore[override]

@@ -38,9 +38,7 @@ from navcuda.models.fingerprint import model_fingerprint
 from navcuda.models.interface import (
     GeneratorError,
     Inputs,
-    LatentSpace,
     LayerInfo,
-    ShiftableGenerator,
     ShiftArg,
     SplitState,
     shift_map,
@@ -53,6 +51,7 @@ from navcuda.models.stylegan3_config import (
     stylegan3_layers,
     synthesis_schedule,
 )
+from navcuda.models.stylegan_family import StyleGANFamily
 from navcuda.ops.bias_act import ref_bias_act
 from navcuda.ops.filtered_lrelu import filtered_lrelu
 
@@ -283,7 +282,7 @@ class SynthesisNetwork(nn.Module):
 # ----------------------------------------------------------------------------- the generator
 
 
-class Generator(nn.Module, ShiftableGenerator):
+class Generator(nn.Module, StyleGANFamily):
     """StyleGAN3 generator: ``z [B, z_dim]`` (and a class label for ``c_dim > 0``) -> image
     ``[B, img_channels, R, R]`` in about [-1, 1].
 
@@ -315,22 +314,9 @@ class Generator(nn.Module, ShiftableGenerator):
         return self.config.num_ws
 
     @property
-    def device(self) -> torch.device:  # type: ignore[override]
-        return self.w_avg.device
-
-    @property
-    def dtype(self) -> torch.dtype:  # type: ignore[override]
-        return self.w_avg.dtype
-
-    @property
     def image_shape(self) -> tuple[int, int, int]:  # type: ignore[override]
         r = self.config.img_resolution
         return (self.config.img_channels, r, r)
-
-    @property
-    def latent(self) -> LatentSpace:  # type: ignore[override]
-        """W: ``inputs["ws"]`` (``[B, w_dim]`` or W+ ``[B, num_ws, w_dim]``)."""
-        return LatentSpace("ws", self.config.w_dim, "w", standalone=True)
 
     # ---- latents
     def from_z(
