@@ -229,9 +229,9 @@ def test_bad_options_are_refused_before_any_work(argv, message, capsys):
 def test_outputs_that_cannot_be_written_are_refused_before_any_work(
     tmp_path, ckpt, capsys, monkeypatch
 ):
-    import navcuda.cli as cli
+    import navcuda.cli.commands as commands
 
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(commands, "load_generator_of", lambda *a, **k: pytest.fail("work started"))
     (tmp_path / "adir").mkdir()
     (tmp_path / "afile").write_text("x")
     common = ["--checkpoint", ckpt]
@@ -248,7 +248,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
 
 
 def test_interrupts_and_os_errors_are_one_line(tmp_path, monkeypatch, capsys):
-    import navcuda.cli as cli
+    import navcuda.cli.parser as parser
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -260,26 +260,28 @@ def test_interrupts_and_os_errors_are_one_line(tmp_path, monkeypatch, capsys):
         (interrupted, 130, "navcuda info: interrupted"),
         (disk_full, 2, "navcuda info: error: No space left on device: out/x.nav"),
     ]:
-        monkeypatch.setattr(cli, "_cmd_info", fn)
+        monkeypatch.setattr(parser, "cmd_info", fn)
         assert main(["info"]) == code
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
 
 
 def test_json_reports_are_strict_json(tmp_path):
-    import navcuda.cli as cli
+    from navcuda.cli.options import parse_hparams, write_json
 
-    path = cli._write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    path = write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")]})
     assert json.loads(path.read_text()) == {"a": None, "b": [1.0, None]}
-    assert cli._parse_hparams(["target_rms=nan", "x=inf", "y=abc"])[1] == ("x", float("inf"))
+    assert parse_hparams(["target_rms=nan", "x=inf", "y=abc"])[1] == ("x", float("inf"))
 
 
 def test_gallery_refuses_a_busy_port_before_rendering(tmp_path, ckpt, capsys, monkeypatch):
     import socket
 
-    import navcuda.cli as cli
+    import navcuda.cli.commands as commands
 
-    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("rendering started"))
+    monkeypatch.setattr(
+        commands, "load_generator_of", lambda *a, **k: pytest.fail("rendering started")
+    )
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -1,0 +1,53 @@
+"""The ``navcuda`` command line: thin over the Python API (parse, call, write files, say where).
+
+Commands:
+  navcuda info [CHECKPOINT]          build details and every conv layer of a generator
+  navcuda demo -o DIR                strips of the top singular directions of the default layer
+  navcuda discover --method M -o F   find directions and save them as a direction set
+  navcuda render F -o DIR            strips / GIFs of a direction set
+  navcuda gallery F -o DIR           a static HTML page to browse, name and mark directions
+  navcuda name F names.json          merge names exported from the gallery into a set
+  navcuda edit IMAGE --direction D   project an image (or --seed S) and apply a named edit
+  navcuda evaluate EXP F -o DIR      the paper's experiments (locality, reproduce, ...)
+  navcuda train -o DIR               train the toy-world generator (resumable)
+
+Modules: ``options`` (argument types, shared options, the generator of a command),
+``commands``, ``evaluate`` (the ``evaluate`` experiments), ``parser``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from collections.abc import Sequence
+
+from navcuda.cli.options import join_negative_values, parse_range, parse_seeds
+from navcuda.cli.parser import build_parser
+
+__all__ = ["build_parser", "main", "parse_range", "parse_seeds"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``navcuda`` console script."""
+    args = build_parser().parse_args(join_negative_values(argv))
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"navcuda {args.command}: interrupted (no partial output is left)", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"navcuda {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:  # file system, unreadable files
+        print(f"navcuda {args.command}: error: {_describe(exc)}", file=sys.stderr)
+        return 2
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        if not exc.strerror:  # raised with a message of ours
+            return str(exc)
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,364 @@
+"""The ``navcuda`` commands that discover, render, browse, name, edit and train (``evaluate`` is
+in :mod:`navcuda.cli.evaluate`): each parses nothing itself, calls the API, writes files and
+says where they went."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from navcuda.cli.options import (
+    check_writable,
+    fmt,
+    label_of,
+    load_generator_of,
+    metric_of,
+    parse_hparams,
+)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import navcuda
+    from navcuda.models.layers import list_layers
+
+    if (args.build or args.selftest) and args.checkpoint:
+        raise ValueError("--build and --selftest concern this install, not a checkpoint: drop one")
+    if args.build:
+        print(json.dumps(navcuda.build_info(), indent=2, default=str))
+        return 0
+    if args.selftest:
+        results = navcuda.selftest(args.device)
+        for r in results:
+            err = "" if r.worst_error is None else f"worst relative error {r.worst_error:.2e}"
+            print(f"{r.op:<20} {r.device:<6} {r.status.upper():<5} {err} {r.detail}".rstrip())
+        return 0 if all(r.status != "fail" for r in results) else 1
+    g = load_generator_of(args, "cpu")
+    n_params = sum(p.numel() for p in g.parameters())
+    print(f"generator: {args.model or args.checkpoint or 'embedded default'} ({g.architecture})")
+    cfg = getattr(g, "config", None)
+    if hasattr(cfg, "n_mlp"):
+        print(
+            f"  resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, mapping depth "
+            f"{cfg.n_mlp}, num_ws {cfg.num_ws}, {n_params / 1e6:.2f} M parameters"
+        )
+    else:
+        print(f"  images {list(g.image_shape)}, {n_params / 1e6:.2f} M parameters")
+    print("  ix  name        kind         res  weight [out, in, kh, kw]")
+    for info in list_layers(g):
+        print("  " + info.describe())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from navcuda.discover import discover
+    from navcuda.rendering import render
+
+    out = check_writable(args.output, "dir")
+    g = load_generator_of(args)
+    ds = discover(g, args.layer, method="svd", k=args.k, seed=args.seed, label=label_of(args))
+    res = render(g, ds, args.seeds, ts=args.t, output_dir=out, gif=True, label=label_of(args))
+    ds.save(out / "directions.nav")
+    print(
+        f"wrote {len(ds)} strips of layer {ds.layer} "
+        f"(rows: seeds {args.seeds[0]}..{args.seeds[-1]}, "
+        f"columns: t = {fmt(args.t)} x the recommended amplitude) and GIFs to {out}/ "
+        f"({len(res.files)} files) and the directions to {out / 'directions.nav'}"
+    )
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from navcuda.discover import discover
+
+    check_writable(args.output, "file")
+    g = load_generator_of(args)
+    hparams = dict(parse_hparams(args.param))
+    if label_of(args) is not None:
+        hparams["label"] = label_of(args)
+    metric = {"metric": args.metric, "backbone_path": args.backbone}
+    if args.method == "spectrum":
+        hparams = {**metric, **hparams}
+    elif args.method == "hybrid":
+        spectrum = {k.removeprefix("spectrum_"): v for k, v in hparams.items()
+                    if k.startswith("spectrum_")}  # fmt: skip
+        hparams = {k: v for k, v in hparams.items() if not k.startswith("spectrum_")}
+        hparams["spectrum_params"] = {**metric, **spectrum}
+        if label_of(args) is not None:
+            hparams["spectrum_params"]["label"] = label_of(args)
+        if args.eigenvectors:
+            hparams["eigenvectors"] = args.eigenvectors
+    elif args.eigenvectors:
+        raise ValueError("--eigenvectors is for --method hybrid")
+    ds = discover(g, args.layer, method=args.method, k=args.k, seed=args.seed, **hparams)
+    path = ds.save(args.output)
+    print(f"wrote {len(ds)} {args.method} directions of layer {ds.layer} to {path}")
+    if ds.values is not None and args.method == "spectrum":
+        res = ds.extra.get("residuals") or []
+        print(
+            f"eigenvalues {float(ds.values[0]):.4g} ... {float(ds.values[-1]):.4g} (metric "
+            f"{ds.metric}); max residual {max(res):.2e} after {ds.extra.get('iterations')} "
+            f"iterations ({'converged' if ds.extra.get('converged') else 'NOT converged'})"
+        )
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from navcuda.io.directions import DirectionSet
+    from navcuda.rendering import render
+
+    check_writable(args.output, "dir")
+    ds = DirectionSet.load(args.directions)
+    g = load_generator_of(args)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    if args.only:
+        ds = ds.subset(args.only)
+    res = render(
+        g,
+        ds,
+        args.seeds,
+        ts=args.t,
+        relative=not args.absolute,
+        output_dir=args.output,
+        gif=args.gif,
+        truncation_psi=args.truncation,
+        label=label_of(args),
+    )
+    print(f"wrote {len(res.files)} files for {len(ds)} directions to {args.output}/")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from navcuda.models.default import TOY_CONFIG
+    from navcuda.models.stylegan2 import GeneratorConfig
+    from navcuda.toyworld import ToyWorld
+    from navcuda.training import TrainConfig, Trainer, export_generator
+
+    torch.set_flush_denormal(True)
+    out = check_writable(args.output, "dir")
+    if args.export:
+        check_writable(args.export, "file")
+    ckpt = out / "checkpoint.pt"
+    world = ToyWorld(resolution=args.resolution)
+
+    def sampler(n: int, gen: torch.Generator) -> torch.Tensor:
+        return world.sample(n, gen)[0]
+
+    if args.export:
+        path = export_generator(
+            ckpt, args.export, extra={"world": "toyfaces", "command": "navcuda train"}
+        )
+        print(f"exported the EMA generator of {ckpt} to {path}")
+        return 0
+    if ckpt.is_file() and not args.restart:
+        trainer = Trainer.resume(ckpt, sampler, device=args.device)
+        print(f"resuming {ckpt} at step {trainer.step}")
+    else:
+        cmap = {r: c for r, c in TOY_CONFIG.channel_map.items() if r <= args.resolution}
+        cfg = GeneratorConfig(
+            resolution=args.resolution,
+            z_dim=TOY_CONFIG.z_dim,
+            w_dim=TOY_CONFIG.w_dim,
+            n_mlp=TOY_CONFIG.n_mlp,
+            channel_map=cmap,
+        )
+        tc = TrainConfig(batch_size=args.batch_size, seed=args.seed)
+        trainer = Trainer(cfg, sampler, tc, device=args.device)
+    trainer.run(
+        steps=args.steps,
+        max_seconds=None if args.minutes is None else args.minutes * 60,
+        checkpoint_path=ckpt,
+        sample_dir=out / "samples",
+        sample_every=args.sample_every,
+    )
+    samples = out / "samples"
+    where = (
+        f"samples in {samples}/"
+        if samples.is_dir() and any(samples.iterdir())
+        else f"no samples yet (one every {args.sample_every} steps)"
+    )
+    print(f"step {trainer.step}: checkpoint {ckpt}, {where}")
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from navcuda.gallery import build_gallery
+    from navcuda.io.directions import DirectionSet
+
+    check_writable(args.output, "dir")
+    if args.serve:
+        _check_port(args.port)
+    ds = DirectionSet.load(args.directions)
+    g = load_generator_of(args)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    scores = None
+    if args.scores:
+        try:
+            scores = json.loads(Path(args.scores).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read scores {args.scores}: {exc}") from exc
+        if isinstance(scores, dict):
+            scores = scores.get("scores", scores)
+    index = build_gallery(
+        g,
+        ds,
+        args.output,
+        seeds=args.seeds,
+        ts=args.t,
+        scores=scores,
+        relative=not args.absolute,
+        truncation_psi=args.truncation,
+        source=args.directions,
+        progress=True,
+        label=label_of(args),
+    )
+    print(f"wrote the gallery of {len(ds)} directions to {index}")
+    if args.serve:
+        _serve(index.parent, args.port)
+    return 0
+
+
+def _check_port(port: int) -> None:
+    """Refuse, before rendering, a --serve port that cannot be bound now (0: any free port)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot serve on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port "
+                "(0: any free one)"
+            ) from None
+
+
+def _serve(folder: Path, port: int) -> None:
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        print(
+            f"serving {folder} at http://127.0.0.1:{server.server_address[1]}/ "
+            "(local only; Ctrl-C to stop)",
+            flush=True,
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped")
+
+
+def cmd_name(args: argparse.Namespace) -> int:
+    from navcuda.gallery import apply_names
+    from navcuda.io.directions import DirectionSet
+
+    if args.auto == (args.names is not None):
+        raise ValueError("give either a names.json file or --auto")
+    check_writable(args.output or args.directions, "file")
+    ds = DirectionSet.load(args.directions)
+    n_in = len(ds)
+    if args.auto:
+        from navcuda.discover.naming import name_by_factors
+
+        g = load_generator_of(args)
+        ds.check_compatible(g, allow_other_model=args.allow_other_model)
+        ds = name_by_factors(
+            g,
+            ds,
+            min_disentanglement=args.min_disentanglement,
+            n_samples=args.samples,
+            seed=args.seed,
+            keep_unnamed=args.keep_unnamed,
+            progress=True,
+        )
+        scores = ds.extra["factor_scores"]
+        for n, info in zip(ds.names, scores, strict=True):
+            tag = ""
+            if not info["named"]:
+                factor = info["top_factor"].replace("_", " ")
+                why = (
+                    "below --min-disentanglement"
+                    if info["disentanglement"] < args.min_disentanglement
+                    else "a more disentangled direction has it"
+                )
+                tag = f"   (top factor {factor}: {why})"
+            print(f"  {n or '-':<20} disentanglement {info['disentanglement']:.2f}{tag}")
+        by_factor = sum(info["named"] for info in scores)
+        rest = n_in - by_factor
+        what = "kept under their names" if args.keep_unnamed else "dropped (--keep-unnamed keeps)"
+        print(f"{by_factor} of {n_in} directions named after a factor, {rest} {what}")
+        print(f"wrote {ds.save(args.output or args.directions)}")
+        return 0
+    ds = apply_names(ds, args.names, allow_other_set=args.allow_other_set)
+    path = ds.save(args.output or args.directions)
+    marks = list((ds.extra.get("marks") or {}).values())
+    named = sum(n is not None for n in ds.names)
+    print(
+        f"{named} of {len(ds)} directions named, {marks.count('good')} marked good, "
+        f"{marks.count('bad')} bad; wrote {path}"
+    )
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from navcuda.io.directions import DirectionSet
+    from navcuda.project import load_image, project, select_direction
+    from navcuda.rendering import inputs_for, save_grid
+    from navcuda.shift import synthesize_shifted
+
+    if (args.image is None) == (args.seed is None):
+        raise ValueError("give either an image to project or --seed S for a generated sample")
+    check_writable(args.output, "file")
+    if args.save_projection:
+        check_writable(args.save_projection, "file")
+    if args.directions is None:
+        if args.checkpoint is not None:
+            raise ValueError("--directions is required with --checkpoint")
+        from navcuda.models.default import load_default_directions
+
+        ds = load_default_directions()
+    else:
+        ds = DirectionSet.load(args.directions)
+    g = load_generator_of(args)
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    d = select_direction(ds, args.direction)
+    scale = 1.0 if args.absolute or not d.amplitude else d.amplitude
+    t = args.t * scale
+    out = Path(args.output)
+    if args.image is not None:
+        channels, height, _ = g.image_shape
+        target = load_image(args.image, height, channels)
+        proj = project(
+            g,
+            target,
+            steps=args.steps,
+            mode=args.mode,
+            seed=args.projection_seed,
+            metric=metric_of(args.metric, g, args.backbone, args.device),
+            progress=True,
+        )
+        edited = proj.render(g, d, t)
+        panels = torch.cat([target.to(edited.device), proj.image, edited]).float().cpu()
+        what = "input | reconstruction | edited"
+        if args.save_projection:
+            from navcuda.io.atomic import atomic_path
+
+            with atomic_path(args.save_projection) as tmp:
+                torch.save(
+                    {"ws": proj.ws.cpu(), "noise": {k: v.cpu() for k, v in proj.noise.items()}},
+                    tmp,
+                )
+    else:
+        with torch.no_grad():
+            inputs = inputs_for(g, [args.seed], args.truncation, label_of(args))
+            original = synthesize_shifted(g, inputs)
+            edited = synthesize_shifted(g, inputs, d, t)
+        panels = torch.cat([original, edited]).float().cpu()
+        what = f"seed {args.seed} | edited"
+    path = save_grid(panels, out, nrow=panels.shape[0])
+    amp = "" if args.absolute or not d.amplitude else f" = {args.t:g} x amplitude {d.amplitude:.4g}"
+    print(f"direction {d.name!r}, t = {t:.4g}{amp}; wrote {what} to {path}")
+    return 0

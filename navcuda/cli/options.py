@@ -1,0 +1,241 @@
+"""Argument types and options shared by the ``navcuda`` commands, and what each command needs
+to start: its generator (``--checkpoint``, ``--model``, ``--class``), a metric, checked outputs,
+strict-JSON reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"`` -> ``[0..7]``; ``"1,5,9"`` -> ``[1, 5, 9]``; mixed: ``"0-2,10"``."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                lo, hi = int(a), int(b)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad seed list {text!r}: use e.g. '0-7', '1,5,9' or '0-2,10'"
+        ) from None
+    if any(s < 0 or s >= 2**63 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must lie in [0, 2**63), got {text!r}")
+    return seeds
+
+
+def parse_range(text: str) -> list[float]:
+    """``"-3:3:7"`` -> 7 values from -3 to 3; ``"-1,0,2"`` -> those values."""
+    try:
+        if ":" in text:
+            a, b, n = text.split(":")
+            steps = int(n)
+            if steps < 1:
+                raise ValueError
+            return torch.linspace(float(a), float(b), steps).tolist()
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad range {text!r}: use START:STOP:COUNT (e.g. -3:3:7) or a comma list"
+        ) from None
+
+
+def number(text: str, what: str, ok, kind=float):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if (kind is float and not math.isfinite(value)) or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def finite(text: str) -> float:
+    return number(text, "a finite number", lambda v: True)
+
+
+def positive(text: str) -> float:
+    return number(text, "a finite number > 0", lambda v: v > 0)
+
+
+def fraction(text: str) -> float:
+    return number(text, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def count(text: str) -> int:
+    return number(text, "an integer >= 1", lambda v: v >= 1, int)
+
+
+def non_negative(text: str) -> int:
+    return number(text, "an integer >= 0", lambda v: 0 <= v < 2**63, int)
+
+
+def port_number(text: str) -> int:
+    return number(text, "a port number in [0, 65535]", lambda v: 0 <= v <= 65535, int)
+
+
+def device_name(text: str) -> str:
+    """``--device``: a torch device that exists here (checked before any work starts)."""
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r}: use cpu or cuda[:N]")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: no CUDA device is available here (torch.cuda.is_available() is "
+                "False); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: only {count} CUDA device(s) here")
+    return text
+
+
+def check_writable(path: str | os.PathLike, kind: str) -> Path:
+    """Refuse, before any work, an output that cannot be written: a ``kind="file"`` that is a
+    folder, a ``kind="dir"`` that is a file, a parent that is a file, or no write permission
+    in the nearest existing folder (missing folders are created later)."""
+    p = Path(path)
+    if kind == "file" and (str(path) in ("", ".") or p.is_dir()):
+        raise ValueError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise ValueError(f"cannot write into {str(path)!r}: it is a file, not a folder")
+    from navcuda.io.atomic import nearest_existing
+
+    folder = nearest_existing(p.parent if kind == "file" else p)
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {str(path)!r}: no write permission in {str(folder)!r}")
+    return p
+
+
+def parse_hparams(items: Sequence[str]) -> list[tuple[str, object]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--param expects NAME=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value: object = json.loads(raw)
+        except json.JSONDecodeError:
+            words = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
+            value = words.get(raw.strip().lower(), raw)
+        out.append((key.strip().replace("-", "_"), value))
+    return out
+
+
+def join_negative_values(argv: Sequence[str] | None) -> list[str]:
+    """Let ``--t -3:3:7`` through argparse (which would take ``-3:3:7`` for an option)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--t" and i + 1 < len(args) and re.match(r"^-[\d.]", args[i + 1]):
+            out.append(f"--t={args[i + 1]}")
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except for flags and options without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def generator_options(p: argparse.ArgumentParser, label: bool = True) -> None:
+    """``--model`` (any generator through an importable factory) and ``--class``."""
+    p.add_argument(
+        "--model",
+        metavar="PKG.MODULE:FACTORY",
+        help="a generator made by an importable factory: it returns a navcuda generator, "
+        "(module, sampler) or navcuda.wrap arguments; --checkpoint is passed to it",
+    )
+    if label:
+        p.add_argument(
+            "--class",
+            dest="label",
+            type=non_negative,
+            help="class label of a conditional generator (default: drawn with each latent)",
+        )
+
+
+def load_generator_of(args: argparse.Namespace, device: str | None = None):
+    """The generator of a command: ``--model package.module:factory`` (given ``--checkpoint``,
+    if any), a checkpoint file, or the bundled model."""
+    device = device or args.device
+    spec = getattr(args, "model", None)
+    if spec:
+        from navcuda.models.from_spec import load_from_spec
+
+        return load_from_spec(spec, args.checkpoint, device)
+    if args.checkpoint is None:
+        from navcuda.models.default import load_default
+
+        return load_default(device=device)
+    from navcuda.models.checkpoints import load_generator
+
+    return load_generator(args.checkpoint, device=device).eval()
+
+
+def label_of(args: argparse.Namespace) -> int | None:
+    """``--class``: the class label of a conditional generator (None: drawn with each latent)."""
+    return getattr(args, "label", None)
+
+
+def metric_of(name: str, g, backbone: str | None, device: str):
+    """A perceptual metric by CLI name ("none" -> None); "auto" as in spectrum discovery."""
+    if name == "none":
+        return None
+    from navcuda.metrics.perceptual import make_metric, resolve_metric_name
+    from navcuda.models.default import is_toy_model
+
+    name = resolve_metric_name(name, is_toy_model(g), backbone)
+    kw = {"backbone_path": backbone} if name.startswith("lpips") else {}
+    return make_metric(name, **kw).to(device)
+
+
+def fmt(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def write_json(path: Path, obj: object) -> Path:
+    from navcuda.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # NaN (no value) as null: strict JSON for every reader
+        tmp.write_text(json.dumps(_nan_to_none(obj), indent=2, allow_nan=False))
+    return path
+
+
+def _nan_to_none(obj: object) -> object:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
