@@ -3,37 +3,183 @@
 A *strip* of a direction is ``G_{theta + t xi}(z)`` for a row of ``t`` values; a direction grid
 stacks one strip per (direction, z). Files are written atomically: to a temporary file beside the
 target, then renamed, so an interrupted run never leaves a half-written PNG.
+
+Large renders stream: :func:`render` with an ``output_dir`` writes each strip (and GIF) as soon as
+its images are done and keeps in memory only one file's images at a time (plus, by default, the
+whole result when it is small: ``keep_images``). The latents may be any sequence of seeds, a
+``range`` included, which is never materialised: the rows of one file are sampled when that file
+is rendered. :func:`estimate_render` gives the memory, disk and time a render will take, for a
+caller (the command line) to refuse what does not fit before starting.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
-from collections.abc import Sequence
+import shutil
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from navcuda._checks import positive_int
-from navcuda.io.atomic import atomic_path
+from navcuda._summary import short_repr
+from navcuda.io.atomic import atomic_path, nearest_existing
 from navcuda.io.directions import DirectionSet
-from navcuda.models.interface import Inputs, ShiftableGenerator
+from navcuda.models.interface import GeneratorError, Inputs, ShiftableGenerator
 from navcuda.shift import Direction, as_inputs, synthesize_shifted
 
 __all__ = [
+    "KEEP_IMAGES_MAX_BYTES",
+    "RenderEstimate",
     "RenderResult",
     "atomic_save_figure",
     "atomic_save_image",
+    "estimate_render",
     "inputs_for",
     "render",
     "render_strips",
+    "default_rows_per_file",
     "save_gif",
     "save_grid",
     "to_uint8",
 ]
+
+#: :func:`render` with an output folder keeps its images in the result (``keep_images=None``) up
+#: to this many bytes (float32), and none beyond (they are in the files).
+KEEP_IMAGES_MAX_BYTES = 1 << 30
+#: Float32 bytes of the images of one strip file (rows x t) held while rendering to disk; larger
+#: strips are split into several files of consecutive rows (:func:`default_rows_per_file`).
+FILE_MAX_BYTES = 1 << 30
+#: Rows (latents) of one strip file at most, whatever the image size.
+FILE_MAX_ROWS = 256
+
+_DEFAULT_TS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+class _Rows:
+    """The latents of a render, made a slice at a time: seeds (any sequence, ``range`` included,
+    never listed whole), a count, :class:`Inputs` or a StyleGAN ``z`` tensor."""
+
+    def __init__(self, generator, z_or_seeds, truncation_psi: float, label) -> None:
+        self.generator, self.psi = generator, truncation_psi
+        self.seeds: Sequence[int] | None = None
+        self.inputs: Inputs | None = None
+        self.z: torch.Tensor | None = None
+        self.label, self.per_seed_label = None, False
+        if isinstance(z_or_seeds, Inputs):
+            self.inputs, n = z_or_seeds, len(z_or_seeds)
+        elif isinstance(z_or_seeds, torch.Tensor):
+            if getattr(generator, "from_z", None) is None:
+                raise ValueError(
+                    f"{generator.architecture} takes seeds or navcuda Inputs, not a z tensor"
+                )
+            self.z, n = z_or_seeds, int(z_or_seeds.shape[0])
+        else:
+            if isinstance(z_or_seeds, bool):
+                raise TypeError("z_or_seeds must be a count, seeds, navcuda Inputs or a z tensor")
+            if isinstance(z_or_seeds, int):
+                z_or_seeds = range(z_or_seeds)
+            elif not isinstance(z_or_seeds, Sequence):  # an iterator: its seeds, listed
+                z_or_seeds = list(z_or_seeds)
+            self.seeds, n = z_or_seeds, len(z_or_seeds)
+            self.label = label
+            if label is not None:
+                count = torch.as_tensor(label).numel()
+                if count not in (1, n):
+                    raise GeneratorError(f"got {count} class labels for {n} seeds")
+                self.per_seed_label = count > 1
+        if n == 0:
+            raise ValueError("no latents: give a count, seeds, navcuda Inputs or a z tensor")
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, lo: int, hi: int) -> Inputs:
+        """The inputs of rows ``lo..hi-1``."""
+        if self.inputs is not None:
+            return self.inputs.take(slice(lo, hi))
+        if self.z is not None:
+            with torch.no_grad():
+                return self.generator.from_z(self.z[lo:hi].to(self.generator.device), self.psi)
+        assert self.seeds is not None
+        lab = self.label[lo:hi] if self.per_seed_label else self.label  # type: ignore[index]
+        return self.generator.sample_seeds(self.seeds[lo:hi], truncation_psi=self.psi, label=lab)
+
+    def describe(self) -> str:
+        """``seeds 0, 1, 2, ..., 99`` (cut after a few), or what the rows are."""
+        if self.seeds is None:
+            return f"{self.n} latents"
+        if self.n <= 8:
+            return "seeds " + ", ".join(str(int(s)) for s in self.seeds)
+        head = ", ".join(str(int(s)) for s in self.seeds[:3])
+        return f"seeds {head}, ..., {int(self.seeds[-1])} ({self.n} seeds)"
+
+
+def _render_units(
+    generator: ShiftableGenerator,
+    directions: Sequence[Direction],
+    rows: _Rows,
+    ts: torch.Tensor,
+    noise_mode: str | None,
+    batch_size: int,
+    rows_per_unit: int,
+    bar: tqdm | None = None,
+) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """Yield ``(direction index, row lo, row hi, images [hi - lo, T, C, H, W])`` unit by unit:
+    rows in pages of ``rows_per_unit``, every direction of a page before the next page (each page
+    sampled once). The (direction, latent, t) samples run in batches of ``batch_size`` that span
+    units, so batches stay full; a unit is yielded as soon as its last image is rendered."""
+    k, n, t = len(directions), len(rows), ts.shape[1]
+    dev = generator.device
+
+    def samples() -> Iterator[tuple[int, int, int, int, int]]:
+        for lo in range(0, n, rows_per_unit):
+            hi = min(n, lo + rows_per_unit)
+            for i in range(k):
+                for j in range(lo, hi):
+                    for m in range(t):
+                        yield lo, hi, i, j, m
+
+    stream = samples()
+    pages: dict[int, Inputs] = {}
+    parts: list[torch.Tensor] = []
+    filled = 0
+    while chunk := list(itertools.islice(stream, batch_size)):
+        for lo in [lo for lo in pages if lo < chunk[0][0]]:
+            del pages[lo]  # every direction of that page is done
+        segments: list[Inputs] = []
+        for lo, hi in dict.fromkeys((s[0], s[1]) for s in chunk):
+            if lo not in pages:
+                pages[lo] = rows.take(lo, hi)
+            segments.append(pages[lo].take([s[3] - lo for s in chunk if s[0] == lo]))
+        x = segments[0] if len(segments) == 1 else Inputs.cat(segments)
+        tt = torch.stack([ts[s[2], s[4]] for s in chunk]).to(dev)
+        dirs = [directions[s[2]] for s in chunk]
+        with torch.no_grad():
+            img = synthesize_shifted(generator, x, dirs, tt, noise_mode).float().cpu()
+        if bar is not None:
+            bar.update(len(chunk))
+        pos = 0
+        while pos < len(chunk):
+            lo, hi, i = chunk[pos][:3]
+            size = (hi - lo) * t
+            take = min(size - filled, len(chunk) - pos)
+            parts.append(img[pos : pos + take])
+            filled += take
+            pos += take
+            if filled == size:
+                images = parts[0] if len(parts) == 1 else torch.cat(parts)
+                parts, filled = [], 0
+                yield i, lo, hi, images.reshape(hi - lo, t, *images.shape[1:])
 
 
 @torch.no_grad()
@@ -55,37 +201,54 @@ def render_strips(
     """
     inputs = as_inputs(generator, inputs)
     k, n = len(directions), len(inputs)
+    ts_ = _ts_per_direction(ts, k)
+    t = ts_.shape[1]
+    if k == 0 or n == 0 or t == 0:
+        raise ValueError(f"need at least one direction, latent and t (got {k}, {n}, {t})")
+    positive_int(batch_size, "batch_size")
+    rows = _Rows(generator, inputs, 1.0, None)
+    out: torch.Tensor | None = None
+    with tqdm(total=k * n * t, desc="render", unit="img", disable=not progress) as bar:
+        for i, _, _, images in _render_units(
+            generator, directions, rows, ts_, noise_mode, batch_size, n, bar
+        ):
+            if out is None:
+                out = images.new_empty(k, *images.shape)
+            out[i] = images
+    assert out is not None
+    return out
+
+
+def _ts_per_direction(ts: Sequence[float] | torch.Tensor, k: int) -> torch.Tensor:
     ts_ = torch.as_tensor(ts, dtype=torch.float32)
     if ts_.ndim == 1:
         ts_ = ts_.expand(k, -1)
     if ts_.ndim != 2 or ts_.shape[0] != k:
         raise ValueError(f"ts must be [T] or [K={k}, T], got {list(ts_.shape)}")
-    t = ts_.shape[1]
-    if k == 0 or n == 0 or t == 0:
-        raise ValueError(f"need at least one direction, latent and t (got {k}, {n}, {t})")
-    positive_int(batch_size, "batch_size")
-    triples = [(i, j, m) for i in range(k) for j in range(n) for m in range(t)]
-    out = []
-    starts = range(0, len(triples), batch_size)
-    for start in tqdm(starts, desc="render", unit="batch", disable=not progress):
-        chunk = triples[start : start + batch_size]
-        dirs = [directions[i] for i, _, _ in chunk]
-        x = inputs.take([j for _, j, _ in chunk])
-        tt = torch.stack([ts_[i, m] for i, _, m in chunk]).to(generator.device)
-        out.append(synthesize_shifted(generator, x, dirs, tt, noise_mode).float().cpu())
-    images = torch.cat(out)
-    return images.reshape(k, n, t, *images.shape[1:])
+    return ts_
 
 
-@dataclass
+@dataclass(repr=False)
 class RenderResult:
-    """Output of :func:`render`: ``images [K, N, T, C, H, W]``, the absolute ``ts [K, T]`` used,
-    the directions' names and the files written (empty when no output folder was given)."""
+    """Output of :func:`render`: ``images [K, N, T, C, H, W]`` (None when they were only written
+    to files: ``keep_images``), the absolute ``ts [K, T]`` used, the directions' names, the files
+    written (empty when no output folder was given) and the images' ``shape``
+    ``(K, N, T, C, H, W)``. Its ``repr`` is one line (tensors as shapes)."""
 
-    images: torch.Tensor
+    images: torch.Tensor | None
     ts: torch.Tensor
     names: list[str]
     files: list[Path] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
+
+    __repr__ = short_repr
+
+
+def default_rows_per_file(image_shape: Sequence[int], n_ts: int) -> int:
+    """Rows (latents) of one strip file: as many as keep its float32 images within
+    :data:`FILE_MAX_BYTES`, at most :data:`FILE_MAX_ROWS`, at least one."""
+    per_row = 4 * n_ts * math.prod(image_shape)
+    return int(max(1, min(FILE_MAX_ROWS, FILE_MAX_BYTES // max(per_row, 1))))
 
 
 def render(
@@ -101,48 +264,246 @@ def render(
     batch_size: int = 16,
     progress: bool = True,
     label: int | Sequence[int] | None = None,
+    *,
+    labels: bool = False,
+    keep_images: bool | None = None,
+    rows_per_file: int | None = None,
 ) -> RenderResult:
     """Render every direction over a row of shifts for several latents.
 
     Args:
         directions: a direction set, a list of directions or one direction.
-        z_or_seeds: a list of seeds, a count N (seeds 0..N-1), the generator's
+        z_or_seeds: a sequence of seeds (a ``range`` is never listed: rows are sampled a file at
+            a time), a count N (seeds 0..N-1), the generator's
             :class:`~navcuda.models.interface.Inputs`, or (StyleGAN) latents ``[N, z_dim]``.
         ts: shifts (default ``-2, -1, 0, 1, 2``). With ``relative=True`` they are multiples of each
             direction's recommended amplitude (directions without one use 1.0); otherwise
             absolute Frobenius norms.
         output_dir: when given, writes ``{i:02d}_{name}.png`` (rows: latents, columns: t) per
-            direction, and with ``gif=True`` an animated ``{i:02d}_{name}.gif`` sweeping t.
+            direction, and with ``gif=True`` an animated ``{i:02d}_{name}.gif`` sweeping t, each
+            as soon as it is rendered. More latents than fit one file (``rows_per_file``) give
+            one file per page of rows, ``{i:02d}_{name}_rows{lo}-{hi}.png`` (row indices, first
+            and last, zero-padded).
         truncation_psi: 0.7 by default (:func:`navcuda.generate` defaults to 1.0).
         noise_mode: StyleGAN's noise: ``"const"`` (default), ``"random"`` or ``"none"``.
         label: a conditional generator's class, one for all latents or one per latent (None:
             drawn with each seed's latent).
         batch_size: images per synthesis call (bounds memory).
-        progress: show a progress bar.
+        progress: show a progress bar (over images).
+        labels: draw the direction's name and each column's t on the strips, and t on the GIF
+            frames.
+        keep_images: keep the images in ``RenderResult.images``. None (default): always without
+            ``output_dir``; with it, only when they take at most :data:`KEEP_IMAGES_MAX_BYTES`
+            (else ``images`` is None: they are in the files, and memory holds one file's images
+            at a time). True: always; False: never (needs ``output_dir``).
+        rows_per_file: latents per strip file (default :func:`default_rows_per_file`: 256 at
+            most, and at most :data:`FILE_MAX_BYTES` of float32 images).
 
     Returns:
         :class:`RenderResult`.
     """
     dirs = _as_directions(directions)
-    inputs = inputs_for(generator, z_or_seeds, truncation_psi, label)
-    rel = torch.as_tensor([-2.0, -1.0, 0.0, 1.0, 2.0] if ts is None else list(ts))
+    rows = _Rows(generator, z_or_seeds, truncation_psi, label)
+    rel, amps, abs_ts = _shifts(dirs, ts, relative)
+    positive_int(batch_size, "batch_size")
+    positive_int(rows_per_file, "rows_per_file", none_ok=True)
+    if keep_images is False and output_dir is None:
+        raise ValueError("keep_images=False needs an output_dir (the images would be lost)")
+    names = [d.name or f"direction{i}" for i, d in enumerate(dirs)]
+    k, n, t = len(dirs), len(rows), rel.numel()
+    image_shape = tuple(generator.image_shape)
+    shape = (k, n, t, *image_shape)
+    result = RenderResult(None, abs_ts, names, shape=shape)
+    if output_dir is None:
+        per_file, keep = n, True
+    else:
+        per_file = min(n, rows_per_file or default_rows_per_file(image_shape, t))
+        keep = keep_images if keep_images is not None else _nbytes(shape) <= KEEP_IMAGES_MAX_BYTES
+    images = torch.empty(shape) if keep else None
+    out = None if output_dir is None else Path(output_dir)
+    width = len(str(n - 1))
+    with tqdm(total=k * n * t, desc="render", unit="img", disable=not progress) as bar:
+        for i, lo, hi, strip in _render_units(
+            generator, dirs, rows, abs_ts, noise_mode, batch_size, per_file, bar
+        ):
+            if images is not None:
+                images[i, lo:hi] = strip
+            if out is None:
+                continue
+            stem = f"{i:02d}_{_safe(names[i])}"
+            if per_file < n:
+                stem += f"_rows{lo:0{width}d}-{hi - 1:0{width}d}"
+            title = cols = None
+            if labels:
+                title, cols = _strip_labels(names[i], i, rel, amps[i], relative, (lo, hi, n))
+            result.files.append(save_grid(strip, out / f"{stem}.png", title=title,
+                                          column_labels=cols))  # fmt: skip
+            if gif:
+                result.files.append(save_gif(strip, out / f"{stem}.gif", title=title,
+                                             frame_labels=cols))  # fmt: skip
+            bar.set_postfix_str(f"wrote {stem}", refresh=False)
+    result.images = images
+    return result
+
+
+def _shifts(
+    dirs: Sequence[Direction], ts: Sequence[float] | None, relative: bool
+) -> tuple[torch.Tensor, list[float], torch.Tensor]:
+    """The shifts asked for ``[T]`` (default ``-2..2``), each direction's scale (its amplitude
+    when ``relative`` and it has one, else 1) and the absolute shifts ``[K, T]``."""
+    rel = torch.as_tensor(list(_DEFAULT_TS) if ts is None else list(ts))
     if rel.ndim != 1 or rel.numel() == 0 or not torch.isfinite(rel).all():
         raise ValueError("ts must be a non-empty list of finite numbers")
-    scale = torch.tensor(
-        [(d.amplitude if (relative and d.amplitude) else 1.0) for d in dirs], dtype=torch.float32
-    )
-    abs_ts = scale[:, None] * rel[None, :].float()
-    images = render_strips(generator, dirs, inputs, abs_ts, noise_mode, batch_size, progress)
-    names = [d.name or f"direction{i}" for i, d in enumerate(dirs)]
-    result = RenderResult(images, abs_ts, names)
-    if output_dir is not None:
-        out = Path(output_dir)
-        for i, name in enumerate(names):
-            stem = f"{i:02d}_{_safe(name)}"
-            result.files.append(save_grid(images[i], out / f"{stem}.png"))
-            if gif:
-                result.files.append(save_gif(images[i], out / f"{stem}.gif"))
-    return result
+    amps = [(d.amplitude if (relative and d.amplitude) else 1.0) for d in dirs]
+    return rel, amps, torch.tensor(amps, dtype=torch.float32)[:, None] * rel[None, :].float()
+
+
+def _nbytes(shape: Sequence[int]) -> int:
+    return 4 * math.prod(shape)
+
+
+def _strip_labels(
+    name: str, index: int, rel: torch.Tensor, amp: float, relative: bool, rows: tuple[int, int, int]
+) -> tuple[str, list[str]]:
+    """The title and the column labels of a labelled strip."""
+    lo, hi, n = rows
+    scale = f"t x amplitude {amp:.4g}" if relative else "t absolute"
+    where = f", rows {lo}-{hi - 1} of {n}" if hi - lo < n else ""
+    return f"#{index} {name} ({scale}{where})", [f"t={float(v):g}" for v in rel]
+
+
+class RenderEstimate(NamedTuple):
+    """What a render will take (:func:`estimate_render`); a tuple ``(bytes_in_memory,
+    bytes_on_disk, seconds)`` first. ``bytes_in_memory``: the peak of the images held (float32)
+    plus one file's 8-bit canvases; ``bytes_on_disk``: the files, uncompressed (PNG and GIF
+    compress: an upper bound); ``seconds``: the rendering time measured on one batch (None when
+    not measured)."""
+
+    bytes_in_memory: int
+    bytes_on_disk: int
+    seconds: float | None
+    images: int
+    files: int
+
+    def describe(self) -> str:
+        """One line: images, files, memory, disk and time."""
+        when = "" if self.seconds is None else f", about {_duration(self.seconds)}"
+        disk = f", up to {_size(self.bytes_on_disk)} on disk" if self.files else ""
+        return (
+            f"{self.images:,} images in {self.files:,} files: about "
+            f"{_size(self.bytes_in_memory)} in memory{disk}{when}"
+        )
+
+    def problems(
+        self, output_dir: str | os.PathLike | None = None, max_seconds: float | None = None
+    ) -> list[str]:
+        """Why this render should not start without confirmation: more memory than is
+        available now, more disk than is free where ``output_dir`` would be, more time than
+        ``max_seconds``. Empty when it fits (or what is free cannot be read)."""
+        out = []
+        free_mem = available_memory()
+        if free_mem is not None and self.bytes_in_memory > free_mem:
+            out.append(
+                f"it needs about {_size(self.bytes_in_memory)} of memory, {_size(free_mem)} "
+                "is available"
+            )
+        if output_dir is not None and self.files:
+            free_disk = shutil.disk_usage(nearest_existing(output_dir)).free
+            if self.bytes_on_disk > free_disk:
+                out.append(
+                    f"its files take up to {_size(self.bytes_on_disk)}, {_size(free_disk)} is "
+                    f"free in {nearest_existing(output_dir)}"
+                )
+        if max_seconds is not None and self.seconds is not None and self.seconds > max_seconds:
+            out.append(f"it takes about {_duration(self.seconds)}")
+        return out
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``; None where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def estimate_render(
+    generator: ShiftableGenerator,
+    n_directions: int,
+    n_seeds: int,
+    n_ts: int,
+    *,
+    output_dir: bool | str | os.PathLike | None = True,
+    gif: bool = False,
+    keep_images: bool | None = None,
+    rows_per_file: int | None = None,
+    batch_size: int = 16,
+    measure: bool = True,
+    seconds_per_image: float | None = None,
+) -> RenderEstimate:
+    """Memory, disk and time of :func:`render` with these sizes and options (``output_dir``:
+    whether files are written; a path counts as True), without rendering all of it.
+
+    The time is ``seconds_per_image`` times the images, or with ``measure`` one batch of
+    ``min(batch_size, images)`` unshifted images rendered and timed (after one warm-up image);
+    shifted renders cost about the same. :meth:`RenderEstimate.problems` compares the estimate
+    with the free memory and disk; :meth:`RenderEstimate.describe` says it in one line. A
+    gallery (:func:`navcuda.gallery.build_gallery`) is a render with ``rows_per_file=n_seeds``,
+    ``gif=True`` and ``keep_images=False``.
+    """
+    for name, v in (("n_directions", n_directions), ("n_seeds", n_seeds), ("n_ts", n_ts)):
+        positive_int(v, name)
+    positive_int(batch_size, "batch_size")
+    image_shape = tuple(generator.image_shape)
+    c, h, w = image_shape
+    shape = (n_directions, n_seeds, n_ts, *image_shape)
+    images = n_directions * n_seeds * n_ts
+    writes = output_dir is not None and output_dir is not False
+    if not writes:
+        per_file, keep, n_files = n_seeds, True, 0
+    else:
+        per_file = min(n_seeds, rows_per_file or default_rows_per_file(image_shape, n_ts))
+        keep = keep_images if keep_images is not None else _nbytes(shape) <= KEEP_IMAGES_MAX_BYTES
+        n_files = n_directions * math.ceil(n_seeds / per_file) * (2 if gif else 1)
+    unit = per_file * n_ts * c * h * w
+    kept = _nbytes(shape) if keep else 0
+    # one unit in float32 (while rendered) and its 8-bit canvases (strip; GIF frames twice)
+    canvas = unit * (3 if c == 1 else 1) * (1 + (2 if gif else 0))
+    memory = max(kept, 4 * unit) + (canvas if writes else 0) + 4 * batch_size * c * h * w
+    pixels = n_seeds * n_ts * (h + 2) * (w + 2) * n_directions
+    disk = 3 * pixels + (pixels * 2 if gif else 0) if writes else 0  # RGB PNG; GIF: 2T-2 frames
+    seconds = None if seconds_per_image is None else seconds_per_image * images
+    if seconds is None and measure:
+        b = min(batch_size, images)
+        with torch.no_grad():
+            generator.render(generator.sample(1, 0))
+            start = time.perf_counter()
+            generator.render(generator.sample(b, 0))
+            seconds = (time.perf_counter() - start) / b * images
+    return RenderEstimate(int(memory), int(disk), seconds, images, n_files)
 
 
 def _as_directions(directions) -> list[Direction]:
@@ -165,18 +526,8 @@ def inputs_for(
     generators, latents ``z [N, z_dim]``."""
     if isinstance(z_or_seeds, Inputs):
         return z_or_seeds
-    if isinstance(z_or_seeds, torch.Tensor):
-        from_z = getattr(generator, "from_z", None)
-        if from_z is None:
-            raise ValueError(
-                f"{generator.architecture} takes seeds or navcuda Inputs, not a z tensor"
-            )
-        with torch.no_grad():
-            return from_z(z_or_seeds.to(generator.device), truncation_psi)
-    seeds = list(range(z_or_seeds)) if isinstance(z_or_seeds, int) else list(z_or_seeds)
-    if not seeds:
-        raise ValueError("no latents: give a count, seeds, navcuda Inputs or a z tensor")
-    return generator.sample_seeds(seeds, truncation_psi=truncation_psi, label=label)
+    rows = _Rows(generator, z_or_seeds, truncation_psi, label)
+    return rows.take(0, len(rows))
 
 
 def _safe(name: str) -> str:
@@ -184,20 +535,69 @@ def _safe(name: str) -> str:
 
 
 def save_gif(
-    strip: torch.Tensor, path: str | os.PathLike, frame_ms: int = 120, padding: int = 2
+    strip: torch.Tensor,
+    path: str | os.PathLike,
+    frame_ms: int = 120,
+    padding: int = 2,
+    *,
+    title: str | None = None,
+    frame_labels: Sequence[str] | None = None,
 ) -> Path:
     """Animated GIF of ``strip [N, T, C, H, W]``: frame m shows the N latents side by side at the
-    m-th shift; the animation goes forth and back. Written atomically."""
+    m-th shift; the animation goes forth and back. Written atomically. ``title`` and
+    ``frame_labels`` (one per shift, e.g. ``"t=-2"``) are drawn above the images."""
     if strip.ndim != 5:
         raise ValueError(f"expected [N, T, C, H, W], got {list(strip.shape)}")
-    frames = [
-        Image.fromarray(_tile(strip[:, m], nrow=strip.shape[0], padding=padding))
-        for m in range(strip.shape[1])
-    ]
+    if frame_labels is not None and len(frame_labels) != strip.shape[1]:
+        raise ValueError(f"{len(frame_labels)} frame labels for {strip.shape[1]} frames")
+    frames = []
+    for m in range(strip.shape[1]):
+        canvas = _tile(strip[:, m], nrow=strip.shape[0], padding=padding)
+        if title is not None or frame_labels is not None:
+            lines = [x for x in (title, None if frame_labels is None else frame_labels[m]) if x]
+            frames.append(_with_header(canvas, lines, [], 0, padding))
+        else:
+            frames.append(Image.fromarray(canvas))
     seq = frames + frames[-2:0:-1]
     return atomic_save_image(
         seq[0], path, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0
     )
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # a Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _with_header(
+    canvas: np.ndarray, lines: Sequence[str], columns: Sequence[str], cell: int, padding: int
+) -> Image.Image:
+    """``canvas`` under a white band holding ``lines`` (left-aligned, one per line) and
+    ``columns`` (one label centred over each column of width ``cell``), in black, with PIL's
+    default font sized to the columns."""
+    width = canvas.shape[1]
+    size = 11
+    if columns:
+        longest = max(len(c) for c in columns)
+        size = max(6, min(size, int(cell / max(longest, 1) / 0.6)))
+    font = _font(size)
+    line_h = size + 3
+    rows = len(lines) + (1 if columns else 0)
+    band = padding + rows * line_h
+    img = Image.new("RGB", (width, band + canvas.shape[0]), (255, 255, 255))
+    img.paste(Image.fromarray(canvas), (0, band))
+    draw = ImageDraw.Draw(img)
+    y = padding
+    for line in lines:
+        draw.text((padding, y), line, fill=(0, 0, 0), font=font)
+        y += line_h
+    for c, label in enumerate(columns):
+        text_w = draw.textlength(label, font=font)
+        x = padding + c * (cell + padding) + max(0.0, (cell - text_w) / 2)
+        draw.text((x, y), label, fill=(0, 0, 0), font=font)
+    return img
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -253,12 +653,19 @@ def _tile(images: torch.Tensor, nrow: int, padding: int) -> np.ndarray:
 
 
 def save_grid(
-    images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
+    images: torch.Tensor,
+    path: str | os.PathLike,
+    nrow: int | None = None,
+    padding: int = 2,
+    *,
+    title: str | None = None,
+    column_labels: Sequence[str] | None = None,
 ) -> Path:
     """Tile images into one PNG, atomically.
 
     ``images``: ``[N, C, H, W]`` (tiled ``nrow`` per row, default ceil(sqrt(N))) or
-    ``[R, T, C, H, W]`` (one row per leading index). Values in [-1, 1]; C is 1 or 3.
+    ``[R, T, C, H, W]`` (one row per leading index). Values in [-1, 1]; C is 1 or 3. ``title``
+    and ``column_labels`` (one per column, e.g. ``"t=-2"``) are drawn above the grid.
     """
     if images.ndim == 5:
         nrow = images.shape[1]
@@ -268,4 +675,11 @@ def save_grid(
             f"expected [N, C, H, W] or [R, T, C, H, W] with C in (1, 3), got {list(images.shape)}"
         )
     nrow = nrow or int(np.ceil(np.sqrt(images.shape[0])))
-    return atomic_save_image(Image.fromarray(_tile(images, nrow, padding)), path)
+    if column_labels is not None and len(column_labels) != nrow:
+        raise ValueError(f"{len(column_labels)} column labels for {nrow} columns")
+    canvas = _tile(images, nrow, padding)
+    if title is None and column_labels is None:
+        return atomic_save_image(Image.fromarray(canvas), path)
+    header = _with_header(canvas, [title] if title else [], column_labels or [],
+                          images.shape[-1], padding)  # fmt: skip
+    return atomic_save_image(header, path)

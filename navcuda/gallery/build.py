@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from navcuda._checks import positive_int
 from navcuda.gallery.names import set_info
 from navcuda.io.atomic import atomic_path
 from navcuda.io.directions import DirectionSet
 from navcuda.models.interface import ShiftableGenerator
 
-__all__ = ["build_gallery", "value_label"]
+__all__ = ["build_gallery", "estimate_gallery", "value_label"]
 
 _VALUE_LABELS = {
     "svd": "singular value",
@@ -160,6 +162,19 @@ def _atomic_write_text(path: Path, text: str) -> Path:
     return path
 
 
+def estimate_gallery(
+    generator: ShiftableGenerator, n_directions: int, n_seeds: int, n_ts: int, **kwargs: Any
+):
+    """What :func:`build_gallery` will take (a :class:`~navcuda.rendering.RenderEstimate`:
+    memory, disk, seconds): one strip and one GIF per direction, each holding every seed;
+    ``kwargs`` go to :func:`~navcuda.rendering.estimate_render` (``batch_size``, ``measure``,
+    ``seconds_per_image``)."""
+    from navcuda.rendering import estimate_render
+
+    return estimate_render(generator, n_directions, n_seeds, n_ts, output_dir=True, gif=True,
+                           keep_images=False, rows_per_file=n_seeds, **kwargs)  # fmt: skip
+
+
 def build_gallery(
     generator: ShiftableGenerator,
     direction_set: DirectionSet,
@@ -178,7 +193,9 @@ def build_gallery(
     """Write a static gallery of ``direction_set`` to ``output_dir``; returns ``index.html``.
 
     Args:
-        seeds: latents of the strips (rows), a list of seeds or a count.
+        seeds: latents of the strips (rows), a sequence of seeds (a ``range`` is not listed) or
+            a count. Each card's strip holds every seed: :func:`estimate_gallery` says what a
+            gallery will take before it is built.
         ts: shifts (columns): multiples of each direction's recommended amplitude, or absolute
             Frobenius norms with ``relative=False``.
         scores: optional per-direction scores, ``{index: {"name": value}}`` or a list with one
@@ -188,37 +205,40 @@ def build_gallery(
         label: a conditional generator's class for every strip (None: drawn with each seed).
 
     The page offers sorting, filtering, naming and good/bad marks (kept in the browser's
-    localStorage) and exports ``names.json`` (see :mod:`navcuda.gallery.names`).
+    localStorage) and exports ``names.json`` (see :mod:`navcuda.gallery.names`). The images are
+    streamed: each direction's strip and GIF are written as soon as they are rendered, and only
+    that direction's images are held in memory.
     """
-    from navcuda.rendering import render, save_gif, save_grid
+    from navcuda.rendering import _render_units, _Rows, _shifts, save_gif, save_grid
 
     k = len(direction_set)
+    if k == 0:
+        raise ValueError("no directions to render")
     score_list = _normalise_scores(scores, k)
     out = Path(output_dir)
     img_dir = out / "img"
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    res = render(
-        generator,
-        direction_set,
-        seed_list,
-        ts=list(ts),
-        relative=relative,
-        output_dir=None,
-        truncation_psi=truncation_psi,
-        batch_size=batch_size,
-        progress=progress,
-        label=label,
-    )
-    n, t_count = res.images.shape[1], res.images.shape[2]
-    size = res.images.shape[-1]
+    positive_int(batch_size, "batch_size")
+    rows = _Rows(generator, seeds, truncation_psi, label)
+    dirs = list(direction_set)
+    _, _, abs_ts = _shifts(dirs, ts, relative)
+    n, t_count = len(rows), abs_ts.shape[1]
+    _, height, width = generator.image_shape
     pad = 2
-    strip_size = (t_count * (size + pad) + pad, n * (size + pad) + pad)
+    strip_size = (t_count * (width + pad) + pad, n * (height + pad) + pad)
+    files: dict[int, tuple[Path, Path]] = {}
+    with tqdm(total=k * n * t_count, desc="gallery", unit="img", disable=not progress) as bar:
+        for i, _, _, strip in _render_units(
+            generator, dirs, rows, abs_ts, None, batch_size, n, bar
+        ):
+            files[i] = (
+                save_grid(strip, img_dir / f"{i:03d}.png", padding=pad),
+                save_gif(strip, img_dir / f"{i:03d}.gif", padding=pad),
+            )
     values = direction_set.values
     marks = direction_set.extra.get("marks") or {}
     cards = []
     for i in range(k):
-        strip = save_grid(res.images[i], img_dir / f"{i:03d}.png")
-        gif = save_gif(res.images[i], img_dir / f"{i:03d}.gif")
+        strip, gif = files[i]
         amp = float(direction_set.amplitudes[i])
         cards.append(
             {
@@ -241,7 +261,7 @@ def build_gallery(
     vname = value_label(direction_set.method)
     ts_text = ", ".join(f"{v:g}" for v in ts)
     ts_label = f"t = {ts_text}" + (" × amplitude" if relative else " (absolute)")
-    seeds_label = "seeds " + ", ".join(str(s) for s in seed_list)
+    seeds_label = rows.describe()
     info = set_info(direction_set, source)
     data = {
         "set": info,

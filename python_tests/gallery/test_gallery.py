@@ -130,6 +130,36 @@ def test_no_scores_and_bad_scores(tmp_path, tiny_generator, svd_set):
         build_gallery(tiny_generator, svd_set, tmp_path, seeds=1, ts=[0], scores=[{"a": [1]}])
 
 
+def test_gallery_streams_cards_and_takes_a_range_of_seeds(tmp_path, tiny_generator, svd_set,
+                                                          monkeypatch):  # fmt: skip
+    """Each direction's strip and GIF are on disk as soon as they are rendered (an interrupted
+    build leaves them); a ``range`` of seeds is never listed, and the page names it briefly."""
+    import navcuda.rendering as rendering
+    from navcuda.gallery import estimate_gallery
+
+    real, calls = rendering.synthesize_shifted, []
+
+    def synthesize(*args, **kw):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rendering, "synthesize_shifted", synthesize)
+    with pytest.raises(KeyboardInterrupt):  # batches of one direction's 2 x 2 images
+        build_gallery(tiny_generator, svd_set, tmp_path, seeds=2, ts=[0, 1], batch_size=4)
+    assert sorted(p.name for p in (tmp_path / "img").iterdir()) == ["000.gif", "000.png"]
+    monkeypatch.undo()
+
+    index = build_gallery(tiny_generator, svd_set.subset([0]), tmp_path / "r",
+                          seeds=range(10**9, 10**9 + 9), ts=[0])  # fmt: skip
+    text = index.read_text(encoding="utf-8")
+    assert "seeds 1000000000, 1000000001, 1000000002, ..., 1000000008 (9 seeds)" in text
+    est = estimate_gallery(tiny_generator, 4, 10**6, 5, seconds_per_image=1e-3)
+    assert est.files == 8 and est.bytes_in_memory >= 4 * 10**6 * 5 * 3 * 16 * 16
+    assert "8 files" in est.describe()
+
+
 def _names_file(path, ds, entries, **set_extra):
     info = {"file": "dirs.nav", "directions": set_digest(ds), **set_extra}
     path.write_text(json.dumps({"set": info, "names": entries}))
