@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from navcuda.models.interface import LayerShift, ShiftableGenerator
 from navcuda.shift import Direction
@@ -43,6 +44,7 @@ def calibrate_amplitudes(
     batch_size: int = 64,
     truncation_psi: float = 0.7,
     label: int | None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     """Amplitudes ``[K]`` (float64) giving an RMS image change of ``target`` per direction.
 
@@ -50,6 +52,11 @@ def calibrate_amplitudes(
     unshifted and shifted with the same inputs (a conditional model's labels included).
     Directions that cannot reach the target within the search bracket get the bracket's upper end
     (weight space: ten times the layer's kernel norm; latent space: ten times ``sqrt(dim)``).
+
+    ``progress``: a progress bar over the renders (``iters + 1`` bisection steps of
+    ``ceil(2 K n_z / batch_size)`` batches); None (default) shows it when stderr is a terminal,
+    so callers that do not pass it (the ``svd``, ``ganspace``, ``sefa`` and ``optimize``
+    methods) are quiet in tests and logs and show it on the command line.
 
     Raises ``ValueError`` for a ``target`` that is not a positive finite number, and when the
     generator renders non-finite pixels (unshifted, or at some direction's trial shift), instead of
@@ -93,15 +100,20 @@ def calibrate_amplitudes(
     k = len(directions)
     lo = torch.full((k,), hi0 * 1e-6, dtype=torch.float64)
     hi = torch.full((k,), hi0, dtype=torch.float64)
-    change_hi = _changes(generator, directions, vecs, hi, inputs, base, state, batch_size)
-    _check_finite(change_hi, hi, directions)
-    for _ in range(iters):
-        mid = (lo * hi).sqrt()
-        change = _changes(generator, directions, vecs, mid, inputs, base, state, batch_size)
-        _check_finite(change, mid, directions)
-        below = change < target
-        lo = torch.where(below, mid, lo)
-        hi = torch.where(below, hi, mid)
+    batches = math.ceil(2 * k * len(inputs) / batch_size)
+    disable = None if progress is None else not progress  # None: shown on a terminal only
+    with tqdm(total=(iters + 1) * batches, desc=f"calibrate {k} amplitudes", unit="batch",
+              disable=disable) as bar:  # fmt: skip
+        args = (generator, directions, vecs, inputs, base, state, batch_size, bar)
+        change_hi = _changes(hi, *args)
+        _check_finite(change_hi, hi, directions)
+        for _ in range(iters):
+            mid = (lo * hi).sqrt()
+            change = _changes(mid, *args)
+            _check_finite(change, mid, directions)
+            below = change < target
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
     amp = (lo * hi).sqrt()
     return torch.where(change_hi < target, torch.full_like(amp, hi0), amp)
 
@@ -121,7 +133,7 @@ def _check_finite(change: torch.Tensor, t: torch.Tensor, directions: Sequence[Di
         )
 
 
-def _changes(generator, directions, vecs, t, inputs, base, state, batch_size) -> torch.Tensor:
+def _changes(t, generator, directions, vecs, inputs, base, state, batch_size, bar) -> torch.Tensor:
     """Mean RMS change per direction at +-t (one render per (direction, z, sign)).
 
     ``vecs``: the unit latent shifts ``[K, dim]`` (``state`` None), or None for weight-space
@@ -147,4 +159,5 @@ def _changes(generator, directions, vecs, t, inputs, base, state, batch_size) ->
             img = generator.resume(state.take(idx), shift)
         diff = (img - base[idx.to(base.device)]).double()
         rms[start : start + len(chunk)] = diff.square().mean(dim=(1, 2, 3)).sqrt().cpu()
+        bar.update(1)
     return rms.view(k, n * 2).mean(dim=1)

@@ -22,10 +22,12 @@ resumed run optimises in exactly the same span without recomputing it.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from navcuda.discover.optimize import FFHQ_KERNEL_NORM, DirectionOptimizer, OptimizeConfig
 from navcuda.io.directions import DirectionSet, load_official_eigenvectors
@@ -102,6 +104,13 @@ def discover_hybrid(
     if eigenvectors is None:
         from navcuda.discover.spectrum import discover_spectrum
 
+        if progress:  # the basis takes minutes before the optimisation's own bar starts
+            tqdm.write(
+                f"hybrid: building the spectrum basis (the top {basis_size} Hessian eigenvectors "
+                f"of {info.name}) before optimising"
+                + ("" if basis_file is None else f"; it will be saved to {basis_file}"),
+                file=sys.stderr,
+            )
         params = {"progress": progress, "calibrate": False, **(spectrum_params or {})}
         eigenvectors = discover_spectrum(generator, info.name, k=basis_size, seed=seed, **params)
     if basis_file is not None and isinstance(eigenvectors, DirectionSet):

@@ -51,6 +51,7 @@ import torch
 from tqdm.auto import tqdm
 
 from navcuda._checks import positive_int
+from navcuda._summary import short_repr
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
 from navcuda.models.default import is_toy_model
@@ -73,7 +74,7 @@ HVPS = ("gn", "fd")
 HVPFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-@dataclass
+@dataclass(repr=False)
 class SpectrumResult:
     """Top eigenpairs of a symmetric operator: ``vectors [k, N]`` (unit rows), ``values [k]``
     (descending), ``residuals [k]`` = ``|H v - lambda v| / |lambda|``, the iterations run, the
@@ -86,6 +87,8 @@ class SpectrumResult:
     hvp_count: int
     converged: bool
     history: list[float] = field(default_factory=list)
+
+    __repr__ = short_repr  # one line, tensors as shapes
 
 
 def _rel_residuals(hx: torch.Tensor, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -217,7 +220,7 @@ def block_eigensolver(
     locked_x = torch.zeros(0, n, dtype=torch.float64)
     locked_hx = torch.zeros(0, n, dtype=torch.float64)
     history: list[float] = []
-    bar = tqdm(total=max_iters, desc="block", unit="iter", disable=not progress)
+    bar = _solver_bar("block", max_iters, progress)
     it, count = 0, 0
     theta = res = x = None
     while it < max_iters:
@@ -232,8 +235,8 @@ def block_eigensolver(
         worst = float(res.max())
         history.append(worst)
         n_lock = int(torch.cumprod((res < tol).int(), 0).sum()) if lock else 0
+        bar.set_postfix(_residual_trend(history, tol, n_lock, float(theta[0])), refresh=False)
         bar.update(1)
-        bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
         if worst < tol:
             break
         locked_x, locked_hx = x[:n_lock], hx[:n_lock]
@@ -245,6 +248,34 @@ def block_eigensolver(
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
     return SpectrumResult(vecs.to(dtype), theta[:k], res, it, count, bool(res.max() < tol),
                           history)  # fmt: skip
+
+
+def _solver_bar(name: str, max_iters: int, progress: bool) -> tqdm:
+    """The block solvers' bar: iterations counted without a total, so no ETA against
+    ``max_iters`` (they stop at ``tol``, usually long before); the postfix shows the residual
+    trend (:func:`_residual_trend`). Shown before the first block of products, which costs an
+    iteration."""
+    bar = tqdm(desc=f"{name} (<= {max_iters} iters)", unit="iter", disable=not progress)
+    bar.set_postfix_str("first block of products", refresh=True)
+    return bar
+
+
+def _residual_trend(history: list[float], tol: float, locked: int, top: float) -> dict[str, str]:
+    """Postfix of a block solver's bar: the largest residual against ``tol``, its mean factor
+    per iteration over the last few iterations and, while it falls, the iterations that rate
+    needs to reach ``tol``."""
+    worst = history[-1]
+    out = {"max_residual": f"{worst:.2e}", "tol": f"{tol:.0e}"}
+    window = history[-4:]
+    if len(window) >= 2 and window[0] > 0 and worst > 0:
+        rate = (worst / window[0]) ** (1 / (len(window) - 1))
+        out["trend"] = f"x{rate:.2f}/iter"
+        if worst > tol:
+            out["to_tol"] = (
+                f"~{math.ceil(math.log(tol / worst) / math.log(rate))} iters" if rate < 1 else "?"
+            )
+    out["locked"], out["top"] = str(locked), f"{top:.3g}"
+    return out
 
 
 def _gram(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
@@ -346,13 +377,13 @@ def lobpcg_eigensolver(
         raise ValueError(f"block_dtype must be torch.float32 or torch.float64, got {block_dtype}")
     x = _start_block(n, k, oversample, seed, init).to(block_dtype)
     p = x.shape[0]
+    bar = _solver_bar("lobpcg", max_iters, progress)
     # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors,
     # then W and P. Never concatenated (every product with the basis is a sum over blocks), and
     # each step frees a block before it builds the next or works in place: the solver holds
     # ~8 blocks of [p, N] at its peak (concatenating had made it ~22).
     blocks = [(x, _products(hvp, x, device, dtype))]
     count, it, history = p, 1, []
-    bar = tqdm(total=max_iters, desc="lobpcg", unit="iter", disable=not progress)
     while True:
         theta, s = _block_ritz(blocks, p)
         # Ritz vectors [p, N] and their exact products: first their components along W and P
@@ -381,8 +412,8 @@ def lobpcg_eigensolver(
                 "block_eigensolver or power_eigensolver"
             )
         n_lock = int(torch.cumprod((res < tol).int(), 0).sum())
+        bar.set_postfix(_residual_trend(history, tol, n_lock, float(theta[0])), refresh=False)
         bar.update(1)
-        bar.set_postfix(max_residual=f"{worst:.2e}", locked=n_lock, top=f"{float(theta[0]):.3g}")
         if worst < tol or it >= max_iters:
             break
         w = hx[n_lock:] - theta[n_lock:].to(block_dtype).unsqueeze(1) * x[n_lock:]
@@ -527,7 +558,7 @@ def discover_spectrum(
     metric_obj = metric_obj.to(dev)
     inputs = generator.sample(n_latents, seed, truncation_psi=truncation_psi, label=label)
     hess = PerceptualHessian(generator, layer, inputs, metric_obj, batch_size=batch_size,
-                             resize=resize, progress=False)  # fmt: skip
+                             resize=resize, progress=False, setup_progress=progress)  # fmt: skip
     shape, n = hess.shape, hess.n_params
 
     def hvp_fn(v: torch.Tensor) -> torch.Tensor:
@@ -587,6 +618,6 @@ def discover_spectrum(
     )
     if calibrate:
         ds.amplitudes = calibrate_amplitudes(
-            generator, list(ds), target=target_rms, seed=seed, label=label
+            generator, list(ds), target=target_rms, seed=seed, label=label, progress=progress
         )
     return ds

@@ -1,0 +1,57 @@
+"""Every phase of a discovery longer than a moment says what it does (issue 22, item 11): the
+Hessian's precomputation, the block solvers (residual trend, no ETA against ``max_iters``), the
+calibration after a spectrum run and the hybrid method's basis."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from navcuda.discover import discover
+from navcuda.discover.spectrum import block_eigensolver, lobpcg_eigensolver
+from navcuda.metrics.perceptual import PixelMSE
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+_SPEC = dict(metric=PixelMSE(), n_latents=3, resize=None, max_iters=30, tol=1e-3)
+
+
+def _last_postfix(err: str) -> str:
+    return [line for line in re.split(r"[\r\n]", err) if line.strip()][-1]
+
+
+@pytest.mark.parametrize("solve", [lobpcg_eigensolver, block_eigensolver])
+def test_block_solver_bar_shows_residual_trend_not_an_eta_against_max_iters(solve, capsys):
+    g = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))[0]
+    a = (q * 0.7 ** torch.arange(40, dtype=torch.float64)) @ q.t()
+    res = solve(lambda v: v @ a, 40, 3, tol=1e-6, max_iters=500, progress=True,
+                dtype=torch.float64)  # fmt: skip
+    assert res.converged and res.iterations < 500
+    err = capsys.readouterr().err
+    assert "first block of products" in err  # shown before the first (costly) products
+    assert "/500" not in err and "<" not in err.split("(<= 500 iters)")[1]  # no total, no ETA
+    last = _last_postfix(err)
+    assert "max_residual=" in last and "tol=1e-06" in last and "trend=x0." in last, last
+
+
+def test_spectrum_shows_its_setup_and_calibration(tiny_generator, capsys):
+    discover(tiny_generator, "convs.3", method="spectrum", k=2, progress=True, **_SPEC)
+    err = capsys.readouterr().err
+    setup = err.find("hessian setup: activations and features of 3 latents")
+    solver = err.find("lobpcg")
+    calib = err.find("calibrate 2 amplitudes")
+    assert 0 <= setup < solver < calib, err[-2000:]
+    discover(tiny_generator, "convs.3", method="spectrum", k=2, progress=False, **_SPEC)
+    assert capsys.readouterr().err == ""
+
+
+def test_hybrid_says_it_builds_its_basis(tiny_generator, capsys):
+    opt = dict(k=2, steps=1, reconstructor_size=32, batch_size=2, calibrate=False)
+    discover(tiny_generator, "convs.3", method="hybrid", basis_size=2, spectrum_params=_SPEC,
+             progress=True, **opt)  # fmt: skip
+    err = capsys.readouterr().err
+    status = err.find("hybrid: building the spectrum basis (the top 2 Hessian eigenvectors")
+    assert 0 <= status < err.find("hessian setup"), err[:2000]
