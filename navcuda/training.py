@@ -205,8 +205,9 @@ class Trainer:
         """Train until ``steps`` more steps are done or ``max_seconds`` pass (whichever is first).
 
         Checkpoints (atomic) every ``checkpoint_every`` steps and at the end (None: only at the
-        end); sample grids of the EMA generator every ``sample_every`` steps (None: none). Ctrl-C
-        stops after writing a checkpoint. ``steps`` must be an integer >= 0 and ``max_seconds`` a
+        end); sample grids of the EMA generator every ``sample_every`` steps and at the end of a
+        run that trained any step (None: none). Ctrl-C stops after writing a checkpoint (and the
+        final grid). ``steps`` must be an integer >= 0 and ``max_seconds`` a
         finite number >= 0; the intervals positive integers or None (``ValueError`` otherwise).
         """
         if steps is None and max_seconds is None:
@@ -247,6 +248,9 @@ class Trainer:
             bar.close()
             if checkpoint_path:
                 self.save(checkpoint_path)
+        if sample_dir and sample_every and done and self.step % sample_every:
+            # the end of the run (steps, max_seconds or Ctrl-C) between two periodic grids
+            self.save_samples(Path(sample_dir) / f"step{self.step:07d}.png")
         return done
 
     @torch.no_grad()

@@ -214,3 +214,19 @@ def test_export_generator(tiny_config, tmp_path):
             assert torch.equal(a, b), k
     meta = read_metadata(out)
     assert meta["training"]["trained_steps"] == 2
+
+
+def test_run_writes_a_sample_grid_at_the_end(tiny_config, tmp_path):
+    """``train --minutes 1`` stops long before the first periodic grid: the run's end writes
+    one (not twice when the end falls on a periodic step)."""
+    tr = _trainer(tiny_config)
+    tr.run(max_seconds=0.2, progress=False, sample_dir=tmp_path / "a", sample_every=500)
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [f"step{tr.step:07d}.png"]
+    tr.run(steps=3, progress=False, sample_dir=tmp_path / "b", sample_every=2)
+    step = tr.step
+    expected = {f"step{s:07d}.png" for s in range(step - 2, step + 1) if s % 2 == 0} | {
+        f"step{step:07d}.png"
+    }
+    assert {p.name for p in (tmp_path / "b").iterdir()} == expected
+    tr.run(steps=0, progress=False, sample_dir=tmp_path / "c", sample_every=2)
+    assert not (tmp_path / "c").exists()  # nothing trained, nothing new to show
