@@ -1,6 +1,7 @@
-"""Every phase of a discovery longer than a moment says what it does (issue 22, item 11): the
-Hessian's precomputation, the block solvers (residual trend, no ETA against ``max_iters``), the
-calibration after a spectrum run and the hybrid method's basis."""
+"""Every phase longer than a moment says what it does (issue 22, item 11): the Hessian's
+precomputation, the block solvers (residual trend, no ETA against ``max_iters``), the calibration
+after a spectrum run, the hybrid method's basis (calibration alone: test_calibrate.py) and the
+wheel build's configure and compile steps."""
 
 from __future__ import annotations
 
@@ -55,3 +56,14 @@ def test_hybrid_says_it_builds_its_basis(tiny_generator, capsys):
     err = capsys.readouterr().err
     status = err.find("hybrid: building the spectrum basis (the top 2 Hessian eigenvectors")
     assert 0 <= status < err.find("hessian setup"), err[:2000]
+
+
+def test_wheel_build_says_what_it_runs():
+    """The wheel build's configure and compile phases (minutes on 2 cores) print their commands
+    as they start (`pip install -v .`): scikit-build-core logs them at INFO."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    skbuild = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["scikit-build"]
+    assert skbuild.get("logging", {}).get("level") in ("INFO", "DEBUG")
