@@ -194,8 +194,9 @@ def build_gallery(
 
     Args:
         seeds: latents of the strips (rows), a sequence of seeds (a ``range`` is not listed) or
-            a count. Each card's strip holds every seed: :func:`estimate_gallery` says what a
-            gallery will take before it is built.
+            a count. Each card's strip holds every seed (refused beyond
+            :data:`~navcuda.rendering.FILE_MAX_BYTES` of images per direction);
+            :func:`estimate_gallery` says what a gallery will take before it is built.
         ts: shifts (columns): multiples of each direction's recommended amplitude, or absolute
             Frobenius norms with ``relative=False``.
         scores: optional per-direction scores, ``{index: {"name": value}}`` or a list with one
@@ -209,7 +210,15 @@ def build_gallery(
     streamed: each direction's strip and GIF are written as soon as they are rendered, and only
     that direction's images are held in memory.
     """
-    from navcuda.rendering import _render_units, _Rows, _shifts, save_gif, save_grid
+    from navcuda.rendering import (
+        FILE_MAX_BYTES,
+        _render_units,
+        _Rows,
+        _shifts,
+        _size,
+        save_gif,
+        save_grid,
+    )
 
     k = len(direction_set)
     if k == 0:
@@ -222,7 +231,14 @@ def build_gallery(
     dirs = list(direction_set)
     _, _, abs_ts = _shifts(dirs, ts, relative)
     n, t_count = len(rows), abs_ts.shape[1]
-    _, height, width = generator.image_shape
+    channels, height, width = generator.image_shape
+    strip_bytes = 4 * n * t_count * channels * height * width
+    if strip_bytes > FILE_MAX_BYTES:
+        raise ValueError(
+            f"a gallery card's strip holds every seed: {n} seeds x {t_count} shifts would take "
+            f"{_size(strip_bytes)} per direction (at most {_size(FILE_MAX_BYTES)}); give fewer "
+            "seeds (navcuda render writes long seed ranges as several files)"
+        )
     pad = 2
     strip_size = (t_count * (width + pad) + pad, n * (height + pad) + pad)
     files: dict[int, tuple[Path, Path]] = {}

@@ -155,6 +155,9 @@ def test_gallery_streams_cards_and_takes_a_range_of_seeds(tmp_path, tiny_generat
                           seeds=range(10**9, 10**9 + 9), ts=[0])  # fmt: skip
     text = index.read_text(encoding="utf-8")
     assert "seeds 1000000000, 1000000001, 1000000002, ..., 1000000008 (9 seeds)" in text
+    with pytest.raises(ValueError, match=r"strip holds every seed: 10000000000 seeds x 1 "):
+        build_gallery(tiny_generator, svd_set, tmp_path / "x", seeds=range(10**10), ts=[0])
+    assert not (tmp_path / "x").exists()
     est = estimate_gallery(tiny_generator, 4, 10**6, 5, seconds_per_image=1e-3)
     assert est.files == 8 and est.bytes_in_memory >= 4 * 10**6 * 5 * 3 * 16 * 16
     assert "8 files" in est.describe()
