@@ -5,7 +5,8 @@ weight-space tensors), a recommended amplitude per direction, optional names, an
 model fingerprint, layer weight shape, hyper-parameters, seed, the metric used, eigenvalues or
 losses. It is saved as a safetensors file (conventional extension ``.nav``) whose tensors are
 ``coefficients``, ``amplitudes`` and (optionally) ``values``, and whose metadata entry
-``navcuda`` holds versioned JSON. Writes are atomic; loads validate everything.
+``navcuda`` holds versioned JSON, with a checksum of the tensors (:mod:`navcuda.io.checksum`).
+Writes are atomic; loads validate everything, the checksum included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 
 import torch
 
-from navcuda.io.atomic import atomic_path
+from navcuda.io.atomic import atomic_save_safetensors
+from navcuda.io.checksum import CHECKSUM_KEY, tensor_checksum, verify_checksum
 from navcuda.models.interface import ShiftableGenerator
 from navcuda.shift import Basis, Direction
 
@@ -329,11 +331,12 @@ class DirectionSet:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the set atomically (temporary file + rename); returns the path.
 
-        Raises :class:`DirectionSetError`, writing nothing, for an invalid amplitude or name (they
-        may have been assigned after construction) or metadata that is not JSON-serialisable.
+        The metadata records the checksum of the tensors (:mod:`navcuda.io.checksum`), which
+        :meth:`load` verifies. Raises :class:`DirectionSetError`, writing nothing, for an invalid
+        amplitude or name (they may have been assigned after construction) or metadata that is not
+        JSON-serialisable; ``OSError`` naming ``path`` when it cannot be written (a full disk, a
+        read-only file: :func:`navcuda.io.atomic.atomic_path`).
         """
-        from safetensors.torch import save_file
-
         p = Path(path)
         try:
             self._check_amplitudes_and_names()
@@ -347,16 +350,22 @@ class DirectionSet:
         if self.values is not None:
             tensors["values"] = self.values.contiguous()
         try:
-            meta = json.dumps(self.metadata(), allow_nan=True)
+            meta = json.dumps(
+                {**self.metadata(), CHECKSUM_KEY: tensor_checksum(tensors)}, allow_nan=True
+            )
         except TypeError as exc:
             raise DirectionSetError(f"metadata is not JSON-serialisable: {exc}") from exc
-        with atomic_path(p) as tmp:
-            save_file(tensors, str(tmp), metadata={"navcuda": meta})
+        atomic_save_safetensors(tensors, p, metadata={"navcuda": meta})
         return p
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DirectionSet:
-        """Read a set written by :meth:`save`; foreign or damaged files raise a clear error."""
+        """Read a set written by :meth:`save`; foreign or damaged files raise a clear error.
+
+        Tensors that do not match the file's checksum are refused as damaged; a file written
+        before checksums were recorded loads with a note (:class:`~navcuda.io.checksum.
+        NoChecksumWarning`, once per process).
+        """
         from safetensors import SafetensorError, safe_open
 
         p = Path(path)
@@ -389,6 +398,14 @@ class DirectionSet:
                 f"{p}: format version {meta.get('version')} is not supported (this navcuda reads "
                 f"version {FORMAT_VERSION}); upgrade navcuda"
             )
+        verify_checksum(
+            meta.get(CHECKSUM_KEY),
+            tensors,
+            p,
+            DirectionSetError,
+            "direction set",
+            "use an intact copy, or discover the directions again",
+        )
         missing = {"coefficients", "amplitudes"} - set(tensors)
         if missing:
             raise DirectionSetError(f"{p}: missing tensors {sorted(missing)}")

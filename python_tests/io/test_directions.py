@@ -300,3 +300,74 @@ def test_metadata_that_is_not_an_object(tmp_path):
         DirectionSetError, match=r"list\.nav: damaged metadata: expected a JSON obj"
     ):
         DirectionSet.load(path)
+
+
+def _flip_bit_in(path, tensor: torch.Tensor) -> None:
+    """Flip the lowest bit of the middle byte of ``tensor``'s data inside the file ``path``."""
+    raw, data = bytearray(path.read_bytes()), tensor.contiguous().numpy().tobytes()
+    at = raw.find(data)
+    assert at > 0 and raw.find(data, at + 1) < 0
+    raw[at + len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture
+def fresh_notes(monkeypatch):
+    """The once-per-process note about files without a checksum, afresh."""
+    from navcuda.io import checksum
+
+    monkeypatch.setattr(checksum, "_NOTED", set())
+
+
+def test_a_flipped_bit_in_the_coefficients_is_refused_as_damage(tmp_path, tiny_generator):
+    ds = _svd_set(tiny_generator)
+    path = ds.save(tmp_path / "dirs.nav")
+    _flip_bit_in(path, ds.coefficients)  # would load as a slightly different direction
+    with pytest.raises(
+        DirectionSetError,
+        match=r"dirs\.nav' is damaged: its tensor data does not match the checksum recorded when "
+        r"it was written .*; use an intact copy, or discover the directions again",
+    ):
+        DirectionSet.load(path)
+
+
+def test_a_set_written_without_a_checksum_loads_with_a_note(tmp_path, fresh_notes):
+    from navcuda.io.checksum import NoChecksumWarning
+
+    ds = _unnamed(2)
+    path = _write_meta(tmp_path, "old.nav", ds.metadata())  # as navcuda wrote it before
+    with pytest.warns(NoChecksumWarning, match=r"old\.nav' records no checksum .*direction set"):
+        again = DirectionSet.load(path)
+    assert torch.equal(again.coefficients, torch.eye(2, 6))
+    again.save(path)  # saving it again adds one
+    assert json.loads(_navcuda_meta(path))["checksum"].startswith("sha256:")
+
+
+def _navcuda_meta(path) -> str:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()["navcuda"]
+
+
+def test_a_write_failure_in_save_is_a_named_error(tmp_path, tiny_generator):
+    """A write the OS refuses (here: over the file-size limit, as a full disk would) is an OSError
+    naming the file, not safetensors' own error; the old file stays and no temporary is left."""
+    resource = pytest.importorskip("resource")
+    import signal
+
+    ds = _svd_set(tiny_generator)
+    path = ds.save(tmp_path / "dirs.nav")
+    before = path.read_bytes()
+    ds.names[0] = "renamed"
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, limits[1]))
+        with pytest.raises(OSError, match=r"cannot write .*dirs\.nav: File too large"):
+            ds.save(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["dirs.nav"]
