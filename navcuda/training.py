@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from navcuda._checks import is_int, positive_int
 from navcuda.grad_mode import differentiates
 from navcuda.io.atomic import atomic_path
+from navcuda.io.checksum import CHECKSUM_KEY, state_checksum, verify_state_checksum
 from navcuda.models.discriminator import Discriminator
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
 
@@ -86,7 +87,14 @@ def _step_seed(seed: int, step: int) -> int:
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then rename (never a partial file)."""
+    """``torch.save`` to a temporary file beside ``path``, then rename (never a partial file).
+
+    A dict is saved with a ``"checksum"`` entry added (replaced if present): the SHA-256 of every
+    tensor nested in its other entries (:func:`navcuda.io.checksum.state_checksum`), which
+    :func:`read_training_checkpoint` and the optimisation checkpoints verify on load.
+    """
+    if isinstance(obj, dict):
+        obj = {**obj, CHECKSUM_KEY: state_checksum(obj)}
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
@@ -330,10 +338,11 @@ def read_training_checkpoint(
     """The state dict of a :meth:`Trainer.save` file, read with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file when it is
-    empty, truncated, corrupt (a zip member failing its CRC-32 check) or not a navcuda training
-    checkpoint; ``hint`` (what to do about it) ends the message.
+    empty, truncated, corrupt (a zip member failing its CRC-32 check, tensors not matching the
+    recorded checksum) or not a navcuda training checkpoint; ``hint`` (what to do about it) ends
+    the message. Checkpoints written before checksums were recorded load with a note.
     """
-    from navcuda.models.checkpoints import zip_crc_problem
+    from navcuda.models.checkpoints import load_torch_file, zip_crc_problem
 
     p = Path(path)
     if not p.is_file():
@@ -350,7 +359,7 @@ def read_training_checkpoint(
     if zipfile.is_zipfile(p) and (problem := zip_crc_problem(p)) is not None:
         raise unreadable(problem)
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        state = load_torch_file(p, map_location=map_location)
     except Exception as e:  # RuntimeError (zip), UnpicklingError, EOFError, ...
         raise unreadable(_first_line(e)) from e
     if not isinstance(state, dict) or state.get("format") != "navcuda-training":
@@ -359,6 +368,7 @@ def read_training_checkpoint(
             f"{str(p)!r} is not a navcuda training checkpoint ({found}, expected "
             f"'navcuda-training'); {hint}"
         )
+    verify_state_checksum(state, p, ValueError, "training checkpoint", hint)
     return state
 
 

@@ -216,6 +216,36 @@ def test_export_generator(tiny_config, tmp_path):
     assert meta["training"]["trained_steps"] == 2
 
 
+def test_checkpoints_record_a_checksum_that_resume_verifies(tiny_config, tmp_path, monkeypatch):
+    from navcuda.io import checksum
+
+    monkeypatch.setattr(checksum, "_NOTED", set())
+    path = _trainer(tiny_config).save(tmp_path / "ckpt.pt")
+    state = torch.load(path, weights_only=True)
+    assert state["checksum"] == checksum.state_checksum(state)
+    assert Trainer.resume(path, _sampler(16)).step == 0
+    # A weight changed under the recorded checksum (the zip's own CRCs are rewritten by
+    # torch.save, as a copy tool or a file system rewriting the file would leave them intact).
+    state["G_ema"]["conv1.conv.weight"][0, 0, 0, 0, 0] += 1e-4
+    torch.save(state, path)
+    with pytest.raises(
+        ValueError,
+        match=r"ckpt\.pt' is damaged: its tensor data does not match the checksum .*; delete it "
+        r"or pass --restart to start over",
+    ):
+        Trainer.resume(path, _sampler(16))
+    del state["checksum"]  # written before checksums: resumes, with a note
+    torch.save(state, path)
+    with pytest.warns(checksum.NoChecksumWarning, match=r"ckpt\.pt' records no checksum"):
+        Trainer.resume(path, _sampler(16))
+
+
+def test_a_checkpoint_is_read_by_content_whatever_its_name(tiny_config, tmp_path):
+    """torch.load reads a path ending in .safetensors as safetensors: navcuda reads the bytes."""
+    path = _trainer(tiny_config).save(tmp_path / "ckpt.safetensors")
+    assert Trainer.resume(path, _sampler(16)).step == 0
+
+
 def test_run_writes_a_sample_grid_at_the_end(tiny_config, tmp_path):
     """``train --minutes 1`` stops long before the first periodic grid: the run's end writes
     one (not twice when the end falls on a periodic step)."""
@@ -230,3 +260,27 @@ def test_run_writes_a_sample_grid_at_the_end(tiny_config, tmp_path):
     assert {p.name for p in (tmp_path / "b").iterdir()} == expected
     tr.run(steps=0, progress=False, sample_dir=tmp_path / "c", sample_every=2)
     assert not (tmp_path / "c").exists()  # nothing trained, nothing new to show
+
+
+def test_optimisation_checkpoint_records_and_verifies_its_checksum(
+    tiny_generator, tmp_path, monkeypatch
+):
+    from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
+    from navcuda.io import checksum
+
+    monkeypatch.setattr(checksum, "_NOTED", set())
+    cfg = OptimizeConfig(k=2, batch_size=2, reconstructor_size=32, seed=1)
+    opt = DirectionOptimizer(tiny_generator, "convs.3", cfg)
+    opt.run(1, progress=False)
+    path = opt.save(tmp_path / "opt.pt")
+    state = torch.load(path, weights_only=True)
+    assert state["checksum"] == checksum.state_checksum(state)
+    DirectionOptimizer(tiny_generator, "convs.3", cfg).load_state(path)
+    state["coeffs"][0, 0] += 1e-3  # a changed value under the old checksum
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"opt\.pt' is damaged: .*delete it to start over"):
+        DirectionOptimizer(tiny_generator, "convs.3", cfg).load_state(path)
+    del state["checksum"]  # written before checksums: loads, with a note
+    torch.save(state, path)
+    with pytest.warns(checksum.NoChecksumWarning, match="optimisation checkpoint again"):
+        DirectionOptimizer(tiny_generator, "convs.3", cfg).load_state(path)

@@ -321,16 +321,26 @@ class DirectionOptimizer:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write a resumable checkpoint atomically, with the checksum of its tensors."""
         from navcuda.training import atomic_torch_save
 
         return atomic_torch_save(self.state_dict(), path)
 
     def load_state(self, path: str | os.PathLike) -> None:
-        """Resume from :meth:`save`'s file (same generator, layer, basis and config)."""
+        """Resume from :meth:`save`'s file (same generator, layer, basis and config).
+
+        Its tensors are checked against the checksum :meth:`save` records (``ValueError``: the
+        file is damaged); files written before checksums load with a note.
+        """
+        from navcuda.io.checksum import verify_state_checksum
+
         p = Path(path)
         state = torch.load(p, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or state.get("format") != "navcuda-optimize":
             raise ValueError(f"{p} is not a navcuda optimisation checkpoint")
+        verify_state_checksum(
+            state, p, ValueError, "optimisation checkpoint", "delete it to start over"
+        )
         if state["layer"] != self.info.name or state["fingerprint"] != self.generator.fingerprint():
             raise ValueError(f"{p} was made for another model or layer ({state['layer']})")
         if tuple(state["coeffs"].shape) != tuple(self.coeffs.shape):

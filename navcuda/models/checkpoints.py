@@ -4,8 +4,9 @@
   and, in the safetensors string metadata under the key ``"navcuda"``, the JSON
   ``{"format": "navcuda-generator", "version": 1, "config": GeneratorConfig.to_dict(),
   "user": metadata}``; a StyleGAN3 file adds ``"architecture": "stylegan3"`` and its config is a
-  ``StyleGAN3Config.to_dict()`` (no key: StyleGAN2). Written atomically (temporary file in the
-  same folder, then ``os.replace``).
+  ``StyleGAN3Config.to_dict()`` (no key: StyleGAN2), and ``"checksum"`` the SHA-256 of the
+  tensors (:mod:`navcuda.io.checksum`), verified on load (files written before it load with a
+  note). Written atomically (temporary file in the same folder, then ``os.replace``).
 - **rosinality** ``.pt`` (stylegan2-pytorch): ``torch.load(weights_only=True)`` of a dict with
   ``g_ema`` and optionally ``latent_avg``. Training checkpoints also hold ``args``, an
   ``argparse.Namespace``; it is allowed (and only it) through
@@ -19,9 +20,12 @@
   NVlabs' own names, its config from the recorded kwargs (:mod:`navcuda.models.nvlabs_stylegan3`).
 
 Every problem raises :class:`CheckpointError` (a ``ValueError``) that names the file and the first
-offending key, with expected and found shapes. Tensors holding NaN or Inf are refused (a generator
-with them renders black images), and zip-format ``.pt`` files have their CRC-32 checksums checked
-before they are read, so bytes flipped inside a stored tensor are caught rather than loaded.
+offending key, with expected and found shapes. A model is built only after the shapes its config
+implies match the stored tensors (compared on the ``meta`` device), so a config claiming a huge
+network in a small file is refused without allocating it. Tensors holding NaN or Inf are refused
+(a generator with them renders black images), and zip-format ``.pt`` files have their CRC-32
+checksums checked before they are read, so bytes flipped inside a stored tensor are caught rather
+than loaded; truncated files are called damaged, whatever their format.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from typing import Any, Literal
 
 import torch
 
-from navcuda.io.atomic import atomic_path
+from navcuda.io.atomic import atomic_save_safetensors
+from navcuda.io.checksum import CHECKSUM_KEY, tensor_checksum, verify_checksum
 from navcuda.models.nvlabs_pickle import (
     CheckpointError,
     is_stylegan3_state,
@@ -72,6 +77,10 @@ CheckpointFormat = Literal["navcuda", "rosinality", "nvlabs-pickle"]
 # torch.save's legacy (non-zip) format starts with a protocol-2 pickle of this magic number.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
+_RECOPY = "re-download or re-copy the file"
+# safetensors refuses headers larger than this (100 MB).
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
 _HOW_TO = (
     "pass a navcuda .safetensors file, a rosinality stylegan2-pytorch .pt checkpoint (with "
     "'g_ema') or an NVlabs stylegan2-ada-pytorch network pickle (.pkl)"
@@ -103,8 +112,18 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
         (n,) = struct.unpack("<Q", head[:8])
         if 0 < n <= size - 8 and head[8:9] == b"{":
             return "navcuda"
-    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
-        return "rosinality"
+        if size - 8 < n <= _MAX_SAFETENSORS_HEADER and head[8:9] == b"{":
+            raise CheckpointError(
+                f"{str(path)!r} is a damaged (truncated) safetensors file: its header needs "
+                f"{8 + n} bytes, the file has {size}; {_RECOPY}"
+            )
+    if head.startswith(b"PK\x03\x04"):
+        if zipfile.is_zipfile(path):
+            return "rosinality"
+        raise CheckpointError(
+            f"{str(path)!r} is a damaged (truncated?) torch zip file: it starts like one but has "
+            f"no zip directory at its end ({size} bytes); {_RECOPY}"
+        )
     if head.startswith(_TORCH_LEGACY_MAGIC):
         return "rosinality"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
@@ -181,8 +200,10 @@ def _build(
     device: str | torch.device,
     optional: frozenset[str] = frozenset(),
 ) -> Generator:
+    with torch.device("meta"):  # shapes only: nothing is allocated before they match the file
+        shapes = Generator(config)
+    _validate_state(shapes, state, path, optional)
     g = Generator(config)
-    _validate_state(g, state, path, optional)
     expected = g.state_dict()
     for k in state:
         if k.endswith(".kernel") and not torch.allclose(
@@ -218,10 +239,9 @@ def save_generator(
 ) -> Path:
     """Save ``generator`` as one navcuda ``.safetensors`` file (atomically); returns the path.
 
-    ``metadata`` is any JSON-serialisable dict, returned by :func:`read_metadata`.
+    ``metadata`` is any JSON-serialisable dict, returned by :func:`read_metadata`. The header
+    records the tensors' checksum. Raises ``OSError`` naming ``path`` when it cannot be written.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if not isinstance(generator, (Generator, StyleGAN3Generator)):
         raise TypeError(
@@ -236,15 +256,15 @@ def save_generator(
     if isinstance(generator, StyleGAN3Generator):
         header["architecture"] = "stylegan3"
     try:
-        text = json.dumps(header, allow_nan=False)
+        json.dumps(header, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
     tensors = {
         k: v.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
         for k, v in generator.state_dict().items()
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_META_KEY: text})
+    header[CHECKSUM_KEY] = tensor_checksum(tensors)
+    atomic_save_safetensors(tensors, path, metadata={_META_KEY: json.dumps(header)})
     return path
 
 
@@ -255,6 +275,11 @@ def _read_header(path: Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types
+        short = _safetensors_shortfall(path)
+        if short is not None:
+            raise CheckpointError(
+                f"{str(path)!r} is a damaged (truncated) safetensors file: {short}; {_RECOPY}"
+            ) from e
         raise CheckpointError(f"{str(path)!r}: not a readable safetensors file: {e}") from e
     if _META_KEY not in meta:
         raise CheckpointError(
@@ -278,6 +303,25 @@ def _read_header(path: Path) -> dict:
     return header
 
 
+def _safetensors_shortfall(path: Path) -> str | None:
+    """How a safetensors file falls short of the size its header implies, or None."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return f"its header needs {8 + n} bytes, the file has {size}"
+            header = json.loads(f.read(n))
+        end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+            default=0,
+        )
+    except (OSError, struct.error, ValueError, TypeError, KeyError, IndexError):
+        return None
+    need = 8 + n + end
+    return f"its tensors need {need} bytes, the file has {size}" if need > size else None
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The user metadata stored by :func:`save_generator` in a navcuda file."""
     path = Path(path)
@@ -299,7 +343,18 @@ def _load_navcuda(path: Path, device: str | torch.device) -> AnyGenerator:
         config = config_cls.from_dict(header["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{str(path)!r}: invalid generator config: {e}") from e
-    state = load_file(str(path), device="cpu")
+    try:
+        state = load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{str(path)!r}: its tensors cannot be read: {e}; {_RECOPY}") from e
+    verify_checksum(
+        header.get(CHECKSUM_KEY),
+        state,
+        path,
+        CheckpointError,
+        "generator",
+        f"{_RECOPY}, or save the generator again from its source",
+    )
     if isinstance(config, StyleGAN3Config):
         return _build_stylegan3(config, state, path, device)
     return _build(config, state, path, device)
@@ -331,16 +386,36 @@ def zip_crc_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def load_torch_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of ``path`` read by content: through a file object,
+    since ``torch.load`` of a path ending in ``.safetensors`` reads it as safetensors."""
+    with Path(path).open("rb") as f:
+        return torch.load(f, map_location=map_location, weights_only=True)
+
+
 def _torch_load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return load_torch_file(path)
     except Exception as e:  # UnpicklingError, RuntimeError, ...
+        if _is_truncation(e):
+            raise CheckpointError(
+                f"{str(path)!r} is a damaged (truncated) torch file: "
+                f"{type(e).__name__}: {(str(e).splitlines() or [''])[0].rstrip('.')}; {_RECOPY}"
+            ) from e
         raise CheckpointError(
             f"{str(path)!r} could not be read as a torch checkpoint with weights_only=True "
             "(navcuda never unpickles arbitrary objects): "
             f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
         ) from e
+
+
+def _is_truncation(e: BaseException) -> bool:
+    """Whether a reader's error says the data ended early."""
+    text = str(e).lower()
+    return isinstance(e, EOFError) or any(
+        w in text for w in ("unexpected eof", "ran out of input", "truncated")
+    )
 
 
 def _infer_channels(channels: dict[int, int], resolution: int) -> dict[str, Any]:
@@ -357,20 +432,28 @@ def _infer_channels(channels: dict[int, int], resolution: int) -> dict[str, Any]
 def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> GeneratorConfig:
     """The :class:`GeneratorConfig` of a rosinality-layout state dict, from its shapes."""
 
-    def need(key: str) -> torch.Tensor:
+    def need(key: str, ndim: int, form: str) -> torch.Tensor:
         if key not in state:
             raise CheckpointError(f"missing tensor '{key}' needed to infer the architecture")
-        return state[key]
+        t = state[key]
+        if not isinstance(t, torch.Tensor) or t.ndim != ndim:
+            found = f"shape {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise CheckpointError(
+                f"tensor '{key}' should have {ndim} dimensions {form}, found {found}: the "
+                "checkpoint is damaged or not a rosinality StyleGAN2 generator"
+            )
+        return t
 
     n_mlp = 0
     while f"style.{n_mlp + 1}.weight" in state:
         n_mlp += 1
-    s1 = need("style.1.weight")
+    s1 = need("style.1.weight", 2, "[w_dim, z_dim]")
     n_rgbs = len({m.group(1) for k in state if (m := re.match(r"^to_rgbs\.(\d+)\.", k))})
     resolution = 4 * 2**n_rgbs
-    channels = {4: int(need("input.input").shape[1])}
+    channels = {4: int(need("input.input", 4, "[1, channels, 4, 4]").shape[1])}
+    conv = "[1, out, in, k, k]"
     for j in range(n_rgbs):
-        channels[8 * 2**j] = int(need(f"convs.{2 * j}.conv.weight").shape[1])
+        channels[8 * 2**j] = int(need(f"convs.{2 * j}.conv.weight", 5, conv).shape[1])
     embed = state.get("embed.weight")  # conditional: label embedding [embed_dim, c_dim]
     embed_dim = 0 if embed is None or embed.ndim != 2 else int(embed.shape[0])
     kw: dict[str, Any] = dict(
@@ -378,7 +461,7 @@ def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> GeneratorC
         z_dim=int(s1.shape[1]) - embed_dim,
         w_dim=int(s1.shape[0]),
         n_mlp=n_mlp,
-        img_channels=int(need("to_rgb1.conv.weight").shape[1]),
+        img_channels=int(need("to_rgb1.conv.weight", 5, conv).shape[1]),
     )
     if embed_dim:
         kw.update(c_dim=int(embed.shape[1]), embed_dim=embed_dim)

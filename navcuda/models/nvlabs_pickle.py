@@ -238,6 +238,11 @@ def restricted_load(f: BinaryIO) -> Any:
     except CheckpointError:
         raise
     except Exception as e:  # truncated/garbled pickles raise many types
+        if isinstance(e, EOFError) or "truncated" in str(e):
+            raise CheckpointError(
+                f"could not read the pickle: it is damaged (truncated: {type(e).__name__}: {e}); "
+                "re-download or re-copy the file"
+            ) from e
         raise CheckpointError(f"could not read the pickle: {type(e).__name__}: {e}") from e
 
 
@@ -408,7 +413,13 @@ def nvlabs_to_rosinality(state: dict[str, torch.Tensor], taps: tuple[int, ...] =
         out[f"{dst}.conv.modulation.bias"] = _get(state, f"{src}.affine.bias")
         out[f"{dst}.activate.bias"] = _get(state, f"{src}.bias")
         if f"{src}.noise_strength" in state:
-            out[f"{dst}.noise.weight"] = state[f"{src}.noise_strength"].reshape(1)
+            strength = state[f"{src}.noise_strength"]
+            if strength.numel() != 1:
+                raise CheckpointError(
+                    f"{src}.noise_strength should be one number, found shape "
+                    f"{list(strength.shape)}: the pickle is damaged or not a StyleGAN2 generator"
+                )
+            out[f"{dst}.noise.weight"] = strength.reshape(1)
             out[f"noises.noise_{noise_idx}"] = _get(state, f"{src}.noise_const")[None, None]
         else:  # use_noise=False: no noise at all, equivalent to a zero strength
             out[f"{dst}.noise.weight"] = torch.zeros(1)
@@ -458,16 +469,21 @@ def nvlabs_config(state: dict[str, torch.Tensor], kwargs: dict[str, dict]):
     if mk.get("activation", "lrelu") != "lrelu":
         raise CheckpointError(f"mapping activation {mk['activation']!r} is not supported")
     fc0 = _get(state, "mapping.fc0.weight")
+    if fc0.ndim != 2:
+        raise CheckpointError(
+            f"mapping.fc0.weight should have 2 dimensions [w_dim, z_dim], found shape "
+            f"{list(fc0.shape)}: the pickle is damaged or not a StyleGAN2 generator"
+        )
     n_layers = sum(1 for k in state if re.match(r"^mapping\.fc\d+\.weight$", k))
     res = _resolutions(state)
     embed = state.get("mapping.embed.weight")
     c_dim = int(g.get("c_dim", mk.get("c_dim", 0)) or 0)
-    embed_dim = None if embed is None else int(embed.shape[0])
     if embed is not None and (embed.ndim != 2 or embed.shape[1] != c_dim):
         raise CheckpointError(
             f"mapping.embed.weight has shape {list(embed.shape)}, expected [embed_features, "
             f"c_dim={c_dim}]"
         )
+    embed_dim = None if embed is None else int(embed.shape[0])
     if mk.get("embed_features") not in (None, embed_dim):
         raise CheckpointError(
             f"mapping embed_features={mk['embed_features']} but mapping.embed.weight has "

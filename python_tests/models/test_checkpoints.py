@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import navcuda.io.atomic
 from navcuda.models import (
     PRESETS,
     CheckpointError,
@@ -87,13 +89,17 @@ def test_save_is_atomic(tmp_path, tiny_config, monkeypatch):
     save_generator(g, target, metadata={"v": 1})
     before = target.read_bytes()
 
-    def broken_save(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
+    def full_disk(path, data):
+        with open(path, "wb") as f:
             f.write(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(navcuda.io.atomic, "_write_file", full_disk)
+    with pytest.raises(
+        OSError,
+        match=r"cannot write .*g\.safetensors: No space left on device: the disk \(or your "
+        r"quota\) is full; free some space or write elsewhere",
+    ):
         save_generator(g, target, metadata={"v": 2})
     assert os.listdir(tmp_path) == ["g.safetensors"]
     assert target.read_bytes() == before
@@ -399,3 +405,124 @@ def test_presets_build_on_meta_device(name):
         assert math.isclose(n, 30.0e6, rel_tol=0.02), n
     else:
         assert 20e6 < n < 31e6, n
+
+
+# ------------------------------------------------------------------ integrity (issue 22)
+
+
+@pytest.fixture
+def fresh_notes(monkeypatch):
+    """The once-per-process note about files without a checksum, afresh."""
+    from navcuda.io import checksum
+
+    monkeypatch.setattr(checksum, "_NOTED", set())
+
+
+def test_a_flipped_bit_in_a_weight_is_refused_as_damage(tmp_path, tiny_config):
+    g = _tiny(tiny_config)
+    path = save_generator(g, tmp_path / "g.safetensors")
+    header = json.loads(safetensors.safe_open(str(path), "pt").metadata()["navcuda"])
+    assert header["checksum"].startswith("sha256:")
+    raw, data = bytearray(path.read_bytes()), g.convs[1].conv.weight.detach().numpy().tobytes()
+    at = raw.find(data)
+    raw[at + len(data) // 2] ^= 0x01  # a low mantissa bit: still a finite, plausible weight
+    path.write_bytes(bytes(raw))
+    with pytest.raises(
+        CheckpointError,
+        match=r"g\.safetensors' is damaged: its tensor data does not match the checksum recorded "
+        r"when it was written .*; re-download or re-copy the file, or save the generator again",
+    ):
+        load_generator(path)
+
+
+def test_a_generator_without_a_checksum_loads_with_a_note(tmp_path, tiny_config, fresh_notes):
+    from navcuda.io.checksum import NoChecksumWarning
+
+    g = _tiny(tiny_config)
+    header = {"format": "navcuda-generator", "version": 1, "config": g.config.to_dict(), "user": {}}
+    path = tmp_path / "old.safetensors"
+    sd = {k: v.contiguous() for k, v in g.state_dict().items()}
+    safetensors.torch.save_file(sd, str(path), metadata={"navcuda": json.dumps(header)})
+    with pytest.warns(NoChecksumWarning, match=r"old\.safetensors' records no checksum"):
+        _same_images(g, load_generator(path))
+
+
+class _BuiltOnlyOnMeta(Generator):
+    """A Generator that fails when built with real storage for a large config."""
+
+    def __init__(self, config):
+        if config.w_dim > 64 and torch.get_default_device().type != "meta":
+            raise AssertionError(f"allocated a generator of w_dim {config.w_dim} unchecked")
+        super().__init__(config)
+
+
+@pytest.mark.parametrize("w_dim", [16384, 2**30])
+def test_a_config_claiming_a_huge_network_is_refused_before_allocating(
+    tmp_path, tiny_config, monkeypatch, nv, w_dim
+):
+    """A small file whose recorded config claims a huge w_dim: the implied shapes are compared
+    with the stored ones on the meta device, and nothing of that size is allocated."""
+    import navcuda.models.checkpoints as ckpt
+
+    g = _tiny(tiny_config)
+    sd = {k: v.contiguous() for k, v in g.state_dict().items()}
+    config = {**g.config.to_dict(), "w_dim": w_dim}
+    header = {"format": "navcuda-generator", "version": 1, "config": config, "user": {}}
+    path = tmp_path / "claims.safetensors"
+    safetensors.torch.save_file(sd, str(path), metadata={"navcuda": json.dumps(header)})
+    pkl = tmp_path / "claims.pkl"
+    kwargs = nv.nvlabs_kwargs(g, w_dim=w_dim)  # the generator's kwargs claim it
+    nv.write_network_pickle(pkl, nv.build_tree(nv.rosinality_to_nvlabs(g), kwargs))
+    monkeypatch.setattr(ckpt, "Generator", _BuiltOnlyOnMeta)
+    for p in (path, pkl):
+        with pytest.raises(
+            CheckpointError, match=rf"{p.name}': shape mismatch for '.*': expected \[.*{w_dim}"
+        ):
+            load_generator(p)
+
+
+def test_a_one_dimensional_style_weight_is_a_named_error(tmp_path, tiny_config):
+    sd = _rosinality_state(_tiny(tiny_config))
+    sd["style.1.weight"] = torch.zeros(32)
+    path = tmp_path / "flat.pt"
+    torch.save({"g_ema": sd}, path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"flat\.pt': tensor 'style\.1\.weight' should have 2 dimensions \[w_dim, z_dim\], "
+        r"found shape \[32\]: the checkpoint is damaged or not a rosinality StyleGAN2 generator",
+    ):
+        load_generator(path)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_truncated_pt_is_called_damaged(tmp_path, tiny_config, legacy):
+    g = _tiny(tiny_config)
+    path = tmp_path / "cut.pt"
+    state = {"g_ema": _rosinality_state(g), "latent_avg": g.w_avg.clone()}
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    what = "torch file" if legacy else r"torch zip file: it starts like one but has no zip"
+    with pytest.raises(CheckpointError, match=rf"cut\.pt' is a damaged \(truncated\??\) {what}"):
+        load_generator(path)
+
+
+def test_a_truncated_safetensors_is_called_damaged(tmp_path, tiny_config):
+    path = save_generator(_tiny(tiny_config), tmp_path / "g.safetensors")
+    data = path.read_bytes()
+    cases = ((len(data) // 2, f"its tensors need {len(data)}"), (40, r"its header needs \d+"))
+    for keep, why in cases:
+        path.write_bytes(data[:keep])
+        with pytest.raises(
+            CheckpointError,
+            match=rf"g\.safetensors' is a damaged \(truncated\) safetensors file: {why} bytes, "
+            rf"the file has {keep}; re-download",
+        ):
+            load_generator(path)
+
+
+def test_a_pt_named_safetensors_loads_by_its_content(tmp_path, tiny_config):
+    g = _tiny(tiny_config)
+    path = tmp_path / "misnamed.safetensors"
+    torch.save({"g_ema": _rosinality_state(g), "latent_avg": g.w_avg.clone()}, path)
+    assert detect_format(path) == "rosinality"
+    _same_images(g, load_generator(path))
