@@ -27,13 +27,19 @@ constexpr int64_t kParallelMin = 1 << 15;
 constexpr int64_t kStripBytes = 32 << 10;
 
 // Rank-1 factors a (kh) and b (kw) with w[i, j] == a[i] * b[j] within a few ulps of T relative to
-// max |w|; false where the filter is not separable to that precision (then the 2-D path runs).
+// max |w|; false where the filter is not separable to that precision (then the 2-D path runs),
+// and for a filter with a NaN or infinite tap: the 2-D path multiplies every tap with every
+// pixel of the zero-padded input, so such a tap gives what the reference's padded convolution
+// gives (NaN * 0 = NaN, inf * 0 = NaN at the padding), whereas factors built from it would hide a
+// NaN off the largest tap's row and column (the comparisons below are false for NaN) or turn
+// inf into inf / inf = NaN.
 template <typename T>
 bool separable_factors(const T* w, int64_t kh, int64_t kw, std::vector<T>& a, std::vector<T>& b) {
   int64_t i0 = 0, j0 = 0;
   double wmax = 0;
   for (int64_t i = 0; i < kh; ++i) {
     for (int64_t j = 0; j < kw; ++j) {
+      if (!std::isfinite(double(w[i * kw + j]))) return false;
       const double v = std::abs(double(w[i * kw + j]));
       if (v > wmax) {
         wmax = v;

@@ -7,9 +7,12 @@
 
 namespace navcuda {
 
-// One output pixel per thread, grid-stride over planes * ho * wo; taps outside the input are
-// skipped (implicit zero padding). Idx: int where the launcher's dispatch_index allows it (integer
-// divisions per output, 32-bit ones several times cheaper on a GPU).
+// One output pixel per thread, grid-stride over planes * ho * wo. Taps outside the input read a
+// zero (implicit zero padding) that is still multiplied, as the reference's padded convolution
+// and the CPU kernel do: a NaN tap gives NaN, an infinite one NaN where it meets the padding
+// (for finite filters the zero products leave every sum bit-identical). Idx: int where the
+// launcher's dispatch_index allows it (integer divisions per output, 32-bit ones several times
+// cheaper on a GPU).
 template <typename T, typename Idx>
 __global__ void fir2d_kernel(const T* x, const T* w, T* out, Idx planes, Idx h, Idx wd, Idx kh,
                              Idx kw, Idx pad_y, Idx pad_x, Idx ho, Idx wo) {
@@ -21,11 +24,11 @@ __global__ void fir2d_kernel(const T* x, const T* w, T* out, Idx planes, Idx h, 
     T acc = T(0);
     for (Idx i = 0; i < kh; ++i) {
       const Idx iy = y + i - pad_y;
-      if (iy < 0 || iy >= h) continue;
+      const bool row_inside = iy >= 0 && iy < h;
       for (Idx j = 0; j < kw; ++j) {
         const Idx ix = xo + j - pad_x;
-        if (ix < 0 || ix >= wd) continue;
-        acc += w[i * kw + j] * src[iy * wd + ix];
+        const T v = row_inside && ix >= 0 && ix < wd ? src[iy * wd + ix] : T(0);
+        acc += w[i * kw + j] * v;
       }
     }
     out[e] = acc;

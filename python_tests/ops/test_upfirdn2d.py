@@ -185,3 +185,74 @@ def test_cuda_matches_reference(case, cuda_device):
     (g1,) = torch.autograd.grad(y, x, dy)
     (g2,) = torch.autograd.grad(ref, x, dy)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------------------- non-finite filter taps
+# (issue 22, item 3) The reference pads with zeros and convolves, so a NaN tap makes every output
+# NaN (NaN * 0 is NaN) and an infinite tap gives +-inf where it meets the image, NaN (inf * 0)
+# where it meets the padding. The native blur did neither: the CPU kernel's separable path lost a
+# NaN tap lying off the largest tap's row and column (0 NaN outputs where the reference had 64 of
+# 64) and turned an infinite tap into inf / inf = NaN factors; the CUDA kernel skipped the taps
+# that fall on the padding. Pads here: none, cropping and unequal ones, which the reference pads
+# explicitly. (Equal pads it hands to conv2d, whose float32 CPU kernel skips padded taps, unlike
+# its float64 one: there the native blur follows the explicitly padded definition, see
+# test_nonfinite_taps_with_equal_pads_follow_the_padded_definition.)
+NONFINITE_PADS = [(0, 0), (2, 1), (1, 2), (-1, -1), (-1, 2)]
+NONFINITE_TAPS = [float("nan"), float("inf"), float("-inf")]
+
+
+def _nonfinite_filter(base: str, tap: tuple[int, int], value: float, dtype: torch.dtype):
+    f = make_filter((1, 3, 3, 1) if base == "blur4" else (1, 1, 1), 4).to(dtype)  # separable
+    f[tap] = value
+    return f
+
+
+def _check_nonfinite(x, f, pad):
+    y = upfirdn2d(x, f, pad=pad, impl="native")
+    ref = ref_upfirdn2d(x, f, pad=pad)
+    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5, equal_nan=True)
+
+
+@needs_native
+def test_nan_tap_of_the_issue_gives_nan_everywhere(native_path):
+    x = torch.rand(1, 1, 8, 8) + 0.5
+    f = make_filter((1, 3, 3, 1), 4)
+    f[1, 2] = float("nan")
+    y = upfirdn2d(x, f, pad=(2, 1), impl="native")
+    assert ref_upfirdn2d(x, f, pad=(2, 1)).isnan().all()
+    assert y.shape == (1, 1, 8, 8) and y.isnan().all()  # was: no NaN at all on the CPU
+
+
+@needs_native
+@pytest.mark.parametrize("value", NONFINITE_TAPS, ids=str)
+@pytest.mark.parametrize("pad", NONFINITE_PADS, ids=str)
+@pytest.mark.parametrize("base,tap", [("blur4", (0, 0)), ("blur4", (1, 2)), ("box3", (2, 1))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.usefixtures("cpu_isa")
+def test_nonfinite_taps_match_reference_cpu(value, pad, base, tap, dtype):
+    x = torch.rand(2, 3, 8, 9, dtype=dtype, generator=torch.Generator().manual_seed(0)) + 0.5
+    _check_nonfinite(x, _nonfinite_filter(base, tap, value, dtype), pad)
+
+
+@pytest.mark.parametrize("value", NONFINITE_TAPS, ids=str)
+@pytest.mark.parametrize("pad", NONFINITE_PADS, ids=str)
+@pytest.mark.parametrize("base,tap", [("blur4", (0, 0)), ("box3", (2, 1))])
+def test_nonfinite_taps_match_reference_cuda(value, pad, base, tap, cuda_device):
+    dtype = torch.float64
+    x = torch.rand(1, 2, 8, 9, dtype=dtype, generator=torch.Generator().manual_seed(1)) + 0.5
+    f = _nonfinite_filter(base, tap, value, dtype)
+    _check_nonfinite(x.to(cuda_device), f.to(cuda_device), pad)
+
+
+@needs_native
+@pytest.mark.parametrize("value", NONFINITE_TAPS, ids=str)
+@pytest.mark.parametrize("pad", [(1, 1), (2, 2)], ids=str)
+def test_nonfinite_taps_with_equal_pads_follow_the_padded_definition(value, pad, native_path):
+    """Every output of the padded image filtered: the reference with the padding made explicit."""
+    x = torch.rand(1, 2, 8, 9, dtype=torch.float64) + 0.5
+    f = _nonfinite_filter("blur4", (0, 0), value, torch.float64)
+    y = upfirdn2d(x, f, pad=pad, impl="native")
+    ref = ref_upfirdn2d(torch.nn.functional.pad(x, [pad[0]] * 4), f)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert y.isnan().any()  # the corner tap meets the padding (inf * 0), or is NaN itself
