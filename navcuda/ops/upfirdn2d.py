@@ -31,6 +31,8 @@ model's last skip) 1063 ms -> 115 ms (9.3x), [8, 3, 128, 128] 39 -> 2.1 ms (18.7
 
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -55,6 +57,21 @@ def make_filter(taps: tuple[float, ...] | list[float], gain: float = 1.0) -> tor
     return k2 / k2.sum() * gain
 
 
+def _check_factor(name: str, value: object) -> int:
+    """``up`` or ``down``: an integer >= 1 (0 and negative factors used to pass as 1)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{_OP}: {name} must be an integer >= 1, got {value!r}")
+    try:
+        factor = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{_OP}: {name} must be an integer >= 1, got {type(value).__name__} {value!r}"
+        ) from None
+    if factor < 1:
+        raise ValueError(f"{_OP}: {name} must be an integer >= 1, got {factor}")
+    return factor
+
+
 def ref_upfirdn2d(
     x: torch.Tensor,
     f: torch.Tensor,
@@ -67,8 +84,10 @@ def ref_upfirdn2d(
     ``pad = (p0, p1)`` pads (or crops, when negative) both spatial axes by ``p0`` before and ``p1``
     after, after upsampling. The filter is applied as a true convolution (flipped), matching
     rosinality's and NVlabs' ``upfirdn2d``.
-    Output: ``[B, C, (H*up + p0 + p1 - kh) // down + 1, ...]``.
+    Output: ``[B, C, (H*up + p0 + p1 - kh) // down + 1, ...]``. ``up`` and ``down`` are integers
+    >= 1 (ValueError otherwise).
     """
+    up, down = _check_factor("up", up), _check_factor("down", down)
     if x.ndim != 4:
         raise ValueError(f"upfirdn2d expects x of shape [B, C, H, W], got {tuple(x.shape)}")
     if f.ndim != 2:
@@ -125,9 +144,11 @@ def upfirdn2d(
     - ``down > 1``: the reference.
 
     A filter that requires a gradient always runs the reference (the fast paths treat ``f`` as a
-    constant); every path is differentiable w.r.t. ``x``.
+    constant); every path is differentiable w.r.t. ``x``. ``up`` and ``down`` must be integers
+    >= 1 (ValueError naming the argument otherwise).
     """
-    if f.requires_grad or down != 1 or up < 1:
+    up, down = _check_factor("up", up), _check_factor("down", down)
+    if f.requires_grad or down != 1:
         return ref_upfirdn2d(x, f, up=up, down=down, pad=pad)
     if up > 1:
         requested = _native.requested_impl(_OP, impl)

@@ -256,3 +256,23 @@ def test_nonfinite_taps_with_equal_pads_follow_the_padded_definition(value, pad,
     ref = ref_upfirdn2d(torch.nn.functional.pad(x, [pad[0]] * 4), f)
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12, equal_nan=True)
     assert y.isnan().any()  # the corner tap meets the padding (inf * 0), or is NaN itself
+
+
+# ------------------------------------------------------------------------- up / down factors
+
+
+@pytest.mark.parametrize("fn", [upfirdn2d, ref_upfirdn2d])
+@pytest.mark.parametrize("name", ["up", "down"])
+@pytest.mark.parametrize("value", [0, -1, -3])
+def test_up_and_down_below_one_are_refused(fn, name, value):
+    """(issue 22, item 3) They used to run as 1."""
+    x, f = torch.randn(1, 2, 6, 6), make_filter((1, 3, 3, 1))
+    with pytest.raises(ValueError, match=f"upfirdn2d: {name} must be an integer >= 1, got {value}"):
+        fn(x, f, pad=(1, 1), **{name: value})
+
+
+@pytest.mark.parametrize("name", ["up", "down"])
+@pytest.mark.parametrize("value", [2.0, True, "2"])
+def test_up_and_down_must_be_integers(name, value):
+    with pytest.raises(TypeError, match=f"upfirdn2d: {name} must be an integer >= 1"):
+        upfirdn2d(torch.randn(1, 2, 6, 6), make_filter((1, 3, 3, 1)), pad=(1, 1), **{name: value})
