@@ -440,7 +440,7 @@ def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> GeneratorC
             found = f"shape {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
             raise CheckpointError(
                 f"tensor '{key}' should have {ndim} dimensions {form}, found {found}: the "
-                "checkpoint is damaged or not a rosinality StyleGAN2 generator"
+                "checkpoint is damaged or not a StyleGAN2 generator"
             )
         return t
 

@@ -489,7 +489,7 @@ def test_a_one_dimensional_style_weight_is_a_named_error(tmp_path, tiny_config):
     with pytest.raises(
         CheckpointError,
         match=r"flat\.pt': tensor 'style\.1\.weight' should have 2 dimensions \[w_dim, z_dim\], "
-        r"found shape \[32\]: the checkpoint is damaged or not a rosinality StyleGAN2 generator",
+        r"found shape \[32\]: the checkpoint is damaged or not a StyleGAN2 generator",
     ):
         load_generator(path)
 
