@@ -79,4 +79,3 @@ def test_a_missing_checksum_is_noted_once_per_kind():
         verify_checksum(None, t, "older.nav", ValueError, "set", "redo")  # noted already
     with pytest.warns(NoChecksumWarning, match="old.pt"):
         verify_checksum(None, t, "old.pt", ValueError, "checkpoint", "redo")
-
