@@ -17,11 +17,9 @@ constexpr int64_t kParallelMin = 1 << 15;
 
 }  // namespace
 
-void bias_act_cpu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
-                  int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
-                  double clamp) {
-  bias_act_check_args("bias_act_cpu", x, y, outer, channels, inner, act);
-  if (outer * channels * inner == 0) return;
+void bias_act_cpu(Buffer x, Buffer b, Buffer y, int64_t outer, int64_t channels, int64_t inner,
+                  int dtype, int act, double alpha, double gain, double clamp) {
+  if (bias_act_check_args("bias_act_cpu", x, b, y, outer, channels, inner, dtype, act) == 0) return;
   dispatch_float(dtype, "bias_act_cpu", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
@@ -34,10 +32,9 @@ void bias_act_cpu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t 
   });
 }
 
-void bias_act_grad_cpu(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
-                       int act, double alpha, double gain, double clamp) {
-  bias_act_check_args("bias_act_grad_cpu", dy, dx, 1, 1, n, act);
-  NAVCUDA_CHECK(n == 0 || y != 0, "bias_act_grad_cpu: null pointer for y");
+void bias_act_grad_cpu(Buffer dy, Buffer y, Buffer dx, int64_t n, int dtype, int act, double alpha,
+                       double gain, double clamp) {
+  bias_act_grad_check_args("bias_act_grad_cpu", dy, y, dx, n, dtype, act);
   if (n == 0) return;
   dispatch_float(dtype, "bias_act_grad_cpu", [&](auto zero) {
     using T = decltype(zero);

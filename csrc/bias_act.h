@@ -93,37 +93,53 @@ inline void dispatch_act(int act, bool has_clamp, Fn&& fn) {
 }
 
 // ----------------------------------------------------------------- CPU entry points (bias_act.cpp)
-// All pointers are to contiguous buffers of `dtype`; b may be 0 (no bias).
-void bias_act_cpu(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
-                  int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
-                  double clamp);
-void bias_act_grad_cpu(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n, int dtype,
-                       int act, double alpha, double gain, double clamp);
+// Buffers (common.h): contiguous arrays of `dtype`; b may be absent (no bias).
+void bias_act_cpu(Buffer x, Buffer b, Buffer y, int64_t outer, int64_t channels, int64_t inner,
+                  int dtype, int act, double alpha, double gain, double clamp);
+void bias_act_grad_cpu(Buffer dy, Buffer y, Buffer dx, int64_t n, int dtype, int act, double alpha,
+                       double gain, double clamp);
 
 #if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------- CUDA entry points (bias_act.cu)
 // Enqueue on `stream` (a cudaStream_t passed as an integer; 0 = legacy default stream). The caller
 // makes the tensors' device current. Errors from the launch are thrown as std::runtime_error.
-void bias_act_cuda(std::uintptr_t x, std::uintptr_t b, std::uintptr_t y, int64_t outer,
-                   int64_t channels, int64_t inner, int dtype, int act, double alpha, double gain,
-                   double clamp, std::uintptr_t stream);
-void bias_act_grad_cuda(std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx, int64_t n,
-                        int dtype, int act, double alpha, double gain, double clamp,
-                        std::uintptr_t stream);
+void bias_act_cuda(Buffer x, Buffer b, Buffer y, int64_t outer, int64_t channels, int64_t inner,
+                   int dtype, int act, double alpha, double gain, double clamp,
+                   std::uintptr_t stream);
+void bias_act_grad_cuda(Buffer dy, Buffer y, Buffer dx, int64_t n, int dtype, int act, double alpha,
+                        double gain, double clamp, std::uintptr_t stream);
 #endif
 
-// Shared argument checks (throw std::invalid_argument with a clear message); inline so that
-// navcuda._C_emu, which compiles the CUDA launchers against the emulator, shares them.
-inline void bias_act_check_args(const char* op, std::uintptr_t x, std::uintptr_t y, int64_t outer,
-                                int64_t channels, int64_t inner, int act) {
-  NAVCUDA_CHECK(outer >= 0 && channels >= 0 && inner >= 0,
-                op << ": sizes must be >= 0, got outer=" << outer << " channels=" << channels
-                   << " inner=" << inner);
+// Shared argument checks (common.h's helpers; throw std::invalid_argument with a clear message),
+// inline so that navcuda._C_emu, which compiles the CUDA launchers against the emulator, shares
+// them.
+inline void check_act(const char* op, int act) {
   NAVCUDA_CHECK(act == static_cast<int>(Act::kLinear) || act == static_cast<int>(Act::kLrelu),
                 op << ": unknown activation code " << act << " (0=linear, 1=lrelu)");
-  if (outer * channels * inner > 0) {
-    NAVCUDA_CHECK(x != 0 && y != 0, op << ": null data pointer for a non-empty tensor");
-  }
+}
+
+// x and y: [outer, channels, inner]; b: [channels] or absent. Returns the element count.
+inline int64_t bias_act_check_args(const char* op, const Buffer& x, const Buffer& b,
+                                   const Buffer& y, int64_t outer, int64_t channels, int64_t inner,
+                                   int dtype, int act) {
+  check_dims(op, {{"outer", outer}, {"channels", channels}, {"inner", inner}});
+  check_act(op, act);
+  const int es = dtype_bytes(dtype, op);
+  const char* shape = "[outer, channels, inner]";
+  check_buffer(op, "x", x, es, shape, {outer, channels, inner});
+  check_buffer(op, "b", b, es, "[channels]", {channels}, Need::kOptional);
+  return check_buffer(op, "y", y, es, shape, {outer, channels, inner});
+}
+
+// dy, y and dx: [n].
+inline void bias_act_grad_check_args(const char* op, const Buffer& dy, const Buffer& y,
+                                     const Buffer& dx, int64_t n, int dtype, int act) {
+  check_dims(op, {{"n", n}});
+  check_act(op, act);
+  const int es = dtype_bytes(dtype, op);
+  check_buffer(op, "dy", dy, es, "[n]", {n});
+  check_buffer(op, "y", y, es, "[n]", {n});
+  check_buffer(op, "dx", dx, es, "[n]", {n});
 }
 
 }  // namespace navcuda

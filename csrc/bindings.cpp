@@ -1,6 +1,10 @@
-// The one pybind11 module, navcuda._C. It sees raw pointers (tensor.data_ptr()), sizes, dtype
-// codes and CUDA stream handles as integers, never torch: navcuda/ops/_native.py validates every
-// argument before calling in. Long-running entry points release the GIL.
+// The one pybind11 module, navcuda._C. It sees buffers as (address, bytes) tuples
+// (navcuda::Buffer, csrc/py_buffer.h; navcuda.ops._native.buffer makes them from tensors), sizes,
+// dtype codes and CUDA stream handles as integers, never torch. Every entry point checks its
+// buffers' sizes against its sizes (and, on the CPU, index values) before touching memory, so a
+// wrong size from Python raises ValueError rather than reading out of bounds; the Python ops
+// check what the C++ side cannot see (devices, dtypes, layouts). Long-running entry points
+// release the GIL.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -15,6 +19,7 @@
 #include "cpu_isa.h"
 #include "fir2d.h"
 #include "modconv.h"
+#include "py_buffer.h"
 #include "svd_shift.h"
 
 #if defined(NAVCUDA_WITH_CUDA)
@@ -136,7 +141,8 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "navcuda native kernels (raw-pointer API; use navcuda.ops, not this module)";
+  m.doc() =
+      "navcuda native kernels (buffers as (address, bytes); use navcuda.ops, not this module)";
 
   m.def(
       "has_cuda", [] { return cuda_device_count() > 0; },
@@ -182,8 +188,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("bias_act_cpu", &navcuda::bias_act_cpu, nogil, arg("x"), arg("b"), arg("y"), arg("outer"),
         arg("channels"), arg("inner"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"),
         arg("clamp"),
-        "y = clamp(act(x + b) * gain) over contiguous [outer, channels, inner]; b=0: no bias; "
-        "clamp<0: no clamp.");
+        "y = clamp(act(x + b) * gain) over contiguous [outer, channels, inner]; b=None: no bias; "
+        "clamp<0: no clamp. Buffers are (address, bytes) tuples.");
   m.def("bias_act_grad_cpu", &navcuda::bias_act_grad_cpu, nogil, arg("dy"), arg("y"), arg("dx"),
         arg("n"), arg("dtype"), arg("act"), arg("alpha"), arg("gain"), arg("clamp"),
         "dx = dy * gain * act'(y) * clamp mask, element-wise over n elements.");
@@ -203,8 +209,8 @@ PYBIND11_MODULE(_C, m) {
         arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
         "out[b] = W + unflatten(u diag(s[b]) vh); see csrc/svd_shift.h.");
   m.def("svd_shift_grad_cpu", &navcuda::svd_shift_grad_cpu, nogil, arg("g"), arg("u"), arg("vh"),
-        arg("e"), arg("work"), arg("work_numel"), arg("batch"), arg("n_out"), arg("n_in"),
-        arg("taps"), arg("rank"), arg("dtype"),
+        arg("e"), arg("work"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"),
+        arg("dtype"),
         "e[b, j] = u_j^T G_b^flat v_j (diagonal of U^T G_b V); `work` is unused on the CPU.");
   m.def("svd_shift_grad_workspace", &navcuda::svd_shift_grad_workspace, arg("batch"), arg("n_out"),
         arg("rank"),
@@ -214,8 +220,8 @@ PYBIND11_MODULE(_C, m) {
         arg("out"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"), arg("dtype"),
         arg("stream"));
   m.def("svd_shift_grad_cuda", &navcuda::svd_shift_grad_cuda, nogil, arg("g"), arg("u"), arg("vh"),
-        arg("e"), arg("work"), arg("work_numel"), arg("batch"), arg("n_out"), arg("n_in"),
-        arg("taps"), arg("rank"), arg("dtype"), arg("stream"));
+        arg("e"), arg("work"), arg("batch"), arg("n_out"), arg("n_in"), arg("taps"), arg("rank"),
+        arg("dtype"), arg("stream"));
 #else
   m.def("svd_shift_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_cuda"); });
   m.def("svd_shift_grad_cuda", [](py::args, py::kwargs) { no_cuda("svd_shift_grad_cuda"); });

@@ -15,6 +15,8 @@ namespace navcuda {
 // Threads per block of the grid-stride kernels, and the cap on their grid size.
 constexpr int kLaunchThreads = 256;
 constexpr long long kLaunchMaxBlocks = 65535LL * 4;
+// Largest grid.x a GPU launches (2^31 - 1); grid.y and grid.z stop at 65535.
+constexpr long long kLaunchMaxGridX = 2147483647LL;
 
 // Blocks for a grid-stride loop over n items (at least 1, at most kLaunchMaxBlocks).
 inline unsigned int launch_blocks(long long n, int threads = kLaunchThreads) {
@@ -28,8 +30,9 @@ inline unsigned int launch_blocks(long long n, int threads = kLaunchThreads) {
 // element-wise kernels divide per element. 2^30 leaves room below INT_MAX for every grid-stride
 // step past the end (at most kLaunchMaxBlocks * kLaunchThreads * 8). A function, not a constant,
 // so that navcuda._C_emu's tests can lower it to run the 64-bit variants on small tensors.
+constexpr long long kIndex32Limit = 1LL << 30;
 inline long long& index32_max() {
-  static long long limit = 1LL << 30;
+  static long long limit = kIndex32Limit;
   return limit;
 }
 

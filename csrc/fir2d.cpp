@@ -67,11 +67,12 @@ bool separable_factors(const T* w, int64_t kh, int64_t kw, std::vector<T>& a, st
 
 }  // namespace
 
-void fir2d_cpu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
-               int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
-               int64_t wo, int dtype) {
-  fir2d_check_args("fir2d_cpu", x, w, out, planes, h, wd, kh, kw, ho, wo);
-  if (planes * ho * wo == 0) return;
+void fir2d_cpu(Buffer x, Buffer w, Buffer out, int64_t planes, int64_t h, int64_t wd, int64_t kh,
+               int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho, int64_t wo, int dtype) {
+  if (fir2d_check_args("fir2d_cpu", x, w, out, planes, h, wd, kh, kw, pad_y, pad_x, ho, wo,
+                       dtype) == 0) {
+    return;
+  }
   dispatch_float(dtype, "fir2d_cpu", [&](auto zero) {
     using T = decltype(zero);
     pick_isa(&generic::fir2d_kernel<T>, &avx2::fir2d_kernel<T>)(

@@ -13,41 +13,55 @@
 // kernel (fir2d_kernels.cuh) computes one output pixel per thread.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "common.h"
 
 namespace navcuda {
 
 // ----------------------------------------------------------------------- CPU (fir2d.cpp)
-void fir2d_cpu(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
-               int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
-               int64_t wo, int dtype);
+// Buffers (common.h): x [planes, h, wd], w [kh, kw], out [planes, ho, wo], all of `dtype`.
+void fir2d_cpu(Buffer x, Buffer w, Buffer out, int64_t planes, int64_t h, int64_t wd, int64_t kh,
+               int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho, int64_t wo, int dtype);
 
 #if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------------- CUDA (fir2d.cu)
-void fir2d_cuda(std::uintptr_t x, std::uintptr_t w, std::uintptr_t out, int64_t planes, int64_t h,
-                int64_t wd, int64_t kh, int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho,
-                int64_t wo, int dtype, std::uintptr_t stream);
+void fir2d_cuda(Buffer x, Buffer w, Buffer out, int64_t planes, int64_t h, int64_t wd, int64_t kh,
+                int64_t kw, int64_t pad_y, int64_t pad_x, int64_t ho, int64_t wo, int dtype,
+                std::uintptr_t stream);
 #endif
 
 // Largest filter side the kernels accept (the CUDA body keeps the filter in registers' reach).
 constexpr int64_t kFir2dMaxTaps = 16;
 
-// Shared argument checks (throw std::invalid_argument); inline so that navcuda._C_emu, which
-// compiles only the kernel headers, has them too.
-inline void fir2d_check_args(const char* op, std::uintptr_t x, std::uintptr_t w, std::uintptr_t out,
-                             int64_t planes, int64_t h, int64_t wd, int64_t kh, int64_t kw,
-                             int64_t ho, int64_t wo) {
-  NAVCUDA_CHECK(planes >= 0 && h >= 0 && wd >= 0 && ho >= 0 && wo >= 0,
-                op << ": sizes must be >= 0, got planes=" << planes << " h=" << h << " w=" << wd
-                   << " ho=" << ho << " wo=" << wo);
+// Shared argument checks (common.h's helpers; throw std::invalid_argument); inline so that
+// navcuda._C_emu, which compiles only the kernel headers, has them too. Pads may be negative
+// (crops) but not beyond kMaxElements, so that the kernels' coordinates cannot overflow. Returns
+// the output's element count.
+inline int64_t fir2d_check_args(const char* op, const Buffer& x, const Buffer& w, const Buffer& out,
+                                int64_t planes, int64_t h, int64_t wd, int64_t kh, int64_t kw,
+                                int64_t pad_y, int64_t pad_x, int64_t ho, int64_t wo, int dtype) {
+  check_dims(op, {{"planes", planes}, {"h", h}, {"w", wd}, {"ho", ho}, {"wo", wo}});
   NAVCUDA_CHECK(kh >= 1 && kw >= 1 && kh <= kFir2dMaxTaps && kw <= kFir2dMaxTaps,
                 op << ": filter must be between 1x1 and " << kFir2dMaxTaps << "x" << kFir2dMaxTaps
                    << ", got " << kh << "x" << kw);
-  if (planes * ho * wo > 0) {
-    NAVCUDA_CHECK(x != 0 && w != 0 && out != 0, op << ": null data pointer for a non-empty tensor");
-  }
+  NAVCUDA_CHECK(pad_y >= -kMaxElements && pad_y <= kMaxElements && pad_x >= -kMaxElements &&
+                    pad_x <= kMaxElements,
+                op << ": pads must lie within +-2^58, got pad_y=" << pad_y << " pad_x=" << pad_x);
+  const int es = dtype_bytes(dtype, op);
+  check_buffer(op, "x", x, es, "[planes, h, w]", {planes, h, wd});
+  check_buffer(op, "w", w, es, "[kh, kw]", {kh, kw});
+  return check_buffer(op, "out", out, es, "[planes, ho, wo]", {planes, ho, wo});
+}
+
+// The largest magnitude the CUDA kernel's indices reach (for dispatch_index): the input's and the
+// output's element counts, and a tap's coordinates y + i - pad_y, x + j - pad_x.
+inline long long fir2d_index_extent(int64_t planes, int64_t h, int64_t wd, int64_t kh, int64_t kw,
+                                    int64_t pad_y, int64_t pad_x, int64_t ho, int64_t wo) {
+  return std::max<long long>({planes * h * wd, planes * ho * wo, ho + kh + std::llabs(pad_y),
+                              wo + kw + std::llabs(pad_x)});
 }
 
 }  // namespace navcuda

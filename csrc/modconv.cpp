@@ -32,16 +32,17 @@ constexpr int64_t kNhwcRowsPerItem = 256;
 
 // ------------------------------------------------------------------------------- entry points
 
-void modconv_demod_cpu(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
-                       std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,
-                       int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir, int dtype,
-                       double scale2) {
-  modconv_demod_check_args("modconv_demod_cpu", s, q0, q1, q2, t, batch, n_out, n_in, n0, n_dir);
-  if (batch * n_out == 0) return;
-  NAVCUDA_CHECK(dcoef != 0, "modconv_demod_cpu: null output pointer");
+void modconv_demod_cpu(Buffer s, Buffer q0, Buffer q1, Buffer q2, Buffer t, Buffer index,
+                       Buffer dcoef, int64_t batch, int64_t n_out, int64_t n_in, int64_t n0,
+                       int64_t n_dir, int dtype, double scale2) {
+  const char* op = "modconv_demod_cpu";
+  const int64_t n = modconv_demod_check_args(op, s, q0, q1, q2, t, index, dcoef, batch, n_out, n_in,
+                                             n0, n_dir, dtype);
+  modconv_check_index_values(op, index, batch, n_dir);
+  if (n == 0) return;
   dispatch_float(dtype, "modconv_demod_cpu", [&](auto zero) {
     using T = decltype(zero);
-    dispatch_bool(t != 0, [&](auto has_t) {
+    dispatch_bool(t.present(), [&](auto has_t) {
       constexpr bool kHasT = decltype(has_t)::value;
       pick_isa(&generic::demod_kernel<T, kHasT>, &avx2::demod_kernel<T, kHasT>)(
           as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
@@ -51,18 +52,14 @@ void modconv_demod_cpu(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, s
   });
 }
 
-void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr_t s,
-                            std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
-                            std::uintptr_t t, std::uintptr_t index, std::uintptr_t dn,
-                            std::uintptr_t ds, std::uintptr_t dt, std::uintptr_t dq0,
-                            std::uintptr_t dq1, std::uintptr_t dq2, int64_t batch, int64_t n_out,
-                            int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2) {
-  modconv_demod_check_args("modconv_demod_grad_cpu", s, q0, q1, q2, t, batch, n_out, n_in, n0,
-                           n_dir);
-  NAVCUDA_CHECK(t != 0 || (dt == 0 && dq1 == 0 && dq2 == 0),
-                "modconv_demod_grad_cpu: dt/dq1/dq2 need q1, q2 and t");
-  NAVCUDA_CHECK(batch * n_out == 0 || (g != 0 && dcoef != 0 && dn != 0),
-                "modconv_demod_grad_cpu: null g, dcoef or dn");
+void modconv_demod_grad_cpu(Buffer g, Buffer dcoef, Buffer s, Buffer q0, Buffer q1, Buffer q2,
+                            Buffer t, Buffer index, Buffer dn, Buffer ds, Buffer dt, Buffer dq0,
+                            Buffer dq1, Buffer dq2, int64_t batch, int64_t n_out, int64_t n_in,
+                            int64_t n0, int64_t n_dir, int dtype, double scale2) {
+  const char* op = "modconv_demod_grad_cpu";
+  modconv_demod_grad_check_args(op, g, dcoef, s, q0, q1, q2, t, index, dn, ds, dt, dq0, dq1, dq2,
+                                batch, n_out, n_in, n0, n_dir, dtype);
+  modconv_check_index_values(op, index, batch, n_dir);
   dispatch_float(dtype, "modconv_demod_grad_cpu", [&](auto zero) {
     using T = decltype(zero);
     const T* gp = as_ptr<const T>(g);
@@ -74,49 +71,48 @@ void modconv_demod_grad_cpu(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr
       dnp[e] = T(-0.5) * sc * gp[e] * d * d * d;
     }
     const long long* idx = as_ptr<const long long>(index);
-    if (ds != 0 || dt != 0) {
-      dispatch_bool(t != 0, [&](auto has_t) {
+    if (ds.present() || dt.present()) {
+      dispatch_bool(t.present(), [&](auto has_t) {
         constexpr bool kHasT = decltype(has_t)::value;
         pick_isa(&generic::demod_grad_s_kernel<T, kHasT>, &avx2::demod_grad_s_kernel<T, kHasT>)(
             dnp, as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1), as_ptr<const T>(q2),
             as_ptr<const T>(t), idx, as_ptr<T>(ds), as_ptr<T>(dt), batch, n_out, n_in, n0);
       });
     }
-    if (dq0 != 0 || dq1 != 0 || dq2 != 0) {
+    if (dq0.present() || dq1.present() || dq2.present()) {
       std::vector<T> s2(static_cast<size_t>(batch * n_in));
       const T* sp = as_ptr<const T>(s);
       for (int64_t e = 0; e < batch * n_in; ++e) s2[e] = sp[e] * sp[e];
       const T* tp = as_ptr<const T>(t);
       const auto demod_grad_q_kernel =
           pick_isa(&generic::demod_grad_q_kernel<T>, &avx2::demod_grad_q_kernel<T>);
-      if (dq0)
+      if (dq0.present())
         demod_grad_q_kernel(dnp, s2.data(), tp, idx, as_ptr<T>(dq0), n0, batch, n_out, n_in, n0, 0);
-      if (dq1)
+      if (dq1.present())
         demod_grad_q_kernel(dnp, s2.data(), tp, idx, as_ptr<T>(dq1), n_dir, batch, n_out, n_in, n0,
                             1);
-      if (dq2)
+      if (dq2.present())
         demod_grad_q_kernel(dnp, s2.data(), tp, idx, as_ptr<T>(dq2), n_dir, batch, n_out, n_in, n0,
                             2);
     }
   });
 }
 
-void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
-                          std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
-                          std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                          std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
-                          int channels_last, int dtype, int act, double alpha, double gain,
-                          double clamp) {
-  modconv_epilogue_check_args("modconv_epilogue_cpu", y0, y1, t, noise, ns, noise_bstride, batch,
-                              channels, hw, act);
-  if (batch * channels * hw == 0) return;
-  NAVCUDA_CHECK(out != 0, "modconv_epilogue_cpu: null output pointer");
+void modconv_epilogue_cpu(Buffer y0, Buffer y1, Buffer t, Buffer dcoef, Buffer noise,
+                          int64_t noise_bstride, Buffer ns, Buffer bias, Buffer out, Buffer mask,
+                          int64_t batch, int64_t channels, int64_t hw, int channels_last, int dtype,
+                          int act, double alpha, double gain, double clamp) {
+  if (modconv_epilogue_check_args("modconv_epilogue_cpu", y0, y1, t, dcoef, noise, noise_bstride,
+                                  ns, bias, out, mask, batch, channels, hw, channels_last, dtype,
+                                  act, clamp) == 0) {
+    return;
+  }
   dispatch_float(dtype, "modconv_epilogue_cpu", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
-      dispatch_bool(y1 != 0, [&](auto has_y1) {
-        dispatch_bool(noise != 0, [&](auto has_noise) {
-          dispatch_bool(mask != 0, [&](auto has_mask) {
+      dispatch_bool(y1.present(), [&](auto has_y1) {
+        dispatch_bool(noise.present(), [&](auto has_noise) {
+          dispatch_bool(mask.present(), [&](auto has_mask) {
             constexpr int kA = decltype(act_c)::value;
             constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                            kN = decltype(has_noise)::value, kM = decltype(has_mask)::value;
@@ -136,29 +132,25 @@ void modconv_epilogue_cpu(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t
   });
 }
 
-void modconv_epilogue_grad_cpu(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
-                               std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
-                               std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
-                               std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
-                               std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                               int64_t batch, int64_t channels, int64_t hw, int channels_last,
-                               int dtype, int act, double alpha, double gain, double clamp) {
-  // ns is not needed by the gradient; pass noise as its own "strength" for the pairing check.
-  modconv_epilogue_check_args("modconv_epilogue_grad_cpu", y0, y1, t, noise, noise, noise_bstride,
-                              batch, channels, hw, act, ddcoef != 0);
-  if (batch * channels * hw == 0) return;
-  NAVCUDA_CHECK(dout != 0 && dy0 != 0, "modconv_epilogue_grad_cpu: null dout or dy0");
-  NAVCUDA_CHECK(mask != 0 || (act == static_cast<int>(Act::kLinear) && clamp < 0),
-                "modconv_epilogue_grad_cpu: lrelu or a clamp needs the forward's mask");
-  NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cpu: dy1 is required with y1");
-  NAVCUDA_CHECK(ddcoef == 0 || dcoef != 0, "modconv_epilogue_grad_cpu: ddcoef needs dcoef");
+void modconv_epilogue_grad_cpu(Buffer dout, Buffer mask, Buffer y0, Buffer y1, Buffer t,
+                               Buffer dcoef, Buffer noise, int64_t noise_bstride, Buffer dy0,
+                               Buffer dy1, Buffer dz, Buffer ddcoef, Buffer p_dz, Buffer p_dzy1,
+                               Buffer p_dzn, int64_t batch, int64_t channels, int64_t hw,
+                               int channels_last, int dtype, int act, double alpha, double gain,
+                               double clamp) {
+  if (modconv_epilogue_grad_check_args("modconv_epilogue_grad_cpu", dout, mask, y0, y1, t, dcoef,
+                                       noise, noise_bstride, dy0, dy1, dz, ddcoef, p_dz, p_dzy1,
+                                       p_dzn, batch, channels, hw, channels_last, dtype, act,
+                                       clamp) == 0) {
+    return;
+  }
   dispatch_float(dtype, "modconv_epilogue_grad_cpu", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
-      dispatch_bool(y1 != 0, [&](auto has_y1) {
-        dispatch_bool(noise != 0, [&](auto has_noise) {
-          dispatch_bool(dz != 0, [&](auto write_dz) {
-            dispatch_bool(ddcoef != 0, [&](auto has_dd) {
+      dispatch_bool(y1.present(), [&](auto has_y1) {
+        dispatch_bool(noise.present(), [&](auto has_noise) {
+          dispatch_bool(dz.present(), [&](auto write_dz) {
+            dispatch_bool(ddcoef.present(), [&](auto has_dd) {
               constexpr int kA = decltype(act_c)::value;
               constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                              kN = decltype(has_noise)::value, kDz = decltype(write_dz)::value,

@@ -22,39 +22,41 @@ static_assert(kModconvTile <= kModconvMaxThreads, "demod tile exceeds the reduct
 static_assert(kModconvNhwcTile <= kLaunchThreads && kLaunchThreads <= kModconvMaxThreads,
               "channels-last gradient blocks must hold a channel tile and fit the buffer");
 
-void modconv_demod_cuda(std::uintptr_t s, std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
-                        std::uintptr_t t, std::uintptr_t index, std::uintptr_t dcoef, int64_t batch,
-                        int64_t n_out, int64_t n_in, int64_t n0, int64_t n_dir, int dtype,
-                        double scale2, std::uintptr_t stream) {
-  modconv_demod_check_args("modconv_demod_cuda", s, q0, q1, q2, t, batch, n_out, n_in, n0, n_dir);
-  if (batch * n_out == 0) return;
+void modconv_demod_cuda(Buffer s, Buffer q0, Buffer q1, Buffer q2, Buffer t, Buffer index,
+                        Buffer dcoef, int64_t batch, int64_t n_out, int64_t n_in, int64_t n0,
+                        int64_t n_dir, int dtype, double scale2, std::uintptr_t stream) {
+  // The index values are not read here (device memory): the kernel guards each row.
+  if (modconv_demod_check_args("modconv_demod_cuda", s, q0, q1, q2, t, index, dcoef, batch, n_out,
+                               n_in, n0, n_dir, dtype) == 0) {
+    return;
+  }
   NAVCUDA_CHECK(batch <= 65535, "modconv_demod_cuda: batch must be <= 65535");
+  NAVCUDA_CHECK(n_out <= kLaunchMaxGridX, "modconv_demod_cuda: out is too large for the grid");
   auto st = reinterpret_cast<cudaStream_t>(stream);
   const dim3 grid(static_cast<unsigned int>(n_out), static_cast<unsigned int>(batch));
   dispatch_float(dtype, "modconv_demod_cuda", [&](auto zero) {
     using T = decltype(zero);
-    dispatch_bool(t != 0, [&](auto has_t) {
+    dispatch_bool(t.present(), [&](auto has_t) {
       launch_kernel("modconv_demod_kernel", &modconv_demod_kernel<T, decltype(has_t)::value>, grid,
                     kDemodThreads, st, as_ptr<const T>(s), as_ptr<const T>(q0), as_ptr<const T>(q1),
                     as_ptr<const T>(q2), as_ptr<const T>(t), as_ptr<const long long>(index),
-                    as_ptr<T>(dcoef), n_out, n_in, n0, T(scale2));
+                    as_ptr<T>(dcoef), n_out, n_in, n0, n_dir, T(scale2));
     });
   });
   check_launch("modconv_demod_cuda");
 }
 
-void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintptr_t s,
-                             std::uintptr_t q0, std::uintptr_t q1, std::uintptr_t q2,
-                             std::uintptr_t t, std::uintptr_t index, std::uintptr_t dn,
-                             std::uintptr_t ds, std::uintptr_t dt, std::uintptr_t dq0,
-                             std::uintptr_t dq1, std::uintptr_t dq2, int64_t batch, int64_t n_out,
-                             int64_t n_in, int64_t n0, int64_t n_dir, int dtype, double scale2,
+void modconv_demod_grad_cuda(Buffer g, Buffer dcoef, Buffer s, Buffer q0, Buffer q1, Buffer q2,
+                             Buffer t, Buffer index, Buffer dn, Buffer ds, Buffer dt, Buffer dq0,
+                             Buffer dq1, Buffer dq2, int64_t batch, int64_t n_out, int64_t n_in,
+                             int64_t n0, int64_t n_dir, int dtype, double scale2,
                              std::uintptr_t stream) {
-  modconv_demod_check_args("modconv_demod_grad_cuda", s, q0, q1, q2, t, batch, n_out, n_in, n0,
-                           n_dir);
-  NAVCUDA_CHECK(t != 0 || (dt == 0 && dq1 == 0 && dq2 == 0),
-                "modconv_demod_grad_cuda: dt/dq1/dq2 need q1, q2 and t");
-  if (batch * n_out == 0) return;
+  // The index values are not read here (device memory): the kernels guard each row.
+  if (modconv_demod_grad_check_args("modconv_demod_grad_cuda", g, dcoef, s, q0, q1, q2, t, index,
+                                    dn, ds, dt, dq0, dq1, dq2, batch, n_out, n_in, n0, n_dir,
+                                    dtype) == 0) {
+    return;
+  }
   NAVCUDA_CHECK(batch <= 65535, "modconv_demod_grad_cuda: batch must be <= 65535");
   auto st = reinterpret_cast<cudaStream_t>(stream);
   dispatch_float(dtype, "modconv_demod_grad_cuda", [&](auto zero) {
@@ -64,20 +66,20 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
                   kLaunchThreads, st, as_ptr<const T>(g), as_ptr<const T>(dcoef), as_ptr<T>(dn), n,
                   T(scale2));
     const long long* idx = as_ptr<const long long>(index);
-    if ((ds != 0 || dt != 0) && n_in > 0) {
+    if ((ds.present() || dt.present()) && n_in > 0) {
       const dim3 grid(static_cast<unsigned int>(modconv_demod_dt_parts(n_in)),
                       static_cast<unsigned int>(batch));
-      dispatch_bool(t != 0, [&](auto has_t) {
+      dispatch_bool(t.present(), [&](auto has_t) {
         launch_kernel("modconv_demod_grad_s_kernel",
                       &modconv_demod_grad_s_kernel<T, decltype(has_t)::value>, grid, kModconvTile,
                       st, as_ptr<const T>(dn), as_ptr<const T>(s), as_ptr<const T>(q0),
                       as_ptr<const T>(q1), as_ptr<const T>(q2), as_ptr<const T>(t), idx,
-                      as_ptr<T>(ds), as_ptr<T>(dt), n_out, n_in, n0);
+                      as_ptr<T>(ds), as_ptr<T>(dt), n_out, n_in, n0, n_dir);
       });
     }
-    const std::uintptr_t dqs[3] = {dq0, dq1, dq2};
+    const Buffer dqs[3] = {dq0, dq1, dq2};
     for (int mode = 0; mode < 3; ++mode) {
-      if (dqs[mode] == 0) continue;
+      if (!dqs[mode].present()) continue;
       const long long rows = mode == 0 ? n0 : n_dir;
       const long long m = rows * n_out * n_in;
       if (m == 0) continue;
@@ -94,15 +96,14 @@ void modconv_demod_grad_cuda(std::uintptr_t g, std::uintptr_t dcoef, std::uintpt
   check_launch("modconv_demod_grad_cuda");
 }
 
-void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t t,
-                           std::uintptr_t dcoef, std::uintptr_t noise, int64_t noise_bstride,
-                           std::uintptr_t ns, std::uintptr_t bias, std::uintptr_t out,
-                           std::uintptr_t mask, int64_t batch, int64_t channels, int64_t hw,
-                           int channels_last, int dtype, int act, double alpha, double gain,
-                           double clamp, std::uintptr_t stream) {
-  modconv_epilogue_check_args("modconv_epilogue_cuda", y0, y1, t, noise, ns, noise_bstride, batch,
-                              channels, hw, act);
-  const long long n = batch * channels * hw;
+void modconv_epilogue_cuda(Buffer y0, Buffer y1, Buffer t, Buffer dcoef, Buffer noise,
+                           int64_t noise_bstride, Buffer ns, Buffer bias, Buffer out, Buffer mask,
+                           int64_t batch, int64_t channels, int64_t hw, int channels_last,
+                           int dtype, int act, double alpha, double gain, double clamp,
+                           std::uintptr_t stream) {
+  const long long n = modconv_epilogue_check_args("modconv_epilogue_cuda", y0, y1, t, dcoef, noise,
+                                                  noise_bstride, ns, bias, out, mask, batch,
+                                                  channels, hw, channels_last, dtype, act, clamp);
   if (n == 0) return;
   // Block tiles of kLaunchThreads bytes of packed mask codes (8 or 4 outputs of a row each).
   static_assert(kLaunchThreads <= kModconvMaxThreads, "epilogue tiles need one code slot each");
@@ -112,8 +113,8 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
   dispatch_float(dtype, "modconv_epilogue_cuda", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
-      dispatch_bool(y1 != 0, [&](auto has_y1) {
-        dispatch_bool(noise != 0, [&](auto has_noise) {
+      dispatch_bool(y1.present(), [&](auto has_y1) {
+        dispatch_bool(noise.present(), [&](auto has_noise) {
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;
@@ -135,21 +136,19 @@ void modconv_epilogue_cuda(std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t 
   check_launch("modconv_epilogue_cuda");
 }
 
-void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t mask, std::uintptr_t y0,
-                                std::uintptr_t y1, std::uintptr_t t, std::uintptr_t dcoef,
-                                std::uintptr_t noise, int64_t noise_bstride, std::uintptr_t dy0,
-                                std::uintptr_t dy1, std::uintptr_t dz, std::uintptr_t ddcoef,
-                                std::uintptr_t p_dz, std::uintptr_t p_dzy1, std::uintptr_t p_dzn,
-                                int64_t batch, int64_t channels, int64_t hw, int channels_last,
-                                int dtype, int act, double alpha, double gain, double clamp,
-                                std::uintptr_t stream) {
-  modconv_epilogue_check_args("modconv_epilogue_grad_cuda", y0, y1, t, noise, noise, noise_bstride,
-                              batch, channels, hw, act, ddcoef != 0);
+void modconv_epilogue_grad_cuda(Buffer dout, Buffer mask, Buffer y0, Buffer y1, Buffer t,
+                                Buffer dcoef, Buffer noise, int64_t noise_bstride, Buffer dy0,
+                                Buffer dy1, Buffer dz, Buffer ddcoef, Buffer p_dz, Buffer p_dzy1,
+                                Buffer p_dzn, int64_t batch, int64_t channels, int64_t hw,
+                                int channels_last, int dtype, int act, double alpha, double gain,
+                                double clamp, std::uintptr_t stream) {
+  if (modconv_epilogue_grad_check_args("modconv_epilogue_grad_cuda", dout, mask, y0, y1, t, dcoef,
+                                       noise, noise_bstride, dy0, dy1, dz, ddcoef, p_dz, p_dzy1,
+                                       p_dzn, batch, channels, hw, channels_last, dtype, act,
+                                       clamp) == 0) {
+    return;
+  }
   const long long planes = batch * channels;
-  if (planes * hw == 0) return;
-  NAVCUDA_CHECK(y1 == 0 || dy1 != 0, "modconv_epilogue_grad_cuda: dy1 is required with y1");
-  NAVCUDA_CHECK(mask != 0 || (act == static_cast<int>(Act::kLinear) && clamp < 0),
-                "modconv_epilogue_grad_cuda: lrelu or a clamp needs the forward's mask");
   auto st = reinterpret_cast<cudaStream_t>(stream);
   // One block per plane, or per (sample, channel tile) channels-last.
   const long long items =
@@ -159,8 +158,8 @@ void modconv_epilogue_grad_cuda(std::uintptr_t dout, std::uintptr_t mask, std::u
   dispatch_float(dtype, "modconv_epilogue_grad_cuda", [&](auto zero) {
     using T = decltype(zero);
     dispatch_act(act, clamp >= 0, [&](auto act_c, auto clamp_c) {
-      dispatch_bool(y1 != 0, [&](auto has_y1) {
-        dispatch_bool(noise != 0, [&](auto has_noise) {
+      dispatch_bool(y1.present(), [&](auto has_y1) {
+        dispatch_bool(noise.present(), [&](auto has_noise) {
           constexpr int kA = decltype(act_c)::value;
           constexpr bool kC = decltype(clamp_c)::value, kY1 = decltype(has_y1)::value,
                          kN = decltype(has_noise)::value;

@@ -30,18 +30,21 @@ __device__ __forceinline__ void modconv_block_sum(Buf buf, int lanes, unsigned i
 }
 
 // dcoef[b,o] for one (o = blockIdx.x, b = blockIdx.y): threads stride over the input channels.
+// A sample whose direction row does not exist gets NaN (modconv_dir_row_valid).
 template <typename T, bool kHasT>
 __global__ void modconv_demod_kernel(const T* s, const T* q0, const T* q1, const T* q2, const T* t,
                                      const long long* index, T* dcoef, long long n_out,
-                                     long long n_in, long long n0, T scale2) {
+                                     long long n_in, long long n0, long long n_dir, T scale2) {
   NAVCUDA_SHARED(T, buf, [kModconvMaxThreads]);
   const long long o = blockIdx.x;
   const long long b = blockIdx.y;
   const T* sr = s + b * n_in;
   const T* q0r = q0 + (modconv_q0_row(b, n0) * n_out + o) * n_in;
   T acc = T(0);
-  if (kHasT) {
-    const long long k = modconv_dir_row(index, b);
+  const long long k = kHasT ? modconv_dir_row(index, b) : 0;
+  if (kHasT && !modconv_dir_row_valid(k, n_dir)) {
+    acc = modconv_nan<T>();
+  } else if (kHasT) {
     const T* q1r = q1 + (k * n_out + o) * n_in;
     const T* q2r = q2 + (k * n_out + o) * n_in;
     const T tb = t[b];
@@ -69,20 +72,23 @@ __global__ void modconv_demod_dn_kernel(const T* g, const T* dcoef, T* dn, long 
 
 // ds[b,i] and the tile partial dt_part[b, blockIdx.x]: one thread per input channel i of the
 // tile blockIdx.x (tile width blockDim.x), sample b = blockIdx.y, looping over output channels.
+// A sample whose direction row does not exist gets NaN (modconv_dir_row_valid).
 template <typename T, bool kHasT>
 __global__ void modconv_demod_grad_s_kernel(const T* dn, const T* s, const T* q0, const T* q1,
                                             const T* q2, const T* t, const long long* index, T* ds,
                                             T* dt_part, long long n_out, long long n_in,
-                                            long long n0) {
+                                            long long n0, long long n_dir) {
   NAVCUDA_SHARED(T, buf, [kModconvMaxThreads]);
   const long long b = blockIdx.y;
   const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   const T* dnr = dn + b * n_out;
   T acc = T(0), acc_t = T(0);
+  const long long k = kHasT ? modconv_dir_row(index, b) : 0;
   if (i < n_in) {
     const T* q0c = q0 + modconv_q0_row(b, n0) * n_out * n_in + i;
-    if (kHasT) {
-      const long long k = modconv_dir_row(index, b);
+    if (kHasT && !modconv_dir_row_valid(k, n_dir)) {
+      acc = acc_t = modconv_nan<T>();
+    } else if (kHasT) {
       const T* q1c = q1 + k * n_out * n_in + i;
       const T* q2c = q2 + k * n_out * n_in + i;
       const T tb = t[b];

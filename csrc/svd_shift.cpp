@@ -184,7 +184,7 @@ template <typename T>
 void forward_impl(const T* w, const T* u, const T* vh, const T* s, T* out, int64_t batch,
                   int64_t n_out, int64_t n_in, int64_t taps, int64_t rank) {
   const int64_t K = n_in * taps;
-  const bool parallel = batch * n_out * K * rank >= kParallelMin;
+  const bool parallel = double(batch) * n_out * K * rank >= kParallelMin;  // (double: no overflow)
   // uT[j, c] = u[kidx(c), j]: the permuted transpose of the constant u, packed once per call.
   std::vector<T> ut(static_cast<size_t>(rank * K));
   constexpr int64_t kTile = 32;
@@ -226,7 +226,7 @@ template <typename T>
 void grad_impl(const T* g, const T* u, const T* vh, T* e, int64_t batch, int64_t n_out,
                int64_t n_in, int64_t taps, int64_t rank) {
   const int64_t K = n_in * taps;
-  const bool parallel = batch * n_out * K * rank >= kParallelMin;
+  const bool parallel = double(batch) * n_out * K * rank >= kParallelMin;  // (double: no overflow)
   // ug[c, j] = u[kidx(c), j]: rows of u in the order of G's columns.
   std::vector<T> ug(static_cast<size_t>(K * rank));
 #pragma omp parallel for schedule(static) if (parallel)
@@ -259,13 +259,12 @@ void grad_impl(const T* g, const T* u, const T* vh, T* e, int64_t batch, int64_t
 
 }  // namespace
 
-void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
-                   std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
-                   int64_t rank, int dtype) {
-  svd_shift_check_args("svd_shift_cpu", batch, n_out, n_in, taps, rank);
-  if (batch * n_out * n_in * taps == 0) return;
-  NAVCUDA_CHECK(w && out && (rank == 0 || (u && vh && s)),
-                "svd_shift_cpu: null data pointer for a non-empty tensor");
+void svd_shift_cpu(Buffer w, Buffer u, Buffer vh, Buffer s, Buffer out, int64_t batch,
+                   int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype) {
+  if (svd_shift_check_args("svd_shift_cpu", w, u, vh, s, out, batch, n_out, n_in, taps, rank,
+                           dtype) == 0) {
+    return;
+  }
   dispatch_float(dtype, "svd_shift_cpu", [&](auto zero) {
     using T = decltype(zero);
     if (rank == 0) {  // no directions: every sample gets W
@@ -279,14 +278,13 @@ void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::u
   });
 }
 
-void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                        std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
-                        int64_t n_in, int64_t taps, int64_t rank, int dtype) {
+void svd_shift_grad_cpu(Buffer g, Buffer u, Buffer vh, Buffer e, Buffer work, int64_t batch,
+                        int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype) {
   (void)work;
-  (void)work_numel;
-  svd_shift_check_args("svd_shift_grad_cpu", batch, n_out, n_in, taps, rank);
-  if (batch * rank == 0) return;
-  NAVCUDA_CHECK(g && u && vh && e, "svd_shift_grad_cpu: null data pointer for a non-empty tensor");
+  if (svd_shift_grad_check_args("svd_shift_grad_cpu", g, u, vh, e, batch, n_out, n_in, taps, rank,
+                                dtype) == 0) {
+    return;
+  }
   dispatch_float(dtype, "svd_shift_grad_cpu", [&](auto zero) {
     using T = decltype(zero);
     grad_impl<T>(as_ptr<const T>(g), as_ptr<const T>(u), as_ptr<const T>(vh), as_ptr<T>(e), batch,

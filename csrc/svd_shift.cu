@@ -6,24 +6,23 @@
 namespace navcuda {
 namespace {
 
-unsigned int blocks_for(long long n, int tile) {
-  return static_cast<unsigned int>((n + tile - 1) / tile);
-}
+long long blocks_for(long long n, int tile) { return (n + tile - 1) / tile; }
 
 }  // namespace
 
-void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
-                    std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
-                    int64_t rank, int dtype, std::uintptr_t stream) {
-  svd_shift_check_args("svd_shift_cuda", batch, n_out, n_in, taps, rank);
+void svd_shift_cuda(Buffer w, Buffer u, Buffer vh, Buffer s, Buffer out, int64_t batch,
+                    int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype,
+                    std::uintptr_t stream) {
+  if (svd_shift_check_args("svd_shift_cuda", w, u, vh, s, out, batch, n_out, n_in, taps, rank,
+                           dtype) == 0) {
+    return;
+  }
   const long long K = n_in * taps;
-  if (batch * n_out * K == 0) return;
-  NAVCUDA_CHECK(batch <= 65535, "svd_shift_cuda: batch " << batch << " exceeds 65535");
   using C = SvdShiftConfigLarge;
-  NAVCUDA_CHECK((n_out + C::BM - 1) / C::BM <= 65535,
-                "svd_shift_cuda: out=" << n_out << " is too large for the launch grid");
+  svd_shift_check_grid("svd_shift_cuda", blocks_for(K, C::BN), blocks_for(n_out, C::BM), batch);
   auto st = reinterpret_cast<cudaStream_t>(stream);
-  const dim3 grid(blocks_for(K, C::BN), blocks_for(n_out, C::BM), static_cast<unsigned>(batch));
+  const dim3 grid(static_cast<unsigned>(blocks_for(K, C::BN)),
+                  static_cast<unsigned>(blocks_for(n_out, C::BM)), static_cast<unsigned>(batch));
   const dim3 block(C::BN / C::TN, C::BM / C::TM);
   dispatch_float(dtype, "svd_shift_cuda", [&](auto zero) {
     using T = decltype(zero);
@@ -35,23 +34,25 @@ void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::
   check_launch("svd_shift_cuda");
 }
 
-void svd_shift_grad_cuda(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                         std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
-                         int64_t n_in, int64_t taps, int64_t rank, int dtype,
+void svd_shift_grad_cuda(Buffer g, Buffer u, Buffer vh, Buffer e, Buffer work, int64_t batch,
+                         int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype,
                          std::uintptr_t stream) {
-  svd_shift_check_args("svd_shift_grad_cuda", batch, n_out, n_in, taps, rank);
-  if (batch * rank == 0) return;
-  NAVCUDA_CHECK(batch <= 65535, "svd_shift_grad_cuda: batch " << batch << " exceeds 65535");
+  if (svd_shift_grad_check_args("svd_shift_grad_cuda", g, u, vh, e, batch, n_out, n_in, taps, rank,
+                                dtype) == 0) {
+    return;
+  }
   using C = SvdShiftConfigLarge;
   static_assert(C::BM == kSvdShiftGradRowTile, "svd_shift_grad_workspace assumes BM-row tiles");
   const long long rows = svd_shift_grad_rows_per_chunk(n_out, C::BM, kSvdShiftGradMaxChunks);
   const long long chunks = svd_shift_grad_chunks(n_out, rows);
+  svd_shift_check_grid("svd_shift_grad_cuda", blocks_for(rank, C::BN), chunks, batch);
   const long long needed = batch * chunks * rank;
-  NAVCUDA_CHECK(work && work_numel >= needed, "svd_shift_grad_cuda: scratch of "
-                                                  << work_numel << " elements, needs " << needed
-                                                  << " (svd_shift_grad_workspace)");
+  const int es = dtype_bytes(dtype, "svd_shift_grad_cuda");
+  NAVCUDA_CHECK(work.present() && work.bytes >= needed * es,
+                "svd_shift_grad_cuda: scratch of " << work.bytes / es << " elements, needs "
+                                                   << needed << " (svd_shift_grad_workspace)");
   auto st = reinterpret_cast<cudaStream_t>(stream);
-  const dim3 grid(blocks_for(rank, C::BN), static_cast<unsigned>(chunks),
+  const dim3 grid(static_cast<unsigned>(blocks_for(rank, C::BN)), static_cast<unsigned>(chunks),
                   static_cast<unsigned>(batch));
   const dim3 block(C::BN / C::TN, C::BM / C::TM);
   dispatch_float(dtype, "svd_shift_grad_cuda", [&](auto zero) {

@@ -51,41 +51,68 @@ inline int64_t svd_shift_grad_chunks(int64_t n_out, int64_t rows_per_chunk) {
 
 // Scratch elements svd_shift_grad_cuda needs: batch * chunks * rank.
 inline int64_t svd_shift_grad_workspace(int64_t batch, int64_t n_out, int64_t rank) {
+  check_dims("svd_shift_grad_workspace", {{"batch", batch}, {"out", n_out}, {"rank", rank}});
   const int64_t rows =
       svd_shift_grad_rows_per_chunk(n_out, kSvdShiftGradRowTile, kSvdShiftGradMaxChunks);
-  return batch * svd_shift_grad_chunks(n_out, rows) * rank;
+  return checked_count("svd_shift_grad_workspace", "the scratch",
+                       {batch, svd_shift_grad_chunks(n_out, rows), rank});
 }
 
-// Shared argument checks (throw std::invalid_argument with a clear message). Inline: the
-// test-only emulation module uses it without linking svd_shift.cpp.
-inline void svd_shift_check_args(const char* op, int64_t batch, int64_t n_out, int64_t n_in,
-                                 int64_t taps, int64_t rank) {
-  NAVCUDA_CHECK(batch >= 0 && n_out >= 0 && n_in >= 0 && taps >= 0 && rank >= 0,
-                op << ": sizes must be >= 0, got batch=" << batch << " out=" << n_out
-                   << " in=" << n_in << " taps=" << taps << " rank=" << rank);
+// Shared argument checks (common.h's helpers; throw std::invalid_argument with a clear message).
+// Inline: the test-only emulation module uses them without linking svd_shift.cpp.
+//
+// The sizes and the constant factors u [in * taps, rank] and vh [rank, out]; returns the bytes
+// per element.
+inline int svd_shift_check_factors(const char* op, const Buffer& u, const Buffer& vh, int64_t batch,
+                                   int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
+                                   int dtype) {
+  check_dims(op, {{"batch", batch}, {"out", n_out}, {"in", n_in}, {"taps", taps}, {"rank", rank}});
+  const int es = dtype_bytes(dtype, op);
+  check_buffer(op, "u", u, es, "[in * taps, rank]", {n_in, taps, rank});
+  check_buffer(op, "vh", vh, es, "[rank, out]", {rank, n_out});
+  return es;
+}
+
+// Forward: also w [out, in, taps], s [batch, rank] and out [batch, out, in, taps]; returns the
+// output's element count.
+inline int64_t svd_shift_check_args(const char* op, const Buffer& w, const Buffer& u,
+                                    const Buffer& vh, const Buffer& s, const Buffer& out,
+                                    int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
+                                    int64_t rank, int dtype) {
+  const int es = svd_shift_check_factors(op, u, vh, batch, n_out, n_in, taps, rank, dtype);
+  check_buffer(op, "w", w, es, "[out, in, taps]", {n_out, n_in, taps});
+  check_buffer(op, "s", s, es, "[batch, rank]", {batch, rank});
+  return check_buffer(op, "out", out, es, "[batch, out, in, taps]", {batch, n_out, n_in, taps});
+}
+
+// Backward: also g [batch, out, in, taps] and e [batch, rank]; returns e's element count.
+inline int64_t svd_shift_grad_check_args(const char* op, const Buffer& g, const Buffer& u,
+                                         const Buffer& vh, const Buffer& e, int64_t batch,
+                                         int64_t n_out, int64_t n_in, int64_t taps, int64_t rank,
+                                         int dtype) {
+  const int es = svd_shift_check_factors(op, u, vh, batch, n_out, n_in, taps, rank, dtype);
+  check_buffer(op, "g", g, es, "[batch, out, in, taps]", {batch, n_out, n_in, taps});
+  return check_buffer(op, "e", e, es, "[batch, rank]", {batch, rank});
 }
 
 // ----------------------------------------------------------------- CPU entry points
 // (svd_shift.cpp) out[b] = W + unflatten(u diag(s[b]) vh) for every b (see above).
-void svd_shift_cpu(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
-                   std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
-                   int64_t rank, int dtype);
-// e[b, j] = u_j^T G_b^flat v_j from g [B, out, in, taps]. `work` / `work_numel`: the scratch of
-// the CUDA entry point's signature, unused here (the CPU tasks keep their own).
-void svd_shift_grad_cpu(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                        std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
-                        int64_t n_in, int64_t taps, int64_t rank, int dtype);
+void svd_shift_cpu(Buffer w, Buffer u, Buffer vh, Buffer s, Buffer out, int64_t batch,
+                   int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype);
+// e[b, j] = u_j^T G_b^flat v_j from g [B, out, in, taps]. `work`: the scratch of the CUDA entry
+// point's signature, unused here (the CPU tasks keep their own).
+void svd_shift_grad_cpu(Buffer g, Buffer u, Buffer vh, Buffer e, Buffer work, int64_t batch,
+                        int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype);
 
 #if defined(NAVCUDA_WITH_CUDA) || defined(NAVCUDA_CUDA_EMU)
 // ----------------------------------------------------------------- CUDA entry points
 // (svd_shift.cu)
-void svd_shift_cuda(std::uintptr_t w, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t s,
-                    std::uintptr_t out, int64_t batch, int64_t n_out, int64_t n_in, int64_t taps,
-                    int64_t rank, int dtype, std::uintptr_t stream);
-// `work`: at least svd_shift_grad_workspace(batch, n_out, rank) elements (`work_numel`).
-void svd_shift_grad_cuda(std::uintptr_t g, std::uintptr_t u, std::uintptr_t vh, std::uintptr_t e,
-                         std::uintptr_t work, int64_t work_numel, int64_t batch, int64_t n_out,
-                         int64_t n_in, int64_t taps, int64_t rank, int dtype,
+void svd_shift_cuda(Buffer w, Buffer u, Buffer vh, Buffer s, Buffer out, int64_t batch,
+                    int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype,
+                    std::uintptr_t stream);
+// `work`: at least svd_shift_grad_workspace(batch, n_out, rank) elements of `dtype`.
+void svd_shift_grad_cuda(Buffer g, Buffer u, Buffer vh, Buffer e, Buffer work, int64_t batch,
+                         int64_t n_out, int64_t n_in, int64_t taps, int64_t rank, int dtype,
                          std::uintptr_t stream);
 #endif
 

@@ -203,4 +203,13 @@ struct SvdShiftConfigSmall {
   static constexpr int BM = 16, BN = 16, BK = 8, TM = 2, TN = 2;
 };
 
+// The launch grid of either kernel (x_blocks: tiles of K or of rank; y_blocks: row tiles or
+// chunks; z: the samples) within what a GPU launches.
+inline void svd_shift_check_grid(const char* op, long long x_blocks, long long y_blocks,
+                                 long long batch) {
+  NAVCUDA_CHECK(x_blocks <= 2147483647LL && y_blocks <= 65535 && batch <= 65535,
+                op << ": too large for the launch grid: " << x_blocks << " x " << y_blocks << " x "
+                   << batch << " blocks (at most (2^31 - 1) x 65535 x 65535; batch <= 65535)");
+}
+
 }  // namespace navcuda

@@ -28,14 +28,16 @@ modules = {
 }
 
 if sys.argv[1:2] == ["--canary"]:
-    # One element past the end of a 10-element tensor (bias_act of 11 elements): the sanitizer
-    # must abort here. argv[2]: which module's kernel, "_C" (C++ CPU) or "_C_emu" (CUDA).
+    # One element past the end of a 10-element tensor (bias_act of 11 elements, the buffers'
+    # sizes overstated so that the entry point's checks pass): the sanitizer must abort here.
+    # argv[2]: which module's kernel, "_C" (C++ CPU) or "_C_emu" (CUDA).
     import torch
 
     from navcuda.ops import _native
 
     x, y = torch.randn(10), torch.empty(10)
-    args = (x.data_ptr(), 0, y.data_ptr(), 1, 1, 11, _native.dtype_code(x.dtype), 0, 0.2, 1.0, -1.0)
+    xb, yb = (x.data_ptr(), 11 * 4), (y.data_ptr(), 11 * 4)
+    args = (xb, None, yb, 1, 1, 11, _native.dtype_code(x.dtype), 0, 0.2, 1.0, -1.0)
     if sys.argv[2] == "_C":
         modules["_C"].bias_act_cpu(*args)
     else:

@@ -83,6 +83,13 @@ inline std::vector<float> run_probe(const std::string& name, unsigned int grid,
   if (block > 1024 && name != "too_many_threads") {
     throw std::invalid_argument("checker_probe: block must be <= 1024");
   }
+  // too_many_threads exists to show the launch refused: with a block the emulator would run,
+  // its threads would read past x's kMaxThreads + 1 elements.
+  if (name == "too_many_threads" && block <= 1024) {
+    throw std::invalid_argument("checker_probe: too_many_threads needs a block > 1024");
+  }
+  if (grid == 0 || grid > 65535)
+    throw std::invalid_argument("checker_probe: grid must be 1..65535");
   std::vector<float> x(kMaxThreads + 1), out(std::size_t(grid) * block, 0.0f);
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = float(i + 1);
   const bool small = block <= kMaxThreads;

@@ -5,7 +5,9 @@ Every op in :mod:`navcuda.ops` uses this module to
 - find the native module (imported lazily, once; nothing is ever compiled at import time; if the
   import fails the error text is kept and reported by :func:`import_error` and ``build_info()``),
 - decide between its pure-torch reference and the native kernels (:func:`resolve_impl`),
-- validate tensors before a raw pointer crosses into C++ (:func:`check_tensor`, :func:`data_ptr`),
+- validate tensors before their memory crosses into C++ (:func:`check_tensor`,
+  :func:`check_op_tensors`, :func:`buffer`; the C++ entry points check every buffer's size
+  against the sizes they are given, Python what C++ cannot see: devices, dtypes, layouts),
 - call a kernel on the right device and CUDA stream (:func:`run_kernel`), or, for tests on
   machines without a GPU, through the CUDA launchers compiled against the CPU emulator
   (:func:`emulated_cuda`).
@@ -46,7 +48,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -57,7 +59,10 @@ __all__ = [
     "ENV_SELFTEST",
     "NATIVE_DTYPES",
     "NativeFallbackWarning",
+    "OpTensor",
     "auto_prefers_reference",
+    "buffer",
+    "check_op_tensors",
     "check_tensor",
     "clamp_value",
     "clear_failed",
@@ -497,6 +502,64 @@ def data_ptr(t: torch.Tensor | None, layout: torch.memory_format = torch.contigu
             f"internal error: a tensor not contiguous in {layout} reached the native code"
         )
     return int(t.data_ptr())
+
+
+def buffer(
+    t: torch.Tensor | None, layout: torch.memory_format = torch.contiguous_format
+) -> tuple[int, int] | None:
+    """A tensor contiguous in ``layout`` as ``_C`` takes a buffer: ``(address, bytes)``, from
+    which every entry point checks the buffer's size against its other arguments before touching
+    memory; ``None`` for ``None`` (an absent optional buffer)."""
+    if t is None:
+        return None
+    return data_ptr(t, layout), t.numel() * t.element_size()
+
+
+class OpTensor(NamedTuple):
+    """One tensor argument of a native custom op, for :func:`check_op_tensors`: its ``name``, the
+    ``tensor`` (``None``: absent, allowed), its number of dimensions (``None``: any) and its
+    dtype (``None``: that of the op's first tensor)."""
+
+    name: str
+    tensor: torch.Tensor | None
+    ndim: int | None = None
+    dtype: torch.dtype | None = None
+
+
+def check_op_tensors(
+    op: str, *args: OpTensor, dtypes: Iterable[torch.dtype] = NATIVE_DTYPES
+) -> None:
+    """What a native custom op (``torch.ops.navcuda.<op>``, callable directly, without its
+    wrapper's checks) must know before the C++ side sees its buffers, which carry addresses and
+    sizes only: the first tensor is on a device with native kernels and has one of ``dtypes``;
+    every other given tensor is a tensor on the same device with its expected dtype and number
+    of dimensions. (Sizes, and on the CPU index values, are checked by the C++ entry points.)
+    TypeError or ValueError naming ``op`` and the argument otherwise."""
+    first = args[0]
+    for arg in args:
+        t = arg.tensor
+        if t is None:
+            if arg is first:
+                raise TypeError(f"{op}: {arg.name} must be a torch.Tensor, got None")
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {arg.name} must be a torch.Tensor, got {type(t).__name__}")
+        if arg is first:
+            if t.device.type not in _NATIVE_DEVICES:
+                raise ValueError(f"{op}: no native kernels for device type {t.device.type!r}")
+            if t.dtype not in frozenset(dtypes):
+                raise TypeError(f"{op}: no native kernel for dtype {t.dtype}")
+        elif t.device != first.tensor.device:
+            raise ValueError(
+                f"{op}: {arg.name} is on {t.device} but {first.name} is on {first.tensor.device}"
+            )
+        want = first.tensor.dtype if arg.dtype is None else arg.dtype
+        if t.dtype != want:
+            raise TypeError(f"{op}: {arg.name} must have dtype {want}, got {t.dtype}")
+        if arg.ndim is not None and t.ndim != arg.ndim:
+            raise ValueError(
+                f"{op}: {arg.name} must have {arg.ndim} dimension(s), got shape {list(t.shape)}"
+            )
 
 
 def stream_handle(device: torch.device) -> int:

@@ -121,7 +121,18 @@ def bias_act(
 
 
 # ------------------------------------------------------------------------- native custom ops
-# Internal: arguments are already validated by bias_act(); clamp < 0 means no clamp.
+# Internal: arguments are already validated by bias_act(); clamp < 0 means no clamp. Called
+# directly (torch.ops.navcuda.bias_act), the ops check what the C++ side cannot see (devices,
+# dtypes, dim, act; _check_op_args), and the C++ entry points every size (a bias of the wrong
+# length, ...), so that no call reaches memory outside its tensors.
+
+_T = _native.OpTensor
+
+
+def _check_op_args(op: str, act: str, *tensors: _native.OpTensor) -> None:
+    _native.check_op_tensors(op, *tensors)
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{op}: act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
 
 
 def _split_dims(shape: torch.Size, dim: int) -> tuple[int, int, int]:
@@ -139,6 +150,9 @@ def _bias_act_op(
     gain: float,
     clamp: float,
 ) -> torch.Tensor:
+    _check_op_args("navcuda::bias_act", act, _T("x", x), _T("b", b, 1))
+    if not 0 <= dim < x.ndim:
+        raise ValueError(f"navcuda::bias_act: dim={dim} is not a dimension of x {list(x.shape)}")
     x = x.contiguous()
     b = None if b is None else b.contiguous()
     y = torch.empty_like(x)
@@ -146,7 +160,7 @@ def _bias_act_op(
         outer, channels, inner = _split_dims(x.shape, dim)
         _native.run_kernel(
             "bias_act", x.device,
-            _native.data_ptr(x), _native.data_ptr(b), _native.data_ptr(y),
+            _native.buffer(x), _native.buffer(b), _native.buffer(y),
             outer, channels, inner, _native.dtype_code(x.dtype),
             ACTIVATIONS[act][0], alpha, gain, clamp,
         )  # fmt: skip
@@ -163,18 +177,18 @@ def _bias_act_grad_op(
     dy: torch.Tensor, y: torch.Tensor, act: str, alpha: float, gain: float, clamp: float
 ) -> torch.Tensor:
     """dx = dy * gain * act'(pre-activation) * clamp mask, from the saved output ``y``."""
+    _check_op_args("navcuda::bias_act_grad", act, _T("dy", dy), _T("y", y))
     dy = dy.contiguous()  # autograd may hand in expanded (stride-0) gradients
     y = y.contiguous()
-    if dy.shape != y.shape or dy.dtype != y.dtype or dy.device != y.device:
+    if dy.shape != y.shape:
         raise ValueError(
-            f"bias_act_grad: dy {list(dy.shape)} {dy.dtype} {dy.device} does not match "
-            f"y {list(y.shape)} {y.dtype} {y.device}"
+            f"navcuda::bias_act_grad: dy {list(dy.shape)} does not match y {list(y.shape)}"
         )
     dx = torch.empty_like(dy)
     if dy.numel() > 0:
         _native.run_kernel(
             "bias_act_grad", dy.device,
-            _native.data_ptr(dy), _native.data_ptr(y), _native.data_ptr(dx),
+            _native.buffer(dy), _native.buffer(y), _native.buffer(dx),
             dy.numel(), _native.dtype_code(dy.dtype),
             ACTIVATIONS[act][0], alpha, gain, clamp,
         )  # fmt: skip

@@ -177,6 +177,10 @@ def svd_shift(
 # ------------------------------------------------------------------------- native custom ops
 # Internal: arguments are validated by svd_shift(). The op takes the normalised rows dhat [B, r];
 # the normalisation (and the gather by index) is plain differentiable torch around it, O(B*r).
+# Called directly (torch.ops.navcuda.svd_shift), the ops check devices, dtypes and ranks here,
+# and the C++ entry points every size against the buffers (u with the wrong number of rows, ...).
+
+_T = _native.OpTensor
 
 
 def _sizes(w: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> tuple[int, ...]:
@@ -188,6 +192,10 @@ def _sizes(w: torch.Tensor, u: torch.Tensor, t: torch.Tensor) -> tuple[int, ...]
 def _svd_shift_op(
     w: torch.Tensor, u: torch.Tensor, vh: torch.Tensor, t: torch.Tensor, dhat: torch.Tensor
 ) -> torch.Tensor:
+    _native.check_op_tensors(
+        "navcuda::svd_shift", _T("w", w, 4), _T("u", u, 2), _T("vh", vh, 2), _T("t", t, 1),
+        _T("dhat", dhat, 2),
+    )  # fmt: skip
     w, u, vh = w.contiguous(), u.contiguous(), vh.contiguous()
     s = (t.unsqueeze(1) * dhat).contiguous()  # s[b, j] = t_b * dhat[b, j]
     batch, out_c, in_c, taps, rank = _sizes(w, u, t)
@@ -195,8 +203,8 @@ def _svd_shift_op(
     if out.numel() > 0:
         _native.run_kernel(
             "svd_shift", w.device,
-            _native.data_ptr(w), _native.data_ptr(u), _native.data_ptr(vh), _native.data_ptr(s),
-            _native.data_ptr(out), batch, out_c, in_c, taps, rank, _native.dtype_code(w.dtype),
+            _native.buffer(w), _native.buffer(u), _native.buffer(vh), _native.buffer(s),
+            _native.buffer(out), batch, out_c, in_c, taps, rank, _native.dtype_code(w.dtype),
         )  # fmt: skip
     return out
 
@@ -211,6 +219,10 @@ def _svd_shift_grad_op(
     g: torch.Tensor, u: torch.Tensor, vh: torch.Tensor, w_shape: list[int]
 ) -> torch.Tensor:
     """``e[b, j] = u_j^T G_b^flat v_j`` for ``g [B, out, in, kh, kw]``."""
+    op = "navcuda::svd_shift_grad"
+    _native.check_op_tensors(op, _T("g", g, 5), _T("u", u, 2), _T("vh", vh, 2))
+    if len(w_shape) != 4:
+        raise ValueError(f"{op}: w_shape must have 4 sizes [out, in, kh, kw], got {w_shape}")
     g = g.contiguous()  # autograd may hand in expanded (stride-0) gradients
     u, vh = u.contiguous(), vh.contiguous()
     out_c, in_c, kh, kw = w_shape
@@ -222,8 +234,8 @@ def _svd_shift_grad_op(
         work = g.new_empty(_native.native_module().svd_shift_grad_workspace(batch, out_c, rank))
         _native.run_kernel(
             "svd_shift_grad", g.device,
-            _native.data_ptr(g), _native.data_ptr(u), _native.data_ptr(vh), _native.data_ptr(e),
-            _native.data_ptr(work), work.numel(), batch, out_c, in_c, kh * kw, rank,
+            _native.buffer(g), _native.buffer(u), _native.buffer(vh), _native.buffer(e),
+            _native.buffer(work), batch, out_c, in_c, kh * kw, rank,
             _native.dtype_code(g.dtype),
         )  # fmt: skip
     return e

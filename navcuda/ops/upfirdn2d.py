@@ -276,13 +276,17 @@ def _check_blur_args(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int]) -> 
 
 # ------------------------------------------------------------------------- native custom op
 # Internal: fir2d(x, w, pad_y, pad_x, ho, wo) correlates every [H, W] plane of x with w (the
-# already flipped filter) over implicitly zero-padded input; see csrc/fir2d.h.
+# already flipped filter) over implicitly zero-padded input; see csrc/fir2d.h. Called directly
+# (torch.ops.navcuda.fir2d), it checks devices, dtypes and ranks here; the C++ entry points check
+# the sizes (filter, pads, output) against the buffers.
 
 
 @torch.library.custom_op("navcuda::fir2d", mutates_args=())
 def _fir2d_op(
     x: torch.Tensor, w: torch.Tensor, pad_y: int, pad_x: int, ho: int, wo: int
 ) -> torch.Tensor:
+    T = _native.OpTensor
+    _native.check_op_tensors("navcuda::fir2d", T("x", x, 4), T("w", w, 2))
     x = x.contiguous()
     w = w.contiguous()
     b, c, h, wd = x.shape
@@ -290,7 +294,7 @@ def _fir2d_op(
     if out.numel() > 0:
         _native.run_kernel(
             "fir2d", x.device,
-            _native.data_ptr(x), _native.data_ptr(w), _native.data_ptr(out),
+            _native.buffer(x), _native.buffer(w), _native.buffer(out),
             b * c, h, wd, w.shape[0], w.shape[1], pad_y, pad_x, ho, wo,
             _native.dtype_code(x.dtype),
         )  # fmt: skip

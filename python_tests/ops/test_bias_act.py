@@ -399,7 +399,7 @@ def test_cuda_kernel_bodies_emulated_match_ref(shape, dim, act, clamp, grid, blo
     gain = 1.0 if act == "linear" else math.sqrt(2)
     c = -1.0 if clamp is None else clamp
     y = torch.empty_like(x)
-    emu.bias_act_emu(x.data_ptr(), b.data_ptr(), y.data_ptr(), outer, channels, inner, code,
+    emu.bias_act_emu(*map(_native.buffer, (x, b, y)), outer, channels, inner, code,
                      act_code, 0.2, gain, c, grid, block)  # fmt: skip
     xr = x.clone().requires_grad_(True)
     y_ref = ref_bias_act(xr, b, dim=dim, act=act, clamp=clamp)
@@ -407,6 +407,6 @@ def test_cuda_kernel_bodies_emulated_match_ref(shape, dim, act, clamp, grid, blo
     dy = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
     y_ref.backward(dy)
     dx = torch.empty_like(x)
-    emu.bias_act_grad_emu(dy.data_ptr(), y.data_ptr(), dx.data_ptr(), x.numel(), code, act_code,
+    emu.bias_act_grad_emu(*map(_native.buffer, (dy, y, dx)), x.numel(), code, act_code,
                           0.2, gain, c, grid, block)  # fmt: skip
     torch.testing.assert_close(dx, xr.grad, **F32_TOL)

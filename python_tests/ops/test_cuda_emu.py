@@ -83,8 +83,8 @@ def test_unknown_probe_is_refused(emu):
 def _bias_act_with_bad_activation() -> None:
     x = torch.zeros(4)
     code = _native.dtype_code(x.dtype)
-    ptr = x.data_ptr()
-    _native.run_kernel("bias_act", x.device, ptr, 0, ptr, 1, 1, 4, code, 7, 0.2, 1.0, -1.0)
+    buf = _native.buffer(x)
+    _native.run_kernel("bias_act", x.device, buf, None, buf, 1, 1, 4, code, 7, 0.2, 1.0, -1.0)
 
 
 def test_emulated_cuda_routes_cpu_tensors_to_the_cuda_launchers(emu):

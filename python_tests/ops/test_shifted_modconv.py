@@ -782,7 +782,8 @@ def test_epilogue_native_frozen_dcoef_keeps_no_y0(case):
 
 
 def _ptr(t):
-    return 0 if t is None else t.data_ptr()
+    """A tensor as the native entry points take a buffer, (address, bytes), in any layout."""
+    return None if t is None else (t.data_ptr(), t.numel() * t.element_size())
 
 
 @needs_native
@@ -868,8 +869,9 @@ def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     ddcoef, p_dz, p_dzy1, p_dzn = (torch.empty(b, c, dtype=dtype) for _ in range(4))
     emu.modconv_epilogue_grad_emu(
         *map(_ptr, (dout, mask, y0, y1, t, dcoef, noise)), bstride, _ptr(dy0),
-        _ptr(dy1) if y1 is not None else 0, _ptr(dz), _ptr(ddcoef) if dcoef is not None else 0,
-        _ptr(p_dz), _ptr(p_dzy1) if y1 is not None else 0, _ptr(p_dzn) if noise is not None else 0,
+        _ptr(dy1) if y1 is not None else None, _ptr(dz),
+        _ptr(ddcoef) if dcoef is not None else None, _ptr(p_dz),
+        _ptr(p_dzy1) if y1 is not None else None, _ptr(p_dzn) if noise is not None else None,
         b, c, h * w, cl, code, act_code, 0.2, gain, clamp, grid, block,
     )  # fmt: skip
     tol = dict(rtol=1e-11, atol=1e-12)
@@ -889,8 +891,8 @@ def test_epilogue_cuda_bodies_emulated(case, layout, grid, block, emu):
     dy0_b, dy1_b = torch.empty_like(y0), torch.empty_like(y0)
     p_dz_b = torch.empty(b, c, dtype=dtype)
     emu.modconv_epilogue_grad_emu(
-        *map(_ptr, (dout, mask)), 0, *map(_ptr, (y1, t, dcoef, noise)), bstride, _ptr(dy0_b),
-        _ptr(dy1_b) if y1 is not None else 0, 0, 0, _ptr(p_dz_b), 0, 0,
+        *map(_ptr, (dout, mask)), None, *map(_ptr, (y1, t, dcoef, noise)), bstride, _ptr(dy0_b),
+        _ptr(dy1_b) if y1 is not None else None, None, None, _ptr(p_dz_b), None, None,
         b, c, h * w, cl, code, act_code, 0.2, gain, clamp, grid, block,
     )  # fmt: skip
     torch.testing.assert_close(dy0_b, dy0, rtol=0, atol=0)

@@ -190,7 +190,7 @@ def _emu_forward(w, u, vh, t, d, index, config):
     out_c, in_c, kh, kw = w.shape
     out = torch.full((t.shape[0], *w.shape), float("nan"), dtype=w.dtype)
     _emu.svd_shift_emu(
-        w.data_ptr(), u.data_ptr(), vh.data_ptr(), s.data_ptr(), out.data_ptr(),
+        *map(_native.buffer, (w, u, vh, s, out)),
         t.shape[0], out_c, in_c, kh * kw, u.shape[1], _native.dtype_code(w.dtype), config,
     )  # fmt: skip
     return out
@@ -201,7 +201,7 @@ def _emu_grad(g, u, vh, config, max_chunks=65535):
     b, out_c, in_c, kh, kw = g.shape
     e = torch.full((b, u.shape[1]), float("nan"), dtype=g.dtype)
     _emu.svd_shift_grad_emu(
-        g.data_ptr(), u.data_ptr(), vh.data_ptr(), e.data_ptr(),
+        *map(_native.buffer, (g, u, vh, e)),
         b, out_c, in_c, kh * kw, u.shape[1], _native.dtype_code(g.dtype), config, max_chunks,
     )  # fmt: skip
     return e
@@ -262,13 +262,13 @@ def test_cuda_gradient_scratch_is_sized_and_checked():
     g, u, vh = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in GRAD_SHAPES)
     e = torch.full((3, 70), float("nan"), dtype=torch.float64)
     work = torch.empty(3 * 3 * 70 - 1, dtype=torch.float64)
-    args = (g.data_ptr(), u.data_ptr(), vh.data_ptr(), e.data_ptr(), work.data_ptr(), work.numel())
+    args = tuple(map(_native.buffer, (g, u, vh, e, work)))
     sizes = (3, 130, 70, 9, 70, _native.dtype_code(torch.float64), 0)
     with pytest.raises(ValueError, match="scratch of 629 elements, needs 630"):
         _emu.svd_shift_grad_cuda(*args, *sizes)
     assert e.isnan().all()
     work = torch.empty(3 * 3 * 70, dtype=torch.float64)
-    _emu.svd_shift_grad_cuda(*args[:4], work.data_ptr(), work.numel(), *sizes)
+    _emu.svd_shift_grad_cuda(*args[:4], _native.buffer(work), *sizes)
     e_ref = torch.einsum("kj,bko,jo->bj", u, flatten_kernel(g), vh)
     torch.testing.assert_close(e, e_ref, **F64_TOL)
 

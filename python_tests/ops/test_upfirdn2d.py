@@ -164,7 +164,7 @@ def test_cuda_body_emulated(case, grid, block, emu):
     kh, kw = f.shape
     wflip = torch.flip(f, [0, 1]).contiguous()
     out = torch.full_like(ref, float("nan"))
-    emu.fir2d_emu(x.data_ptr(), wflip.data_ptr(), out.data_ptr(), b * c, h, w, kh, kw, pad[0],
+    emu.fir2d_emu(*map(_native.buffer, (x, wflip, out)), b * c, h, w, kh, kw, pad[0],
                   pad[0], ref.shape[2], ref.shape[3], _native.dtype_code(x.dtype), grid,
                   block)  # fmt: skip
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)

@@ -83,9 +83,21 @@ def _demod(s, q0, q1=None, q2=None, t=None, index=None, *, scale2: float, impl: 
 
 
 # ------------------------------------------------------------------------- native custom ops
-# Internal: arguments are validated by the callers above.
+# Internal: arguments are validated by the callers above. Called directly
+# (torch.ops.navcuda.modconv_demod), the ops check devices, dtypes and ranks here (_check_op);
+# the C++ entry points check every size against the buffers and, on the CPU, the index values
+# (the CUDA kernels give NaN for a sample whose index is out of range instead of reading past
+# q1/q2).
 
-_p = _native.data_ptr  # the kernel calls' pointer lists
+_p = _native.buffer  # the kernel calls' buffer lists
+_T = _native.OpTensor
+
+
+def _check_op(op, s, q0, q1, q2, t, index, *more: _native.OpTensor) -> None:
+    _native.check_op_tensors(
+        op, _T("s", s, 2), _T("q0", q0, 3), _T("q1", q1, 3), _T("q2", q2, 3), _T("t", t, 1),
+        _T("index", index, 1, torch.int64), *more,
+    )  # fmt: skip
 
 
 @torch.library.custom_op("navcuda::modconv_demod", mutates_args=())
@@ -98,6 +110,7 @@ def _demod_op(
     index: torch.Tensor | None,
     scale2: float,
 ) -> torch.Tensor:
+    _check_op("navcuda::modconv_demod", s, q0, q1, q2, t, index)
     batch, n_in = s.shape
     n0, n_out, _ = q0.shape
     n_dir = 0 if q1 is None else q1.shape[0]
@@ -130,6 +143,10 @@ def _demod_grad_op(
     needs: list[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ds, dt, dq0, dq1, dq2); entries not in ``needs`` are empty tensors."""
+    op = "navcuda::modconv_demod_grad"
+    _check_op(op, s, q0, q1, q2, t, index, _T("g", g, 2), _T("dcoef", dcoef, 2))
+    if len(needs) != 5:
+        raise ValueError(f"{op}: needs must have 5 entries (s, t, q0, q1, q2), got {needs}")
     g = g.contiguous()
     batch, n_in = s.shape
     n0, n_out, _ = q0.shape
@@ -151,7 +168,7 @@ def _demod_grad_op(
         _native.run_kernel(
             "modconv_demod_grad", s.device,
             _p(g), _p(dcoef), _p(s), _p(q0), _p(q1), _p(q2), _p(t), _p(index), _p(dn),
-            *(_p(v) if v.numel() else 0 for v in (ds, dt_part, dq0, dq1, dq2)),
+            *(_p(v) if v.numel() else None for v in (ds, dt_part, dq0, dq1, dq2)),
             batch, n_out, n_in, n0, n_dir, _native.dtype_code(s.dtype), scale2,
         )  # fmt: skip
     else:

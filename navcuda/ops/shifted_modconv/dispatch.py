@@ -67,6 +67,8 @@ def _check_args(x, weight, styles, shift, demodulate, up, blur_filter, noise, no
     ck(_OP, "x", x, dtypes=_FLOAT_DTYPES, ndim=4)
     ck(_OP, "weight", weight, ndim=4, like=x)
     batch, in_c, h, w_ = x.shape
+    if batch == 0:
+        raise ValueError(f"{_OP}: x has an empty batch {list(x.shape)}; pass at least one sample")
     out_c, w_in, kh, kw = weight.shape
     if w_in != in_c:
         raise ValueError(

@@ -120,9 +120,21 @@ def _epilogue(y0, y1=None, t=None, dcoef=None, noise=None, ns=None, bias=None, *
 
 
 # ------------------------------------------------------------------------- native custom ops
-# Internal: arguments are validated by the callers above.
+# Internal: arguments are validated by the callers above. Called directly
+# (torch.ops.navcuda.modconv_epilogue), the ops check devices, dtypes, ranks and act here
+# (_check_op); the C++ entry points check every size against the buffers.
 
-_p = _native.data_ptr  # the kernel calls' pointer lists
+_p = _native.buffer  # the kernel calls' buffer lists
+_T = _native.OpTensor
+
+
+def _check_op(op, act, first, y1, t, dcoef, noise, ns, *more: _native.OpTensor) -> None:
+    _native.check_op_tensors(
+        op, first, _T("y1", y1, 4), _T("t", t, 1), _T("dcoef", dcoef, 2), _T("noise", noise, 4),
+        _T("ns", ns), *more,
+    )  # fmt: skip
+    if act not in _ACTS:
+        raise ValueError(f"{op}: act must be one of {sorted(_ACTS)}, got {act!r}")
 
 
 @torch.library.custom_op("navcuda::modconv_epilogue", mutates_args=())
@@ -143,6 +155,8 @@ def _epilogue_op(
     """(out, mask): mask holds the bias_act_grad_code of every output, packed 8 or 4 per byte
     (:func:`_empty_mask`; empty unless ``want_mask``), what the backward reads instead of the
     output."""
+    _check_op("navcuda::modconv_epilogue", act, _T("y0", y0, 4), y1, t, dcoef, noise, ns,
+              _T("bias", bias, 1))  # fmt: skip
     batch, channels, h, w = y0.shape
     fmt = _layout(y0)  # y1 in the same layout (epilogue() sees to it)
     out = torch.empty_like(y0, memory_format=fmt)
@@ -152,7 +166,7 @@ def _epilogue_op(
         _native.run_kernel(
             "modconv_epilogue", y0.device,
             _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise), bstride, _p(ns), _p(bias),
-            _p(out, fmt), _p(mask) if want_mask else 0,
+            _p(out, fmt), _p(mask) if want_mask else None,
             batch, channels, h * w, int(fmt == torch.channels_last),
             _native.dtype_code(y0.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
@@ -206,6 +220,11 @@ def _epilogue_grad_op(
     whose gradient does not depend on the output). ``needs`` = [y1/t, dcoef, ns, bias, noise]
     gradients wanted. ``y0`` is read only for the ``dcoef`` gradient and may be None without it
     (the forward then need not keep it)."""
+    op = "navcuda::modconv_epilogue_grad"
+    _check_op(op, act, _T("dout", dout, 4), y1, t, dcoef, noise, ns, _T("y0", y0, 4),
+              _T("mask", mask, 2, torch.uint8))  # fmt: skip
+    if len(needs) != 5:
+        raise ValueError(f"{op}: needs must have 5 entries (y1/t, dcoef, ns, bias, noise)")
     fmt = _layout(dout)
     batch, channels, h, w = dout.shape
     need_y1, need_dcoef, need_ns, need_bias, need_noise = needs
@@ -229,8 +248,8 @@ def _epilogue_grad_op(
         _native.run_kernel(
             "modconv_epilogue_grad", dout.device,
             _p(dout, fmt), _p(mask), _p(y0, fmt), _p(y1, fmt), _p(t), _p(dcoef), _p(noise),
-            bstride, *(_p(v, fmt) if v.numel() else 0 for v in (dy0, dy1, dz)),
-            *(_p(v) if v.numel() else 0 for v in (ddcoef, p_dz, p_dzy1, p_dzn)),
+            bstride, *(_p(v, fmt) if v.numel() else None for v in (dy0, dy1, dz)),
+            *(_p(v) if v.numel() else None for v in (ddcoef, p_dz, p_dzy1, p_dzn)),
             batch, channels, h * w, int(fmt == torch.channels_last),
             _native.dtype_code(dout.dtype), _ACTS[act][0], alpha, gain, clamp,
         )  # fmt: skip
