@@ -13,6 +13,8 @@ Nothing here modifies a model's parameters: shifts are passed to the synthesis n
 
 from __future__ import annotations
 
+import math
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,12 +32,15 @@ from navcuda.models.interface import (
 from navcuda.ops.kernel_layout import flatten_kernel, unflatten_kernel
 
 __all__ = [
+    "LARGE_SHIFT_FACTOR",
     "LATENT_LAYER",
+    "LargeShiftWarning",
     "LayerSpace",
     "Direction",
     "as_inputs",
     "layer_space",
     "shift_deltas",
+    "shift_reference",
     "synthesize_shifted",
     "generate",
     "flatten_kernel",
@@ -216,6 +221,41 @@ def _magnitudes(generator: ShiftableGenerator, t) -> torch.Tensor:
     return t_
 
 
+class LargeShiftWarning(UserWarning):
+    """A shift ``|t|`` over :data:`LARGE_SHIFT_FACTOR` times :func:`shift_reference`: far beyond
+    any edit, the images are noise (it is rendered all the same: it may be intended)."""
+
+
+#: ``|t|`` beyond this many times :func:`shift_reference` warns (:class:`LargeShiftWarning`);
+#: calibrated amplitudes lie below 10 times it (the calibration's search bracket).
+LARGE_SHIFT_FACTOR = 100.0
+
+
+def shift_reference(generator: ShiftableGenerator, direction: Direction) -> tuple[float, str]:
+    """The norm a shift ``t`` of ``direction`` compares with, and what it is: the Frobenius norm
+    of its layer's kernel (``|W + t Delta|`` is about ``|t|`` beyond it), or for a latent
+    direction ``sqrt(dim)``, the norm of a standard normal latent."""
+    if direction.basis == "latent":
+        dim = direction.coefficients.numel()
+        return math.sqrt(dim), f"sqrt({dim}), the typical norm of a latent"
+    info = generator.layer(direction.layer)
+    norm = float(generator.kernel(info.name).detach().double().norm())
+    return norm, f"the norm of layer {info.name}'s kernel"
+
+
+def _warn_if_large(generator: ShiftableGenerator, direction: Direction, t: torch.Tensor) -> None:
+    biggest = float(t.detach().abs().max())
+    ref, what = shift_reference(generator, direction)
+    if biggest > LARGE_SHIFT_FACTOR * ref:
+        warnings.warn(
+            f"shift |t| = {biggest:.3g} is {biggest / ref:.3g} x {what} ({ref:.3g}): far beyond "
+            f"any edit (calibrated amplitudes lie below {10 * ref:.3g}), the images will be "
+            "noise; pass a smaller t if that is not what you want",
+            LargeShiftWarning,
+            stacklevel=3,
+        )
+
+
 def shift_deltas(
     generator: ShiftableGenerator,
     directions: Direction | Sequence[Direction],
@@ -279,20 +319,37 @@ def synthesize_shifted(
     Returns ``[B, C, H, W]``.
     """
     inputs = as_inputs(generator, inputs)
+    n = len(inputs)
+    if n == 0:
+        raise ValueError(
+            "the batch is empty: got 0 latents / samples; pass at least one (z [B, z_dim] or "
+            "Inputs with B >= 1)"
+        )
     if noise_mode is not None:
         inputs = inputs.with_options(noise_mode=noise_mode)
     if directions is None:
         return generator.render(inputs)
     dirs = [directions] if isinstance(directions, Direction) else list(directions)
+    if not dirs:
+        raise ValueError("no directions given (pass directions=None for the unshifted images)")
+    t_ = _magnitudes(generator, t)
+    if len(dirs) not in (1, n) or t_.numel() not in (1, n):
+        raise ValueError(
+            f"a batch of {n} samples takes one direction or {n} (one per sample), got "
+            f"{len(dirs)}, and one shift magnitude t or {n}, got {t_.numel()}"
+        )
+    if t_.numel() == 1:
+        t_ = t_.reshape(())  # one for all, as a scalar
     latent = [d.basis == "latent" for d in dirs]
-    if any(latent):
-        if not all(latent):
-            raise ValueError("one call cannot mix latent and weight-space directions")
-        t_ = _magnitudes(generator, t).reshape(-1, 1)
+    if any(latent) and not all(latent):
+        raise ValueError("one call cannot mix latent and weight-space directions")
+    _warn_if_large(generator, dirs[0], t_)
+    if all(latent):
         v = torch.stack([d.latent_shift(generator, generator.dtype) for d in dirs])  # [n, dim]
-        offset = (t_ * v).expand(len(inputs), -1)
+        offset = (t_.reshape(-1, 1) * v).expand(n, -1)
         return generator.render(generator.latent.shift(inputs, offset))  # type: ignore[union-attr]
-    return generator.render(inputs, shift_deltas(generator, directions, t))
+    one = dirs[0] if len(dirs) == 1 else dirs  # one direction for all: a shared shift
+    return generator.render(inputs, shift_deltas(generator, one, t_))
 
 
 def generate(

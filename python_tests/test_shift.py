@@ -158,3 +158,84 @@ def test_shift_validation(tiny_generator):
         layer_space(tiny_generator, "to_rgbs.0")
     with pytest.raises(ValueError, match="NaN or Inf"):
         LayerSpace(torch.full((2, 2, 3, 3), float("inf")))
+
+
+def _latent(seed: int = 0) -> Direction:
+    v = torch.randn(32, generator=torch.Generator().manual_seed(seed))
+    return Direction("w", "latent", v, name=f"latent{seed}")
+
+
+@pytest.mark.parametrize("basis", ["latent", "svd"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_magnitudes_are_refused_for_every_basis(tiny_generator, basis, bad):
+    """Issue 22, item 1: latent directions took NaN / inf magnitudes (NaN images); one check
+    refuses them for latent and weight-space directions alike."""
+    rank = layer_space(tiny_generator, 3).rank
+    d = _latent() if basis == "latent" else Direction.singular("convs.3", 0, rank)
+    with pytest.raises(ValueError, match="shift magnitudes t must be finite"):
+        generate(tiny_generator, _z(2), d, t=[0.0, bad])
+    with pytest.raises(ValueError, match="shift magnitudes t must be finite"):
+        generate(tiny_generator, _z(1), d, t=bad)
+
+
+def test_an_empty_batch_is_a_named_error(tiny_generator):
+    """Issue 22, item 9: an empty batch reached the kernels (IndexError in the native
+    modulated conv); ``generate`` and ``shifted_modconv`` name it instead."""
+    from navcuda.ops.shifted_modconv import shifted_modconv
+
+    rank = layer_space(tiny_generator, 3).rank
+    for d, t in [(None, 0.0), (Direction.singular("convs.3", 0, rank), 1.0), (_latent(), 1.0)]:
+        with pytest.raises(ValueError, match="the batch is empty: got 0 latents"):
+            generate(tiny_generator, torch.zeros(0, 32), d, t)
+    x, w = torch.randn(0, 4, 8, 8), torch.randn(5, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"shifted_modconv.*empty batch \[0, 4, 8, 8\]"):
+        shifted_modconv(x, w, torch.randn(0, 4))
+
+
+@pytest.mark.parametrize("basis", ["latent", "svd"])
+def test_direction_and_magnitude_counts_must_match_the_batch(tiny_generator, basis):
+    """Issue 22, item 9: a latent direction count that did not match the batch was a raw
+    RuntimeError of ``expand``; both kinds of direction now name the counts."""
+    rank = layer_space(tiny_generator, 3).rank
+
+    def direction(i: int) -> Direction:
+        return _latent(i) if basis == "latent" else Direction.singular("convs.3", i, rank)
+
+    z = _z(2)
+    three = [direction(i) for i in range(3)]
+    with pytest.raises(ValueError, match="a batch of 2 samples takes one direction or 2 .*got 3"):
+        generate(tiny_generator, z, three, t=1.0)
+    with pytest.raises(ValueError, match="one shift magnitude t or 2, got 3"):
+        generate(tiny_generator, z, direction(0), t=[1.0, 2.0, 3.0])
+    # one direction or one per sample, one magnitude (scalar or [1]) or one per sample
+    one = generate(tiny_generator, z, direction(0), t=2.0)
+    torch.testing.assert_close(generate(tiny_generator, z, [direction(0)], t=[2.0]), one)
+    torch.testing.assert_close(generate(tiny_generator, z, direction(0), t=[2.0, 2.0]), one)
+    pair = generate(tiny_generator, z, three[:2], t=[2.0, -1.0])
+    torch.testing.assert_close(pair[:1], one[:1])
+
+
+def test_huge_magnitudes_warn_with_the_factor_but_render(tiny_generator):
+    """Issue 22, item 10: ``t = 1e30`` rendered noise without a word. Beyond 100 x the layer's
+    kernel norm (latent: sqrt(dim)) a LargeShiftWarning names the factor; edit-sized shifts,
+    up to the calibration's 10 x, say nothing."""
+    import re
+    import warnings
+
+    from navcuda.shift import LARGE_SHIFT_FACTOR, LargeShiftWarning, shift_reference
+
+    rank = layer_space(tiny_generator, 3).rank
+    d = Direction.singular("convs.3", 0, rank)
+    norm = float(tiny_generator.kernel("convs.3").detach().double().norm())
+    assert shift_reference(tiny_generator, d)[0] == pytest.approx(norm)
+    factor = re.escape(f"is {1e30 / norm:.3g} x the norm of layer convs.3's kernel")
+    with pytest.warns(LargeShiftWarning, match=factor):
+        img = generate(tiny_generator, _z(2), d, t=[0.0, 1e30])
+    assert img.shape == (2, 3, 16, 16)
+    with pytest.warns(LargeShiftWarning, match=r"x sqrt\(32\), the typical norm of a latent"):
+        generate(tiny_generator, _z(1), _latent(), t=3e38)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LargeShiftWarning)
+        generate(tiny_generator, _z(1), d, t=10 * norm)
+        generate(tiny_generator, _z(1), d, t=-0.99 * LARGE_SHIFT_FACTOR * norm)
+        generate(tiny_generator, _z(1), _latent(), t=10 * 32**0.5)

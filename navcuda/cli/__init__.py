@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import warnings
 from collections.abc import Sequence
 
 from navcuda.cli.options import join_negative_values, parse_range, parse_seeds
@@ -30,8 +31,13 @@ __all__ = ["build_parser", "main", "parse_range", "parse_seeds"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``navcuda`` console script."""
     args = build_parser().parse_args(join_negative_values(argv))
+    from navcuda.shift import LargeShiftWarning
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            # the commands say it once before rendering (options.warn_large_shifts), not per batch
+            warnings.simplefilter("ignore", LargeShiftWarning)
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"navcuda {args.command}: interrupted (no partial output is left)", file=sys.stderr)
         return 130

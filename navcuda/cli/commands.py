@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
 from navcuda.cli.options import (
+    OWN_OPTIONS,
     check_writable,
     fmt,
     label_of,
     load_generator_of,
     metric_of,
     parse_hparams,
+    warn_large_shifts,
 )
 
 
@@ -58,7 +61,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = check_writable(args.output, "dir")
     g = load_generator_of(args)
-    ds = discover(g, args.layer, method="svd", k=args.k, seed=args.seed, label=label_of(args))
+    k = _capped_k(args, g, "svd")
+    ds = discover(g, args.layer, method="svd", k=k, seed=args.seed, label=label_of(args))
+    warn_large_shifts(args, g, ds, args.t, relative=True)
     res = render(g, ds, args.seeds, ts=args.t, output_dir=out, gif=True, label=label_of(args))
     ds.save(out / "directions.nav")
     print(
@@ -72,9 +77,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_discover(args: argparse.Namespace) -> int:
     from navcuda.discover import discover
+    from navcuda.discover.params import check_params, describe
 
+    if args.list_params:
+        print(describe(args.method))
+        return 0
     check_writable(args.output, "file")
-    g = load_generator_of(args)
     hparams = dict(parse_hparams(args.param))
     if label_of(args) is not None:
         hparams["label"] = label_of(args)
@@ -92,7 +100,12 @@ def cmd_discover(args: argparse.Namespace) -> int:
             hparams["eigenvectors"] = args.eigenvectors
     elif args.eigenvectors:
         raise ValueError("--eigenvectors is for --method hybrid")
-    ds = discover(g, args.layer, method=args.method, k=args.k, seed=args.seed, **hparams)
+    # every --param checked against the method's table before the generator is even loaded
+    hparams = check_params(args.method, hparams, exclude=OWN_OPTIONS)
+    check_params(args.method, {"k": args.k, "seed": args.seed})  # e.g. optimize: k >= 2
+    g = load_generator_of(args)
+    k = _capped_k(args, g, args.method)
+    ds = discover(g, args.layer, method=args.method, k=k, seed=args.seed, **hparams)
     path = ds.save(args.output)
     print(f"wrote {len(ds)} {args.method} directions of layer {ds.layer} to {path}")
     if ds.values is not None and args.method == "spectrum":
@@ -105,6 +118,24 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capped_k(args: argparse.Namespace, g, method: str) -> int:
+    """``-k``, or what ``method`` can find at most in ``--layer`` when that is fewer (said in a
+    note: the API's :class:`~navcuda.discover.FewerDirectionsWarning` says it otherwise)."""
+    from navcuda.discover import max_directions
+
+    bound = max_directions(g, args.layer, method)
+    if bound is None or args.k <= bound[0]:
+        return args.k
+    k, what = bound
+    where = "the latent" if method in ("ganspace", "sefa") else g.layer(args.layer).name
+    print(
+        f"navcuda {args.command}: note: -k {args.k} is more than {method} can find in {where} "
+        f"({what} is {k}): discovering {k}",
+        file=sys.stderr,
+    )
+    return k
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
     from navcuda.rendering import render
@@ -115,6 +146,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     if args.only:
         ds = ds.subset(args.only)
+    warn_large_shifts(args, g, ds, args.t, relative=not args.absolute)
     res = render(
         g,
         ds,
@@ -193,6 +225,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     ds = DirectionSet.load(args.directions)
     g = load_generator_of(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    warn_large_shifts(args, g, ds, args.t, relative=not args.absolute)
     scores = None
     if args.scores:
         try:
@@ -325,6 +358,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     g = load_generator_of(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     d = select_direction(ds, args.direction)
+    warn_large_shifts(args, g, [d], [args.t], relative=not args.absolute)
     scale = 1.0 if args.absolute or not d.amplitude else d.amplitude
     t = args.t * scale
     out = Path(args.output)

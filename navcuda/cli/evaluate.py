@@ -9,11 +9,14 @@ from pathlib import Path
 import torch
 
 from navcuda.cli.options import (
+    OWN_OPTIONS,
     check_writable,
     label_of,
     load_generator_of,
+    method_params,
     metric_of,
     parse_hparams,
+    warn_large_shifts,
     write_json,
 )
 
@@ -22,6 +25,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
 
     check_writable(args.output, "dir")
+    _check_options(args)
     g = load_generator_of(args)
     ds = None
     if args.experiment in ("locality", "reproduce", "realism"):
@@ -35,11 +39,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(
             f"evaluate {args.experiment} takes no direction set (use --set LABEL=FILE)"
         )
+    if args.experiment == "reproduce":
+        warn_large_shifts(args, g, ds, [args.t_rel], relative=True, option="--t-rel")
+    elif args.experiment == "realism" and args.t:
+        warn_large_shifts(args, g, ds, args.t, relative=True)
     out = Path(args.output)
     report = EXPERIMENTS[args.experiment](g, ds, out, args)
     path = write_json(out / f"{args.experiment}.json", report)
     print(f"wrote {path} and the figures beside it")
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, options that the experiment cannot use: --param of the
+    experiments that run no discovery method, unknown method parameters (checked against the
+    methods' tables), malformed --set / --methods of the table."""
+    if args.experiment == "layers":
+        method_params(args.method, args.param)
+    elif args.experiment == "table":
+        _table_options(args)
+    elif args.param:
+        raise ValueError(
+            f"evaluate {args.experiment} runs no discovery method: --param is for evaluate "
+            "layers (NAME=VALUE) and table (METHOD.NAME=VALUE)"
+        )
+
+
+def _table_options(
+    args: argparse.Namespace,
+) -> tuple[dict[str, str], list[str], dict[str, dict[str, object]]]:
+    """The table's --set (label -> file), --methods and --param (method -> its parameters,
+    checked against the method's table)."""
+    from navcuda.discover.params import check_params
+
+    given = {}
+    for item in args.set or []:
+        label, sep, file = item.partition("=")
+        if not sep or not label.strip() or not file.strip():
+            raise ValueError(f"--set expects LABEL=FILE (e.g. svd=dirs.nav), got {item!r}")
+        given[label.strip()] = file.strip()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in TABLE_METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(TABLE_METHODS)}")
+    extra: dict[str, dict[str, object]] = {}
+    for key, value in parse_hparams(args.param):
+        method, dot, name = key.partition(".")
+        if not dot or method not in TABLE_METHODS:
+            raise ValueError(
+                f"evaluate table: --param expects METHOD.NAME=VALUE with METHOD one of "
+                f"{list(TABLE_METHODS)} (e.g. optimize.lr=3e-4), got {key!r}"
+            )
+        extra.setdefault(method, {})[name] = value
+    for method, params in extra.items():
+        extra[method] = check_params(
+            method, params, exclude=OWN_OPTIONS, owner=f"evaluate table --param {method}.NAME"
+        )
+    return given, methods, extra
 
 
 def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
@@ -148,8 +204,9 @@ def _eval_layers(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.evaluate.layer_sweep import layer_sweep, plot_layer_sweep
 
     _require_toy_model(g, "the layer sweep")
+    params = method_params(args.method, args.param)
     sweep = layer_sweep(g, method=args.method, k=args.k, n_samples=args.n_z, seed=args.seed,
-                        threshold=args.threshold, **dict(parse_hparams(args.param)))  # fmt: skip
+                        threshold=args.threshold, **params)  # fmt: skip
     plot_layer_sweep(sweep, out / "layers.png")
     for r in sweep["layers"]:
         top = sorted(r["profile"].items(), key=lambda kv: -kv[1])[:3]
@@ -184,17 +241,7 @@ def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
     from navcuda.io.directions import DirectionSet
 
     _require_toy_model(g, "the table")
-    given = {}
-    for item in args.set or []:
-        label, sep, file = item.partition("=")
-        if not sep or not label.strip() or not file.strip():
-            raise ValueError(f"--set expects LABEL=FILE (e.g. svd=dirs.nav), got {item!r}")
-        given[label.strip()] = file.strip()
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in TABLE_METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(TABLE_METHODS)}")
-    extra = dict(parse_hparams(args.param))
+    given, methods, extra = _table_options(args)
     budgets = {
         "spectrum": {"n_latents": args.spectrum_latents, "tol": 1e-2, "max_iters": 30},
         "optimize": {"steps": args.train_steps},
@@ -217,8 +264,7 @@ def _eval_table(g, ds, out: Path, args: argparse.Namespace) -> dict:
                 sets[m] = saved
                 continue
             print(f"{m}: {path} was computed for {stale}; recomputing")
-        mine = {k.removeprefix(m + "."): v for k, v in extra.items() if k.startswith(m + ".")}
-        hp = {**budgets.get(m, {}), **mine}
+        hp = {**budgets.get(m, {}), **extra.get(m, {})}
         if m == "hybrid" and "spectrum" in sets:
             hp.pop("spectrum_params", None)
             hp["eigenvectors"] = sets["spectrum"]

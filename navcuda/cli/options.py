@@ -47,12 +47,16 @@ def parse_range(text: str) -> list[float]:
             steps = int(n)
             if steps < 1:
                 raise ValueError
-            return torch.linspace(float(a), float(b), steps).tolist()
-        return [float(v) for v in text.split(",")]
+            values = [float(a), float(b)]
+        else:
+            values = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"bad range {text!r}: use START:STOP:COUNT (e.g. -3:3:7) or a comma list"
         ) from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"bad range {text!r}: every value must be a finite number")
+    return torch.linspace(values[0], values[1], steps).tolist() if ":" in text else values
 
 
 def number(text: str, what: str, ok, kind=float):
@@ -83,6 +87,11 @@ def count(text: str) -> int:
 
 def non_negative(text: str) -> int:
     return number(text, "an integer >= 0", lambda v: 0 <= v < 2**63, int)
+
+
+def seed_value(text: str) -> int:
+    """``--seed``: an integer in ``[0, 2**63)``, as ``--seeds`` takes."""
+    return number(text, "a seed: an integer in [0, 2**63)", lambda v: 0 <= v < 2**63, int)
 
 
 def port_number(text: str) -> int:
@@ -126,6 +135,51 @@ def check_writable(path: str | os.PathLike, kind: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {str(path)!r}: no write permission in {str(folder)!r}")
     return p
+
+
+#: what a discovery method's ``k`` and ``seed`` are set with instead of ``--param``
+OWN_OPTIONS = {"k": "-k", "seed": "--seed"}
+
+
+def method_params(method: str, items: Sequence[str] | None) -> dict[str, object]:
+    """``--param NAME=VALUE`` items checked against ``method``'s declared parameters
+    (:func:`navcuda.discover.params.check_params`): before any work, so that a misspelt name or
+    a bad value is refused at once, naming the closest valid ones or the rule."""
+    from navcuda.discover.params import check_params
+
+    return check_params(method, dict(parse_hparams(items or [])), exclude=OWN_OPTIONS)
+
+
+def warn_large_shifts(
+    args: argparse.Namespace, g, directions, ts: Sequence[float], relative: bool, option="--t"
+) -> None:
+    """Say once, before rendering, that the largest shift asked for is beyond
+    :data:`navcuda.shift.LARGE_SHIFT_FACTOR` times its reference norm (``main`` silences the
+    API's per-call :class:`~navcuda.shift.LargeShiftWarning` instead); it is rendered all the
+    same, since it may be intended."""
+    from navcuda.shift import LARGE_SHIFT_FACTOR, shift_reference
+
+    top = max((abs(t) for t in ts), default=0.0)
+    refs: dict[str, tuple[float, str]] = {}
+    worst = None
+    for d in directions:
+        amp = d.amplitude if relative and d.amplitude and math.isfinite(d.amplitude) else 1.0
+        if d.layer not in refs:
+            refs[d.layer] = shift_reference(g, d)
+        ref, what = refs[d.layer]
+        factor = top * amp / ref
+        if worst is None or factor > worst[0]:
+            worst = (factor, top * amp, what, d.name)
+    if worst is not None and worst[0] > LARGE_SHIFT_FACTOR:
+        factor, size, what, name = worst
+        unit = " x the amplitude" if relative else ""
+        print(
+            f"navcuda {args.command}: warning: {option} up to {top:g}{unit} shifts direction "
+            f"{name!r} by {size:.3g}, {factor:.3g} x {what}: far beyond any edit (calibrated "
+            f"amplitudes, {option} 1, lie below 10 x), so the images will be noise; rendering "
+            "them all the same",
+            file=sys.stderr,
+        )
 
 
 def parse_hparams(items: Sequence[str]) -> list[tuple[str, object]]:

@@ -27,6 +27,7 @@ from navcuda.cli.options import (
     parse_seeds,
     port_number,
     positive,
+    seed_value,
 )
 
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", default="navcuda-demo", help="output folder")
     demo.add_argument("--checkpoint", help="generator file; default: the embedded model")
     demo.add_argument("--layer", default="3", help="official index (3) or name (convs.3)")
-    demo.add_argument("-k", type=int, default=8, help="number of singular directions")
+    demo.add_argument("-k", type=count, default=8, help="number of singular directions")
     demo.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-3"), help="e.g. 0-3")
     demo.add_argument(
         "--t",
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=parse_range("-2:2:5"),
         help="shifts as multiples of each direction's recommended amplitude (START:STOP:COUNT)",
     )
-    demo.add_argument("--seed", type=int, default=0, help="seed of the calibration latents")
+    demo.add_argument("--seed", type=seed_value, default=0, help="seed of the calibration latents")
     demo.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     generator_options(demo)
     demo.set_defaults(func=cmd_demo)
@@ -91,20 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Find K directions in the weights of one conv layer (or, for the latent "
         "baselines, in W) and save them as a direction set (.nav). Methods: "
         + ", ".join(sorted(METHODS))
-        + ". Method hyper-parameters go through --param NAME=VALUE (see the Python docstrings).",
+        + ". Method hyper-parameters go through --param NAME=VALUE; --list-params prints those of "
+        "--method (name, type, default, rule, meaning).",
     )
     disc.add_argument("--method", default="svd", choices=sorted(METHODS))
     disc.add_argument("--layer", default="3", help="official index (3) or name (convs.3)")
-    disc.add_argument("-k", type=int, default=64, help="number of directions")
+    disc.add_argument(
+        "-k", type=count, default=64, help="number of directions (at most what the method can find)"
+    )
     disc.add_argument("-o", "--output", default="directions.nav", help="direction set file")
     disc.add_argument("--checkpoint", help="generator file; default: the embedded model")
-    disc.add_argument("--seed", type=int, default=0)
+    disc.add_argument("--seed", type=seed_value, default=0)
+    disc.add_argument(
+        "--list-params",
+        action="store_true",
+        help="print the parameters of --method (name, type, default, rule, meaning) and exit",
+    )
     disc.add_argument(
         "--param",
         action="append",
         metavar="NAME=VALUE",
-        help="method option, e.g. n_latents=64, solver=power, steps=2000; for hybrid, "
-        "spectrum_NAME=VALUE goes to its spectrum run",
+        help="method option, e.g. n_latents=64, solver=power, steps=2000 (--list-params lists "
+        "them); for hybrid, spectrum_NAME=VALUE goes to its spectrum run",
     )
     disc.add_argument(
         "--metric",
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     name.add_argument("--min-disentanglement", type=fraction, default=0.25, help="for --auto")
     name.add_argument("--samples", type=count, default=16, help="latents per direction (--auto)")
     name.add_argument("--keep-unnamed", action="store_true", help="for --auto")
-    name.add_argument("--seed", type=int, default=0, help="latent seed for --auto")
+    name.add_argument("--seed", type=seed_value, default=0, help="latent seed for --auto")
     name.add_argument("--checkpoint", help="generator (default: the bundled model)")
     name.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     generator_options(name)
@@ -224,14 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edit.add_argument("--direction", required=True, help="direction name (any case) or index")
     edit.add_argument(
-        "--t", type=float, default=1.0, help="shift: multiple of the recommended amplitude"
+        "--t", type=finite, default=1.0, help="shift: multiple of the recommended amplitude"
     )
     edit.add_argument("--absolute", action="store_true", help="--t is an absolute norm")
     edit.add_argument("-o", "--output", default="edit.png", help="output image")
     edit.add_argument("--checkpoint", help="generator file; default: the embedded model")
-    edit.add_argument("--steps", type=int, default=500, help="projection steps")
+    edit.add_argument("--steps", type=count, default=500, help="projection steps")
     edit.add_argument("--mode", choices=["w", "w+"], default="w+", help="projection space")
-    edit.add_argument("--projection-seed", type=int, default=0, help="seed of the projection")
+    edit.add_argument(
+        "--projection-seed", type=seed_value, default=0, help="seed of the projection"
+    )
     edit.add_argument("--save-projection", help="also save the projected ws and noise (.pt)")
     edit.add_argument(
         "--metric",
@@ -263,19 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", default="evaluation", help="output folder")
     ev.add_argument("--checkpoint", help="generator file; default: the embedded model")
     ev.add_argument("--only", type=parse_seeds, help="only these direction indices")
-    ev.add_argument("--n-z", type=int, default=64, help="latents per direction")
-    ev.add_argument("--n-t", type=int, default=20, help="shifts per direction (locality)")
-    ev.add_argument("--t-rel", type=float, default=1.0, help="edit size (reproduce), x amplitude")
+    ev.add_argument("--n-z", type=count, default=64, help="latents per direction")
+    ev.add_argument("--n-t", type=count, default=20, help="shifts per direction (locality)")
+    ev.add_argument("--t-rel", type=finite, default=1.0, help="edit size (reproduce), x amplitude")
     ev.add_argument("--steps", type=count, default=300, help="optimisation steps (reproduce)")
     ev.add_argument(
         "--t", type=parse_range, help="realism: shifts as multiples of the amplitude, e.g. -2:2:9"
     )
     ev.add_argument("--baseline", action="append", help="realism: another set on the same plot")
-    ev.add_argument("--n-real", type=int, default=512, help="real samples for toy-FD")
+    ev.add_argument("--n-real", type=count, default=512, help="real samples for toy-FD")
     ev.add_argument("--inception", help="realism: Inception-v3 weights file for FID")
     ev.add_argument("--real", help="realism with --inception: folder of real images")
-    ev.add_argument("--method", default="svd", help="layers: discovery method")
-    ev.add_argument("-k", type=int, default=16, help="layers/table: directions per layer/method")
+    ev.add_argument(
+        "--method", default="svd", choices=sorted(METHODS), help="layers: discovery method"
+    )
+    ev.add_argument("-k", type=count, default=16, help="layers/table: directions per layer/method")
     ev.add_argument("--layer", default="convs.3", help="table: the layer compared")
     ev.add_argument(
         "--methods", default=",".join(TABLE_METHODS), help="table: comma-separated methods"
@@ -283,12 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--set", action="append", metavar="LABEL=FILE", help="table: use this set for LABEL"
     )
-    ev.add_argument("--train-steps", type=int, default=600, help="table: optimize/hybrid steps")
-    ev.add_argument("--spectrum-latents", type=int, default=32, help="table: spectrum latents")
+    ev.add_argument(
+        "--train-steps", type=non_negative, default=600, help="table: optimize/hybrid steps"
+    )
+    ev.add_argument("--spectrum-latents", type=count, default=32, help="table: spectrum latents")
     ev.add_argument("--recompute", action="store_true", help="table: ignore saved sets")
     ev.add_argument("--threshold", type=fraction, default=0.25, help="clean: disentanglement >=")
     ev.add_argument(
-        "--param", action="append", metavar="NAME=VALUE", help="method option (table: METHOD.NAME)"
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="layers: option of --method; table: METHOD.NAME=VALUE",
     )
     ev.add_argument(
         "--metric",
@@ -297,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         "perceptual metric (auto, lpips-vgg, random-vgg, toy-regressor)",
     )
     ev.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=seed_value, default=0)
     ev.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     ev.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     generator_options(ev)
@@ -315,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=non_negative, help="number of steps to run now")
     train.add_argument("--minutes", type=positive, help="stop after this many minutes")
     train.add_argument("--batch-size", type=count, default=16)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_value, default=0)
     train.add_argument("--sample-every", type=count, default=1000, help="steps between grids")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     train.add_argument(

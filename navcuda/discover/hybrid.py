@@ -29,11 +29,18 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from navcuda.discover.optimize import FFHQ_KERNEL_NORM, DirectionOptimizer, OptimizeConfig
+from navcuda.discover import params as P
+from navcuda.discover.optimize import (
+    CONFIG_PARAMS,
+    FFHQ_KERNEL_NORM,
+    OPTIMIZE_SEED,
+    DirectionOptimizer,
+    OptimizeConfig,
+)
 from navcuda.io.directions import DirectionSet, load_official_eigenvectors
 from navcuda.models.interface import ShiftableGenerator
 
-__all__ = ["HYBRID_DEFAULTS", "discover_hybrid"]
+__all__ = ["HYBRID_DEFAULTS", "HYBRID_PARAMS", "discover_hybrid"]
 
 #: The paper's hybrid hyper-parameters, scaled to the layer (module docstring).
 HYBRID_DEFAULTS: dict[str, float] = {
@@ -97,6 +104,7 @@ def discover_hybrid(
     :data:`HYBRID_DEFAULTS` (e.g. ``steps``, ``lr``, ``t_max_rel``, ``patience``). The result's
     ``extra["basis"]`` records the basis used (size, source, metric).
     """
+    hparams = P.check_params("hybrid", hparams)  # named errors, not OptimizeConfig's
     info = generator.layer(layer)
     basis_file = None if checkpoint is None else Path(f"{checkpoint}.basis.nav")
     if eigenvectors is None and basis_file is not None and basis_file.is_file():
@@ -112,6 +120,7 @@ def discover_hybrid(
                 file=sys.stderr,
             )
         params = {"progress": progress, "calibrate": False, **(spectrum_params or {})}
+        params = P.check_params("spectrum", params, exclude=_OWN, owner="hybrid spectrum_params")
         eigenvectors = discover_spectrum(generator, info.name, k=basis_size, seed=seed, **params)
     if basis_file is not None and isinstance(eigenvectors, DirectionSet):
         eigenvectors.save(basis_file)
@@ -130,3 +139,40 @@ def discover_hybrid(
     ds.metric = source.get("metric")
     ds.extra["basis"] = {"size": int(basis.shape[0]), **source}
     return ds
+
+
+#: what the spectrum run of a hybrid run takes from it instead of its ``spectrum_params``
+_OWN = {"k": "basis_size", "seed": "the hybrid seed"}
+
+
+def _eigenvectors_ok(value: object) -> bool:
+    return isinstance(value, str | os.PathLike | DirectionSet | torch.Tensor)
+
+
+#: The parameters of :func:`discover_hybrid` and the :class:`OptimizeConfig` fields it passes on,
+#: with :data:`HYBRID_DEFAULTS` (defaults from the signatures; ``--list-params``).
+HYBRID_PARAMS = P.declare(
+    discover_hybrid,
+    config=OptimizeConfig,
+    defaults=HYBRID_DEFAULTS,
+    k=P.integer("number of directions (the CLI's -k)", 2),
+    basis_size=P.integer("Hessian eigenvectors spanning the search", 1),
+    eigenvectors=P.other(
+        "the basis (None: computed by the spectrum method; the CLI's --eigenvectors)",
+        "basis",
+        "a .nav or eigenvectors_layer*.pt path, a DirectionSet or a tensor",
+        _eigenvectors_ok,
+        none_ok=True,
+    ),
+    spectrum_params=P.nested(
+        "parameters of the spectrum run (the CLI's spectrum_NAME=VALUE)",
+        "spectrum",
+        exclude=_OWN,
+        owner="hybrid spectrum_params",
+    ),
+    seed=OPTIMIZE_SEED,
+    checkpoint=P.CHECKPOINT,
+    calibrate=P.CALIBRATE,
+    progress=P.PROGRESS,
+    **CONFIG_PARAMS,
+)

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 
 import torch
 
+from navcuda.discover import params as P
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
 from navcuda.models.interface import GeneratorError, LatentSpace, ShiftableGenerator
 
-__all__ = ["discover_ganspace", "discover_sefa"]
+__all__ = ["GANSPACE_PARAMS", "SEFA_PARAMS", "discover_ganspace", "discover_sefa"]
 
 
 def _latent_space(generator: ShiftableGenerator, method: str) -> LatentSpace:
@@ -128,3 +129,40 @@ def discover_sefa(
         target_rms,
         label,
     )
+
+
+def _layers_ok(value: object) -> bool:
+    def one(v: object) -> bool:
+        return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+    return one(value) or (
+        isinstance(value, list | tuple) and len(value) > 0 and all(one(v) for v in value)
+    )
+
+
+#: The parameters of :func:`discover_ganspace` (defaults from its signature; ``--list-params``).
+GANSPACE_PARAMS = P.declare(
+    discover_ganspace,
+    k=P.K,
+    n_samples=P.integer("latents sampled for the principal components", 2),
+    seed=P.SEED,
+    calibrate=P.CALIBRATE,
+    target_rms=P.TARGET_RMS,
+    label=P.LABEL,
+)
+
+#: The parameters of :func:`discover_sefa` (defaults from its signature; ``--list-params``).
+SEFA_PARAMS = P.declare(
+    discover_sefa,
+    layers=P.other(
+        "layers whose style affines are factorised (the CLI's --layer)",
+        "layers",
+        "a layer index or name, a list of them, or 'all'",
+        _layers_ok,
+    ),
+    k=P.K,
+    seed=P.SEED,
+    calibrate=P.CALIBRATE,
+    target_rms=P.TARGET_RMS,
+    label=P.LABEL,
+)

@@ -34,13 +34,20 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda.discover import params as P
 from navcuda.discover.adam_in_backward import InBackwardAdam
 from navcuda.grad_mode import differentiates
 from navcuda.io.directions import DirectionSet
 from navcuda.models.interface import LayerShift, ShiftableGenerator, frozen
 from navcuda.shift import layer_space, unflatten_kernel
 
-__all__ = ["OptimizeConfig", "DirectionOptimizer", "discover_optimize", "FFHQ_KERNEL_NORM"]
+__all__ = [
+    "OPTIMIZE_PARAMS",
+    "OptimizeConfig",
+    "DirectionOptimizer",
+    "discover_optimize",
+    "FFHQ_KERNEL_NORM",
+]
 
 #: Frobenius norm of the raw kernel of convs[3] of the official FFHQ model (512x512x3x3, N(0, 1)).
 FFHQ_KERNEL_NORM = 1536.0
@@ -370,9 +377,45 @@ def discover_optimize(
 
     With ``checkpoint``, progress is saved there and an existing file is resumed.
     """
+    hparams = P.check_params("optimize", hparams)  # named errors, not OptimizeConfig's
     cfg = OptimizeConfig(k=k, seed=seed, **hparams)
     opt = DirectionOptimizer(generator, layer, cfg)
     if checkpoint is not None and Path(checkpoint).is_file():
         opt.load_state(checkpoint)
     opt.run(checkpoint_path=checkpoint, progress=progress)
     return opt.direction_set(calibrate=calibrate)
+
+
+#: The fields of :class:`OptimizeConfig` but ``k`` and ``seed``, as declared parameters (shared
+#: with the hybrid method, which passes them on too).
+CONFIG_PARAMS = {
+    "steps": P.integer("optimisation steps in total", 0),
+    "batch_size": P.integer("pairs per step", 1),
+    "lr": P.number("Adam learning rate", 0, lo_open=True),
+    "t_max_rel": P.number("largest shift T, relative to the layer's kernel norm", 0, lo_open=True),
+    "t_min_rel": P.number("smallest shift, relative to the kernel norm (< t_max_rel)", 0),
+    "t_weight": P.number("weight of the shift-regression loss", 0),
+    "reconstructor_size": P.integer(
+        "reconstructor input side (None: min(256, image side))", 1, none_ok=True
+    ),
+    "checkpoint_stem": P.flag("recompute the reconstructor's stem in the backward"),
+    "truncation_psi": P.TRUNCATION,
+    "label": P.LABEL,
+    "patience": P.integer("stop after this many steps without progress (0: never)", 0),
+}
+
+#: ``seed * 1_000_003 + step`` seeds each step and must fit in 64 bits.
+OPTIMIZE_SEED = P.integer("seed of the initialisation and of every step's batch", 0, 2**44)
+
+#: The parameters of :func:`discover_optimize` and :class:`OptimizeConfig` (defaults from their
+#: signatures; ``--list-params``).
+OPTIMIZE_PARAMS = P.declare(
+    discover_optimize,
+    config=OptimizeConfig,
+    k=P.integer("number of directions (the CLI's -k)", 2),
+    seed=OPTIMIZE_SEED,
+    checkpoint=P.CHECKPOINT,
+    calibrate=P.CALIBRATE,
+    progress=P.PROGRESS,
+    **CONFIG_PARAMS,
+)

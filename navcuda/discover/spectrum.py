@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from navcuda._checks import positive_int
 from navcuda._summary import short_repr
+from navcuda.discover import params as P
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
 from navcuda.models.default import is_toy_model
@@ -60,6 +61,7 @@ from navcuda.models.interface import ShiftableGenerator
 __all__ = [
     "HVPS",
     "SOLVERS",
+    "SPECTRUM_PARAMS",
     "SpectrumResult",
     "block_eigensolver",
     "discover_spectrum",
@@ -621,3 +623,62 @@ def discover_spectrum(
             generator, list(ds), target=target_rms, seed=seed, label=label, progress=progress
         )
     return ds
+
+
+def _metric_ok(value: object) -> bool:
+    if isinstance(value, str):
+        from navcuda.metrics.perceptual import METRIC_NAMES
+
+        return value == "auto" or value in METRIC_NAMES
+    return callable(value)  # a metric object (Python API)
+
+
+def _dtype_ok(value: object) -> bool:
+    return str(value).removeprefix("torch.") in ("auto", "float64", "float32")
+
+
+#: The parameters of :func:`discover_spectrum` (defaults from its signature; ``--list-params``).
+SPECTRUM_PARAMS = P.declare(
+    discover_spectrum,
+    k=P.K,
+    solver=P.choice("eigensolver (None: lobpcg, or block for hvp=fd)", SOLVERS, none_ok=True),
+    hvp=P.choice(
+        "Hessian-vector products: exact Gauss-Newton or finite differences (None: gn, "
+        "or fd for solver=power)",
+        HVPS,
+        none_ok=True,
+    ),
+    metric=P.other(
+        "perceptual metric (the CLI's --metric)",
+        "metric",
+        "'auto', 'lpips-vgg', 'lpips-alex', 'random-vgg', 'toy-regressor', 'pixel' or a metric "
+        "object",
+        _metric_ok,
+    ),
+    backbone_path=P.path("LPIPS VGG backbone file (the CLI's --backbone)"),
+    n_latents=P.integer("latents z shared by every vector (paper: 512)", 1),
+    batch_size=P.integer("samples per chunk (None: 8 for gn, 32 for fd)", 1, none_ok=True),
+    eps=P.number("finite-difference step (hvp=fd)", 0, lo_open=True),
+    iterations=P.integer("power steps per vector (solver=power; paper: 20)", 1),
+    max_iters=P.integer("iterations of the block solvers at most", 1),
+    tol=P.number(
+        "residual |Hv - lv|/|l| to stop at (None: 1e-3 for gn, 3e-2 for fd)",
+        0,
+        lo_open=True,
+        none_ok=True,
+    ),
+    oversample=P.integer("extra vectors in the block (None: max(4, k/4))", 0, none_ok=True),
+    resize=P.integer("image side before the metric (None: as rendered)", 1, none_ok=True),
+    truncation_psi=P.TRUNCATION,
+    calibrate=P.CALIBRATE,
+    target_rms=P.TARGET_RMS,
+    seed=P.SEED,
+    progress=P.PROGRESS,
+    block_dtype=P.other(
+        "storage of LOBPCG's blocks (auto: float32 for tol >= 1e-4)",
+        "dtype",
+        "'auto', 'float64' or 'float32' (or a torch dtype)",
+        _dtype_ok,
+    ),
+    label=P.LABEL,
+)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from navcuda.discover import params as P
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
 from navcuda.models.interface import ShiftableGenerator
 from navcuda.shift import layer_space
 
-__all__ = ["discover_svd"]
+__all__ = ["SVD_PARAMS", "discover_svd"]
 
 
 def discover_svd(
@@ -51,3 +52,14 @@ def discover_svd(
             generator, list(ds), target=target_rms, seed=seed, label=label
         )
     return ds
+
+
+#: The parameters of :func:`discover_svd` (defaults from its signature; ``--list-params``).
+SVD_PARAMS = P.declare(
+    discover_svd,
+    k=P.K,
+    calibrate=P.CALIBRATE,
+    target_rms=P.TARGET_RMS,
+    seed=P.SEED,
+    label=P.LABEL,
+)

@@ -245,7 +245,7 @@ def test_spectrum_bad_arguments(small_generator):
     for bad in ({"max_iters": 0}, {"iterations": -1}, {"max_iters": 2.5}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be an integer >= 1"):
             discover(small_generator, "convs.1", method="spectrum", k=2, **bad)
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ValueError, match="metric must be 'auto', 'lpips-vgg'.*got 'inception'"):
         discover(small_generator, "convs.1", method="spectrum", metric="inception", k=2)
     tight = discover(small_generator, "convs.1", method="spectrum", k=2, n_latents=2, tol=1e-5,
                      max_iters=1, metric=PixelMSE(), resize=None, calibrate=False,
