@@ -6,8 +6,8 @@ Public API (see README.md):
   :func:`wrap` (any torch conv generator), :class:`Generator` (StyleGAN2),
   :class:`GeneratorConfig`, :func:`load_generator`, :func:`save_generator`, :func:`list_layers`,
   :func:`get_layer`
-- shifts: :class:`LayerSpace`, :class:`Direction`, :func:`layer_space`, :func:`generate`,
-  :func:`synthesize_shifted`
+- shifts: :class:`LayerSpace`, :class:`Direction`, :class:`Combination` (several at once),
+  :func:`layer_space`, :func:`generate`, :func:`synthesize_shifted`
 - discovery: :func:`discover` -> :class:`DirectionSet`
 - rendering: :func:`render`; browsing: :func:`build_gallery`, :func:`apply_names`
 - real images: :func:`load_image`, :func:`project` -> :class:`Projection`
@@ -42,6 +42,7 @@ from navcuda.ops.selftest import selftest
 from navcuda.project import Projection, load_image, project
 from navcuda.rendering import render
 from navcuda.shift import (
+    Combination,
     Direction,
     LayerSpace,
     generate,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LAYER",
+    "Combination",
     "Direction",
     "Projection",
     "DirectionSet",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,7 +37,10 @@ __all__ = [
     "LargeShiftWarning",
     "LayerSpace",
     "Direction",
+    "Combination",
+    "Term",
     "as_inputs",
+    "combined_shift",
     "layer_space",
     "shift_deltas",
     "shift_reference",
@@ -303,10 +306,149 @@ def shift_deltas(
     return LayerShift.split(layer, deltas, t_.contiguous(), index_t)
 
 
+# ----------------------------------------------------------------------------- composition
+
+
+@dataclass(frozen=True)
+class Term:
+    """One direction of a :class:`Combination` and its shift ``t``: absolute (multiply by
+    ``direction.amplitude`` for the recommended strength), a float for every sample or a tensor
+    ``[B]`` (one per sample; may require grad)."""
+
+    direction: Direction
+    t: float | torch.Tensor
+
+
+class Combination:
+    """Several directions applied at once, each with its own ``t``: the generator
+    ``G_{theta + sum_k t_k Delta_k}`` at the latent ``w + sum_j t_j v_j``.
+
+    Terms may lie in one layer or several, and in the latent space (``basis="latent"``) beside
+    weight-space ones. Each ``t`` is a float (every sample) or ``[B]`` (one per sample). Pass a
+    combination as ``directions`` to :func:`synthesize_shifted` or :func:`generate`;
+    :func:`combined_shift` gives its shifts. The same direction may appear twice (its ``t`` add).
+
+    Example: ``Combination([(ds.by_name("eye size"), 2.0), (ds.by_name("nose length"), -1.5)])``.
+    """
+
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: Iterable[Term | tuple[Direction, float | torch.Tensor]]) -> None:
+        items: list[Term] = []
+        for item in terms:
+            term = item if isinstance(item, Term) else Term(*item)
+            if not isinstance(term.direction, Direction):
+                raise TypeError(
+                    f"a combination's terms are (Direction, t) pairs, got "
+                    f"{type(term.direction).__name__}"
+                )
+            items.append(term)
+        if not items:
+            raise ValueError("a combination needs at least one (direction, t) term")
+        self.terms: tuple[Term, ...] = tuple(items)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def __iter__(self):
+        return iter(self.terms)
+
+    def __repr__(self) -> str:
+        def show(t: float | torch.Tensor) -> str:
+            if isinstance(t, torch.Tensor) and t.ndim:
+                return f"t[{t.numel()}]"
+            return f"{float(t):.4g}"
+
+        parts = [f"{x.direction.name or x.direction.layer}: {show(x.t)}" for x in self.terms]
+        return f"Combination({', '.join(parts)})"
+
+    def scaled(self, factor: float | torch.Tensor) -> Combination:
+        """Every ``t`` multiplied by ``factor`` (a float, or ``[B]`` for one scale per sample:
+        a sweep of the whole edit)."""
+        return Combination(Term(x.direction, x.t * factor) for x in self.terms)
+
+
+def combined_shift(
+    generator: ShiftableGenerator, combination: Combination, batch: int
+) -> tuple[list[LayerShift], torch.Tensor | None]:
+    """The shifts of ``combination`` for a batch of ``batch`` samples: one :class:`LayerShift`
+    per layer it touches (in order of first appearance) and the latent offset ``[B, dim]`` of its
+    latent directions (None without any).
+
+    The directions of one layer add up to one shift ``sum_k t_k Delta_k``: with every ``t`` a
+    float, one shared ``delta`` (the generator's dense path); one direction with ``t [B]``, a split
+    shift (:func:`shift_deltas`); several singular-basis directions with per-sample ``t``, one
+    :class:`~navcuda.ops.shifted_modconv.SVDShift` whose coefficient row ``b`` is
+    ``sum_k t_bk c_k / |c_k|`` (a sum of shifts in the singular basis stays in it: no per-sample
+    kernel is materialised); other mixtures, the materialised ``[B, out, in, kh, kw]``. A shift
+    beyond :data:`LARGE_SHIFT_FACTOR` warns as in :func:`synthesize_shifted`.
+    """
+    if not isinstance(combination, Combination):
+        raise TypeError(f"expected a Combination, got {type(combination).__name__}")
+    latent: list[tuple[Direction, torch.Tensor]] = []
+    by_layer: dict[str, list[tuple[Direction, torch.Tensor]]] = {}
+    for term in combination:
+        t = _magnitudes(generator, term.t)
+        if t.ndim == 1 and t.numel() == 1:
+            t = t.reshape(())
+        if t.ndim == 1 and t.numel() != batch:
+            raise ValueError(
+                f"direction {term.direction.name or term.direction.layer!r}: t has "
+                f"{t.numel()} values for a batch of {batch} (give one, or one per sample)"
+            )
+        _warn_if_large(generator, term.direction, t)
+        if term.direction.basis == "latent":
+            latent.append((term.direction, t))
+        else:
+            name = generator.layer(term.direction.layer).name
+            by_layer.setdefault(name, []).append((term.direction, t))
+    shifts = [_layer_sum(generator, name, items, batch) for name, items in by_layer.items()]
+    offset = None
+    if latent:
+        dt = generator.dtype
+        offset = sum(
+            (t.reshape(-1, 1) * d.latent_shift(generator, dt) for d, t in latent[1:]),
+            latent[0][1].reshape(-1, 1) * latent[0][0].latent_shift(generator, dt),
+        ).expand(batch, -1)
+    return shifts, offset
+
+
+def _layer_sum(
+    generator: ShiftableGenerator,
+    layer: str,
+    items: list[tuple[Direction, torch.Tensor]],
+    batch: int,
+) -> LayerShift:
+    """``sum_k t_k Delta_k`` of one layer's directions as one :class:`LayerShift`."""
+    dtype = generator.dtype
+    if all(t.ndim == 0 for _, t in items):  # one shift for the batch (one term: as shift_deltas)
+        delta = items[0][1] * items[0][0].delta(generator, dtype)
+        for d, t in items[1:]:
+            delta = delta + t * d.delta(generator, dtype)
+        return LayerShift(layer, delta)
+    if len(items) == 1:
+        d, t = items[0]
+        return shift_deltas(generator, d, t)
+    ts = torch.stack([t.expand(batch) for _, t in items], dim=1)  # [B, K]
+    if all(d.basis == "svd" for d, _ in items):
+        space = layer_space(generator, layer)
+        dev = space.u.device
+        unit = torch.stack([d.coefficients.to(dev, torch.float64) for d, _ in items])
+        unit = unit / unit.norm(dim=1, keepdim=True)  # [K, r]
+        rows = ts.to(dev, torch.float64) @ unit  # [B, r]: U diag(rows_b) Vh is sample b's shift
+        norm = rows.norm(dim=1)
+        zero = norm == 0  # no shift: any non-zero row with t = 0
+        rows = torch.where(zero[:, None], unit[:1].expand_as(rows), rows)
+        u, s, vh = (x.to(dtype) for x in (space.u, space.s, space.vh))
+        return LayerShift.svd(layer, u, s, vh, norm.to(dtype), rows.to(dtype))
+    deltas = torch.stack([d.delta(generator, dtype) for d, _ in items])  # [K, o, i, kh, kw]
+    return LayerShift(layer, torch.einsum("bk,koixy->boixy", ts.to(dtype), deltas))
+
+
 def synthesize_shifted(
     generator: ShiftableGenerator,
     inputs: Inputs | torch.Tensor,
-    directions: Direction | Sequence[Direction] | None = None,
+    directions: Direction | Sequence[Direction] | Combination | None = None,
     t: torch.Tensor | Sequence[float] | float = 0.0,
     noise_mode: str | None = None,
 ) -> torch.Tensor:
@@ -315,7 +457,9 @@ def synthesize_shifted(
     ``inputs``: :class:`~navcuda.models.interface.Inputs`, or for StyleGAN generators ``ws``
     (``[B, w_dim]`` or ``[B, num_ws, w_dim]``). ``directions``: one (every sample), one per
     sample, or None; weight-space directions must share a layer; latent directions shift the
-    generator's latent (``w + t v``). ``noise_mode`` (StyleGAN): overrides the inputs' option.
+    generator's latent (``w + t v``). A :class:`Combination` applies several directions at once
+    (any layers and the latent, each with its own ``t``; ``t`` is then left unset).
+    ``noise_mode`` (StyleGAN): overrides the inputs' option.
     Returns ``[B, C, H, W]``.
     """
     inputs = as_inputs(generator, inputs)
@@ -329,6 +473,16 @@ def synthesize_shifted(
         inputs = inputs.with_options(noise_mode=noise_mode)
     if directions is None:
         return generator.render(inputs)
+    if isinstance(directions, Combination):
+        if not (isinstance(t, (int, float)) and t == 0):
+            raise ValueError(
+                "a Combination carries each direction's t: leave t unset (scale it with "
+                "combination.scaled(factor))"
+            )
+        shifts, offset = combined_shift(generator, directions, n)
+        if offset is not None:
+            inputs = generator.latent.shift(inputs, offset)  # type: ignore[union-attr]
+        return generator.render(inputs, shifts or None)
     dirs = [directions] if isinstance(directions, Direction) else list(directions)
     if not dirs:
         raise ValueError("no directions given (pass directions=None for the unshifted images)")
@@ -355,7 +509,7 @@ def synthesize_shifted(
 def generate(
     generator: ShiftableGenerator,
     z: torch.Tensor | Inputs,
-    directions: Direction | Sequence[Direction] | None = None,
+    directions: Direction | Sequence[Direction] | Combination | None = None,
     t: torch.Tensor | Sequence[float] | float = 0.0,
     truncation_psi: float = 1.0,
     noise_mode: str | None = None,
@@ -366,7 +520,9 @@ def generate(
     Args:
         z: latents ``[B, z_dim]`` (StyleGAN generators), or any generator's
             :class:`~navcuda.models.interface.Inputs` (``generator.sample(n, seed)``).
-        directions: one :class:`Direction` (every sample), one per sample, or None (unshifted).
+        directions: one :class:`Direction` (every sample), one per sample, a
+            :class:`Combination` (several directions at once, each with its own ``t``; leave
+            ``t`` unset), or None (unshifted).
         t: the shift per sample (``[B]``) or one for all, in absolute units (multiply by
             ``direction.amplitude`` for the recommended strength).
         truncation_psi: 1.0 (none) by default; :func:`navcuda.render` defaults to 0.7, so the
