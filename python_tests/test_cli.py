@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -301,3 +302,48 @@ def test_help_shows_defaults(command, capsys):
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "(default: cpu)" in out  # every command has --device
     assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_seed_ranges_are_lazy():
+    """``--seeds 0-10000000000`` parses in no memory; indexing and slicing follow the list."""
+    from navcuda.cli.options import parse_seeds
+
+    huge = parse_seeds("0-10000000000,5")
+    assert len(huge) == 10_000_000_002
+    assert huge[0] == 0 and huge[10_000_000_000] == 10_000_000_000 and huge[-1] == 5
+    assert huge[9_999_999_999:10_000_000_002] == [9_999_999_999, 10_000_000_000, 5]
+    small = parse_seeds("3,0-2,7")
+    assert list(small) == [3, 0, 1, 2, 7] and small == [3, 0, 1, 2, 7]
+    assert small[1:4] == [0, 1, 2] and small[-2] == 2
+    with pytest.raises(IndexError):
+        small[5]
+
+
+def test_render_refuses_what_does_not_fit_unless_yes(tmp_path, ckpt, tiny_generator, capsys):
+    """A seed range whose strips exceed the free disk is refused before anything is rendered,
+    with the estimate; ``--labels`` draws names and t on the strips."""
+    from navcuda.discover import discover
+
+    dirs = discover(tiny_generator, 3, method="svd", k=1, calibrate=False).save(tmp_path / "d.nav")
+    out = tmp_path / "strips"
+    base = ["render", str(dirs), "-o", str(out), "--checkpoint", ckpt, "--t", "-1,1"]
+    assert main([*base, "--seeds", "0-10000000000"]) == 2
+    err = capsys.readouterr().err
+    assert "not started: 20,000,000,002 images" in err and "--yes" in err and "free in" in err
+    assert not out.exists() or not any(out.iterdir())
+    gal = ["gallery", str(dirs), "-o", str(tmp_path / "g"), "--checkpoint", ckpt]
+    assert main([*gal, "--seeds", "0-10000000000"]) == 2
+    assert "not started" in capsys.readouterr().err
+    assert main([*base, "--seeds", "0-1"]) == 0
+    plain = np.asarray(Image.open(out / "00_sv0.png"))
+    assert main([*base, "--seeds", "0-1", "--labels"]) == 0
+    labelled = np.asarray(Image.open(out / "00_sv0.png"))
+    assert labelled.shape[0] > plain.shape[0]  # a caption row above the strip
+
+
+def test_demo_output_is_ignored_by_git(tmp_path, ckpt):
+    out = tmp_path / "demo"
+    args = ["demo", "-o", str(out), "--checkpoint", ckpt, "-k", "1", "--seeds", "0", "--t", "0,1"]
+    assert main(args) == 0
+    assert (out / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert (out / "directions.nav").exists()

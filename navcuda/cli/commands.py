@@ -13,6 +13,7 @@ import torch
 
 from navcuda.cli.options import (
     OWN_OPTIONS,
+    check_render_cost,
     check_writable,
     fmt,
     label_of,
@@ -60,6 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from navcuda.rendering import render
 
     out = check_writable(args.output, "dir")
+    _ignore_in_git(out)
     g = load_generator_of(args)
     k = _capped_k(args, g, "svd")
     ds = discover(g, args.layer, method="svd", k=k, seed=args.seed, label=label_of(args))
@@ -73,6 +75,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"({len(res.files)} files) and the directions to {out / 'directions.nav'}"
     )
     return 0
+
+
+def _ignore_in_git(folder: Path) -> None:
+    """Make ``folder`` (created here if missing) ignored by git, as ``python -m venv`` does for
+    its folder: a ``.gitignore`` holding ``*``, unless the folder already has one, so that the
+    demo's output run inside a repository is never committed by accident."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / ".gitignore"
+    if not marker.exists():
+        marker.write_text("# written by navcuda demo: its output is not meant for git\n*\n")
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
@@ -136,9 +148,15 @@ def _capped_k(args: argparse.Namespace, g, method: str) -> int:
     return k
 
 
+def _measure(sizes: tuple[int, ...]) -> bool:
+    """Whether a render of ``sizes`` (directions, seeds, shifts) is large enough to time a batch
+    for its estimate (smaller ones take seconds)."""
+    return sizes[0] * sizes[1] * sizes[2] > 256
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
-    from navcuda.rendering import render
+    from navcuda.rendering import estimate_render, render
 
     check_writable(args.output, "dir")
     ds = DirectionSet.load(args.directions)
@@ -147,6 +165,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.only:
         ds = ds.subset(args.only)
     warn_large_shifts(args, g, ds, args.t, relative=not args.absolute)
+    n = (len(ds), len(args.seeds), len(args.t))
+    check_render_cost(
+        args, estimate_render(g, *n, output_dir=args.output, gif=args.gif, measure=_measure(n))
+    )
     res = render(
         g,
         ds,
@@ -157,6 +179,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         gif=args.gif,
         truncation_psi=args.truncation,
         label=label_of(args),
+        labels=args.labels,
     )
     print(f"wrote {len(res.files)} files for {len(ds)} directions to {args.output}/")
     return 0
@@ -216,7 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from navcuda.gallery import build_gallery
+    from navcuda.gallery import build_gallery, estimate_gallery
     from navcuda.io.directions import DirectionSet
 
     check_writable(args.output, "dir")
@@ -226,6 +249,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
     g = load_generator_of(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
     warn_large_shifts(args, g, ds, args.t, relative=not args.absolute)
+    n = (len(ds), len(args.seeds), len(args.t))
+    check_render_cost(args, estimate_gallery(g, *n, measure=_measure(n)))
     scores = None
     if args.scores:
         try:

@@ -5,6 +5,7 @@ strict-JSON reports."""
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 import os
@@ -16,9 +17,44 @@ from pathlib import Path
 import torch
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0-7"`` -> ``[0..7]``; ``"1,5,9"`` -> ``[1, 5, 9]``; mixed: ``"0-2,10"``."""
-    seeds: list[int] = []
+class Seeds(Sequence[int]):
+    """Seeds as ``--seeds`` gives them: a concatenation of ranges, never listed (``0-10000000000``
+    takes a few bytes); indexing and slicing as a list of ints does (a slice is listed)."""
+
+    def __init__(self, ranges: Sequence[range]) -> None:
+        self._ranges = [r for r in ranges if len(r)]
+        self._starts = [0]
+        for r in self._ranges:
+            self._starts.append(self._starts[-1] + len(r))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("seed index out of range")
+        k = bisect.bisect_right(self._starts, i) - 1
+        return self._ranges[k][i - self._starts[k]]
+
+    def __repr__(self) -> str:
+        parts = [f"{r.start}-{r.stop - 1}" if len(r) > 1 else str(r.start) for r in self._ranges]
+        return f"Seeds({','.join(parts)!r})"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Seeds):
+            return self._ranges == other._ranges or list(self) == list(other)
+        return isinstance(other, Sequence) and len(self) == len(other) and list(self) == list(other)
+
+
+def parse_seeds(text: str) -> Seeds:
+    """``"0-7"`` -> seeds 0..7; ``"1,5,9"`` -> those; mixed: ``"0-2,10"``. Lazy (:class:`Seeds`):
+    a range of 10^10 seeds is parsed in no time and no memory."""
+    ranges: list[range] = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -27,16 +63,35 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
+                ranges.append(range(lo, hi + 1))
             else:
-                seeds.append(int(part))
+                ranges.append(range(int(part), int(part) + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"bad seed list {text!r}: use e.g. '0-7', '1,5,9' or '0-2,10'"
         ) from None
-    if any(s < 0 or s >= 2**63 for s in seeds):
+    if any(r.start < 0 or r.stop > 2**63 for r in ranges):
         raise argparse.ArgumentTypeError(f"seeds must lie in [0, 2**63), got {text!r}")
-    return seeds
+    return Seeds(ranges)
+
+
+#: a render or gallery estimated to take longer than this (or more memory or disk than is free)
+#: starts only with ``--yes``
+CONFIRM_SECONDS = 3600.0
+
+
+def check_render_cost(args: argparse.Namespace, estimate) -> None:
+    """Refuse (unless ``--yes``) a render whose :class:`~navcuda.rendering.RenderEstimate`
+    exceeds the free memory or disk or :data:`CONFIRM_SECONDS`, saying the estimate; say the
+    estimate of any render longer than a minute before it starts."""
+    problems = estimate.problems(args.output, max_seconds=CONFIRM_SECONDS)
+    if problems and not args.yes:
+        raise ValueError(
+            f"not started: {estimate.describe()}, and {'; '.join(problems)}. Pass --yes to "
+            "start it anyway, or ask for fewer --seeds, --t values or directions"
+        )
+    if problems or (estimate.seconds or 0) > 60:
+        print(f"navcuda {args.command}: {estimate.describe()}", file=sys.stderr)
 
 
 def parse_range(text: str) -> list[float]:

@@ -30,6 +30,11 @@ from navcuda.cli.options import (
     seed_value,
 )
 
+YES_HELP = (
+    "start even when the estimate exceeds the free memory or disk, or an hour (without it, "
+    "such a run is refused with the estimate)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``navcuda`` parser: one subcommand per command, each with its ``func``."""
@@ -147,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument("--absolute", action="store_true", help="--t values are absolute norms")
     rend.add_argument("--only", type=parse_seeds, help="render only these direction indices")
     rend.add_argument("--gif", action="store_true", help="also write animated GIFs")
+    rend.add_argument(
+        "--labels", action="store_true", help="draw direction names and t on strips and GIFs"
+    )
+    rend.add_argument("--yes", action="store_true", help=YES_HELP)
     rend.add_argument("--truncation", type=finite, default=0.7, help="truncation psi")
     rend.add_argument("--allow-other-model", action="store_true", help="skip the model check")
     rend.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
@@ -177,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gal.add_argument("--truncation", type=finite, default=0.7, help="truncation psi")
     gal.add_argument("--serve", action="store_true", help="then serve it on 127.0.0.1")
+    gal.add_argument("--yes", action="store_true", help=YES_HELP)
     gal.add_argument(
         "--port", type=port_number, default=8000, help="port for --serve (0: any free)"
     )
