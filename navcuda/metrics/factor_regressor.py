@@ -208,13 +208,13 @@ def _bundled_path():
 def save_factor_regressor(
     model: FactorRegressor, path: str | os.PathLike, report: dict | None = None
 ) -> Path:
-    """Write ``model`` as safetensors (atomically), with its architecture in the metadata.
+    """Write ``model`` as safetensors (atomically), with its architecture and the checksum of
+    its tensors in the metadata.
 
     With ``report``, also write it as JSON beside the weights (same stem, ``.json``).
     """
-    from safetensors.torch import save_file
-
-    from navcuda.io.atomic import atomic_path
+    from navcuda.io.atomic import atomic_path, atomic_save_safetensors
+    from navcuda.io.checksum import CHECKSUM_KEY, tensor_checksum
 
     path = Path(path)
     tensors = {
@@ -226,9 +226,9 @@ def save_factor_regressor(
         "arch": json.dumps(model.arch()),
         "factor_names": json.dumps(list(FACTOR_NAMES)),
         "input_resolution": str(INPUT_RESOLUTION),
+        CHECKSUM_KEY: tensor_checksum(tensors),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    atomic_save_safetensors(tensors, path, metadata=meta)
     if report is not None:
         with atomic_path(path.with_suffix(".json")) as tmp:
             tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
@@ -245,6 +245,8 @@ def load_factor_regressor(
     file is not a factor-regressor file of this version or does not match the toy world's factors.
     """
     from safetensors import safe_open
+
+    from navcuda.io.checksum import CHECKSUM_KEY, verify_checksum
 
     if path is None:
         res = _bundled_path()
@@ -300,6 +302,11 @@ def load_factor_regressor(
             )
         if not torch.isfinite(tensors[k]).all():
             raise FactorRegressorError(f"{path}: tensor {k!r} has NaN or Inf values")
+    verify_checksum(
+        meta.get(CHECKSUM_KEY), tensors, path, FactorRegressorError, "factor regressor",
+        "train it again (navcuda.metrics.factor_regressor.train_factor_regressor) or reinstall "
+        "navcuda for the bundled one",
+    )  # fmt: skip
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     model.requires_grad_(False)
     return model.to(device).eval()

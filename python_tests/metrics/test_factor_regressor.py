@@ -174,3 +174,24 @@ def test_missing_bundled_file_is_named(monkeypatch, tmp_path):
     monkeypatch.setattr(fr, "_bundled_path", lambda: tmp_path / fr.BUNDLED_REGRESSOR)
     with pytest.raises(FileNotFoundError, match="navcuda/data/factor_regressor.safetensors"):
         fr.load_factor_regressor()
+
+
+def test_saved_file_records_a_checksum_and_refuses_damage(tmp_path):
+    """Bytes flipped inside a stored tensor are a named 'damaged' error, not silently other
+    weights; the bundled file carries a checksum too (it loads without a note)."""
+    import warnings
+
+    from safetensors import safe_open
+
+    model = FactorRegressor(channels=(4, 4), strides=(2, 2))
+    path = save_factor_regressor(model, tmp_path / "r.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["checksum"].startswith("sha256:")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(FactorRegressorError, match="damaged"):
+        load_factor_regressor(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_factor_regressor()
