@@ -17,21 +17,47 @@ Modules: ``options`` (argument types, shared options, the generator of a command
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from navcuda.cli.options import join_negative_values, parse_range, parse_seeds
 from navcuda.cli.parser import build_parser
 
-__all__ = ["build_parser", "main", "parse_range", "parse_seeds"]
+__all__ = ["build_parser", "main", "parse_range", "parse_seeds", "run_command"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``navcuda`` console script."""
+    """Entry point of the ``navcuda`` console script (and of ``python -m navcuda``, which
+    ``torchrun`` launches: the command then runs on several processes,
+    :mod:`navcuda.cli.distributed`)."""
     args = build_parser().parse_args(join_negative_values(argv))
+    from navcuda.distributed import DistributedError, launch_env
+
+    try:
+        env = launch_env()
+    except DistributedError as exc:
+        print(f"navcuda {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    if env is not None:
+        from navcuda.cli.distributed import run_distributed
+
+        return run_distributed(args, run_command, env)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace, report: Callable[[str], None] | None = None) -> int:
+    """Run the parsed command; bad input ends it with one error line and exit code 2 (also
+    passed to ``report``)."""
     from navcuda.shift import LargeShiftWarning
+
+    def fail(msg: object, code: int) -> int:
+        print(f"navcuda {args.command}: error: {msg}", file=sys.stderr)
+        if report is not None:
+            report(str(msg))
+        return code
 
     try:
         with warnings.catch_warnings():
@@ -42,12 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"navcuda {args.command}: interrupted (no partial output is left)", file=sys.stderr)
         return 130
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"navcuda {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+        return fail(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc, 2)
     except (OSError, EOFError, pickle.UnpicklingError) as exc:  # file system, unreadable files
-        print(f"navcuda {args.command}: error: {_describe(exc)}", file=sys.stderr)
-        return 2
+        return fail(_describe(exc), 2)
 
 
 def _describe(exc: BaseException) -> str:

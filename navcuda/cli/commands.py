@@ -22,6 +22,7 @@ from navcuda.cli.options import (
     parse_hparams,
     warn_large_shifts,
 )
+from navcuda.distributed import from_rank0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -94,7 +95,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if args.list_params:
         print(describe(args.method))
         return 0
-    check_writable(args.output, "file")
+    from_rank0(lambda: check_writable(args.output, "file"))  # rank 0 writes (torchrun)
     hparams = dict(parse_hparams(args.param))
     if label_of(args) is not None:
         hparams["label"] = label_of(args)
@@ -118,7 +119,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
     g = load_generator_of(args)
     k = _capped_k(args, g, args.method)
     ds = discover(g, args.layer, method=args.method, k=k, seed=args.seed, **hparams)
-    path = ds.save(args.output)
+    path = from_rank0(lambda: ds.save(args.output))
     print(f"wrote {len(ds)} {args.method} directions of layer {ds.layer} to {path}")
     if ds.values is not None and args.method == "spectrum":
         res = ds.extra.get("residuals") or []

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from navcuda.distributed import sharded_directions
 from navcuda.models.interface import LayerShift, ShiftableGenerator
 from navcuda.shift import Direction
 
@@ -33,6 +34,7 @@ def label_hparam(label: int | None) -> dict:
     return {} if label is None else {"label": int(label)}
 
 
+@sharded_directions  # several processes: each calibrates its share of the directions
 @torch.no_grad()
 def calibrate_amplitudes(
     generator: ShiftableGenerator,

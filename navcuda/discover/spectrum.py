@@ -46,10 +46,12 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
 
+from navcuda import distributed as dist
 from navcuda._checks import positive_int
 from navcuda._summary import short_repr
 from navcuda.discover import params as P
@@ -559,6 +561,8 @@ def discover_spectrum(
         metric_name = getattr(metric, "name", type(metric).__name__)
     metric_obj = metric_obj.to(dev)
     inputs = generator.sample(n_latents, seed, truncation_psi=truncation_psi, label=label)
+    # several processes (navcuda.distributed): each holds its share of the latents
+    inputs, progress = dist.shard_inputs(inputs), progress and dist.is_rank0()
     hess = PerceptualHessian(generator, layer, inputs, metric_obj, batch_size=batch_size,
                              resize=resize, progress=False, setup_progress=progress)  # fmt: skip
     shape, n = hess.shape, hess.n_params
@@ -570,13 +574,16 @@ def discover_spectrum(
 
     common = {"seed": seed, "dtype": hess.dtype, "device": hess.device, "progress": progress}
     if solver == "power":
-        res = power_eigensolver(hvp_fn, n, k, iterations=iterations, tol=None, **common)
+        solve = partial(power_eigensolver, n=n, k=k, iterations=iterations, tol=None, **common)
     else:
         if solver == "lobpcg":
-            solve, common["block_dtype"] = lobpcg_eigensolver, dtypes[block_dtype]
+            fn, common["block_dtype"] = lobpcg_eigensolver, dtypes[block_dtype]
         else:
-            solve = block_eigensolver
-        res = solve(hvp_fn, n, k, oversample=oversample, max_iters=max_iters, tol=tol, **common)
+            fn = block_eigensolver
+        solve = partial(fn, n=n, k=k, oversample=oversample, max_iters=max_iters, tol=tol, **common)
+    # one process: solve(hvp_fn); several: every block's products summed over the ranks' shares
+    products = dist.ShardedProducts(hvp_fn, hess.n, n_latents)
+    res = dist.solve_sharded(solve, products, n, hess.dtype, hess.device)
     vectors = res.vectors.float().cpu().reshape(k, *shape)
     ds = DirectionSet(
         layer=hess.layer,
@@ -618,6 +625,9 @@ def discover_spectrum(
             "gn_mode": hess.gn_mode_used,
         },
     )
+    if dist.is_active():
+        ds.extra["hessian"]["n_latents"] = n_latents
+        ds.extra["distributed"] = {**products.describe(), "solver": dist.solver_placement()}
     if calibrate:
         ds.amplitudes = calibrate_amplitudes(
             generator, list(ds), target=target_rms, seed=seed, label=label, progress=progress
