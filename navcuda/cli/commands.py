@@ -18,7 +18,6 @@ from navcuda.cli.options import (
     fmt,
     label_of,
     load_generator_of,
-    metric_of,
     parse_hparams,
     warn_large_shifts,
 )
@@ -359,66 +358,4 @@ def cmd_name(args: argparse.Namespace) -> int:
         f"{named} of {len(ds)} directions named, {marks.count('good')} marked good, "
         f"{marks.count('bad')} bad; wrote {path}"
     )
-    return 0
-
-
-def cmd_edit(args: argparse.Namespace) -> int:
-    from navcuda.io.directions import DirectionSet
-    from navcuda.project import load_image, project, select_direction
-    from navcuda.rendering import inputs_for, save_grid
-    from navcuda.shift import synthesize_shifted
-
-    if (args.image is None) == (args.seed is None):
-        raise ValueError("give either an image to project or --seed S for a generated sample")
-    check_writable(args.output, "file")
-    if args.save_projection:
-        check_writable(args.save_projection, "file")
-    if args.directions is None:
-        if args.checkpoint is not None:
-            raise ValueError("--directions is required with --checkpoint")
-        from navcuda.models.default import load_default_directions
-
-        ds = load_default_directions()
-    else:
-        ds = DirectionSet.load(args.directions)
-    g = load_generator_of(args)
-    ds.check_compatible(g, allow_other_model=args.allow_other_model)
-    d = select_direction(ds, args.direction)
-    warn_large_shifts(args, g, [d], [args.t], relative=not args.absolute)
-    scale = 1.0 if args.absolute or not d.amplitude else d.amplitude
-    t = args.t * scale
-    out = Path(args.output)
-    if args.image is not None:
-        channels, height, _ = g.image_shape
-        target = load_image(args.image, height, channels)
-        proj = project(
-            g,
-            target,
-            steps=args.steps,
-            mode=args.mode,
-            seed=args.projection_seed,
-            metric=metric_of(args.metric, g, args.backbone, args.device),
-            progress=True,
-        )
-        edited = proj.render(g, d, t)
-        panels = torch.cat([target.to(edited.device), proj.image, edited]).float().cpu()
-        what = "input | reconstruction | edited"
-        if args.save_projection:
-            from navcuda.io.atomic import atomic_path
-
-            with atomic_path(args.save_projection) as tmp:
-                torch.save(
-                    {"ws": proj.ws.cpu(), "noise": {k: v.cpu() for k, v in proj.noise.items()}},
-                    tmp,
-                )
-    else:
-        with torch.no_grad():
-            inputs = inputs_for(g, [args.seed], args.truncation, label_of(args))
-            original = synthesize_shifted(g, inputs)
-            edited = synthesize_shifted(g, inputs, d, t)
-        panels = torch.cat([original, edited]).float().cpu()
-        what = f"seed {args.seed} | edited"
-    path = save_grid(panels, out, nrow=panels.shape[0])
-    amp = "" if args.absolute or not d.amplitude else f" = {args.t:g} x amplitude {d.amplitude:.4g}"
-    print(f"direction {d.name!r}, t = {t:.4g}{amp}; wrote {what} to {path}")
     return 0

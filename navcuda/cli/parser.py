@@ -7,13 +7,13 @@ import argparse
 from navcuda.cli.commands import (
     cmd_demo,
     cmd_discover,
-    cmd_edit,
     cmd_gallery,
     cmd_info,
     cmd_name,
     cmd_render,
     cmd_train,
 )
+from navcuda.cli.edit import add_edit_parser
 from navcuda.cli.evaluate import EXPERIMENTS, TABLE_METHODS, cmd_evaluate
 from navcuda.cli.options import (
     HelpFormatter,
@@ -225,48 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     generator_options(name)
     name.set_defaults(func=cmd_name)
 
-    edit = sub.add_parser(
-        "edit",
-        formatter_class=HelpFormatter,
-        help="apply a direction to a photo (projected into W+) or to a generated sample",
-        description="With an image: project it (NVlabs-style optimisation), then write input | "
-        "reconstruction | edited side by side. With --seed: write sample | edited.",
-    )
-    edit.add_argument("image", nargs="?", help="photo to project (PNG, JPEG, ...)")
-    edit.add_argument(
-        "--seed", type=non_negative, help="edit the generated sample of this seed instead"
-    )
-    edit.add_argument(
-        "--directions",
-        help="direction set file (.nav); default: the bundled model's named set "
-        "(eye size, nose length, mouth width, ...)",
-    )
-    edit.add_argument("--direction", required=True, help="direction name (any case) or index")
-    edit.add_argument(
-        "--t", type=finite, default=1.0, help="shift: multiple of the recommended amplitude"
-    )
-    edit.add_argument("--absolute", action="store_true", help="--t is an absolute norm")
-    edit.add_argument("-o", "--output", default="edit.png", help="output image")
-    edit.add_argument("--checkpoint", help="generator file; default: the embedded model")
-    edit.add_argument("--steps", type=count, default=500, help="projection steps")
-    edit.add_argument("--mode", choices=["w", "w+"], default="w+", help="projection space")
-    edit.add_argument(
-        "--projection-seed", type=seed_value, default=0, help="seed of the projection"
-    )
-    edit.add_argument("--save-projection", help="also save the projected ws and noise (.pt)")
-    edit.add_argument(
-        "--metric",
-        default="auto",
-        help="perceptual loss of the projection besides pixel MSE: auto (LPIPS-VGG when its "
-        "backbone is found, else toy-regressor on the bundled model / random-vgg), lpips-vgg, "
-        "random-vgg, toy-regressor, none",
-    )
-    edit.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
-    edit.add_argument("--truncation", type=finite, default=0.7, help="truncation psi (--seed)")
-    edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
-    edit.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
-    generator_options(edit)
-    edit.set_defaults(func=cmd_edit)
+    add_edit_parser(sub)
 
     ev = sub.add_parser(
         "evaluate",
