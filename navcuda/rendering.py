@@ -49,6 +49,7 @@ __all__ = [
     "default_rows_per_file",
     "save_gif",
     "save_grid",
+    "strip_frames",
     "to_uint8",
 ]
 
@@ -266,6 +267,7 @@ def render(
     label: int | Sequence[int] | None = None,
     *,
     labels: bool = False,
+    video: bool = False,
     keep_images: bool | None = None,
     rows_per_file: int | None = None,
 ) -> RenderResult:
@@ -291,7 +293,9 @@ def render(
         batch_size: images per synthesis call (bounds memory).
         progress: show a progress bar (over images).
         labels: draw the direction's name and each column's t on the strips, and t on the GIF
-            frames.
+            and video frames.
+        video: also write an MP4 ``{i:02d}_{name}.mp4`` sweeping t forth and back
+            (:func:`navcuda.video.save_video`; needs ``navcuda[video]``).
         keep_images: keep the images in ``RenderResult.images``. None (default): always without
             ``output_dir``; with it, only when they take at most :data:`KEEP_IMAGES_MAX_BYTES`
             (else ``images`` is None: they are in the files, and memory holds one file's images
@@ -307,6 +311,10 @@ def render(
     rel, amps, abs_ts = _shifts(dirs, ts, relative)
     positive_int(batch_size, "batch_size")
     positive_int(rows_per_file, "rows_per_file", none_ok=True)
+    if video:
+        from navcuda.video import check_video_support
+
+        check_video_support()  # before any rendering
     if keep_images is False and output_dir is None:
         raise ValueError("keep_images=False needs an output_dir (the images would be lost)")
     names = [d.name or f"direction{i}" for i, d in enumerate(dirs)]
@@ -341,6 +349,11 @@ def render(
             if gif:
                 result.files.append(save_gif(strip, out / f"{stem}.gif", title=title,
                                              frame_labels=cols))  # fmt: skip
+            if video:
+                from navcuda.video import save_video
+
+                frames = strip_frames(strip, title=title, frame_labels=cols, bounce=True)
+                result.files.append(save_video(frames, out / f"{stem}.mp4"))
             bar.set_postfix_str(f"wrote {stem}", refresh=False)
     result.images = images
     return result
@@ -546,6 +559,23 @@ def save_gif(
     """Animated GIF of ``strip [N, T, C, H, W]``: frame m shows the N latents side by side at the
     m-th shift; the animation goes forth and back. Written atomically. ``title`` and
     ``frame_labels`` (one per shift, e.g. ``"t=-2"``) are drawn above the images."""
+    seq = strip_frames(strip, padding, title=title, frame_labels=frame_labels, bounce=True)
+    return atomic_save_image(
+        seq[0], path, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0
+    )
+
+
+def strip_frames(
+    strip: torch.Tensor,
+    padding: int = 2,
+    *,
+    title: str | None = None,
+    frame_labels: Sequence[str] | None = None,
+    bounce: bool = False,
+) -> list[Image.Image]:
+    """The frames of an animation of ``strip [N, T, C, H, W]`` (GIF, MP4): frame m shows the N
+    latents side by side at the m-th shift, under ``title`` and ``frame_labels[m]`` when given;
+    ``bounce`` appends the way back (forth and back when looped)."""
     if strip.ndim != 5:
         raise ValueError(f"expected [N, T, C, H, W], got {list(strip.shape)}")
     if frame_labels is not None and len(frame_labels) != strip.shape[1]:
@@ -558,10 +588,7 @@ def save_gif(
             frames.append(_with_header(canvas, lines, [], 0, padding))
         else:
             frames.append(Image.fromarray(canvas))
-    seq = frames + frames[-2:0:-1]
-    return atomic_save_image(
-        seq[0], path, format="GIF", save_all=True, append_images=seq[1:], duration=frame_ms, loop=0
-    )
+    return frames + frames[-2:0:-1] if bounce else frames
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

@@ -159,6 +159,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from navcuda.rendering import estimate_render, render
 
     check_writable(args.output, "dir")
+    if args.video:
+        from navcuda.video import check_video_support
+
+        check_video_support()
     ds = DirectionSet.load(args.directions)
     g = load_generator_of(args)
     ds.check_compatible(g, allow_other_model=args.allow_other_model)
@@ -180,6 +184,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         truncation_psi=args.truncation,
         label=label_of(args),
         labels=args.labels,
+        video=args.video,
     )
     print(f"wrote {len(res.files)} files for {len(ds)} directions to {args.output}/")
     return 0

@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     rend.add_argument(
         "--labels", action="store_true", help="draw direction names and t on strips and GIFs"
     )
+    rend.add_argument(
+        "--video", action="store_true", help="also write MP4 videos (needs navcuda[video])"
+    )
     rend.add_argument("--yes", action="store_true", help=YES_HELP)
     rend.add_argument("--truncation", type=finite, default=0.7, help="truncation psi")
     rend.add_argument("--allow-other-model", action="store_true", help="skip the model check")
