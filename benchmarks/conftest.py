@@ -80,6 +80,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
                 f"{b.group:<60} {r['median']:6.2f}x  [{r['p10']:.2f}, {r['p90']:.2f}]  "
                 f"{r['rounds']} rounds"
             )
+    for b in session.benchmarks:
+        if "summary" in b.extra_info:
+            tr.section(b.group)
+            for line in b.extra_info["summary"]:
+                tr.write_line(line)
     if not groups:
         return
     tr.section("speed-up over the reference (median time ratio, same run)")
