@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from navcuda import distributed as dist
 from navcuda.discover import params as P
 from navcuda.discover.optimize import (
     CONFIG_PARAMS,
@@ -107,12 +108,12 @@ def discover_hybrid(
     hparams = P.check_params("hybrid", hparams)  # named errors, not OptimizeConfig's
     info = generator.layer(layer)
     basis_file = None if checkpoint is None else Path(f"{checkpoint}.basis.nav")
-    if eigenvectors is None and basis_file is not None and basis_file.is_file():
-        eigenvectors = basis_file
+    if eigenvectors is None and basis_file is not None and dist.from_rank0(basis_file.is_file):
+        eigenvectors = dist.from_rank0(lambda: DirectionSet.load(basis_file))  # rank 0 wrote it
     if eigenvectors is None:
         from navcuda.discover.spectrum import discover_spectrum
 
-        if progress:  # the basis takes minutes before the optimisation's own bar starts
+        if progress and dist.is_rank0():  # the basis takes minutes before the optimisation's bar
             tqdm.write(
                 f"hybrid: building the spectrum basis (the top {basis_size} Hessian eigenvectors "
                 f"of {info.name}) before optimising"
@@ -122,7 +123,7 @@ def discover_hybrid(
         params = {"progress": progress, "calibrate": False, **(spectrum_params or {})}
         params = P.check_params("spectrum", params, exclude=_OWN, owner="hybrid spectrum_params")
         eigenvectors = discover_spectrum(generator, info.name, k=basis_size, seed=seed, **params)
-    if basis_file is not None and isinstance(eigenvectors, DirectionSet):
+    if basis_file is not None and isinstance(eigenvectors, DirectionSet) and dist.is_rank0():
         eigenvectors.save(basis_file)
     basis, source = _basis_from(eigenvectors, generator, info.name)
     if basis.ndim != 5 or basis.shape[0] < 1:
@@ -132,7 +133,7 @@ def discover_hybrid(
     basis = basis[:basis_size]
     cfg = OptimizeConfig(k=k, seed=seed, **{**HYBRID_DEFAULTS, **hparams})
     opt = DirectionOptimizer(generator, info.name, cfg, basis=basis, method="hybrid")
-    if checkpoint is not None and Path(checkpoint).is_file():
+    if checkpoint is not None and dist.from_rank0(Path(checkpoint).is_file):
         opt.load_state(checkpoint)
     opt.run(checkpoint_path=checkpoint, progress=progress)
     ds = opt.direction_set(calibrate=calibrate)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from navcuda import distributed as dist
 from navcuda.discover import params as P
 from navcuda.discover.adam_in_backward import InBackwardAdam
 from navcuda.grad_mode import differentiates
@@ -123,7 +124,8 @@ class DirectionOptimizer:
             self._basis = b / b.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)
             n_basis = b.shape[0]
         gen = torch.Generator().manual_seed(cfg.seed)
-        self.coeffs = torch.randn(cfg.k, n_basis, generator=gen).to(dev).requires_grad_(True)
+        # a Parameter, so that DDP can replicate it (navcuda.discover.ddp)
+        self.coeffs = torch.nn.Parameter(torch.randn(cfg.k, n_basis, generator=gen).to(dev))
         size = cfg.reconstructor_size or min(256, generator.image_shape[1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -132,6 +134,7 @@ class DirectionOptimizer:
         self.optimizer = InBackwardAdam([self.coeffs, *self.reconstructor.parameters()], cfg.lr)
         self.step_count = 0
         self.history: list[dict[str, float]] = []
+        self._ddp = None  # the distributed step, built on the first step under a process group
 
     @property
     def t_max(self) -> float:
@@ -180,7 +183,9 @@ class DirectionOptimizer:
         rounding): the reference of the benchmarks."""
         return self._step(official=True)
 
-    def _step(self, official: bool) -> dict[str, float]:
+    def _batch(self) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The step's batch ``(inputs, k [B], t [B])``, from the seed and the step count only
+        (the same on every rank of a distributed run, which takes its share of it)."""
         cfg, g = self.config, self.generator
         dev = g.device
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_count + 1)
@@ -188,7 +193,20 @@ class DirectionOptimizer:
         k = torch.randint(cfg.k, (cfg.batch_size,), generator=gen).to(dev)
         mag = self.t_min + (self.t_max - self.t_min) * torch.rand(cfg.batch_size, generator=gen)
         sign = torch.where(torch.rand(cfg.batch_size, generator=gen) < 0.5, -1.0, 1.0)
-        t = (mag * sign).to(dev)
+        return inputs, k, (mag * sign).to(dev)
+
+    def _step(self, official: bool) -> dict[str, float]:
+        cfg, g = self.config, self.generator
+        inputs, k, t = self._batch()
+        if not official and dist.is_active():  # several processes: DDP over the batch's shares
+            from navcuda.discover.ddp import DDPStep
+
+            self._ddp = self._ddp or DDPStep(self)
+            stats = self._ddp.step(inputs, k, t)
+            self.step_count += 1
+            stats = {"step": self.step_count, **stats}
+            self.history.append(stats)
+            return stats
         with frozen(g):
             if official:
                 with g.official_route():
@@ -240,7 +258,8 @@ class DirectionOptimizer:
         total = self.config.steps - self.step_count if steps is None else steps
         done: list[dict[str, float]] = []
         running, best, since = None, -1.0, 0
-        bar = tqdm(total=max(total, 0), desc=self.method, unit="step", disable=not progress)
+        bar = tqdm(total=max(total, 0), desc=self.method, unit="step",
+                   disable=not progress or not dist.is_rank0())  # fmt: skip
         try:
             for _ in range(max(total, 0)):
                 s = self.train_step()
@@ -328,9 +347,12 @@ class DirectionOptimizer:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a resumable checkpoint atomically, with the checksum of its tensors."""
+        """Write a resumable checkpoint atomically, with the checksum of its tensors (on rank 0
+        only in a distributed run: the state is the same on every rank)."""
         from navcuda.training import atomic_torch_save
 
+        if not dist.is_rank0():
+            return Path(path)
         return atomic_torch_save(self.state_dict(), path)
 
     def load_state(self, path: str | os.PathLike) -> None:
@@ -342,7 +364,8 @@ class DirectionOptimizer:
         from navcuda.io.checksum import verify_state_checksum
 
         p = Path(path)
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        # distributed: rank 0 wrote it, rank 0 reads it for every rank
+        state = dist.from_rank0(lambda: torch.load(p, map_location="cpu", weights_only=True))
         if not isinstance(state, dict) or state.get("format") != "navcuda-optimize":
             raise ValueError(f"{p} is not a navcuda optimisation checkpoint")
         verify_state_checksum(
@@ -380,7 +403,7 @@ def discover_optimize(
     hparams = P.check_params("optimize", hparams)  # named errors, not OptimizeConfig's
     cfg = OptimizeConfig(k=k, seed=seed, **hparams)
     opt = DirectionOptimizer(generator, layer, cfg)
-    if checkpoint is not None and Path(checkpoint).is_file():
+    if checkpoint is not None and dist.from_rank0(Path(checkpoint).is_file):
         opt.load_state(checkpoint)
     opt.run(checkpoint_path=checkpoint, progress=progress)
     return opt.direction_set(calibrate=calibrate)

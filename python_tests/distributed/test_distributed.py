@@ -1,0 +1,178 @@
+"""Discovery on several processes (issue 24): ``python -m navcuda discover`` launched as
+``torchrun`` would on 2 gloo processes of one thread each (:mod:`launch`), against the same run in
+this process. Few and small: each launch costs ~5 s of process start-up on 2 cores."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from navcuda.discover import discover
+from navcuda.discover.optimize import DirectionOptimizer, OptimizeConfig
+from navcuda.io.directions import DirectionSet
+from navcuda.metrics.perceptual import PixelMSE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import launch  # noqa: E402
+from tiny_dist_model import make  # noqa: E402
+
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(
+        not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+        reason="torch built without torch.distributed / gloo",
+    ),
+]
+
+MODEL = ["--model", "tiny_dist_model:make", "--layer", "convs.1"]
+SPECTRUM = dict(n_latents=6, tol=1e-4, resize=None, block_dtype="float64")
+
+
+def _discover(method: str, out: Path, k: int = 3, **params) -> list[str]:
+    """``navcuda discover`` arguments for the tiny model (``--param`` per keyword)."""
+    args = ["discover", "--method", method, *MODEL, "-k", str(k), "-o", str(out)]
+    if method == "spectrum":
+        args += ["--metric", "pixel"]
+    for name, v in params.items():
+        args += ["--param", f"{name}={'null' if v is None else str(v).lower()}"]
+    return args
+
+
+def _ok(codes, ranks_logs: Path) -> None:
+    logs = "\n".join(p.read_text()[-1500:] for p in sorted(ranks_logs.glob("rank*.log")))
+    assert codes == [0, 0], logs
+
+
+@pytest.mark.parametrize("placement", ["replicated", "rank0"])
+def test_sharded_spectrum_equals_single_process(tmp_path, placement):
+    """Each rank holds 3 of the 6 latents; the all-reduced products are the single-process mean
+    up to float rounding, so the eigenpairs agree to float32 rounding (the eigensolver is the
+    same; the products differ in the order of their sums). The rank-0 placement also calibrates
+    the amplitudes, sharded over the directions."""
+    calibrate = placement == "rank0"
+    args = _discover(
+        "spectrum", tmp_path / "d.nav", **SPECTRUM, calibrate=calibrate, progress=False
+    )
+    codes = launch.run(args, 2, tmp_path, extra_env={"NAVCUDA_DIST_SOLVER": placement})
+    _ok(codes, tmp_path)
+    got = DirectionSet.load(tmp_path / "d.nav")
+    ref = discover(make(), "convs.1", method="spectrum", k=3, metric=PixelMSE(), progress=False,
+                   calibrate=calibrate, **SPECTRUM)  # fmt: skip
+    torch.testing.assert_close(got.values, ref.values, rtol=1e-5, atol=0)
+    a, b = got.coefficients.flatten(1).double(), ref.coefficients.flatten(1).double()
+    agreement = torch.linalg.svdvals(a @ b.t()).min()  # cosines of the principal angles
+    assert float(agreement) >= 0.999
+    assert got.extra["distributed"]["world_size"] == 2
+    assert got.extra["distributed"]["solver"] == placement
+    assert got.extra["hessian"]["n_latents"] == 6
+    if calibrate:
+        torch.testing.assert_close(got.amplitudes, ref.amplitudes, rtol=1e-3, atol=0)
+
+
+# ---------------------------------------------------------------- DDP optimisation
+OPT = dict(k=3, batch_size=16, lr=1e-4, seed=0)
+
+
+def _single(steps: int, tmp_path: Path) -> list[dict]:
+    """Single-process states after 1..steps steps; the one after 2 saved to single2.pt."""
+    opt = DirectionOptimizer(make(), "convs.1", OptimizeConfig(**OPT))
+    states = []
+    for i in range(steps):
+        opt.train_step()
+        states.append(copy.deepcopy(opt.state_dict()))  # (it shares the live tensors)
+        if i == 1:
+            opt.save(tmp_path / "single2.pt")
+    return states
+
+
+def _launch_optimize(tmp_path: Path, name: str, steps: int, checkpoint: Path) -> dict:
+    args = _discover("optimize", tmp_path / f"{name}.nav", k=OPT["k"], steps=steps, lr=OPT["lr"],
+                     batch_size=OPT["batch_size"], calibrate=False, progress=False,
+                     checkpoint=checkpoint)  # fmt: skip
+    _ok(launch.run(args, 2, tmp_path / name), tmp_path / name)
+    return torch.load(checkpoint, weights_only=True)
+
+
+def _update_error(got: dict, ref: dict, init: dict) -> float:
+    """``|got - ref| / |ref - init|`` over the floating tensors of two state dicts."""
+    diff = upd = 0.0
+    for key, v in ref.items():
+        if v.is_floating_point():
+            diff += float((got[key] - v).double().square().sum())
+            upd += float((v - init[key]).double().square().sum())
+    return (diff / upd) ** 0.5
+
+
+def _assert_same_run(got: dict, ref: dict) -> None:
+    """Same global batch, float32 sums in another order (per-rank partial sums, DDP's bucketed
+    all-reduce, the cross-rank batch norm's float64 statistics): the first step's gradients agree
+    to ~4e-6 relative at this batch of 16, which is float32's own error here (the single-process
+    float32 gradient is 4.7e-6 from float64's). But Adam's first step is ``lr * sign(g)``: the few
+    reconstructor weights whose gradient is within that rounding of zero may move by ``lr`` in
+    opposite directions, and the next steps' images and gradients inherit it. So the states are
+    compared by the difference of the two runs' updates relative to the updates themselves,
+    which that bounds (measured: 1e-4 for the reconstructor and 3e-3 to 7e-3 for the 18 direction
+    coefficients after 2-3 steps; a step from the same state: 2e-7 and 0). Bounds 10x above."""
+    assert got["step"] == ref["step"]
+    losses = torch.tensor([[h["loss"], h["accuracy"]] for h in got["history"]])
+    ref_losses = torch.tensor([[h["loss"], h["accuracy"]] for h in ref["history"]])
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=0)
+    init = DirectionOptimizer(make(), "convs.1", OptimizeConfig(**OPT)).state_dict()
+    coeffs = _update_error({"c": got["coeffs"]}, {"c": ref["coeffs"]}, {"c": init["coeffs"]})
+    recon = _update_error(got["reconstructor"], ref["reconstructor"], init["reconstructor"])
+    assert coeffs < 5e-2 and recon < 1e-2, (coeffs, recon)
+
+
+def test_ddp_optimize_equals_single_process_and_resumes_on_another_world_size(tmp_path):
+    """2 steps on 2 processes equal 2 single-process steps with the same global batch; the
+    single-process checkpoint after 2 steps resumes on 2 processes, and the 2-process one in
+    one process, both giving the single-process third step."""
+    single = _single(3, tmp_path)
+    ddp = _launch_optimize(tmp_path, "ddp", 2, tmp_path / "ddp.pt")
+    _assert_same_run(ddp, single[1])
+
+    resumed_on_2 = tmp_path / "resumed.pt"  # written by one process, resumed by two
+    shutil.copy(tmp_path / "single2.pt", resumed_on_2)
+    _assert_same_run(_launch_optimize(tmp_path, "resume", 3, resumed_on_2), single[2])
+
+    opt = DirectionOptimizer(make(), "convs.1", OptimizeConfig(**OPT))  # two -> one
+    opt.load_state(tmp_path / "ddp.pt")
+    opt.train_step()
+    _assert_same_run(opt.state_dict(), single[2])
+
+
+# ---------------------------------------------------------------- failures
+def test_killed_rank_ends_the_run_with_an_error(tmp_path):
+    """Rank 1 is killed (SIGKILL) while the eigensolver runs; rank 0's next all-reduce fails and
+    it exits with an error line, well within the timeout (no hang)."""
+    args = _discover("spectrum", tmp_path / "d.nav", n_latents=6, tol=1e-12, max_iters=100000,
+                     resize=None, calibrate=False, progress=True)  # fmt: skip
+    ranks = launch.start(args, 2, tmp_path, extra_env={"NAVCUDA_DIST_TIMEOUT": "60"})
+    deadline = time.monotonic() + 60
+    while "max_residual" not in ranks[0].text():  # rank 0's bar: the solver is iterating
+        assert time.monotonic() < deadline and ranks[0].proc.poll() is None, ranks[0].text()
+        time.sleep(0.2)
+    ranks[1].proc.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    codes = launch.wait(ranks, timeout=30)
+    assert codes[0] not in (0, None) and codes[1] == -signal.SIGKILL
+    assert time.monotonic() - t0 < 30
+    assert "navcuda discover: error:" in ranks[0].text()
+    assert "peer" in ranks[0].text()
+    assert not (tmp_path / "d.nav").exists()
+
+
+def test_bad_input_fails_on_every_rank(tmp_path):
+    """An error every rank meets (fewer latents than processes) ends every rank with it."""
+    args = _discover("spectrum", tmp_path / "d.nav", k=2, n_latents=1, resize=None, progress=False)
+    codes = launch.run(args, 2, tmp_path, timeout=60)
+    assert codes == [2, 2]
+    for r in (0, 1):
+        assert "cannot be shared by 2 processes" in (tmp_path / f"rank{r}.log").read_text()
