@@ -29,6 +29,7 @@ from navcuda.cli.options import (
     positive,
     seed_value,
 )
+from navcuda.cli.studio import add_studio_parser
 
 YES_HELP = (
     "start even when the estimate exceeds the free memory or disk, or an hour (without it, "
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     name.set_defaults(func=cmd_name)
 
     add_edit_parser(sub)
+    add_studio_parser(sub)
 
     ev = sub.add_parser(
         "evaluate",

@@ -1,0 +1,99 @@
+"""The studio's model side (:mod:`navcuda.studio.session`): states, rendering through recipes,
+named errors, exports (no browser)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from navcuda.discover import discover
+from navcuda.models.stylegan2 import Generator
+from navcuda.recipe import DirectionSource, Recipe, RecipeModelError, render_recipe
+from navcuda.studio import ExportError, PhotoError, SliderRangeError, Studio, StudioError
+from navcuda.studio.exports import sweep_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def studio(tiny_generator, tmp_path):
+    ds = discover(tiny_generator, 3, method="svd", k=3, calibrate=False)
+    ds.amplitudes = torch.tensor([20.0, float("nan"), 40.0], dtype=torch.float64)
+    src = DirectionSource.of(ds, str(ds.save(tmp_path / "dirs.nav")))
+    return Studio(tiny_generator, [src], tmp_path / "exports", projection_steps=2)
+
+
+def test_sliders_and_states(studio):
+    assert [s.label for s in studio.sliders] == ["sv0", "sv1", "sv2"]
+    assert [s.relative for s in studio.sliders] == [True, False, True]
+    assert studio.sliders[0].limit == 5.0 and studio.sliders[1].limit > 0
+    s0 = studio.initial(seed=4)
+    s1 = studio.update(s0, [1.0, 0.0, -0.5])
+    recipe = studio.recipe(s1)
+    assert [(t.name, t.t) for t in recipe.terms] == [("sv0", 20.0), ("sv2", -20.0)]
+    edited, original = studio.render(s1), studio.render(s1, original=True)
+    assert edited.dtype == np.uint8 and edited.shape == (16, 16, 3)
+    assert np.abs(edited.astype(int) - original).mean() > 0.5
+    assert np.array_equal(original, studio.render(s0))  # no edit: the sample itself
+
+
+def test_out_of_range_and_bad_values_are_named_errors(studio):
+    s0 = studio.initial()
+    with pytest.raises(SliderRangeError, match=r"takes values in \[-5, 5\]"):
+        studio.update(s0, [5.5, 0, 0])
+    with pytest.raises(SliderRangeError, match="not a number"):
+        studio.update(s0, ["x", 0, 0])
+    with pytest.raises(SliderRangeError, match="expected 3 slider values"):
+        studio.update(s0, [0, 0])
+    with pytest.raises(StudioError, match="seed"):
+        studio.update(s0, seed=-1)
+    with pytest.raises(StudioError, match="unconditional"):
+        studio.update(s0, label=1)
+    with pytest.raises(StudioError, match="truncation"):
+        studio.update(s0, truncation=float("nan"))
+
+
+def test_photos_recipes_and_exports(studio, tiny_generator, tmp_path, tiny_config):
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.full((20, 20, 3), 120, np.uint8)).save(photo)
+    state = studio.update(studio.project_photo(photo, studio.initial(), progress=False), [1, 0, 0])
+    assert state.latent is not None and state.latent.source == "p.png"
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(PhotoError, match="not an image file"):
+        studio.project_photo(text, state)
+    # Exports: the recipe reproduces the PNG exactly; GIF and MP4 sweep the edit.
+    png = studio.export(state, "png")
+    rec = studio.export(state, "recipe")
+    again = render_recipe(tiny_generator, Recipe.load(rec), studio.sources)
+    assert np.array_equal(np.asarray(Image.open(png)), studio.render(state))
+    from navcuda.rendering import to_uint8
+
+    assert np.array_equal(np.asarray(Image.open(png)), to_uint8(again[0]))
+    gif = Image.open(studio.export(state, "gif"))
+    assert gif.n_frames == 2 * 9 - 2
+    assert studio.export(state, "mp4").stat().st_size > 0
+    assert sorted(p.suffix for p in studio.export_dir.iterdir()) == [
+        ".gif", ".json", ".mp4", ".png",
+    ]  # fmt: skip
+    sweep = sweep_images(studio, state)
+    assert sweep.shape == (1, 9, 3, 16, 16)
+    # The recipe loads back into a state with the same image.
+    loaded = studio.load_recipe(rec)
+    assert np.array_equal(studio.render(loaded), studio.render(state))
+    # Another model's recipe, an export folder that is a file: named errors, nothing written.
+    torch.manual_seed(3)
+    other = Studio(Generator(tiny_config()).eval(), studio.sources, tmp_path / "x")
+    with pytest.raises(RecipeModelError):
+        other.load_recipe(rec)
+    (tmp_path / "file").write_text("x")
+    blocked = Studio(tiny_generator, studio.sources, tmp_path / "file" / "sub")
+    with pytest.raises(ExportError, match="cannot export"):
+        blocked.export(state, "png")
+    with pytest.raises(StudioError, match="unknown export"):
+        studio.export(state, "bmp")
+    assert json.loads(rec.read_text())["input"]["kind"] == "latent"

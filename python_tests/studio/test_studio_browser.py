@@ -1,0 +1,159 @@
+"""The studio in headless Chromium (Selenium + chromedriver, as the gallery's browser tests): the
+test starts the server on a free localhost port with the bundled model, moves a slider, checks
+the shown image against ``navcuda edit --recipe`` of the exported recipe, uploads a 64x64 PNG,
+exports a GIF, and stops the server.
+
+``NAVCUDA_STUDIO_SCREENSHOT=docs/studio.png`` also saves the README's screenshot.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from navcuda.cli import main
+
+pytest.importorskip("gradio", reason="the studio needs gradio (pip install 'navcuda[studio]')")
+
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (run .ci/install-browser)"
+    )
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("chromium and chromedriver are needed: run .ci/install-browser")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
+        opts.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(options=opts, service=Service(driver_path))
+    except WebDriverException as exc:
+        pytest.skip(f"chromium could not be started: {exc.msg}")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The studio on the bundled model, on a free port; stopped after the test."""
+    from navcuda.models.default import load_default
+    from navcuda.recipe import DirectionSource
+    from navcuda.studio import Studio
+    from navcuda.studio.app import free_port, launch
+
+    studio = Studio(
+        load_default(), [DirectionSource.bundled()], tmp_path / "exports", projection_steps=10
+    )
+    port = free_port()
+    app = launch(studio, port=port, block=False)
+    try:
+        yield studio, f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+def _wait(predicate, timeout=60.0, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _src(driver, elem_id):
+    return driver.execute_script(
+        f"const i = document.querySelector('#{elem_id} img'); return i ? i.src : null"
+    )
+
+
+def _pixels(url) -> np.ndarray:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB"))
+
+
+def _status(driver) -> str:
+    return driver.find_element("id", "status").text
+
+
+def test_studio_in_chromium(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    studio, url = server
+    assert url.startswith("http://127.0.0.1:")
+    browser.get(url)
+    first = _wait(lambda: _src(browser, "edited"), what="the first image")
+    before = _pixels(first)
+    # Move the 'eye size' slider (its number box, as a user types a value).
+    box = browser.find_element(By.CSS_SELECTOR, "#dir-0 input[type=number]")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("2.5", Keys.ENTER)
+    moved = _wait(lambda: (s := _src(browser, "edited")) != first and s, what="a new image")
+    _wait(lambda: "eye size +2.50x" in _status(browser), what="the status")
+    shown = _pixels(moved)
+    assert np.abs(shown.astype(int) - before).mean() > 0.5  # the image changed
+    # Export the recipe: navcuda edit --recipe renders the shown image, bit for bit.
+    browser.find_element(By.ID, "export-recipe").click()
+    recipe = _wait(lambda: next(studio.export_dir.glob("*.recipe.json"), None), what="recipe")
+    out = tmp_path / "cli.png"
+    assert main(["edit", "--recipe", str(recipe), "-o", str(out)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out).convert("RGB")), shown)
+    # Upload a 64x64 photo: it is projected, and the original shows the projection.
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[:, None, None], (1, 64, 3)))\
+        .save(photo)  # fmt: skip
+    original = _src(browser, "original")
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(photo))
+    _wait(lambda: "photo.png (projected)" in _status(browser), what="the projection")
+    assert _wait(lambda: (s := _src(browser, "original")) != original and s)
+    # Export a GIF of the edit's sweep.
+    browser.find_element(By.ID, "export-gif").click()
+    gif = _wait(lambda: next(studio.export_dir.glob("*.gif"), None), what="the GIF")
+    assert Image.open(gif).n_frames > 1
+    # A file that is not an image: a named error in the UI, the state unchanged.
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    shown_before = _src(browser, "edited")
+    browser.find_element(By.CSS_SELECTOR, "#photo input[type=file]").send_keys(str(bad))
+    _wait(lambda: "PhotoError" in browser.page_source, what="the error message")
+    assert _src(browser, "edited") == shown_before
+    shot = os.environ.get("NAVCUDA_STUDIO_SCREENSHOT")
+    if shot:
+        browser.refresh()
+        _wait(lambda: _src(browser, "edited"), what="the image")
+        box = browser.find_element(By.CSS_SELECTOR, "#dir-0 input[type=number]")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys("3", Keys.ENTER)
+        _wait(lambda: "eye size +3.00x" in _status(browser), what="the status")
+        time.sleep(0.5)
+        browser.save_screenshot(shot)
