@@ -34,7 +34,7 @@ from navcuda._summary import short_repr
 from navcuda.io.atomic import atomic_path, nearest_existing
 from navcuda.io.directions import DirectionSet
 from navcuda.models.interface import GeneratorError, Inputs, ShiftableGenerator
-from navcuda.shift import Direction, as_inputs, synthesize_shifted
+from navcuda.shift import Combination, Direction, as_inputs, synthesize_shifted
 
 __all__ = [
     "KEEP_IMAGES_MAX_BYTES",
@@ -274,7 +274,9 @@ def render(
     """Render every direction over a row of shifts for several latents.
 
     Args:
-        directions: a direction set, a list of directions or one direction.
+        directions: a direction set, a list of directions or one direction; combinations
+            (:class:`~navcuda.shift.Combination`, several directions at once) render as one
+            strip each, ``ts`` scaling the whole combination (they have no amplitude).
         z_or_seeds: a sequence of seeds (a ``range`` is never listed: rows are sampled a file at
             a time), a count N (seeds 0..N-1), the generator's
             :class:`~navcuda.models.interface.Inputs`, or (StyleGAN) latents ``[N, z_dim]``.
@@ -520,7 +522,7 @@ def estimate_render(
 
 
 def _as_directions(directions) -> list[Direction]:
-    if isinstance(directions, Direction):
+    if isinstance(directions, (Direction, Combination)):  # a combination renders as one strip
         return [directions]
     dirs = list(directions)
     if not dirs:

@@ -329,11 +329,22 @@ class Combination:
     :func:`combined_shift` gives its shifts. The same direction may appear twice (its ``t`` add).
 
     Example: ``Combination([(ds.by_name("eye size"), 2.0), (ds.by_name("nose length"), -1.5)])``.
+    ``name`` labels it where directions are listed (:func:`navcuda.render` strips); a list of
+    per-sample "directions" may mix combinations and directions, each sample's ``t`` then
+    scaling its combination (:func:`synthesize_shifted`).
     """
 
-    __slots__ = ("terms",)
+    __slots__ = ("terms", "name")
 
-    def __init__(self, terms: Iterable[Term | tuple[Direction, float | torch.Tensor]]) -> None:
+    #: A combination has no recommended amplitude: its ``t`` are absolute (renders that scale
+    #: directions by their amplitude scale a combination by 1).
+    amplitude = None
+
+    def __init__(
+        self,
+        terms: Iterable[Term | tuple[Direction, float | torch.Tensor]],
+        name: str | None = None,
+    ) -> None:
         items: list[Term] = []
         for item in terms:
             term = item if isinstance(item, Term) else Term(*item)
@@ -346,6 +357,7 @@ class Combination:
         if not items:
             raise ValueError("a combination needs at least one (direction, t) term")
         self.terms: tuple[Term, ...] = tuple(items)
+        self.name = name
 
     def __len__(self) -> int:
         return len(self.terms)
@@ -365,7 +377,7 @@ class Combination:
     def scaled(self, factor: float | torch.Tensor) -> Combination:
         """Every ``t`` multiplied by ``factor`` (a float, or ``[B]`` for one scale per sample:
         a sweep of the whole edit)."""
-        return Combination(Term(x.direction, x.t * factor) for x in self.terms)
+        return Combination((Term(x.direction, x.t * factor) for x in self.terms), self.name)
 
 
 def combined_shift(
@@ -445,6 +457,29 @@ def _layer_sum(
     return LayerShift(layer, torch.einsum("bk,koixy->boixy", ts.to(dtype), deltas))
 
 
+def _per_sample(items: list, t: torch.Tensor, n: int) -> Combination:
+    """One combination for a batch whose sample ``b`` uses ``items[b]`` (a direction or a
+    combination; one item: every sample) scaled by ``t[b]``."""
+    if len(items) not in (1, n) or t.numel() not in (1, n):
+        raise ValueError(
+            f"a batch of {n} samples takes one direction or combination or {n}, got "
+            f"{len(items)}, and one t or {n}, got {t.numel()}"
+        )
+    per = items * n if len(items) == 1 else items
+    t_ = t.reshape(()).expand(n) if t.numel() == 1 else t
+    terms: list[Term] = []
+    for obj in {id(x): x for x in per}.values():
+        mask = torch.tensor([x is obj for x in per], device=t_.device)
+        scale = torch.where(mask, t_, torch.zeros_like(t_))
+        if isinstance(obj, Combination):
+            terms.extend(Term(x.direction, x.t * scale) for x in obj)
+        elif isinstance(obj, Direction):
+            terms.append(Term(obj, scale))
+        else:
+            raise TypeError(f"expected Directions or Combinations, got {type(obj).__name__}")
+    return Combination(terms)
+
+
 def synthesize_shifted(
     generator: ShiftableGenerator,
     inputs: Inputs | torch.Tensor,
@@ -487,6 +522,8 @@ def synthesize_shifted(
     if not dirs:
         raise ValueError("no directions given (pass directions=None for the unshifted images)")
     t_ = _magnitudes(generator, t)
+    if any(isinstance(d, Combination) for d in dirs):  # per sample: t scales its combination
+        return synthesize_shifted(generator, inputs, _per_sample(dirs, t_, n), 0.0, noise_mode)
     if len(dirs) not in (1, n) or t_.numel() not in (1, n):
         raise ValueError(
             f"a batch of {n} samples takes one direction or {n} (one per sample), got "

@@ -159,3 +159,27 @@ def test_bad_combinations_are_refused(tiny_generator):
     with pytest.raises(ValueError, match="finite"):
         synthesize_shifted(g, x, Combination([(d, float("nan"))]))
     assert "sv0: 1" in repr(Combination([(d, 1.0)]))
+
+
+@torch.no_grad()
+def test_combinations_mixed_per_sample_and_rendered_as_strips(tiny_generator):
+    from navcuda.rendering import render
+
+    g = tiny_generator
+    d1, d2, d3 = _sv(g, LAYER, 0), _sv(g, LAYER, 2), _sv(g, "convs.3", 1)
+    combo = Combination([(d1, 1.5), (d3, -1.0)], name="both")
+    x = g.from_z(_z(3, seed=8))
+    ts = torch.tensor([1.0, -2.0, 0.5])
+    got = synthesize_shifted(g, x, [combo, d2, combo], ts)
+    for b, want in enumerate(
+        [
+            synthesize_shifted(g, x.take([0]), combo),
+            synthesize_shifted(g, x.take([1]), d2, -2.0),
+            synthesize_shifted(g, x.take([2]), combo.scaled(0.5)),
+        ]
+    ):
+        assert (got[b : b + 1] - want).abs().max() <= 1e-5, b
+    res = render(g, [combo, d2], x, ts=[0.0, 1.0], relative=False, progress=False)
+    assert res.names == ["both", "sv2"] and res.images.shape[:3] == (2, 3, 2)
+    assert (res.images[0, :, 1] - synthesize_shifted(g, x, combo)).abs().max() <= 1e-5
+    assert torch.equal(res.images[0, :, 0], res.images[1, :, 0])  # t = 0: both unshifted
