@@ -97,3 +97,17 @@ def test_photos_recipes_and_exports(studio, tiny_generator, tmp_path, tiny_confi
     with pytest.raises(StudioError, match="unknown export"):
         studio.export(state, "bmp")
     assert json.loads(rec.read_text())["input"]["kind"] == "latent"
+
+
+def test_studio_command_refuses_bad_input_before_serving(tmp_path, capsys, monkeypatch):
+    import navcuda.studio.app as app
+    from navcuda.cli import main
+
+    monkeypatch.setattr(app, "launch", lambda *a, **k: pytest.fail("the server started"))
+    (tmp_path / "afile").write_text("x")
+    assert main(["studio", "--export-dir", str(tmp_path / "afile")]) == 2
+    assert "it is a file, not a folder" in capsys.readouterr().err
+    assert main(["studio", str(tmp_path / "missing.nav")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["studio", "--checkpoint", str(tmp_path / "g.safetensors")]) == 2
+    assert "direction sets" in capsys.readouterr().err
