@@ -7,12 +7,15 @@ Commands:
   navcuda render F -o DIR            strips / GIFs of a direction set
   navcuda gallery F -o DIR           a static HTML page to browse, name and mark directions
   navcuda name F names.json          merge names exported from the gallery into a set
-  navcuda edit IMAGE --direction D   project an image (or --seed S) and apply a named edit
+  navcuda edit IMAGE --direction D=T project an image (or --seed S, a folder, a seed range, a
+                                     --recipe) and apply named edits
+  navcuda studio [F ...]             interactive editor in the browser (navcuda[studio])
   navcuda evaluate EXP F -o DIR      the paper's experiments (locality, reproduce, ...)
   navcuda train -o DIR               train the toy-world generator (resumable)
 
 Modules: ``options`` (argument types, shared options, the generator of a command),
-``commands``, ``evaluate`` (the ``evaluate`` experiments), ``parser``.
+``commands``, ``edit`` and ``studio`` (those two commands), ``evaluate`` (the ``evaluate``
+experiments), ``parser``.
 """
 
 from __future__ import annotations
