@@ -180,7 +180,7 @@ def _exact_fd_work(h: PerceptualHessian, v: torch.Tensor) -> torch.Tensor:
         caches = [g.split(c, after).cache for c in h.inputs.chunks(h.batch_size)]
     state = SplitState(after, h.inputs, Inputs.cat(caches))
     with frozen(g):
-        for _, _, _, i in h._chunks(2 * v.shape[0], "exact FD work"):
+        for _, _, _, i, _win in h._chunks(2 * v.shape[0], "exact FD work"):
             one = h._one_latent(i)
             rows = state.take(i, one)
             x = rows.cache["x"].detach().requires_grad_(True)

@@ -99,6 +99,14 @@ per chunk returns every perturbation's gradient already summed over its latents.
 ``conv(x, delta)`` is computed apart from ``conv(x, W)``, so a small ``eps`` is not lost in the
 rounding of ``W + eps v``.
 
+Memory: what grows with the latents is the cache of each (the activations before the layer,
+its inputs and, for FD products and gradients, the unshifted features, computed on first use).
+Under ``memory_budget`` (:mod:`navcuda.hessian_memory`) the first latents that fit are cached
+and the others recomputed per block of ``batch_size`` latents in every product, so that peak
+memory is flat in the number of latents past the budget. The first Gauss-Newton product's check
+(two loss evaluations) keeps no autograd graph: it used to keep one per latent (~70 MB each on
+a 512-channel 32 px model with LPIPS-VGG), the main growth of peak memory with the latents.
+
 The "forward" and "double-backward" Gauss-Newton modes and :meth:`~PerceptualHessian.loss` run
 the generator with the plain-torch pieces (its ``reference_ops()``): the native fused kernels
 support first-order reverse mode only, and these need double backward or forward-mode AD. The
@@ -117,6 +125,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -124,6 +133,8 @@ import torch.nn.functional as F
 
 from navcuda._checks import positive_int
 from navcuda.grad_mode import differentiates, refuse_inference_mode
+from navcuda.hessian_memory import HessianMemory, plan_latents
+from navcuda.memory_budget import measure_peak, parse_size
 from navcuda.models.interface import (
     Inputs,
     LayerShift,
@@ -155,6 +166,30 @@ def _metric_group(batch_size: int) -> int:
     return max(1, 3 * batch_size // 4)
 
 
+def _rows_bytes(state: SplitState) -> int:
+    """Bytes per latent of a state's inputs and cache."""
+    tensors = list(state.inputs.tensors.values())
+    if state.cache is not None:
+        tensors += list(state.cache.tensors.values())
+    total = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return -(-total // max(1, len(state)))
+
+
+@dataclass
+class _Window:
+    """Latents ``[lo, hi)`` of a product's pass: their split state (cached or just recomputed)
+    and, once a chunk asks for them, their unshifted features."""
+
+    lo: int
+    hi: int
+    state: SplitState
+    resident: bool
+    feats: list[torch.Tensor] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+
 class PerceptualHessian:
     """Gradients and Hessian-vector products of ``L(delta)`` (see the module docstring).
 
@@ -182,8 +217,23 @@ class PerceptualHessian:
             ``F.interpolate`` with its default mode).
         progress: show tqdm progress bars over chunks.
         setup_progress: a bar over the precomputation in the constructor (the activations
-            before the layer, the unshifted images and their features, for every latent: on
-            the bundled model ~35 s for 512 latents); default ``progress``.
+            before the layer of every cached latent); default ``progress``.
+        memory_budget: bytes (or ``"24GB"``, ``"50%"`` of the free memory:
+            :func:`navcuda.memory_budget.parse_size`) for the per-latent caches, one chunk's
+            transient and that chunk's vectors, on the generator's device. ``None`` (default):
+            every latent cached. With a budget the constructor measures one chunk of
+            ``budget_product`` on one latent (:attr:`memory`, :class:`~navcuda.hessian_memory.
+            HessianMemory`), caches the first latents that fit and recomputes the others per
+            block of ``batch_size`` latents in every product, so that peak memory stops growing
+            with the latents; results differ only by float rounding (the chunks' sums are
+            grouped differently). Raises :class:`~navcuda.memory_budget.MemoryBudgetError`
+            with the figures when one chunk does not fit. A caller running products of more
+            than ``batch_size`` vectors reserves their rows (``memory.per_vector`` each) apart.
+        budget_product: the product the budget is planned for: ``"gn"`` (:meth:`hvp_gn`, the
+            default) or ``"fd"`` (:meth:`hvp_fd` and :meth:`grad`, which also keep the unshifted
+            features of the cached latents).
+
+    The unshifted features (FD products and gradients only) are computed on first use.
     """
 
     def __init__(
@@ -199,6 +249,8 @@ class PerceptualHessian:
         resize_mode: str = "nearest",
         progress: bool = False,
         setup_progress: bool | None = None,
+        memory_budget: int | str | None = None,
+        budget_product: str = "gn",
     ) -> None:
         if not isinstance(generator, ShiftableGenerator):
             raise TypeError(
@@ -227,6 +279,8 @@ class PerceptualHessian:
         positive_int(resize, "resize", none_ok=True)
         if resize_mode not in _RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {_RESIZE_MODES}, got {resize_mode!r}")
+        if budget_product not in ("gn", "fd"):
+            raise ValueError(f"budget_product must be 'gn' or 'fd', got {budget_product!r}")
         # Its cached activations would be inference tensors, unusable by every product.
         refuse_inference_mode("PerceptualHessian")
 
@@ -244,27 +298,100 @@ class PerceptualHessian:
         self.resize_mode = resize_mode
         self.progress = progress
         self.gn_mode_used: str | None = None
+        budget = None if memory_budget is None else parse_size(memory_budget, self.device)
 
         self.inputs = self._check_inputs(inputs)
         self.n = len(self.inputs)
+        # The unshifted features are kept for the cached latents when FD products are planned
+        # for (or with no budget); otherwise each block recomputes them when it needs them.
+        self._keep_features = budget is None or budget_product == "fd"
+        self._feats_cache: list[torch.Tensor] | None = None
+        self._probe_latents: int | None = None  # products over the first latents only (probe)
+        self._window = 0  # latents per streamed block (0: every latent is cached)
 
-        # ---- the shift-independent part, computed once
-        states, feats = [], []
+        # ---- the shift-independent part, computed once: the activations before the layer
+        show = progress if setup_progress is None else setup_progress
+        first = min(self.n, self.batch_size)
+        with torch.no_grad():
+            st = generator.split(self.inputs.take(slice(0, first)), info.name)
+        self._state, self._resident = st, first
+        per_prefix = _rows_bytes(st)
+        self.memory = self._plan(budget, budget_product, per_prefix)
+        self._resident, self._window = self.memory.resident, self.memory.window
+        self._feats_cache = None  # rebuilt on first use for the planned latents
+        self._state = self._cache_states(st, show)
+
+    def _plan(self, budget: int | None, product: str, per_prefix: int) -> HessianMemory:
+        """The memory model; with a budget, one chunk of ``product`` is measured on the first
+        latent, then :func:`~navcuda.hessian_memory.plan_latents` decides what is cached."""
+        row = self.n_params * torch.finfo(self.dtype).bits // 8
+        per_feats = 0
+        if budget is not None and self._keep_features:
+            per_feats = sum(f[:1].nbytes for f in self._resident_features())
+        per_chunk = seconds = None
+        vectors = self.batch_size if product == "gn" else max(1, self.batch_size // 2)
+        if budget is not None:
+            per_chunk, seconds = self._probe(product, vectors)
+        resident, window = plan_latents(
+            self.n,
+            self.batch_size,
+            per_prefix + per_feats,
+            (per_chunk or 0) + vectors * row,
+            budget,
+        )
+        return HessianMemory(
+            n_latents=self.n,
+            batch_size=self.batch_size,
+            per_latent_prefix=per_prefix,
+            per_latent_features=per_feats,
+            per_vector=2 * row,
+            per_chunk=per_chunk,
+            chunk_vectors=vectors,
+            chunk_seconds=seconds,
+            budget=budget,
+            resident=resident,
+            window=window,
+            product=product,
+        )
+
+    def _probe(self, product: str, vectors: int) -> tuple[int, float]:
+        """Peak bytes and seconds of one chunk of ``product`` (``vectors`` unit vectors on the
+        first latent), after an unmeasured warm-up on one vector (lazy initialisation; for
+        ``"gn"`` also the choice of its mode, :meth:`hvp_gn`)."""
+        gen = torch.Generator().manual_seed(0)
+        v = torch.randn(vectors, *self.shape, generator=gen, dtype=torch.float64)
+        v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * len(self.shape))
+        v = v.to(self.device, self.dtype)
+        fn = self.hvp_gn if product == "gn" else self.hvp_fd
+        self._probe_latents = 1
+        try:
+            fn(v[:1])
+            _, peak, seconds = measure_peak(lambda: fn(v), self.device)
+        finally:
+            self._probe_latents = None
+        return peak, seconds
+
+    def _cache_states(self, first: SplitState, show: bool) -> SplitState:
+        """The states of the cached latents ``[0, resident)``, ``first`` (the first chunk's)
+        reused."""
         from tqdm.auto import tqdm
 
-        show = progress if setup_progress is None else setup_progress
-        desc = f"hessian setup: activations and features of {self.n} latents"
-        with torch.no_grad(), tqdm(total=self.n, desc=desc, unit="z", disable=not show) as bar:
-            for chunk in self.inputs.chunks(self.batch_size):
-                st = generator.split(chunk, info.name)
-                states.append(st)
-                out = generator.resume(st)
-                feats.append([f.detach() for f in metric.features(self._resize(out))])
-                bar.update(len(chunk))
+        if self._resident <= len(first):
+            return first.take(slice(0, self._resident)) if self._resident < len(first) else first
+        states = [first]
+        desc = f"hessian setup: activations of {self._resident} latents"
+        with (
+            torch.no_grad(),
+            tqdm(total=self._resident, desc=desc, unit="z", disable=not show) as bar,
+        ):
+            bar.update(len(first))
+            for lo in range(len(first), self._resident, self.batch_size):
+                hi = min(lo + self.batch_size, self._resident)
+                states.append(self.generator.split(self.inputs.take(slice(lo, hi)), self.layer))
+                bar.update(hi - lo)
         caches = [st.cache for st in states]
         cache = None if caches[0] is None else Inputs.cat(caches)  # type: ignore[arg-type]
-        self._state = SplitState(info.name, self.inputs, cache)
-        self._feats0 = [torch.cat(fl) for fl in zip(*feats, strict=True)]
+        return SplitState(self.layer, self.inputs.take(slice(0, self._resident)), cache)
 
     def _check_inputs(self, inputs: Inputs | torch.Tensor) -> Inputs:
         """The latents as inputs on the generator's device and dtype, with the noise mode set
@@ -302,7 +429,62 @@ class PerceptualHessian:
             "resize_mode": self.resize_mode,
             "loss": "mean_z d(G(z), G_shifted(z))",
             "metric": md,
+            "memory": self.memory.to_dict(),
         }
+
+    def _spans(self) -> list[tuple[int, int, bool]]:
+        """The latent blocks of a product's pass: ``(lo, hi, cached)``; the cached latents are
+        one block, the others blocks of ``window`` latents (during the probe: the first latent
+        only)."""
+        n = self.n if self._probe_latents is None else min(self.n, self._probe_latents)
+        r = min(self._resident, n)
+        spans = [(0, r, True)] if r else []
+        step = self._window or n
+        spans += [(lo, min(lo + step, n), False) for lo in range(r, n, step)]
+        return spans
+
+    def _windows(self) -> Iterator[_Window]:
+        """The blocks of :meth:`_spans` with their states, recomputed for the streamed ones."""
+        for lo, hi, cached in self._spans():
+            if cached:
+                st = self._state if hi == len(self._state) else self._state.take(slice(lo, hi))
+            else:
+                with torch.no_grad():
+                    st = self.generator.split(self.inputs.take(slice(lo, hi)), self.layer)
+            yield _Window(lo, hi, st, cached)
+
+    def _unshifted_features(self, state: SplitState) -> list[torch.Tensor]:
+        """The metric's features of the unshifted renders of ``state``'s latents, in chunks."""
+        feats = []
+        with torch.no_grad():
+            for lo in range(0, len(state), self.batch_size):
+                out = self.generator.resume(state.take(slice(lo, lo + self.batch_size)))
+                feats.append([f.detach() for f in self.metric.features(self._resize(out))])
+        return [torch.cat(fl) for fl in zip(*feats, strict=True)]
+
+    def _resident_features(self) -> list[torch.Tensor]:
+        """The unshifted features of the cached latents, computed on first use; kept when FD
+        products were planned for (``budget_product="fd"``) or there is no budget."""
+        if self._feats_cache is not None:
+            return self._feats_cache
+        feats = self._unshifted_features(self._state)
+        if self._keep_features:
+            self._feats_cache = feats
+        return feats
+
+    @property
+    def _feats0(self) -> list[torch.Tensor]:
+        return self._resident_features()
+
+    def _window_features(self, win: _Window) -> list[torch.Tensor]:
+        """The unshifted features of a block's latents (computed once per block)."""
+        if win.feats is None:
+            if win.resident and self._keep_features:
+                feats = self._resident_features()
+                win.feats = [f[win.lo : win.hi] for f in feats] if win.hi < len(feats[0]) else feats
+            else:
+                win.feats = self._unshifted_features(win.state)
+        return win.feats
 
     def _resize(self, img: torch.Tensor) -> torch.Tensor:
         if self.resize is None or tuple(img.shape[2:]) == (self.resize, self.resize):
@@ -312,13 +494,14 @@ class PerceptualHessian:
 
     def _features(
         self,
+        state: SplitState,
         idx: torch.Tensor,
         one_latent: bool,
         deltas: torch.Tensor | None,
         index: torch.Tensor | None = None,
         t: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Metric features of the renders of latents ``idx`` with the layer shifted by
+        """Metric features of the renders of ``state``'s latents ``idx`` with the layer shifted by
         ``t[s] * deltas[index[s]]`` for sample ``s`` (``deltas [P, *shape]``; ``index`` None: all
         zeros, i.e. one shared shift; ``t`` None: all ones; ``deltas`` None: unshifted).
         ``one_latent``: :meth:`_one_latent` of ``idx``, evaluated once per chunk by the
@@ -331,7 +514,7 @@ class PerceptualHessian:
             if t is None:
                 t = torch.ones(len(idx), dtype=self.dtype, device=self.device)
             shift = LayerShift.split(self.layer, deltas, t, index)
-        img = self.generator.resume(self._state.take(idx, one_latent), shift)
+        img = self.generator.resume(state.take(idx, one_latent), shift)
         return list(self.metric.features(self._resize(img)))
 
     @staticmethod
@@ -351,30 +534,48 @@ class PerceptualHessian:
 
     def _chunks(
         self, count: int, desc: str, per_item: int = 1
-    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
-        """Chunks of the ``count x n`` (vector/perturbation ``p``, latent ``i``) items: yields
-        ``(p_lo, p_hi, p_local, i)`` with ``p_local = p - p_lo``. Each item is ``per_item``
-        samples (the caller's), so a chunk holds ``batch_size // per_item`` items (at least one).
+    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, _Window]]:
+        """Chunks of the ``count x n`` (vector/perturbation ``p``, latent ``i``) items, block of
+        latents by block (:meth:`_windows`): yields ``(p_lo, p_hi, p_local, i, window)`` with
+        ``p_local = p - p_lo`` and ``i`` the latents' indices in ``window``. Each item is
+        ``per_item`` samples (the caller's), so a chunk holds ``batch_size // per_item`` items
+        (at least one).
 
         With ``count >= batch_size`` a chunk is one latent under a run of ``p`` (a latent's runs
         split evenly): every sample shares the shifted layer's input, convolved once with the
         chunk's directions stacked (``shares_input``), and the styles of every later layer.
-        Otherwise the samples run ``p``-major (``s = p * n + i``): a chunk is a few directions,
-        each convolved once over many latents."""
+        Otherwise the samples of a block run ``p``-major (``s = p * n + i``): a chunk is a few
+        directions, each convolved once over many latents."""
         from tqdm.auto import tqdm
 
-        bs, total = max(1, self.batch_size // per_item), count * self.n
+        bs = max(1, self.batch_size // per_item)
+
+        def n_chunks(n: int) -> int:
+            return n * -(-count // bs) if count >= bs else -(-count * n // bs)
+
+        total = sum(n_chunks(hi - lo) for lo, hi, _ in self._spans())
+        with tqdm(total=total, desc=desc, leave=False, disable=not self.progress) as bar:
+            for win in self._windows():
+                for item in self._block_chunks(count, bs, len(win)):
+                    yield (*item, win)
+                    bar.update()
+
+    def _block_chunks(
+        self, count: int, bs: int, n: int
+    ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """:meth:`_chunks` within one block of ``n`` latents."""
         if count >= bs:
             parts = -(-count // bs)
             cuts = [round(k * count / parts) for k in range(parts + 1)]
-            spans = [(i, cuts[k], cuts[k + 1]) for i in range(self.n) for k in range(parts)]
-            for i, p_lo, p_hi in tqdm(spans, desc=desc, leave=False, disable=not self.progress):
-                p_local = torch.arange(p_hi - p_lo, device=self.device)
-                yield p_lo, p_hi, p_local, torch.full_like(p_local, i)
+            for i in range(n):
+                for k in range(parts):
+                    p_local = torch.arange(cuts[k + 1] - cuts[k], device=self.device)
+                    yield cuts[k], cuts[k + 1], p_local, torch.full_like(p_local, i)
             return
-        for lo in tqdm(range(0, total, bs), desc=desc, leave=False, disable=not self.progress):
+        total = count * n
+        for lo in range(0, total, bs):
             s = torch.arange(lo, min(lo + bs, total), device=self.device)
-            p, i = s // self.n, s % self.n
+            p, i = s // n, s % n
             p_lo, p_hi = int(p[0]), int(p[-1]) + 1
             yield p_lo, p_hi, p - p_lo, i
 
@@ -411,6 +612,12 @@ class PerceptualHessian:
 
         Runs the plain-torch pieces (double backward), with the unshifted features recomputed
         the same way, so that ``L(0)`` is exactly 0."""
+        return self._loss(delta)
+
+    def _loss(self, delta: torch.Tensor) -> torch.Tensor:
+        """:meth:`loss` in the caller's grad mode (under ``no_grad`` no graph is kept: the
+        decorated :meth:`loss` records one through every latent, ~70 MB per latent on a
+        512-channel 32 px model, while it sums them)."""
         if not isinstance(delta, torch.Tensor) or tuple(delta.shape) != self.shape:
             raise ValueError(
                 f"delta must be {list(self.shape)}, got "
@@ -418,13 +625,15 @@ class PerceptualHessian:
             )
         total = 0
         with self.generator.reference_ops():
-            for lo in range(0, self.n, self.batch_size):
-                idx = torch.arange(lo, min(lo + self.batch_size, self.n), device=self.device)
-                one = self._one_latent(idx)
-                with torch.no_grad():
-                    f0 = [f.detach() for f in self._features(idx, one, None)]
-                f1 = self._features(idx, one, delta.unsqueeze(0))
-                total = total + self.metric.distance_from_features(f0, f1).sum()
+            for win in self._windows():
+                for lo in range(0, len(win), self.batch_size):
+                    hi = min(lo + self.batch_size, len(win))
+                    idx = torch.arange(lo, hi, device=self.device)
+                    one = self._one_latent(idx)
+                    with torch.no_grad():
+                        f0 = [f.detach() for f in self._features(win.state, idx, one, None)]
+                    f1 = self._features(win.state, idx, one, delta.unsqueeze(0))
+                    total = total + self.metric.distance_from_features(f0, f1).sum()
         return total / self.n
 
     def _grads(
@@ -443,7 +652,7 @@ class PerceptualHessian:
         out = torch.zeros_like(deltas)
         with frozen(self.generator):
             items = self._chunks(deltas.shape[0], desc, per_item=2 if paired else 1)
-            for p_lo, p_hi, p_local, i in items:
+            for p_lo, p_hi, p_local, i, win in items:
                 leaf = deltas[p_lo:p_hi].clone().requires_grad_(True)
                 t = None
                 if paired:
@@ -451,8 +660,8 @@ class PerceptualHessian:
                     i, p_local = torch.cat([i, i]), torch.cat([p_local, p_local])
                     t = torch.cat([ones, -ones])
                 one = self._one_latent(i)
-                f0 = [self._rows(f, i, one) for f in self._feats0]
-                f1 = self._features(i, one, leaf, p_local, t)
+                f0 = [self._rows(f, i, one) for f in self._window_features(win)]
+                f1 = self._features(win.state, i, one, leaf, p_local, t)
                 dist = self.metric.distance_from_features(f0, f1)
                 (g,) = torch.autograd.grad(dist.sum(), leaf)
                 out[p_lo:p_hi] += g
@@ -569,7 +778,7 @@ class PerceptualHessian:
         w = self.generator.kernel(self.layer).detach()
         h = 1e-3 * float(w.norm().clamp_min(1e-12)) / float(vn)
         with torch.no_grad():
-            second = (self.loss(h * v) + self.loss(-h * v)) / (h * h)
+            second = (self._loss(h * v) + self._loss(-h * v)) / (h * h)
         quad = (v * hv).sum()
         if not torch.isfinite(quad) or (quad - second).abs() > rtol * second.abs() + 1e-30:
             return (
@@ -597,20 +806,24 @@ class PerceptualHessian:
         latents of a chunk, not with the vectors."""
         out = torch.zeros_like(v)
         m_c = min(v.shape[0], self.batch_size)
-        n_c = min(self.n, max(1, self.batch_size // m_c))
+        n_c = max(1, self.batch_size // m_c)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            total = math.ceil(self.n / n_c) * math.ceil(v.shape[0] / m_c)
-            bar = tqdm(total=total, desc="hvp_gn[linearized]", leave=False)
-        for lo in range(0, self.n, n_c):
-            lin = self.generator.linearize(self._state.take(slice(lo, lo + n_c)))
-            metric_lin = self.metric.linearize(self._resize(lin.image))
-            for p0 in range(0, v.shape[0], m_c):
-                out[p0 : p0 + m_c] += self._gn_linearized_block(lin, metric_lin, v[p0 : p0 + m_c])
-                if bar is not None:
-                    bar.update()
+            blocks = sum(math.ceil((hi - lo) / n_c) for lo, hi, _ in self._spans())
+            bar = tqdm(total=blocks * math.ceil(v.shape[0] / m_c), desc="hvp_gn[linearized]",
+                       leave=False)  # fmt: skip
+        for win in self._windows():
+            for lo in range(0, len(win), n_c):
+                lin = self.generator.linearize(win.state.take(slice(lo, lo + n_c)))
+                metric_lin = self.metric.linearize(self._resize(lin.image))
+                for p0 in range(0, v.shape[0], m_c):
+                    blk = v[p0 : p0 + m_c]
+                    out[p0 : p0 + m_c] += self._gn_linearized_block(lin, metric_lin, blk)
+                    if bar is not None:
+                        bar.update()
+            del win
         if bar is not None:
             bar.close()
         return out / self.n
@@ -633,14 +846,14 @@ class PerceptualHessian:
 
     def _gn_chunks(self, v: torch.Tensor, mode: str) -> torch.Tensor:
         out = torch.zeros_like(v)
-        for p_lo, p_hi, p_local, i in self._chunks(v.shape[0], f"hvp_gn[{mode}]"):
+        for p_lo, p_hi, p_local, i, win in self._chunks(v.shape[0], f"hvp_gn[{mode}]"):
             leaf = torch.zeros_like(v[p_lo:p_hi]).requires_grad_(True)
             d = leaf
             tangent = v[p_lo:p_hi]
             one = self._one_latent(i)
             if mode == "forward":
                 with fwAD.dual_level():
-                    feats = self._features(i, one, fwAD.make_dual(d, tangent), p_local)
+                    feats = self._features(win.state, i, one, fwAD.make_dual(d, tangent), p_local)
                     unpacked = [fwAD.unpack_dual(f) for f in feats]
                     prim = [u.primal for u in unpacked]
                     jv = [
@@ -648,7 +861,7 @@ class PerceptualHessian:
                         for u in unpacked
                     ]
             else:
-                prim = self._features(i, one, d, p_local)
+                prim = self._features(win.state, i, one, d, p_local)
                 zeros = [torch.zeros_like(f, requires_grad=True) for f in prim]
                 (jt_u,) = torch.autograd.grad(prim, d, zeros, create_graph=True)
                 jv = list(torch.autograd.grad(jt_u, zeros, tangent, allow_unused=True))
