@@ -176,16 +176,34 @@ def _products(hvp: HVPFn, q: torch.Tensor, device, dtype) -> torch.Tensor:
     if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(q.shape):
         got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ValueError(f"hvp must return [{q.shape[0]}, {q.shape[1]}] products, got {got}")
-    if not torch.isfinite(z).all():
+    if not _all_finite(z):
         raise FloatingPointError("hvp returned NaN or inf (a diverged or broken generator?)")
     return z.to(device="cpu", dtype=q.dtype)
 
 
+def _all_finite(z: torch.Tensor, cols: int = 1 << 16) -> bool:
+    """``torch.isfinite(z).all()`` one column chunk at a time: on a whole block it allocates
+    ``abs(z)`` and three boolean blocks (1.75 blocks)."""
+    flat = z.reshape(z.shape[0], -1)
+    return all(
+        bool(torch.isfinite(flat[:, c : c + cols]).all()) for c in range(0, flat.shape[1], cols)
+    )
+
+
 def _start_block(
-    n: int, k: int, oversample: int | None, seed: int, init: torch.Tensor | None
+    n: int,
+    k: int,
+    oversample: int | None,
+    seed: int,
+    init: torch.Tensor | None,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """The block solvers' orthonormal starting rows ``[p, N]``, ``p = k + oversample`` (default
-    oversampling ``max(4, k // 4)``): ``init`` rows first, seeded Gaussian rows after."""
+    oversampling ``max(4, k // 4)``): ``init`` rows first, seeded Gaussian rows after.
+
+    ``dtype`` float32: orthonormalised in place from the float64 Gram matrix
+    (:func:`_orthonormalize`) instead of a float64 QR, whose copies and workspace made the
+    start the solver's peak (~4 float64 blocks)."""
     _check_k(k, n)
     p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
     gen = torch.Generator().manual_seed(seed)
@@ -193,7 +211,10 @@ def _start_block(
     if init is not None:
         m = min(p, init.shape[0])
         q[:m] = init[:m].reshape(m, n).double().cpu()
-    return torch.linalg.qr(q.t())[0].t().contiguous()
+    if dtype == torch.float64:
+        return torch.linalg.qr(q.t())[0].t().contiguous()
+    q = q.to(dtype)
+    return _orthonormalize(q, None)[0]
 
 
 def block_eigensolver(
@@ -319,29 +340,25 @@ def _map_rows_(t: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 16) -> torch.
 def _orthonormalize(
     b: torch.Tensor, hb: torch.Tensor | None, rtol: float = 1e-7
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Orthonormal rows spanning those of ``b`` (thin SVD; directions with a singular value
-    below ``rtol`` times the largest are dropped), the same linear map applied to ``hb`` (in
-    place: ``hb`` is overwritten).
+    """Orthonormal rows spanning those of ``b`` (directions with a singular value below
+    ``rtol`` times the largest are dropped), the same linear map applied to ``hb``; both in
+    place (``hb`` is overwritten; the results are views of the first rows).
 
-    float32 rows: from the float64 Gram matrix instead, twice, both maps applied in place (no
-    SVD of the block); ``rtol`` is raised to 1e-4, below which a direction of a float32 block
-    is mostly rounding."""
+    From the float64 Gram matrix, twice (SVQB: the second pass restores orthonormality), the
+    maps applied one column chunk at a time: no copy of the block (a thin SVD of the block,
+    used for float64 blocks before, took ~3 blocks of workspace, the solver's peak). float32
+    rows: ``rtol`` is raised to 1e-4, below which a direction of a float32 block is mostly
+    rounding."""
     if b.shape[0] == 0:
         return b, hb
-    if b.dtype != torch.float64:
-        for cutoff in (max(rtol, 1e-4), 0.0):  # the second pass only restores orthonormality
-            e, v = torch.linalg.eigh(_gram(b, b))
-            keep = e > cutoff**2 * e.max()
-            t = (v[:, keep] / e[keep].sqrt()).t().to(b.dtype)  # rows: orthonormal t @ b
-            b = _map_rows_(t, b)
-            hb = None if hb is None else _map_rows_(t, hb)
-        return b, hb
-    u, sv, vh = torch.linalg.svd(b, full_matrices=False)
-    keep = sv > rtol * sv.max()
-    if hb is None:
-        return vh[keep], None
-    t = u[:, keep].t() / sv[keep].unsqueeze(1)  # vh[keep] = t @ b
-    return vh[keep], _map_rows_(t, hb)
+    first = max(rtol, 1e-4) if b.dtype != torch.float64 else rtol
+    for cutoff in (first, 0.0):  # the second pass only restores orthonormality
+        e, v = torch.linalg.eigh(_gram(b, b))
+        keep = e > cutoff**2 * e.max()
+        t = (v[:, keep] / e[keep].sqrt()).t().to(b.dtype)  # rows: orthonormal t @ b
+        b = _map_rows_(t, b)
+        hb = None if hb is None else _map_rows_(t, hb)
+    return b, hb
 
 
 def lobpcg_eigensolver(
@@ -369,41 +386,33 @@ def lobpcg_eigensolver(
     iteration for the same residuals. Locking, stopping and ``init`` as
     :func:`block_eigensolver`.
 
-    Memory: the solver's own float64 blocks of ``[p, N]`` on the CPU peak at ~8 (subspace
-    iteration: ~7; measured by ``benchmarks/test_bench_spectrum.py::test_solver_memory``): for
-    ``k = 64`` on an official 512-channel 3x3 layer (``N = 2.36e6``, one block 1.5 GB) about
-    12 GB of host memory. ``block_dtype=torch.float32`` stores the blocks in float32 (half
-    that; inner products and the Rayleigh-Ritz step stay float64): the residuals then level off
-    near ``1e-7 * lambda_1 / lambda_k`` (float32 rounding of the stored products), so use it
-    with ``tol`` well above that (the default 1e-3 is).
+    Memory: the solver keeps the Ritz vectors, ``W``, ``P`` and their products, at most six
+    blocks of ``[p, N]`` on the host, and updates them in place, one column chunk at a time
+    (the Ritz vectors over the old ones, the next ``P`` over the old ``W``): its peak is those six
+    blocks, the product's output block included on the CPU (measured by
+    ``benchmarks/test_bench_spectrum.py::test_solver_memory``; it held ~8 before). For ``k = 64``
+    on an official 512-channel 3x3 layer (``N = 2.36e6``, ``p = 80``) one float64 block is
+    1.5 GB: about 9 GB of host memory in float64, 4.5 GB with ``block_dtype=torch.float32``
+    (half; inner products and the Rayleigh-Ritz step stay float64): the residuals then level
+    off near ``1e-7 * lambda_1 / lambda_k`` (float32 rounding of the stored products), so use
+    it with ``tol`` well above that (the default 1e-3 is).
     """
     if block_dtype not in (torch.float32, torch.float64):
         raise ValueError(f"block_dtype must be torch.float32 or torch.float64, got {block_dtype}")
-    x = _start_block(n, k, oversample, seed, init).to(block_dtype)
+    x = _start_block(n, k, oversample, seed, init, block_dtype)
     p = x.shape[0]
     bar = _solver_bar("lobpcg", max_iters, progress)
-    # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors,
-    # then W and P. Never concatenated (every product with the basis is a sum over blocks), and
-    # each step frees a block before it builds the next or works in place: the solver holds
-    # ~8 blocks of [p, N] at its peak (concatenating had made it ~22).
-    blocks = [(x, _products(hvp, x, device, dtype))]
+    # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors
+    # (x, hx), then W and P (``rest``). Never concatenated (every product with the basis is a
+    # sum over blocks), and updated in place column chunk by column chunk: the Ritz vectors
+    # over the old ones, the next P over the old W; at most six blocks of [p, N] live.
+    hx = _products(hvp, x, device, dtype)
+    rest: list[tuple[torch.Tensor, torch.Tensor]] = []
     count, it, history = p, 1, []
     while True:
-        theta, s = _block_ritz(blocks, p)
-        # Ritz vectors [p, N] and their exact products: first their components along W and P
-        # (those blocks are freed then), then plus those along the previous Ritz vectors.
-        if len(blocks) > 1:
-            x, hx = blocks[0]
-            q, hq = _combine(blocks[1:], s[p:], n)
-            del blocks
-            prev, hprev = q.clone(), hq.clone()  # the next P, once the active rows are known
-            sx = s[:p].t().to(block_dtype)
-            x, hx = q.addmm_(sx, x), hq.addmm_(sx, hx)
-        else:
-            x, hx = _combine(blocks, s, n)
-            prev = hprev = None
-            del blocks
-        res = _rel_residuals(hx[:k], x[:k], theta[:k])
+        theta, s = _block_ritz([(x, hx), *rest], p)
+        _ritz_update_(x, hx, rest, s[:p], s[p:])
+        res = _rel_residuals_chunked(hx[:k], x[:k], theta[:k])
         worst = float(res.max())
         history.append(worst)
         if not math.isfinite(worst):
@@ -420,20 +429,90 @@ def lobpcg_eigensolver(
         bar.update(1)
         if worst < tol or it >= max_iters:
             break
-        w = hx[n_lock:] - theta[n_lock:].to(block_dtype).unsqueeze(1) * x[n_lock:]
+        # P: the active Ritz vectors' components along the old W and P (into W's storage)
+        prev = _next_directions_(rest, s[p:, n_lock:]) if rest else None
+        rest = []
+        w = x[n_lock:] * (-theta[n_lock:]).to(block_dtype).unsqueeze(1)
+        w += hx[n_lock:]
         w, _ = _orthonormalize(_project_out(w, None, x, hx)[0], None)
         hw = _products(hvp, w, device, dtype) if w.shape[0] else w.new_zeros(0, n)
         count += w.shape[0]
         it += 1
-        blocks = [(x, hx), (w, hw)]
-        if prev is not None:  # P: the active Ritz vectors' components along the old W and P
-            prev, hprev = _project_out(prev[n_lock:], hprev[n_lock:], x, hx)
-            blocks.append(_orthonormalize(*_project_out(prev, hprev, w, hw)))
-            del prev, hprev
+        rest = [(w, hw)]
+        if prev is not None:
+            prev = _project_out(*prev, x, hx)
+            rest.append(_orthonormalize(*_project_out(*prev, w, hw)))
+            del prev
     bar.close()
+    del rest, hx  # before the result's rows
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
     return SpectrumResult(vecs.to(dtype), theta[:k], res, it, count, bool(res.max() < tol),
                           history)  # fmt: skip
+
+
+_COLS = 1 << 16  # columns per chunk of the in-place block updates
+
+
+def _ritz_update_(
+    x: torch.Tensor,
+    hx: torch.Tensor,
+    rest: list[tuple[torch.Tensor, torch.Tensor]],
+    sx: torch.Tensor,
+    s_rest: torch.Tensor,
+) -> None:
+    """``x <- sx^T x + sum_b s_b^T b`` (the Ritz vectors, ``x [p, N]``, ``sx [p, p]``, ``s_rest``
+    the coefficients of the ``rest`` blocks stacked) and the same for the products, in place, one
+    column chunk at a time (a column of the result depends on that column alone)."""
+    parts, lo = [], 0
+    for b, hb in rest:
+        parts.append((s_rest[lo : lo + b.shape[0]].t().to(b.dtype), b, hb))
+        lo += b.shape[0]
+    st = sx.t().to(x.dtype)
+    for c0 in range(0, x.shape[1], _COLS):
+        c = slice(c0, c0 + _COLS)
+        for side, t in enumerate((x, hx)):
+            new = st @ t[:, c]
+            for sb, b, hb in parts:
+                new.addmm_(sb, (b, hb)[side][:, c])
+            t[:, c] = new
+
+
+def _next_directions_(
+    rest: list[tuple[torch.Tensor, torch.Tensor]], s_rest: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LOBPCG's next ``P``: ``sum_b s_b^T b`` over the ``rest`` blocks (``W`` first, then ``P``;
+    ``s_rest [rows, r]``, ``r`` the active Ritz vectors) and the same for the products, written
+    over ``W``'s rows when it has ``r`` of them (column chunk by column chunk), else new blocks
+    (a locked vector that became active again)."""
+    r = s_rest.shape[1]
+    w, hw = rest[0]
+    if w.shape[0] >= r:
+        out, hout = w[:r], hw[:r]
+    else:
+        out, hout = w.new_empty(r, w.shape[1]), hw.new_empty(r, w.shape[1])
+    parts, lo = [], 0
+    for b, hb in rest:
+        parts.append((s_rest[lo : lo + b.shape[0]].t().to(b.dtype), b, hb))
+        lo += b.shape[0]
+    for c0 in range(0, w.shape[1], _COLS):
+        c = slice(c0, c0 + _COLS)
+        for side, t in enumerate((out, hout)):
+            new = None
+            for sb, b, hb in parts:
+                src = (b, hb)[side][:, c]
+                new = sb @ src if new is None else new.addmm_(sb, src)
+            t[:, c] = new
+    return out, hout
+
+
+def _rel_residuals_chunked(hx: torch.Tensor, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """:func:`_rel_residuals` one column chunk at a time (no ``[k, N]`` temporary)."""
+    sq = torch.zeros(x.shape[0], dtype=torch.float64)
+    th = theta.to(x.dtype).unsqueeze(1)
+    for c0 in range(0, x.shape[1], _COLS):
+        c = slice(c0, c0 + _COLS)
+        sq += (hx[:, c] - th * x[:, c]).double().square().sum(1)
+    return sq.sqrt() / theta.abs().clamp_min(torch.finfo(theta.dtype).tiny)
 
 
 def _block_ritz(
