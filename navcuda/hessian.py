@@ -311,15 +311,24 @@ class PerceptualHessian:
 
         # ---- the shift-independent part, computed once: the activations before the layer
         show = progress if setup_progress is None else setup_progress
-        first = min(self.n, self.batch_size)
-        with torch.no_grad():
-            st = generator.split(self.inputs.take(slice(0, first)), info.name)
-        self._state, self._resident = st, first
-        per_prefix = _rows_bytes(st)
-        self.memory = self._plan(budget, budget_product, per_prefix)
-        self._resident, self._window = self.memory.resident, self.memory.window
-        self._feats_cache = None  # rebuilt on first use for the planned latents
-        self._state = self._cache_states(st, show)
+        from tqdm.auto import tqdm
+
+        desc = f"hessian setup: activations of {self.n} latents"
+        with tqdm(total=self.n, desc=desc, unit="z", disable=not show) as bar:
+            first = min(self.n, self.batch_size)
+            with torch.no_grad():
+                st = generator.split(self.inputs.take(slice(0, first)), info.name)
+            bar.update(first)
+            self._state, self._resident = st, first
+            self.memory = self._plan(budget, budget_product, _rows_bytes(st))
+            self._resident, self._window = self.memory.resident, self.memory.window
+            if self._resident < self.n:
+                bar.set_description(
+                    f"hessian setup: activations of {self._resident} cached latents (of {self.n})"
+                )
+                bar.total = max(first, self._resident)
+            self._feats_cache = None  # rebuilt on first use for the planned latents
+            self._state = self._cache_states(st, bar)
 
     def _plan(self, budget: int | None, product: str, per_prefix: int) -> HessianMemory:
         """The memory model; with a budget, one chunk of ``product`` is measured on the first
@@ -371,20 +380,13 @@ class PerceptualHessian:
             self._probe_latents = None
         return peak, seconds
 
-    def _cache_states(self, first: SplitState, show: bool) -> SplitState:
+    def _cache_states(self, first: SplitState, bar) -> SplitState:
         """The states of the cached latents ``[0, resident)``, ``first`` (the first chunk's)
-        reused."""
-        from tqdm.auto import tqdm
-
+        reused; ``bar`` counts them."""
         if self._resident <= len(first):
             return first.take(slice(0, self._resident)) if self._resident < len(first) else first
         states = [first]
-        desc = f"hessian setup: activations of {self._resident} latents"
-        with (
-            torch.no_grad(),
-            tqdm(total=self._resident, desc=desc, unit="z", disable=not show) as bar,
-        ):
-            bar.update(len(first))
+        with torch.no_grad():
             for lo in range(len(first), self._resident, self.batch_size):
                 hi = min(lo + self.batch_size, self._resident)
                 states.append(self.generator.split(self.inputs.take(slice(lo, hi)), self.layer))

@@ -41,7 +41,7 @@ def test_block_solver_bar_shows_residual_trend_not_an_eta_against_max_iters(solv
 def test_spectrum_shows_its_setup_and_calibration(tiny_generator, capsys):
     discover(tiny_generator, "convs.3", method="spectrum", k=2, progress=True, **_SPEC)
     err = capsys.readouterr().err
-    setup = err.find("hessian setup: activations and features of 3 latents")
+    setup = err.find("hessian setup: activations of 3 latents")
     solver = err.find("lobpcg")
     calib = err.find("calibrate 2 amplitudes")
     assert 0 <= setup < solver < calib, err[-2000:]
