@@ -1,0 +1,453 @@
+"""Is a named edit clean at a given strength? The check behind the bundled named set.
+
+A direction named after a toy-world factor (``navcuda name --auto``) is *clean at strength t*
+(``t`` a multiple of its recommended amplitude, as ``navcuda edit --t`` takes it) when, on the
+generator's samples, shifting by ``t x amplitude``:
+
+- moves its factor by at least :data:`MIN_CHANGE` of the factor's range, in the direction of
+  ``t`` (named directions are oriented so that positive ``t`` increases their factor);
+- moves every other factor by at most :data:`MAX_CROSSTALK` of that change;
+- raises toy-FD (against world renders) by at most :data:`MAX_FD_INCREASE`.
+
+A factor's *change* is the mean over samples of ``f(G_{theta + t a xi}(z)) - f(G_theta(z))``,
+read by the factor regressor (:mod:`navcuda.metrics.factor_regressor`, unclamped predictions;
+a factor's range is 1). Other factors are also reported as the mean *absolute* change
+(``abs_change``): a factor that goes up on some faces and down on others averages out in the
+signed mean, and is visible all the same.
+
+:func:`clean_strength` scans the absolute shift ``s`` of a direction and returns the one where
+the check passes with the largest worst-case margin; :func:`calibrate_named_set` sets each
+direction's amplitude to ``s / t`` so that the example strength ``t`` is that shift.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from navcuda.toyworld import FACTOR_NAMES
+
+__all__ = [
+    "MAX_CROSSTALK",
+    "MAX_FD_INCREASE",
+    "MIN_CHANGE",
+    "EditCheck",
+    "EditProbe",
+    "calibrate_named_set",
+    "check_named_set",
+    "clean_strength",
+    "oriented",
+]
+
+#: The named factor's mean change at the example strength, in units of its range, at least.
+MIN_CHANGE = 0.1
+#: Every other factor's mean change, as a fraction of the named factor's change, at most.
+MAX_CROSSTALK = 1.0 / 3.0
+#: Toy-FD increase over the unedited samples, at most.
+MAX_FD_INCREASE = 0.5
+
+
+def factor_index(name: str) -> int:
+    """The toy-world factor a direction is named after (``"eye size"`` -> ``eye_size``)."""
+    key = name.strip().lower().replace(" ", "_")
+    if key not in FACTOR_NAMES:
+        raise ValueError(f"{name!r} is not a toy-world factor (one of {', '.join(FACTOR_NAMES)})")
+    return FACTOR_NAMES.index(key)
+
+
+@dataclass
+class EditCheck:
+    """One direction checked at one shift (see the module docstring).
+
+    Attributes:
+        name: the direction's name; ``factor``: the factor it is named after.
+        t: the strength (multiple of the amplitude); ``shift``: the absolute shift ``t x amp``.
+        change: mean change of every factor ``[14]`` (signed).
+        abs_change: mean absolute change of every factor ``[14]``.
+        change_se: standard error of ``change`` over the samples ``[14]``.
+        target_change: ``change`` of the named factor (signed; clean edits have the sign of t).
+        crosstalk: largest other factor's mean change over ``|target_change|``;
+            ``worst_other``: that factor.
+        abs_crosstalk: the same with mean absolute changes of the other factors.
+        fd_increase: toy-FD of the edited samples minus that of the unedited ones (None when
+            not measured).
+        n_samples: samples averaged over.
+    """
+
+    name: str
+    factor: str
+    t: float
+    shift: float
+    change: torch.Tensor
+    abs_change: torch.Tensor
+    change_se: torch.Tensor
+    target_change: float
+    crosstalk: float
+    worst_other: str
+    abs_crosstalk: float
+    fd_increase: float | None
+    n_samples: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[str]:
+        """What fails the check (empty when it passes)."""
+        out = []
+        signed = self.target_change * math.copysign(1.0, self.t)
+        if signed < MIN_CHANGE:
+            out.append(f"{self.factor} moves {signed:+.3f} (< {MIN_CHANGE:g})")
+        if self.crosstalk > MAX_CROSSTALK:
+            out.append(f"{self.worst_other} moves {self.crosstalk:.2f} of it (> 1/3)")
+        if self.fd_increase is not None and self.fd_increase > MAX_FD_INCREASE:
+            out.append(f"toy-FD +{self.fd_increase:.2f} (> {MAX_FD_INCREASE:g})")
+        return out
+
+    @property
+    def passes(self) -> bool:
+        return not self.failures
+
+    @property
+    def margin(self) -> float:
+        """The worst of the three criteria as a ratio to its bound (> 1: passes with room)."""
+        signed = self.target_change * math.copysign(1.0, self.t)
+        ratios = [signed / MIN_CHANGE, MAX_CROSSTALK / max(self.crosstalk, 1e-9)]
+        if self.fd_increase is not None:
+            ratios.append(MAX_FD_INCREASE / max(self.fd_increase, 1e-9))
+        return min(ratios)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "factor": self.factor,
+            "t": self.t,
+            "shift": self.shift,
+            "target_change": self.target_change,
+            "crosstalk": self.crosstalk,
+            "worst_other": self.worst_other,
+            "abs_crosstalk": self.abs_crosstalk,
+            "fd_increase": self.fd_increase,
+            "passes": self.passes,
+            "failures": self.failures,
+            "change": {n: float(v) for n, v in zip(FACTOR_NAMES, self.change, strict=True)},
+            "n_samples": self.n_samples,
+        }
+
+
+class EditProbe:
+    """Fixed samples of a generator, their unedited factor predictions and toy-FD, reused for
+    every direction and shift checked.
+
+    ``n_samples`` latents drawn with ``seed`` at ``truncation_psi``; toy-FD against
+    ``realism_samples`` world renders (0: no toy-FD). ``regressor``: default the bundled one.
+    """
+
+    @torch.no_grad()
+    def __init__(
+        self,
+        generator,
+        n_samples: int = 64,
+        seed: int = 0,
+        truncation_psi: float = 1.0,
+        realism_samples: int = 512,
+        regressor=None,
+        batch_size: int = 64,
+        noise_mode: str = "const",
+    ) -> None:
+        from navcuda.metrics.factor_regressor import load_factor_regressor
+        from navcuda.metrics.frechet import world_statistics
+
+        self.generator = generator
+        self.regressor = regressor if regressor is not None else load_factor_regressor()
+        self.batch_size = batch_size
+        self.noise_mode = noise_mode
+        self.inputs = generator.sample(n_samples, seed, truncation_psi=truncation_psi)
+        self.n_samples = n_samples
+        self.stats = (
+            world_statistics(realism_samples, seed, self.regressor) if realism_samples else None
+        )
+        self.base_pred, base_feats = self._read(None, 0.0)
+        self.fd0 = self._fd(base_feats) if self.stats is not None else None
+
+    def _read(self, direction, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+        from navcuda.shift import synthesize_shifted
+
+        dev = next(self.regressor.parameters()).device
+        preds, feats = [], []
+        for chunk in self.inputs.chunks(self.batch_size):
+            n = len(chunk)
+            dirs = None if direction is None else [direction] * n
+            img = synthesize_shifted(
+                self.generator, chunk, dirs, torch.full((n,), float(shift)), self.noise_mode
+            )
+            f = self.regressor.features(img.to(dev))
+            feats.append(f.double().cpu())
+            preds.append(self.regressor.head(f).double().cpu())
+        return torch.cat(preds), torch.cat(feats)
+
+    def _fd(self, feats: torch.Tensor) -> float:
+        from navcuda.metrics.frechet import feature_statistics, frechet_distance
+
+        return float(frechet_distance(*feature_statistics(feats), *self.stats))
+
+    @torch.no_grad()
+    def check(self, direction, t: float, factor: str | None = None, amplitude=None) -> EditCheck:
+        """Check ``direction`` at strength ``t`` (a multiple of ``amplitude``, default the
+        direction's own) against the factor it is named after (or ``factor``)."""
+        amp = float(direction.amplitude if amplitude is None else amplitude)
+        if not math.isfinite(amp) or amp <= 0:
+            raise ValueError(f"direction {direction.name!r} has no amplitude to scale t by")
+        k = factor_index(factor or direction.name or "")
+        pred, feats = self._read(direction, t * amp)
+        delta = pred - self.base_pred
+        change, abs_change = delta.mean(0), delta.abs().mean(0)
+        target = float(change[k])
+        others = [i for i in range(len(FACTOR_NAMES)) if i != k]
+        o = torch.tensor(others)
+        worst = others[int(change[o].abs().argmax())]
+        denom = max(abs(target), 1e-12)
+        return EditCheck(
+            name=direction.name or "",
+            factor=FACTOR_NAMES[k],
+            t=float(t),
+            shift=t * amp,
+            change=change,
+            abs_change=abs_change,
+            change_se=delta.std(0) / math.sqrt(delta.shape[0]),
+            target_change=target,
+            crosstalk=float(change[worst].abs()) / denom,
+            worst_other=FACTOR_NAMES[worst],
+            abs_crosstalk=float(abs_change[o].max()) / denom,
+            fd_increase=None if self.stats is None else self._fd(feats) - self.fd0,
+            n_samples=self.n_samples,
+        )
+
+
+def check_named_set(probe: EditProbe, directions, ts: Sequence[float] = (-2.0, 2.0)) -> list:
+    """Every named direction of ``directions`` checked at every strength of ``ts``."""
+    return [probe.check(d, t) for d in directions for t in ts]
+
+
+def oriented(direction, sign: float):
+    """``direction`` itself (``sign > 0``) or its opposite (same name and amplitude)."""
+    if sign > 0:
+        return direction
+    from dataclasses import replace
+
+    return replace(direction, coefficients=-direction.coefficients)
+
+
+def clean_strength(
+    probe: EditProbe, direction, shifts: Sequence[float], factor: str | None = None
+) -> tuple[float | None, float, list[tuple[EditCheck, EditCheck]]]:
+    """The absolute shift ``s`` among ``shifts`` (> 0) at which ``direction`` passes at both
+    ``+s`` and ``-s`` with the largest worst-case margin (None if it passes at none), the sign
+    that orients it (+1, or -1 when it decreases the factor: use ``oriented(direction, -1)``),
+    and the ``(minus, plus)`` checks of the oriented direction at every shift."""
+    rows = []
+    for s in shifts:
+        rows.append(
+            (probe.check(direction, -1.0, factor, s), probe.check(direction, 1.0, factor, s))
+        )
+    slope = sum(p.target_change - m.target_change for m, p in rows)
+    sign = 1.0 if slope >= 0 else -1.0
+    if sign < 0:  # the opposite direction: its checks are these, mirrored
+        rows = [(_flip(p), _flip(m)) for m, p in rows]
+    best, best_margin = None, 0.0
+    for s, pair in zip(shifts, rows, strict=True):
+        margin = min(c.margin for c in pair)
+        if all(c.passes for c in pair) and margin > best_margin:
+            best, best_margin = float(s), margin
+    return best, sign, rows
+
+
+def _flip(check: EditCheck) -> EditCheck:
+    from dataclasses import replace
+
+    return replace(check, t=-check.t, shift=-check.shift)
+
+
+def calibrate_named_set(directions, strengths: Sequence[float | None], t: float = 2.0):
+    """A copy of the named set holding only the directions with a clean strength, each with the
+    amplitude ``strength / t`` (so that ``navcuda edit --t`` ``t`` shifts by that strength)."""
+    keep = [i for i, s in enumerate(strengths) if s is not None]
+    if not keep:
+        raise ValueError("no direction has a clean strength")
+    out = directions.subset(keep)
+    amps = torch.tensor([strengths[i] / t for i in keep], dtype=out.amplitudes.dtype)
+    out.amplitudes = amps
+    return out
+
+
+#: Shifts scanned by :func:`build_clean_named_set`, as multiples of each candidate's
+#: RMS-calibrated amplitude (on the bundled model clean edits lie at 0.1-0.4 of it).
+SCAN = (0.1, 0.14, 0.2, 0.28, 0.4, 0.56, 0.8, 1.0)
+
+
+@torch.no_grad()
+def build_clean_named_set(
+    generator,
+    candidates,
+    t: float = 2.0,
+    n_samples: int = 256,
+    screen_samples: int = 32,
+    realism_samples: int = 512,
+    seed: int = 0,
+    max_crosstalk_screen: float = 0.45,
+    per_factor: int = 2,
+    scan: Sequence[float] = SCAN,
+    progress: bool = True,
+):
+    """The named set of ``generator`` made of the candidates that are clean at strength ``t``.
+
+    ``candidates``: direction sets of one layer (any methods, calibrated amplitudes). Each
+    candidate is screened on ``screen_samples`` latents at ``+-0.2 x`` its amplitude (top factor,
+    first-order cross-talk); the ``per_factor`` least cross-talking ones per factor (cross-talk at
+    most ``max_crosstalk_screen``) are scanned over ``scan x`` amplitude on ``n_samples``
+    latents with toy-FD (:func:`clean_strength`); per factor the candidate that passes with the
+    largest margin is kept, oriented, named after its factor and given the amplitude
+    ``strength / t``. Returns ``(DirectionSet (basis "weight"), report dict)``.
+    """
+    from tqdm.auto import tqdm
+
+    from navcuda.io.directions import DirectionSet
+
+    layers = {ds.layer for ds in candidates}
+    if len(layers) != 1:
+        raise ValueError(f"candidates must share one layer, got {sorted(layers)}")
+    pool = [(ds, i) for ds in candidates for i in range(len(ds))]
+    screen = EditProbe(generator, screen_samples, seed + 1, realism_samples=0)
+    picks: dict[str, list] = {}
+    for ds, i in tqdm(pool, desc="screen", disable=not progress):
+        d = ds[i]
+        amp = float(d.amplitude)
+        m = screen.check(d, -1.0, "eye size", 0.2 * amp)  # factor fixed later: raw changes
+        p = screen.check(d, 1.0, "eye size", 0.2 * amp)
+        slope = p.change - m.change
+        k = int(slope.abs().argmax())
+        others = slope.abs().clone()
+        others[k] = 0
+        xt = float(others.max() / slope.abs()[k])
+        if xt <= max_crosstalk_screen:
+            picks.setdefault(FACTOR_NAMES[k], []).append((xt, ds, i))
+    probe = EditProbe(generator, n_samples, seed, realism_samples=realism_samples)
+    chosen, report = [], {"t": t, "n_samples": n_samples, "fd_unedited": probe.fd0, "factors": {}}
+    for factor, cands in tqdm(sorted(picks.items()), desc="scan", disable=not progress):
+        best = None
+        for xt, ds, i in sorted(cands, key=lambda c: c[0])[:per_factor]:
+            d = ds[i]
+            amp = float(d.amplitude)
+            s, sign, rows = clean_strength(probe, d, [f * amp for f in scan], factor)
+            entry = {
+                "candidate": f"{ds.method}{i}",
+                "screen_crosstalk": xt,
+                "rms_amplitude": amp,
+                "clean_shift": s,
+                "scan": [
+                    [f * amp, m.to_dict(), p.to_dict()]
+                    for f, (m, p) in zip(scan, rows, strict=True)
+                ],
+            }
+            report["factors"].setdefault(factor, []).append(entry)
+            if s is None:
+                continue
+            j = [f * amp for f in scan].index(s)
+            margin = min(c.margin for c in rows[j])
+            if best is None or margin > best[0]:
+                best = (margin, oriented(d, sign), s, rows[j])
+        if best is not None:
+            margin, d, s, pair = best
+            chosen.append((factor, d, s, margin, pair))
+    if not chosen:
+        raise ValueError("no candidate is clean at any scanned strength")
+    ref = candidates[0]
+    if all(d.basis == "svd" for _, d, *_ in chosen):  # compact: singular-value coefficients
+        basis, coeffs = "svd", torch.stack([d.coefficients.float() for _, d, *_ in chosen])
+    else:
+        basis = "weight"
+        coeffs = torch.stack([d.delta(generator).cpu() for _, d, *_ in chosen])
+    out = DirectionSet(
+        layer=ref.layer,
+        basis=basis,
+        coefficients=coeffs,
+        amplitudes=torch.tensor([s / t for _, _, s, _, _ in chosen], dtype=torch.float64),
+        method="+".join(sorted({ds.method for ds in candidates})),
+        weight_shape=tuple(ref.weight_shape),
+        names=[f.replace("_", " ") for f, *_ in chosen],
+        fingerprint=generator.fingerprint(),
+        model=getattr(generator, "architecture", None),
+        hparams={"example_t": t, "n_samples": n_samples, "realism_samples": realism_samples},
+        seed=seed,
+        metric=ref.metric,
+        extra={
+            "named_by": "toy-world factor regressor; amplitude: clean strength / example_t",
+            "clean_checks": [
+                {
+                    "name": f.replace("_", " "),
+                    "shift": s,
+                    "margin": mg,
+                    "minus": pair[0].to_dict(),
+                    "plus": pair[1].to_dict(),
+                }
+                for f, _, s, mg, pair in chosen
+            ],  # fmt: skip
+        },
+    )
+    return out, report
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """``python -m navcuda.evaluate.named_edits check [FILE] | build -o OUT CANDIDATES...``."""
+    import argparse
+    import json
+
+    import navcuda
+    from navcuda.io.directions import DirectionSet
+    from navcuda.models.default import load_default_directions
+
+    ap = argparse.ArgumentParser(prog="python -m navcuda.evaluate.named_edits")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    chk = sub.add_parser("check", help="check a named set of the bundled model at +-t")
+    chk.add_argument("file", nargs="?", help="named set (default: the bundled one)")
+    bld = sub.add_parser("build", help="the clean named set from candidate sets of one layer")
+    bld.add_argument("candidates", nargs="+")
+    bld.add_argument("-o", "--output", required=True)
+    bld.add_argument("--report", help="also write the scan as JSON here")
+    for p in (chk, bld):
+        p.add_argument("--t", type=float, default=2.0, help="example strength")
+        p.add_argument("--n-samples", type=int, default=256)
+        p.add_argument("--realism-samples", type=int, default=512)
+        p.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    g = navcuda.load_default()
+    if args.cmd == "check":
+        ds = DirectionSet.load(args.file) if args.file else load_default_directions()
+        probe = EditProbe(g, args.n_samples, args.seed, realism_samples=args.realism_samples)
+        bad = 0
+        for c in check_named_set(probe, ds, (-args.t, args.t)):
+            bad += not c.passes
+            print(
+                f"{c.name:16s} t={c.t:+g}: {c.factor} {c.target_change:+.3f}, worst other "
+                f"{c.worst_other} {c.crosstalk:.2f} of it, toy-FD {c.fd_increase:+.2f}  "
+                + ("ok" if c.passes else "FAIL: " + "; ".join(c.failures))
+            )
+        print(f"{len(ds) * 2 - bad} of {len(ds) * 2} checks pass (n = {args.n_samples})")
+        return int(bad > 0)
+    cands = [DirectionSet.load(f) for f in args.candidates]
+    out, report = build_clean_named_set(
+        g, cands, args.t, args.n_samples, realism_samples=args.realism_samples, seed=args.seed
+    )
+    out.save(args.output)
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report, fh, indent=1)
+    for c in out.extra["clean_checks"]:
+        print(f"{c['name']}: clean shift {c['shift']:.4g} (margin {c['margin']:.2f})")
+    print(f"wrote {len(out)} named directions to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
