@@ -97,7 +97,9 @@ class HessianMemory:
             else f"{self.resident} of {self.n_latents} latents cached, the rest recomputed "
             f"{self.window} at a time"
         )
-        budget = "no budget" if self.budget is None else f"budget {format_bytes(self.budget)}"
+        budget = (
+            "no budget" if self.budget is None else f"Hessian's budget {format_bytes(self.budget)}"
+        )
         lines.append(f"{keep} ({budget}); expected peak {format_bytes(self.peak(vec))} for "
                      f"products of {vec} vectors")  # fmt: skip
         return "\n".join(lines)

@@ -99,6 +99,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     if label_of(args) is not None:
         hparams["label"] = label_of(args)
     metric = {"metric": args.metric, "backbone_path": args.backbone}
+    if args.memory_budget is not None:
+        metric["memory_budget"] = args.memory_budget
     if args.method == "spectrum":
         hparams = {**metric, **hparams}
     elif args.method == "hybrid":

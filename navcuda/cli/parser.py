@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     disc.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     disc.add_argument("--eigenvectors", help="hybrid: spectrum set (.nav) or official .pt file")
+    disc.add_argument(
+        "--memory-budget",
+        help="spectrum/hybrid: memory for the run, e.g. 24GB or 50%% (of the free memory); "
+        "default auto (60%% of it). Past it the Hessian's latents are recomputed per block; "
+        "the memory model and expected time are printed before the run",
+    )
     disc.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     generator_options(disc)
     disc.set_defaults(func=cmd_discover)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -55,6 +56,7 @@ from navcuda import distributed as dist
 from navcuda._checks import positive_int
 from navcuda._summary import short_repr
 from navcuda.discover import params as P
+from navcuda.discover import spectrum_memory as SM
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
 from navcuda.io.directions import DirectionSet
 from navcuda.models.default import is_toy_model
@@ -565,6 +567,7 @@ def discover_spectrum(
     progress: bool = True,
     block_dtype: str | torch.dtype = "auto",
     label: int | None = None,
+    memory_budget: int | str | None = "auto",
 ) -> DirectionSet:
     """Top-``k`` eigenvectors of the perceptual Hessian of ``layer`` (module docstring).
 
@@ -593,6 +596,15 @@ def discover_spectrum(
             ``tol >= 1e-4``, float64 otherwise): storage of LOBPCG's blocks on the host
             (float32 halves the solver's memory and keeps its iterates at such tolerances; see
             :func:`lobpcg_eigensolver`). The dtype used is recorded in ``hparams``.
+        memory_budget: bytes, ``"24GB"``, ``"50%"`` of the free memory, ``"auto"`` (60 % of the
+            memory free on the generator's device) or ``None`` (no budget: every latent
+            cached, nothing measured up front). The eigensolver's host blocks (on the CPU) or
+            the products' rows (on a GPU) come out of it, the rest bounds the Hessian's caches
+            (:class:`~navcuda.hessian.PerceptualHessian` ``memory_budget``: past it, latents are
+            recomputed per block and peak memory stops growing with ``n_latents``). With
+            ``progress`` the memory model and the expected time are printed before the run
+            (:func:`navcuda.discover.spectrum_memory.report`); a budget that one chunk does not
+            fit raises :class:`~navcuda.memory_budget.MemoryBudgetError` with the figures.
     Returns a ``DirectionSet`` with ``basis="weight"`` (unit eigenvectors), eigenvalues as
     ``values`` and the residuals in ``extra``.
     """
@@ -642,9 +654,19 @@ def discover_spectrum(
     inputs = generator.sample(n_latents, seed, truncation_psi=truncation_psi, label=label)
     # several processes (navcuda.distributed): each holds its share of the latents
     inputs, progress = dist.shard_inputs(inputs), progress and dist.is_rank0()
+    n = math.prod(generator.layer(layer).weight_shape)
+    p = 1 if solver == "power" else SM.block_size(k, oversample, n)
+    host = SM.solver_bytes(solver, k, p, n, dtypes[block_dtype])
+    row = n * torch.finfo(generator.dtype).bits // 8
+    budget, hess_budget = SM.hessian_budget(memory_budget, torch.device(dev), host, p, row)
     hess = PerceptualHessian(generator, layer, inputs, metric_obj, batch_size=batch_size,
-                             resize=resize, progress=False, setup_progress=progress)  # fmt: skip
-    shape, n = hess.shape, hess.n_params
+                             resize=resize, progress=False, setup_progress=progress,
+                             memory_budget=hess_budget, budget_product=hvp)  # fmt: skip
+    shape = hess.shape
+    if progress and budget is not None:
+        print(SM.report(hess.memory, solver=solver, k=k, p=p, n=n, block_dtype=dtypes[block_dtype],
+                        device=torch.device(dev), budget=budget, max_iters=max_iters,
+                        iterations=iterations), file=sys.stderr)  # fmt: skip
 
     def hvp_fn(v: torch.Tensor) -> torch.Tensor:
         blk = v.reshape(v.shape[0], *shape)
@@ -689,6 +711,7 @@ def discover_spectrum(
             "truncation_psi": truncation_psi,
             "target_rms": target_rms,
             "block_dtype": block_dtype,
+            "memory_budget": budget,
             **label_hparam(label),
         },  # fmt: skip
         seed=seed,
@@ -720,6 +743,18 @@ def _metric_ok(value: object) -> bool:
 
         return value == "auto" or value in METRIC_NAMES
     return callable(value)  # a metric object (Python API)
+
+
+def _size_ok(value: object) -> bool:
+    from navcuda.memory_budget import MemoryBudgetError, parse_size
+
+    if value == "auto":
+        return True
+    try:
+        parse_size(value)
+    except MemoryBudgetError:
+        return False
+    return True
 
 
 def _dtype_ok(value: object) -> bool:
@@ -770,4 +805,12 @@ SPECTRUM_PARAMS = P.declare(
         _dtype_ok,
     ),
     label=P.LABEL,
+    memory_budget=P.other(
+        "memory for the run: bytes, '24GB', '50%' of the free memory, 'auto' (60 % of it) or "
+        "None (every latent cached); past it latents are recomputed per block",
+        "size",
+        "'auto', None, a number of bytes or a size such as '24GB' or '50%'",
+        _size_ok,
+        none_ok=True,
+    ),
 )
