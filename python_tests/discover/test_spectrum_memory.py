@@ -1,0 +1,59 @@
+"""The spectrum under a memory budget: the same eigenpairs when the Hessian streams its latents,
+the memory model and expected time printed up front, and budgets too small refused with the
+figures (API and CLI)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from navcuda.cli import main
+from navcuda.discover import discover
+from navcuda.hessian import PerceptualHessian
+from navcuda.memory_budget import MemoryBudgetError
+from navcuda.metrics.perceptual import PixelMSE
+
+KW = dict(k=3, metric=PixelMSE(), n_latents=10, tol=1e-4, max_iters=200, resize=None,
+          calibrate=False, batch_size=4)  # fmt: skip
+
+
+def test_streamed_spectrum_equals_cached(tiny_generator, capsys):
+    g = tiny_generator
+    full = discover(g, "convs.1", method="spectrum", progress=False, memory_budget=None, **KW)
+    assert full.hparams["memory_budget"] is None
+    assert full.extra["hessian"]["memory"]["resident"] == 10
+    # a budget that leaves the Hessian room for 5 of the 10 latents' caches
+    probe = PerceptualHessian(g, "convs.1", g.sample(10, 0), PixelMSE(), batch_size=4,
+                              resize=None, memory_budget="1TB")  # fmt: skip
+    m = probe.memory
+    n = probe.n_params
+    solver = 6 * 7 * n * 4  # LOBPCG: 6 float32 blocks of [k + 4, N]
+    budget = solver + m.per_chunk + m.chunk_vectors * m.per_vector // 2 + 5 * m.per_latent + 8
+    ds = discover(g, "convs.1", method="spectrum", progress=True, memory_budget=budget, **KW)
+    mem = ds.extra["hessian"]["memory"]
+    assert (mem["resident"], mem["window"]) == (1, 2)  # room 5: blocks of 2, one cached
+    torch.testing.assert_close(ds.values, full.values, rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(ds.extra["residuals"]),
+        torch.tensor(full.extra["residuals"]),
+        rtol=0.5,
+        atol=1e-6,
+    )
+    cos = (ds.coefficients.flatten(1) @ full.coefficients.flatten(1).t()).abs().diagonal()
+    assert float(cos.min()) > 1 - 1e-5
+    err = capsys.readouterr().err
+    assert "spectrum: memory model" in err and "1 of 10 latents cached" in err
+    assert "6 blocks of [7, " in err and "spectrum: expected time ~" in err
+
+
+def test_budget_too_small_is_refused(tiny_generator, tmp_path, capsys):
+    g = tiny_generator
+    with pytest.raises(MemoryBudgetError, match="eigensolver's blocks on the host alone take"):
+        discover(g, "convs.1", method="spectrum", progress=False, memory_budget="10kB", **KW)
+    out = tmp_path / "s.nav"
+    args = ["discover", "--method", "spectrum", "-k", "2", "--param", "n_latents=4", "-o", str(out)]
+    assert main([*args, "--memory-budget", "1kB"]) == 2
+    err = capsys.readouterr().err
+    assert "memory budget 1 kB is too small" in err and "Traceback" not in err
+    assert main([*args, "--memory-budget", "lots"]) == 2
+    assert "memory_budget" in capsys.readouterr().err
