@@ -10,22 +10,7 @@ The studio uses the core (:mod:`navcuda.recipe`, :mod:`navcuda.shift`); nothing 
 imports it.
 """
 
-from navcuda.studio.session import (
-    EditState,
-    ExportError,
-    PhotoError,
-    Slider,
-    SliderRangeError,
-    Studio,
-    StudioError,
-)
+from navcuda.studio import session as _session
+from navcuda.studio.session import *  # noqa: F403 (the names of its __all__)
 
-__all__ = [
-    "EditState",
-    "ExportError",
-    "PhotoError",
-    "Slider",
-    "SliderRangeError",
-    "Studio",
-    "StudioError",
-]
+__all__ = list(_session.__all__)

@@ -1,7 +1,7 @@
 """The studio's web UI (Gradio): the controls of a :class:`~navcuda.studio.session.Studio`, its
 images side by side, undo / reset, photo upload, recipe loading and exports.
 
-Each browser session keeps its undo history (a list of
+Each browser session keeps its undo history (a :class:`~navcuda.studio.session.History` of
 :class:`~navcuda.studio.session.EditState`) in a ``gr.State``; every control's ``input`` event
 (user changes only, not the updates undo makes) renders the new state. Refused requests raise
 ``gr.Error`` with the error's class name and message, and change nothing.
@@ -20,12 +20,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no t
 import gradio as gr  # noqa: E402
 
 from navcuda.recipe import LatentInput, RecipeError  # noqa: E402
-from navcuda.studio.session import EditState, Studio, StudioError  # noqa: E402
+from navcuda.studio.session import HISTORY, EditState, History, Studio, StudioError  # noqa: E402
 
 __all__ = ["HISTORY", "build_app", "free_port", "launch"]
 
-#: Undo steps kept per browser session.
-HISTORY = 100
 #: Small generated images are scaled up without smoothing.
 CSS = (
     "#original img, #edited img { image-rendering: pixelated; width: 100%; height: 100%; "
@@ -76,7 +74,7 @@ def build_app(studio: Studio, seed: int = 0, truncation: float = 0.7) -> gr.Bloc
     start = studio.initial(seed, truncation)
     conditional = studio.generator.num_classes > 0
     with gr.Blocks(title="navcuda studio", analytics_enabled=False) as app:
-        history = gr.State([start])
+        history = gr.State(History.start(start, HISTORY))
         gr.Markdown("## navcuda studio")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
@@ -124,21 +122,21 @@ def build_app(studio: Studio, seed: int = 0, truncation: float = 0.7) -> gr.Bloc
         controls = [seed_box, trunc, klass, *sliders]
         views = [history, original, edited, status]
 
-        def show(hist: list[EditState], previous: EditState | None) -> tuple:
-            s = hist[-1]
+        def show(hist: History, previous: EditState | None) -> tuple:
+            s = hist.current
             same_input = previous is not None and _input_key(previous) == _input_key(s)
             before = gr.update() if same_input else studio.render(s, original=True)
-            return hist[-HISTORY:], before, studio.render(s), _status(studio, s)
+            return hist, before, studio.render(s), _status(studio, s)
 
         def values_of(s: EditState) -> list:
             label = "" if s.label is None else str(s.label)
             return [s.seed, s.truncation, label, *s.values]
 
         @_guard
-        def on_edit(hist: list[EditState], seed_v, trunc_v, class_v, *values) -> tuple:
-            cur = hist[-1]
+        def on_edit(hist: History, seed_v, trunc_v, class_v, *values) -> tuple:
+            cur = hist.current
             new = studio.update(cur, values, seed_v, trunc_v, class_v if conditional else "keep")
-            return show([*hist, new], cur)
+            return show(hist.push(new), cur)
 
         gr.on(
             [c.input for c in controls], on_edit, [history, *controls], views,
@@ -146,39 +144,36 @@ def build_app(studio: Studio, seed: int = 0, truncation: float = 0.7) -> gr.Bloc
         )  # fmt: skip
 
         @_guard
-        def on_undo(hist: list[EditState]) -> tuple:
-            cur = hist[-1]
-            hist = hist[:-1] if len(hist) > 1 else hist
-            return (*show(hist, cur), *values_of(hist[-1]))
+        def on_undo(hist: History) -> tuple:
+            back = hist.undo()
+            return (*show(back, hist.current), *values_of(back.current))
 
         undo.click(on_undo, [history], [*views, *controls], api_name="undo",
                    show_progress="hidden")  # fmt: skip
 
         @_guard
-        def on_reset(hist: list[EditState]) -> tuple:
-            cur = hist[-1]
-            new = studio.update(cur, [0.0] * len(studio.sliders))
-            return (*show([*hist, new], cur), *values_of(new))
+        def on_reset(hist: History) -> tuple:
+            new = hist.reset()
+            return (*show(new, hist.current), *values_of(new.current))
 
         reset.click(on_reset, [history], [*views, *controls], api_name="reset",
                     show_progress="hidden")  # fmt: skip
 
         @_guard
-        def on_photo(hist: list[EditState], path: str | None, progress=_PROGRESS) -> tuple:
+        def on_photo(hist: History, path: str | None, progress=_PROGRESS) -> tuple:
             if not path:
                 return (gr.update(),) * 5
-            cur = hist[-1]
-            return (*show([*hist, studio.project_photo(path, cur)], cur), None)  # upload cleared
+            cur = hist.current
+            return (*show(hist.push(studio.project_photo(path, cur)), cur), None)  # upload cleared
 
         photo.upload(on_photo, [history, photo], [*views, photo], api_name="photo")
 
         @_guard
-        def on_recipe(hist: list[EditState], path: str | None) -> tuple:
+        def on_recipe(hist: History, path: str | None) -> tuple:
             if not path:
                 return (gr.update(),) * (5 + len(controls))
-            cur = hist[-1]
             new = studio.load_recipe(path)
-            return (*show([*hist, new], cur), *values_of(new), None)
+            return (*show(hist.push(new), hist.current), *values_of(new), None)
 
         recipe_in.upload(
             on_recipe, [history, recipe_in], [*views, *controls, recipe_in], api_name="recipe"
@@ -186,9 +181,9 @@ def build_app(studio: Studio, seed: int = 0, truncation: float = 0.7) -> gr.Bloc
 
         for kind, button in exports.items():
 
-            def on_export(hist: list[EditState], kind: str = kind) -> tuple:
+            def on_export(hist: History, kind: str = kind) -> tuple:
                 try:
-                    path = studio.export(hist[-1], kind)
+                    path = studio.export(hist.current, kind)
                 except StudioError as exc:
                     raise _error(exc) from None
                 return str(path), f"exported {path}"

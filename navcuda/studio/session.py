@@ -32,9 +32,11 @@ from navcuda.recipe import (
 from navcuda.shift import shift_reference
 
 __all__ = [
+    "HISTORY",
     "SLIDER_LIMIT",
     "EditState",
     "ExportError",
+    "History",
     "PhotoError",
     "Slider",
     "SliderRangeError",
@@ -46,6 +48,8 @@ __all__ = [
 SLIDER_LIMIT = 5.0
 #: Sliders of directions without one span this fraction of the shift's reference norm.
 ABSOLUTE_FRACTION = 0.5
+#: Undo steps kept (per browser session in the app).
+HISTORY = 100
 #: Shift factors of an exported sweep (GIF / MP4): the edit grows from none to all of it.
 SWEEP = tuple(float(x) for x in np.linspace(0.0, 1.0, 9))
 
@@ -88,6 +92,51 @@ class EditState:
     truncation: float = 0.7
     label: int | None = None
     latent: LatentInput | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """The undo history of one editing session: the states shown so far, the last one current
+    (immutable: every change returns a new history, so a refused request changes nothing).
+
+    :meth:`push` adds a state (the oldest are forgotten beyond ``limit``), :meth:`undo` goes back
+    one (never before the first state), :meth:`reset` pushes the current input with every slider
+    at 0 (so a reset can be undone)."""
+
+    states: tuple[EditState, ...]
+    limit: int = HISTORY
+
+    def __post_init__(self) -> None:
+        if not self.states:
+            raise ValueError("a history holds at least one state")
+        if self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+
+    @classmethod
+    def start(cls, state: EditState, limit: int = HISTORY) -> History:
+        """A history holding ``state`` only."""
+        return cls((state,), limit)
+
+    @property
+    def current(self) -> EditState:
+        """The state shown now (the last one)."""
+        return self.states[-1]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def push(self, state: EditState) -> History:
+        """``state`` made current; beyond :attr:`limit` states, the oldest are dropped."""
+        return replace(self, states=(*self.states, state)[-self.limit :])
+
+    def undo(self) -> History:
+        """Back to the previous state (the first state stays: undo there changes nothing)."""
+        return replace(self, states=self.states[:-1]) if len(self.states) > 1 else self
+
+    def reset(self) -> History:
+        """The current input (seed, truncation, class or photo) with no edit, pushed."""
+        cur = self.current
+        return self.push(replace(cur, values=(0.0,) * len(cur.values)))
 
 
 class Studio:

@@ -13,7 +13,14 @@ from PIL import Image
 from navcuda.discover import discover
 from navcuda.models.stylegan2 import Generator
 from navcuda.recipe import DirectionSource, Recipe, RecipeModelError, render_recipe
-from navcuda.studio import ExportError, PhotoError, SliderRangeError, Studio, StudioError
+from navcuda.studio import (
+    ExportError,
+    History,
+    PhotoError,
+    SliderRangeError,
+    Studio,
+    StudioError,
+)
 from navcuda.studio.exports import sweep_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,6 +46,33 @@ def test_sliders_and_states(studio):
     assert edited.dtype == np.uint8 and edited.shape == (16, 16, 3)
     assert np.abs(edited.astype(int) - original).mean() > 0.5
     assert np.array_equal(original, studio.render(s0))  # no edit: the sample itself
+
+
+def test_history_undo_and_reset(studio):
+    s0 = studio.initial(seed=4)
+    h0 = History.start(s0)
+    assert len(h0) == 1 and h0.current is s0
+    assert h0.undo() is h0  # nothing to undo: the first state stays
+    s1 = studio.update(s0, [1.0, 0.0, -0.5])
+    s2 = studio.update(s1, seed=7)
+    h2 = h0.push(s1).push(s2)
+    assert [len(h0), len(h2)] == [1, 3] and h2.current is s2  # immutable: h0 unchanged
+    assert h2.undo().current is s1 and h2.undo().undo().current is s0
+    assert h2.undo().undo().undo().current is s0
+    # Reset: the same input with no edit, pushed (so it can be undone).
+    r = h2.reset()
+    assert len(r) == 4 and r.current.values == (0.0, 0.0, 0.0)
+    assert (r.current.seed, r.current.truncation, r.current.latent) == (7, s2.truncation, None)
+    assert r.undo().current is s2
+    assert np.array_equal(studio.render(r.current), studio.render(r.current, original=True))
+    # The oldest states are forgotten beyond the limit; undo stops at the oldest kept.
+    h = History.start(s0, limit=3)
+    for v in (1.0, 2.0, 3.0, 4.0):
+        h = h.push(studio.update(h.current, [v, 0.0, 0.0]))
+    assert [st.values[0] for st in h.states] == [2.0, 3.0, 4.0]
+    assert h.undo().undo().undo().current.values[0] == 2.0
+    with pytest.raises(ValueError, match="at least one state"):
+        History(())
 
 
 def test_out_of_range_and_bad_values_are_named_errors(studio):

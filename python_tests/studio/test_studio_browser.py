@@ -1,7 +1,7 @@
 """The studio in headless Chromium (Selenium + chromedriver, as the gallery's browser tests): the
 test starts the server on a free localhost port with the bundled model, moves a slider, checks
 the shown image against ``navcuda edit --recipe`` of the exported recipe, uploads a 64x64 PNG,
-exports a GIF, and stops the server.
+exports a GIF, resets and undoes, and stops the server.
 
 ``NAVCUDA_STUDIO_SCREENSHOT=docs/studio.png`` also saves the README's screenshot.
 """
@@ -140,6 +140,18 @@ def test_studio_in_chromium(browser, server, tmp_path):
     browser.find_element(By.ID, "export-gif").click()
     gif = _wait(lambda: next(studio.export_dir.glob("*.gif"), None), what="the GIF")
     assert Image.open(gif).n_frames > 1
+    # Reset: the photo without the edit (the slider back at 0); undo: the edit again.
+    edited_photo = _src(browser, "edited")
+    browser.find_element(By.ID, "reset").click()
+    _wait(lambda: _status(browser).endswith("(projected) | no edit"), what="the reset")
+    _wait(lambda: float(box.get_attribute("value")) == 0, what="the slider at 0")
+    plain = _wait(lambda: (s := _src(browser, "edited")) != edited_photo and s, what="the image")
+    assert not np.array_equal(_pixels(plain), _pixels(edited_photo))
+    browser.find_element(By.ID, "undo").click()
+    _wait(lambda: "eye size +2.50x" in _status(browser), what="the undo")
+    _wait(lambda: float(box.get_attribute("value")) == 2.5, what="the slider at 2.5")
+    redone = _wait(lambda: (s := _src(browser, "edited")) != plain and s, what="the image")
+    assert np.array_equal(_pixels(redone), _pixels(edited_photo))
     # A file that is not an image: a named error in the UI, the state unchanged.
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
