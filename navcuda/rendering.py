@@ -478,6 +478,7 @@ def estimate_render(
     batch_size: int = 16,
     measure: bool = True,
     seconds_per_image: float | None = None,
+    video: bool = False,
 ) -> RenderEstimate:
     """Memory, disk and time of :func:`render` with these sizes and options (``output_dir``:
     whether files are written; a path counts as True), without rendering all of it.
@@ -487,7 +488,10 @@ def estimate_render(
     shifted renders cost about the same. :meth:`RenderEstimate.problems` compares the estimate
     with the free memory and disk; :meth:`RenderEstimate.describe` says it in one line. A
     gallery (:func:`navcuda.gallery.build_gallery`) is a render with ``rows_per_file=n_seeds``,
-    ``gif=True`` and ``keep_images=False``.
+    ``gif=True`` and ``keep_images=False``. ``video``: the MP4 beside each strip counts too (its
+    frames in memory while encoded; on disk its frames, forth and back, as raw ``yuv420p``, 1.5
+    bytes a pixel, plus 4 KiB of headers: more than navcuda's H.264 files take even for frames
+    of random noise, measured from 20 x 20 to 1040 x 260 pixels).
     """
     for name, v in (("n_directions", n_directions), ("n_seeds", n_seeds), ("n_ts", n_ts)):
         positive_int(v, name)
@@ -502,14 +506,18 @@ def estimate_render(
     else:
         per_file = min(n_seeds, rows_per_file or default_rows_per_file(image_shape, n_ts))
         keep = keep_images if keep_images is not None else _nbytes(shape) <= KEEP_IMAGES_MAX_BYTES
-        n_files = n_directions * math.ceil(n_seeds / per_file) * (2 if gif else 1)
+        n_files = n_directions * math.ceil(n_seeds / per_file) * (1 + int(gif) + int(video))
     unit = per_file * n_ts * c * h * w
     kept = _nbytes(shape) if keep else 0
-    # one unit in float32 (while rendered) and its 8-bit canvases (strip; GIF frames twice)
-    canvas = unit * (3 if c == 1 else 1) * (1 + (2 if gif else 0))
+    # one unit in float32 (while rendered) and its 8-bit canvases (strip; GIF frames twice;
+    # the video's frames once: the way back repeats the same images)
+    canvas = unit * (3 if c == 1 else 1) * (1 + (2 if gif else 0) + (1 if video else 0))
     memory = max(kept, 4 * unit) + (canvas if writes else 0) + 4 * batch_size * c * h * w
     pixels = n_seeds * n_ts * (h + 2) * (w + 2) * n_directions
     disk = 3 * pixels + (pixels * 2 if gif else 0) if writes else 0  # RGB PNG; GIF: 2T-2 frames
+    if writes and video:  # max(T, 2T-2) frames of pixels / T each, 1.5 bytes a pixel
+        videos = n_directions * math.ceil(n_seeds / per_file)
+        disk += 3 * pixels * max(n_ts, 2 * n_ts - 2) // (2 * n_ts) + 4096 * videos
     seconds = None if seconds_per_image is None else seconds_per_image * images
     if seconds is None and measure:
         b = min(batch_size, images)

@@ -67,3 +67,44 @@ def test_render_video_command_and_missing_encoder(tmp_path, tiny_generator, monk
     assert main([*argv, "--video", "-o", str(other)]) == 2
     assert "needs imageio-ffmpeg" in capsys.readouterr().err
     assert not other.exists()
+
+
+def test_estimate_counts_the_videos(tiny_generator, tmp_path):
+    from navcuda.rendering import estimate_render
+
+    kw = dict(output_dir=tmp_path, measure=False)
+    plain = estimate_render(tiny_generator, 2, 3, 5, **kw)
+    gif = estimate_render(tiny_generator, 2, 3, 5, gif=True, **kw)
+    both = estimate_render(tiny_generator, 2, 3, 5, gif=True, video=True, **kw)
+    assert (plain.files, gif.files, both.files) == (2, 4, 6)
+    assert both.bytes_on_disk > gif.bytes_on_disk and both.bytes_in_memory > gif.bytes_in_memory
+    # The bound holds for what render writes: 8 frames (t forth and back) of 3 samples each.
+    res = render(tiny_generator, discover(tiny_generator, 3, method="svd", k=2, calibrate=False),
+                 [0, 1, 2], ts=[-20, -10, 0, 10, 20], output_dir=tmp_path / "r", gif=True,
+                 video=True, progress=False)  # fmt: skip
+    assert len(res.files) == both.files
+    mp4 = sum(p.stat().st_size for p in res.files if p.suffix == ".mp4")
+    assert 0 < mp4 <= both.bytes_on_disk - gif.bytes_on_disk
+    assert estimate_render(tiny_generator, 2, 3, 5, output_dir=None, video=True).files == 0
+
+
+def test_render_video_command_checks_the_videos_cost(tmp_path, tiny_generator, monkeypatch, capsys):
+    import navcuda.rendering as rendering
+
+    ckpt = save_generator(tiny_generator, tmp_path / "g.safetensors")
+    dirs = discover(tiny_generator, 3, method="svd", k=1, calibrate=False).save(tmp_path / "d.nav")
+    out = tmp_path / "strips"
+    argv = ["render", str(dirs), "--checkpoint", str(ckpt), "--seeds", "0-3", "--t", "-1:1:5"]
+    est = [rendering.estimate_render(tiny_generator, 1, 4, 5, output_dir=out, video=v,
+                                     measure=False) for v in (False, True)]  # fmt: skip
+    # Free disk between the estimates without and with the video: only --video is refused.
+    free = (est[0].bytes_on_disk + est[1].bytes_on_disk) // 2
+    real = rendering.shutil.disk_usage
+    monkeypatch.setattr(rendering.shutil, "disk_usage", lambda p: real(p)._replace(free=free))
+    assert main([*argv, "--video", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not started" in err and "in 2 files" in err and "free in" in err
+    assert not out.exists()
+    assert main([*argv, "-o", str(tmp_path / "plain")]) == 0
+    assert main([*argv, "--video", "--yes", "-o", str(out)]) == 0
+    assert (out / "00_sv0.mp4").stat().st_size > 0

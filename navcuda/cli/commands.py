@@ -173,7 +173,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     warn_large_shifts(args, g, ds, args.t, relative=not args.absolute)
     n = (len(ds), len(args.seeds), len(args.t))
     check_render_cost(
-        args, estimate_render(g, *n, output_dir=args.output, gif=args.gif, measure=_measure(n))
+        args,
+        estimate_render(
+            g, *n, output_dir=args.output, gif=args.gif, video=args.video, measure=_measure(n)
+        ),
     )
     res = render(
         g,
