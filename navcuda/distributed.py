@@ -12,7 +12,9 @@ process group is initialised (or it has one rank), so the methods call them unco
 - **Rank 0**: :func:`from_rank0` runs a function on rank 0 only (reading a checkpoint that only
   rank 0 wrote, checking the output path) and gives every rank its result -- or its exception,
   raised on every rank alike. :func:`gather_rows` concatenates per-rank results in rank order.
-- **Sharding**: :func:`shard` splits ``n`` items into ``world_size`` contiguous, balanced slices.
+- **Sharding**: :func:`shard` splits ``n`` items into ``world_size`` contiguous, balanced slices;
+  :func:`sharded_map` runs a function over a rank's share of independent items (the evaluation
+  experiments' directions) and hands rank 0 all results, in order.
 - **Spectrum**: :class:`ShardedProducts` turns a rank's Hessian-vector product over its share
   of the latents into the product over all of them (one all-reduce per block, weighted by the
   share's size, so it equals the single-process mean), and :func:`solve_sharded` runs an
@@ -28,7 +30,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -52,6 +54,7 @@ __all__ = [
     "shard",
     "shard_inputs",
     "sharded_directions",
+    "sharded_map",
     "shutdown",
     "solve_sharded",
     "solver_placement",
@@ -60,6 +63,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: Seconds a collective waits for its peers before it raises (``NAVCUDA_DIST_TIMEOUT``).
 DEFAULT_TIMEOUT_S = 600.0
@@ -213,6 +217,40 @@ def sharded_directions(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.T
         return torch.cat([p for p in parts if p is not None])
 
     return wrapper
+
+
+def sharded_map(fn: Callable[[list[T]], Sequence[R]], items: Sequence[T]) -> list[R] | None:
+    """``fn(items)`` computed in shares: ``fn`` maps a list of independent items to one result
+    per item; on several processes each rank calls it on its contiguous share (not at all on an
+    empty one) and rank 0 gets every result in the order of ``items``, the other ranks None.
+    An exception ``fn`` raises on any rank is raised on every rank (the first rank's, once all
+    have finished their shares), so that they fail alike. In one process: ``list(fn(items))``.
+
+    The results travel pickled to rank 0 only (a gather, not an all-gather: a locality
+    experiment's heat-maps are ``H x W`` float64 per direction)."""
+    items = list(items)
+    if not is_active():
+        return list(fn(items))
+    share = items[shard(len(items))]
+    outcome: tuple[str, Any]
+    try:
+        out = list(fn(share)) if share else []
+        if len(out) != len(share):
+            raise ValueError(f"sharded_map: {len(out)} results for {len(share)} items")
+        outcome = ("ok", out)
+    except Exception as exc:  # noqa: BLE001 -- raised on every rank below
+        outcome = ("error", exc)
+    parts: list[Any] | None = [None] * world_size() if is_rank0() else None
+    dist.gather_object(outcome, parts, dst=0)
+    box: list[Any] = [None]
+    if parts is not None:
+        box[0] = next((value for kind, value in parts if kind == "error"), None)
+    dist.broadcast_object_list(box, src=0, device=_device())
+    if box[0] is not None:
+        raise box[0]
+    if parts is None:
+        return None
+    return [r for _, value in parts for r in value]
 
 
 def _device() -> torch.device:

@@ -1,5 +1,9 @@
 """``torchrun --nproc-per-node N -m navcuda discover ...``: a command on several processes.
 
+The commands that do: ``discover`` (every method), and ``evaluate`` with the experiments of
+:data:`navcuda.cli.evaluate.DISTRIBUTED_EXPERIMENTS` (``locality``, ``reproduce``, ``realism``:
+their directions split across the ranks, rank 0 writes the JSON and the figure).
+
 The CLI sees the launcher's environment (:func:`navcuda.distributed.launch_env`) and runs the
 command here instead of directly: it starts the process group (gloo on the CPU, NCCL with
 ``--device cuda``, each rank then on ``cuda:LOCAL_RANK``), keeps standard output, warnings and
@@ -25,11 +29,13 @@ from collections.abc import Callable
 import torch
 
 from navcuda import distributed as dist
+from navcuda.cli.evaluate import DISTRIBUTED_EXPERIMENTS
 
-__all__ = ["DISTRIBUTED_COMMANDS", "run_distributed"]
+__all__ = ["DISTRIBUTED_COMMANDS", "distributed_refusal", "run_distributed"]
 
-#: The commands that run on several processes (the others say so and stop).
-DISTRIBUTED_COMMANDS = ("discover",)
+#: The commands that run on several processes (the others say so and stop); ``evaluate`` only
+#: with the experiments of :data:`~navcuda.cli.evaluate.DISTRIBUTED_EXPERIMENTS`.
+DISTRIBUTED_COMMANDS = ("discover", "evaluate")
 
 _ERROR_KEY = "navcuda/failed"
 
@@ -40,10 +46,11 @@ Runner = Callable[[argparse.Namespace, Callable[[str], None]], int]
 def run_distributed(args: argparse.Namespace, run: Runner, env: dist.LaunchEnv) -> int:
     """Run ``args``' command as rank ``env.rank`` of ``env.world_size``; the exit code."""
     prog = f"navcuda {args.command}"
-    if args.command not in DISTRIBUTED_COMMANDS:
+    refusal = distributed_refusal(args)
+    if refusal is not None:
         print(
             f"{prog}: error: launched on {env.world_size} processes (RANK/WORLD_SIZE are set), "
-            f"but only {', '.join(DISTRIBUTED_COMMANDS)} runs on several; run it in one process",
+            f"but {refusal}",
             file=sys.stderr,
         )
         return 2
@@ -79,6 +86,22 @@ def run_distributed(args: argparse.Namespace, run: Runner, env: dist.LaunchEnv) 
         _post_error(env.rank, own[-1])
     dist.shutdown()
     return code
+
+
+def distributed_refusal(args: argparse.Namespace) -> str | None:
+    """Why ``args``' command cannot run on several processes (None when it can)."""
+    experiment = getattr(args, "experiment", None)
+    if args.command == "evaluate" and experiment not in DISTRIBUTED_EXPERIMENTS:
+        return (
+            f"evaluate {experiment} runs in one process (on several: "
+            f"{', '.join(DISTRIBUTED_EXPERIMENTS)}); run it without torchrun"
+        )
+    if args.command not in DISTRIBUTED_COMMANDS:
+        return (
+            f"only {', '.join(DISTRIBUTED_COMMANDS[:-1])} and evaluate "
+            f"{'/'.join(DISTRIBUTED_EXPERIMENTS)} run on several; run it in one process"
+        )
+    return None
 
 
 @contextlib.contextmanager

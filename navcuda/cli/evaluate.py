@@ -1,5 +1,12 @@
 """``navcuda evaluate``: the paper's experiments (locality, latent reproduction, realism), the
-layer sweep and the automatic Table 1, each writing EXPERIMENT.json and a figure."""
+layer sweep and the automatic Table 1, each writing EXPERIMENT.json and a figure.
+
+Under ``torchrun`` (:mod:`navcuda.cli.distributed`) the experiments of
+:data:`DISTRIBUTED_EXPERIMENTS` split the directions across the ranks
+(:func:`navcuda.distributed.sharded_map`: every direction's result is computed as in one
+process, from the same seeds) and rank 0 alone writes the JSON and the figure; an experiment
+function returns None on the other ranks.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from navcuda import distributed as dist
 from navcuda.cli.options import (
     OWN_OPTIONS,
     check_writable,
@@ -24,7 +32,7 @@ from navcuda.cli.options import (
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from navcuda.io.directions import DirectionSet
 
-    check_writable(args.output, "dir")
+    dist.from_rank0(lambda: check_writable(args.output, "dir"))  # rank 0 writes (torchrun)
     _check_options(args)
     g = load_generator_of(args)
     ds = None
@@ -45,6 +53,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         warn_large_shifts(args, g, ds, args.t, relative=True)
     out = Path(args.output)
     report = EXPERIMENTS[args.experiment](g, ds, out, args)
+    if report is None:  # a rank other than 0 of a distributed run: rank 0 writes
+        return 0
     path = write_json(out / f"{args.experiment}.json", report)
     print(f"wrote {path} and the figures beside it")
     return 0
@@ -98,15 +108,21 @@ def _table_options(
     return given, methods, extra
 
 
-def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
+#: The experiments that run on several processes (their directions split across the ranks).
+DISTRIBUTED_EXPERIMENTS = ("locality", "reproduce", "realism")
+
+
+def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict | None:
     from navcuda.evaluate.locality import locality_map, save_heatmaps
 
-    results = [
-        locality_map(
-            g, d, n_z=args.n_z, n_t=args.n_t, seed=args.seed, progress=True, label=label_of(args)
-        )
-        for d in ds
-    ]
+    def maps(share: list) -> list:
+        return [locality_map(g, d, n_z=args.n_z, n_t=args.n_t, seed=args.seed,
+                             progress=dist.is_rank0(), label=label_of(args))
+                for d in share]  # fmt: skip
+
+    results = dist.sharded_map(maps, list(ds))
+    if results is None:
+        return None
     save_heatmaps(results, out / "locality.png")
     return {
         "experiment": "locality",
@@ -117,26 +133,39 @@ def _eval_locality(g, ds, out: Path, args: argparse.Namespace) -> dict:
     }
 
 
-def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict:
+def _eval_reproduce(g, ds, out: Path, args: argparse.Namespace) -> dict | None:
     from navcuda.evaluate.latent_reproduction import plot_reproduction, reproduce_edit, spaces_for
 
     metric = metric_of(args.metric, g, args.backbone, args.device)
-    rows = []
-    for d in ds:
-        t = args.t_rel * (d.amplitude or 1.0)
-        for space in spaces_for(g, d):
-            r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps, seed=args.seed,
-                               metric=metric, progress=True, label=label_of(args))  # fmt: skip
-            rows.append(
-                {
-                    "direction": d.name,
-                    "space": space,
-                    "t": t,
-                    "relative_residual": r.relative_residual,
-                    "unreachable": r.unreachable,
-                }
-            )
-            print(f"{d.name:<16} {space:<12} residual {r.relative_residual:.3f}")
+
+    def show(row: dict) -> None:
+        print(f"{row['direction']:<16} {row['space']:<12} residual {row['relative_residual']:.3f}")
+
+    def reproduce(share: list) -> list[list[dict]]:
+        """Per direction: its rows, one per latent space."""
+        per_direction = []
+        for d in share:
+            t = args.t_rel * (d.amplitude or 1.0)
+            rows = []
+            for space in spaces_for(g, d):
+                r = reproduce_edit(g, d, t, space, n_z=args.n_z, steps=args.steps,
+                                   seed=args.seed, metric=metric, progress=dist.is_rank0(),
+                                   label=label_of(args))  # fmt: skip
+                rows.append({"direction": d.name, "space": space, "t": t,
+                             "relative_residual": r.relative_residual,
+                             "unreachable": r.unreachable})  # fmt: skip
+                if not dist.is_active():  # as it goes; several processes: all of them at the end
+                    show(rows[-1])
+            per_direction.append(rows)
+        return per_direction
+
+    gathered = dist.sharded_map(reproduce, list(ds))
+    if gathered is None:
+        return None
+    rows = [row for rows_ in gathered for row in rows_]
+    if dist.is_active():
+        for row in rows:
+            show(row)
     plot_reproduction(rows, out / "reproduce.png", threshold=0.5)
     return {"experiment": "reproduce", "threshold": 0.5, "rows": rows,
             "metric": "pixel MSE" if metric is None else metric.describe()}  # fmt: skip
@@ -149,7 +178,7 @@ def _require_toy_model(g, what: str) -> None:
         raise ValueError(f"{what} scores the toy world's factors: use the bundled model")
 
 
-def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
+def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict | None:
     from navcuda.evaluate.realism import plot_realism, realism_curves
     from navcuda.io.directions import DirectionSet
 
@@ -173,10 +202,14 @@ def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
         if len(files) < 2:
             raise ValueError(f"--real {args.real}: found {len(files)} images, need at least 2")
         net = InceptionFeatures(args.inception).to(args.device)
-        real = torch.cat([load_image(f, 299) for f in files])
-        stats = feature_statistics(
-            torch.cat([net(c.to(args.device)).cpu() for c in real.split(32)])
-        )
+
+        def real_statistics() -> tuple[torch.Tensor, torch.Tensor]:
+            real = torch.cat([load_image(f, 299) for f in files])
+            return feature_statistics(
+                torch.cat([net(c.to(args.device)).cpu() for c in real.split(32)])
+            )
+
+        stats = dist.from_rank0(real_statistics)  # several processes: computed once, sent
         feature_fn, metric = net, "FID (Inception-v3, torchvision weights)"
     else:
         from navcuda.metrics.factor_regressor import load_factor_regressor
@@ -190,11 +223,25 @@ def _eval_realism(g, ds, out: Path, args: argparse.Namespace) -> dict:
                 "and --real DIR (a folder of real images)"
             )
         reg = load_factor_regressor()
-        stats = world_statistics(args.n_real, args.seed, reg)
+        stats = dist.from_rank0(lambda: world_statistics(args.n_real, args.seed, reg))
         feature_fn, metric = reg.features, "toy-FD"
     ts = args.t or [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
-    curves = realism_curves(g, dirs, stats, feature_fn, relative_ts=ts, n_samples=args.n_z,
-                            seed=args.seed, label=label_of(args))  # fmt: skip
+    curves = dist.sharded_map(
+        lambda share: realism_curves(
+            g,
+            share,
+            stats,
+            feature_fn,
+            relative_ts=ts,
+            n_samples=args.n_z,
+            seed=args.seed,
+            label=label_of(args),
+            progress=dist.is_rank0(),
+        ),  # fmt: skip
+        dirs,
+    )
+    if curves is None:
+        return None
     plot_realism(curves, out / "realism.png", title=f"{metric} vs shift", metric=metric)
     return {"experiment": "realism", "metric": metric, "n_samples": args.n_z,
             "curves": [c.to_dict() for c in curves]}  # fmt: skip
