@@ -310,12 +310,14 @@ class Recipe:
         self,
         sources: Sequence[DirectionSource] = (),
         base_dir: str | os.PathLike | None = None,
+        generator: ShiftableGenerator | None = None,
     ) -> Combination | None:
         """The recipe's directions as a :class:`Combination` (None without any).
 
         Each term's set is taken from ``sources`` (by checksum), else loaded from its reference
         (``"bundled"``; a path, relative ones tried in ``base_dir`` first). A set whose checksum
         differs, or whose direction ``index`` is not called ``name``, is a :class:`RecipeError`.
+        ``generator``: each set must also fit it (its layer and shape; the model may differ).
         """
         if not self.terms:
             return None
@@ -325,6 +327,8 @@ class Recipe:
             src = known.get(term.checksum) or _load_source(term, base_dir)
             known[src.checksum] = src
             ds = src.directions
+            if generator is not None:
+                ds.check_compatible(generator, allow_other_model=True)
             if not 0 <= term.index < len(ds):
                 raise RecipeError(
                     f"the recipe's direction {term.index} ({term.name!r}) is not in {term.set} "
@@ -376,13 +380,17 @@ def render_recipe(
     *,
     base_dir: str | os.PathLike | None = None,
     original: bool = False,
+    allow_other_model: bool = False,
 ) -> torch.Tensor:
     """The recipe's image ``[1, C, H, W]`` (about [-1, 1], not clamped), always computed the same
     way (one sample), so equal bit for bit wherever it is rendered on the same device and build.
     ``original``: the input without the edit. Refuses another model's recipe
-    (:class:`RecipeModelError`)."""
-    recipe.check_model(generator)
-    combo = None if original else recipe.resolve(sources, base_dir)
+    (:class:`RecipeModelError`) unless ``allow_other_model`` (e.g. a fine-tuned model of the same
+    architecture: the recipe's input and directions applied to it, not the recipe's image)."""
+    if not allow_other_model:
+        recipe.check_model(generator)
+    check = generator if allow_other_model else None  # the recipe's own model: its sets fit
+    combo = None if original else recipe.resolve(sources, base_dir, check)
     inp = recipe.input
     if isinstance(inp, SeedInput):
         x = generator.sample_seeds([inp.seed], truncation_psi=inp.truncation, label=inp.label)

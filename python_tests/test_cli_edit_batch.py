@@ -60,8 +60,25 @@ def test_a_recipe_of_another_model_is_refused(tmp_path, setup, tiny_config, caps
     other = save_generator(Generator(tiny_config()).eval(), tmp_path / "other.safetensors")
     out = tmp_path / "b.png"
     assert main(["edit", "--recipe", str(rec), "--checkpoint", str(other), "-o", str(out)]) == 2
-    assert "this recipe was made on model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "this recipe was made on model" in err and "--allow-other-model" in err
     assert not out.exists()
+    # --allow-other-model: applied to the other model (a fine-tuned one, say), with a warning;
+    # the image is that of the recipe's seed and directions on the other model.
+    cmd = ["edit", "--recipe", str(rec), "--checkpoint", str(other), "--allow-other-model"]
+    assert main([*cmd, "-o", str(out)]) == 0
+    assert "warning: the recipe was made on model" in capsys.readouterr().err
+    direct = tmp_path / "direct.png"
+    assert main([*argv[:-3], str(other), "--allow-other-model", "-o", str(direct)]) == 0
+    assert np.array_equal(_pixels(out), _pixels(direct)[2:18, 20:36])
+    assert not np.array_equal(_pixels(out), _pixels(tmp_path / "a.png")[2:18, 20:36])
+    # A model whose layer has another shape: the set does not fit it, a named error.
+    narrow = Generator(tiny_config(channel_max=8)).eval()
+    narrow = save_generator(narrow, tmp_path / "narrow.safetensors")
+    cmd[4] = str(narrow)
+    assert main([*cmd, "-o", str(tmp_path / "c.png")]) == 2
+    assert "but the set was made for" in capsys.readouterr().err
+    assert not (tmp_path / "c.png").exists()
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
     assert main(["edit", "--recipe", str(tmp_path / "bad.json"), "-o", str(out)]) == 2
     assert "not a navcuda edit recipe" in capsys.readouterr().err

@@ -97,7 +97,12 @@ def add_edit_parser(sub) -> None:
     )
     edit.add_argument("--backbone", help="LPIPS backbone file (vgg16-397923af.pth)")
     edit.add_argument("--truncation", type=finite, default=0.7, help="truncation psi (--seed)")
-    edit.add_argument("--allow-other-model", action="store_true", help="skip the model check")
+    edit.add_argument(
+        "--allow-other-model",
+        action="store_true",
+        help="apply direction sets or a --recipe made on another model (a fine-tuned one of the "
+        "same architecture; a recipe: with a warning)",
+    )
     edit.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     generator_options(edit)
     edit.set_defaults(func=cmd_edit)
@@ -316,7 +321,7 @@ def _batch(args, g, edits, photos, output: str) -> int:
 
 def _from_recipe(args: argparse.Namespace) -> int:
     from navcuda.batch_edit import to_image
-    from navcuda.recipe import BUNDLED, DirectionSource, Recipe, render_recipe
+    from navcuda.recipe import BUNDLED, DirectionSource, Recipe, RecipeModelError, render_recipe
     from navcuda.rendering import atomic_save_image
 
     if args.images or args.seed is not None or args.direction:
@@ -329,7 +334,23 @@ def _from_recipe(args: argparse.Namespace) -> int:
             args.checkpoint = recipe.source  # the recipe's model, where it still is
     extra = [DirectionSource.from_file(p) for p in args.directions or []]
     g = load_generator_of(args)
-    image = render_recipe(g, recipe, extra, base_dir=Path(args.recipe).parent)
+    fp = g.fingerprint()
+    if fp != recipe.fingerprint:
+        if not args.allow_other_model:
+            try:
+                recipe.check_model(g)
+            except RecipeModelError as exc:
+                raise RecipeModelError(
+                    f"{exc}, or pass --allow-other-model to apply it to this one anyway"
+                ) from None
+        print(
+            f"navcuda edit: warning: the recipe was made on model {recipe.fingerprint} "
+            f"({recipe.architecture}), not on this one ({fp}, {g.architecture}); applying it "
+            "anyway (--allow-other-model): the image is not the recipe's",
+            file=sys.stderr,
+        )
+    base = Path(args.recipe).parent
+    image = render_recipe(g, recipe, extra, base_dir=base, allow_other_model=args.allow_other_model)
     atomic_save_image(to_image(image), out)
     names = ", ".join(f"{t.name}={t.t:.4g}" for t in recipe.terms) or "no directions"
     print(f"recipe {args.recipe} ({names}); wrote the edited image to {out}", file=sys.stdout)
