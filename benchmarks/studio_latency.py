@@ -70,9 +70,9 @@ def measure(n: int = 60, warmup: int = 5) -> Latency:
 
     from navcuda.models.default import load_default
     from navcuda.recipe import DirectionSource, render_recipe
+    from navcuda.rendering import to_rgb
     from navcuda.studio import Studio
     from navcuda.studio.app import free_port, launch
-    from navcuda.studio.session import _to_rgb
 
     g = load_default()
     studio = Studio(g, [DirectionSource.bundled()], tempfile.mkdtemp(prefix="navcuda-bench-"))
@@ -92,7 +92,7 @@ def measure(n: int = 60, warmup: int = 5) -> Latency:
                 _slider_change(http, base, sliders, expect)
                 t1 = time.perf_counter()
                 s = studio.update(state, sliders)
-                _to_rgb(render_recipe(g, studio.recipe(s), studio.sources))
+                to_rgb(render_recipe(g, studio.recipe(s), studio.sources))
                 t2 = time.perf_counter()
                 if i >= warmup:
                     app_ms.append(1000 * (t1 - t0))

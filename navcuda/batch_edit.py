@@ -35,7 +35,7 @@ from navcuda.recipe import (
     SeedInput,
     render_recipe,
 )
-from navcuda.rendering import atomic_save_image, to_uint8
+from navcuda.rendering import atomic_save_image, to_image, to_rgb
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -135,12 +135,6 @@ class BatchResult:
     count: int = 0
 
 
-def to_image(image: torch.Tensor) -> Image.Image:
-    """``[1, C, H, W]`` (or ``[C, H, W]``) in [-1, 1] as an 8-bit PIL image (RGB or L)."""
-    arr = to_uint8(image.reshape(-1, *image.shape[-3:])[0])
-    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-
-
 def edit_batch(
     generator: ShiftableGenerator,
     inputs: Iterable[EditInput],
@@ -189,8 +183,7 @@ def edit_batch(
                     generator, target, steps=settings.steps, mode=settings.mode,  # type: ignore[arg-type]
                     seed=settings.seed, metric=metric, progress=False,
                 )  # fmt: skip
-                reuse = LatentInput(proj.ws.cpu(), {k: v.cpu() for k, v in proj.noise.items()},
-                                    str(item.photo))  # fmt: skip
+                reuse = LatentInput.of(proj, str(item.photo))
             wanted = Recipe.make(generator, reuse, edits, relative=relative, source=source)
             wanted = wanted.with_extra(projection=settings.to_json())
         if previous is not None and previous.dumps() == wanted.dumps():
@@ -259,11 +252,8 @@ class _ContactSheet:
     def add(self, before: torch.Tensor, after: torch.Tensor) -> None:
         pair = np.full((self.h, 2 * self.w + self.pad, 3), 255, np.uint8)
         for i, img in enumerate((before, after)):
-            a = to_uint8(img.reshape(-1, *img.shape[-3:])[0])
-            if a.shape[-1] == 1:
-                a = np.repeat(a, 3, axis=-1)
             x = i * (self.w + self.pad)
-            pair[:, x : x + self.w] = a
+            pair[:, x : x + self.w] = to_rgb(img)
         self.cells.append(pair)
 
     def save(self, path: Path) -> Path:

@@ -151,6 +151,13 @@ class LatentInput:
     noise: Mapping[str, torch.Tensor] | None = None
     source: str | None = None
 
+    @classmethod
+    def of(cls, projection: Any, source: str | None = None) -> LatentInput:
+        """The input of a :func:`navcuda.project.project` result (its ``ws`` and ``noise``, on
+        the CPU), ``source`` the photo's name."""
+        noise = {k: v.detach().cpu() for k, v in projection.noise.items()}
+        return cls(projection.ws.detach().cpu(), noise, source)
+
     def to_json(self) -> dict[str, Any]:
         noise = None if self.noise is None else {k: _encode(v) for k, v in self.noise.items()}
         return {"kind": "latent", "ws": _encode(self.ws), "noise": noise, "source": self.source}

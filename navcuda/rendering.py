@@ -50,6 +50,8 @@ __all__ = [
     "save_gif",
     "save_grid",
     "strip_frames",
+    "to_image",
+    "to_rgb",
     "to_uint8",
 ]
 
@@ -641,6 +643,20 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """``[..., C, H, W]`` floats in [-1, 1] -> ``[..., H, W, C]`` uint8 (values clipped)."""
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.movedim(-3, -1).numpy()
+
+
+def to_image(image: torch.Tensor) -> Image.Image:
+    """The first image of ``[..., C, H, W]`` in [-1, 1] as an 8-bit PIL image: ``L`` for a
+    greyscale model, else ``RGB`` (what ``navcuda edit`` and the studio's exports write)."""
+    arr = to_uint8(image.reshape(-1, *image.shape[-3:])[0])
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+
+
+def to_rgb(image: torch.Tensor) -> np.ndarray:
+    """The first image of ``[..., C, H, W]`` in [-1, 1] as uint8 ``[H, W, 3]`` (greyscale
+    repeated in the three channels: for displays and side-by-side sheets)."""
+    a = to_uint8(image.reshape(-1, *image.shape[-3:])[0])
+    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
 def atomic_save_image(image: Image.Image, path: str | os.PathLike, **save_kwargs) -> Path:

@@ -253,7 +253,7 @@ def _single(args, g, edits, photos, out: Path) -> int:
             metric=metric_of(args.metric, g, args.backbone, args.device),
             progress=True,
         )
-        latent = LatentInput(proj.ws.cpu(), {k: v.cpu() for k, v in proj.noise.items()}, str(photo))
+        latent = LatentInput.of(proj, str(photo))
         settings = ProjectionSettings(args.steps, args.mode, args.projection_seed, args.metric)
         recipe = Recipe.make(g, latent, edits, relative=relative, source=source)
         recipe = recipe.with_extra(projection=settings.to_json())
@@ -320,9 +320,8 @@ def _batch(args, g, edits, photos, output: str) -> int:
 
 
 def _from_recipe(args: argparse.Namespace) -> int:
-    from navcuda.batch_edit import to_image
     from navcuda.recipe import BUNDLED, DirectionSource, Recipe, RecipeModelError, render_recipe
-    from navcuda.rendering import atomic_save_image
+    from navcuda.rendering import atomic_save_image, to_image
 
     if args.images or args.seed is not None or args.direction:
         raise ValueError("--recipe holds the input and the directions: drop the others")

@@ -32,12 +32,10 @@ def export_state(studio: Studio, state: EditState, kind: str, stem: str) -> Path
     recipe = studio.recipe(state)
     if kind == "recipe":
         return recipe.save(folder / f"{stem}.recipe.json")
-    if kind == "png":
-        from PIL import Image
+    if kind == "png":  # the file navcuda edit --recipe writes (greyscale models: mode L)
+        from navcuda.rendering import atomic_save_image, to_image
 
-        from navcuda.rendering import atomic_save_image
-
-        return atomic_save_image(Image.fromarray(studio.render(state)), folder / f"{stem}.png")
+        return atomic_save_image(to_image(studio.render_tensor(state)), folder / f"{stem}.png")
     strip = sweep_images(studio, state)  # [1, T, C, H, W]
     labels = [f"edit x {s:.2f}" for s in _factors()]
     if kind == "gif":

@@ -29,6 +29,7 @@ from navcuda.recipe import (
     SeedInput,
     render_recipe,
 )
+from navcuda.rendering import to_rgb
 from navcuda.shift import shift_reference
 
 __all__ = [
@@ -263,11 +264,16 @@ class Studio:
         # relative: sliders of directions without an amplitude are absolute (Recipe.make)
         return Recipe.make(self.generator, inp, edits, relative=True, source=self.model_source)
 
-    def render(self, state: EditState, original: bool = False) -> np.ndarray:
-        """The image of ``state`` (or, ``original``, of its input unedited): uint8 ``[H, W, 3]``."""
+    def render_tensor(self, state: EditState, original: bool = False) -> torch.Tensor:
+        """The image of ``state`` (or, ``original``, of its input unedited) as the recipe renders
+        it: ``[1, C, H, W]`` in about [-1, 1] (what the exports and ``navcuda edit`` write)."""
         with self._lock:
-            img = render_recipe(self.generator, self.recipe(state), self.sources, original=original)
-        return _to_rgb(img)
+            recipe = self.recipe(state)
+            return render_recipe(self.generator, recipe, self.sources, original=original)
+
+    def render(self, state: EditState, original: bool = False) -> np.ndarray:
+        """:meth:`render_tensor` for the screen: uint8 ``[H, W, 3]`` (greyscale repeated)."""
+        return to_rgb(self.render_tensor(state, original))
 
     # ---- photos and recipes
     def project_photo(
@@ -288,9 +294,7 @@ class Studio:
                                metric=self.metric, progress=progress)  # fmt: skip
             except ValueError as exc:  # e.g. a generator that cannot project (GeneratorError)
                 raise PhotoError(str(exc)) from None
-        noise = {k: v.cpu() for k, v in proj.noise.items()}
-        latent = LatentInput(proj.ws.cpu(), noise, Path(path).name)
-        return replace(state, latent=latent)
+        return replace(state, latent=LatentInput.of(proj, Path(path).name))
 
     def load_recipe(self, path: str | os.PathLike) -> EditState:
         """The state of a recipe file (its model must be this one: :class:`RecipeModelError`;
@@ -343,10 +347,3 @@ def _as_int(value: object, what: str) -> int:
     if not math.isfinite(x) or x != int(x):
         raise StudioError(f"{what} must be an integer, got {value!r}")
     return int(x)
-
-
-def _to_rgb(img: torch.Tensor) -> np.ndarray:
-    from navcuda.rendering import to_uint8
-
-    a = to_uint8(img[0])
-    return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a

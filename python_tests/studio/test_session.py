@@ -145,3 +145,24 @@ def test_studio_command_refuses_bad_input_before_serving(tmp_path, capsys, monke
     assert "not found" in capsys.readouterr().err
     assert main(["studio", "--checkpoint", str(tmp_path / "g.safetensors")]) == 2
     assert "direction sets" in capsys.readouterr().err
+
+
+def test_greyscale_png_export_equals_the_cli_file(tmp_path, tiny_config):
+    from navcuda.cli import main
+    from navcuda.models.checkpoints import save_generator
+
+    torch.manual_seed(1)
+    g = Generator(tiny_config(img_channels=1)).eval()
+    ckpt = save_generator(g, tmp_path / "grey.safetensors")
+    ds = discover(g, 3, method="svd", k=2, calibrate=False)
+    ds.amplitudes = torch.tensor([20.0, 30.0], dtype=torch.float64)
+    src = DirectionSource.of(ds, str(ds.save(tmp_path / "grey.nav")))
+    studio = Studio(g, [src], tmp_path / "exports", model_source=str(ckpt))
+    state = studio.update(studio.initial(seed=2), [1.5, -1.0])
+    png, rec = studio.export(state, "png"), studio.export(state, "recipe")
+    out = tmp_path / "cli.png"
+    assert main(["edit", "--recipe", str(rec), "-o", str(out)]) == 0
+    assert Image.open(png).mode == "L"  # greyscale, as the model draws it
+    assert png.read_bytes() == out.read_bytes()  # the same file, bit for bit
+    shown = studio.render(state)  # the UI shows it in RGB: the same grey in every channel
+    assert np.array_equal(shown, np.repeat(np.asarray(Image.open(png))[..., None], 3, axis=-1))
