@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -137,3 +141,33 @@ def tiny_conv_model():
 def tiny_sampler_fixture():
     """The sampler of :class:`TinyConvGenerator`: ``{"z": [n, 8]}`` (+ ``"label"``)."""
     return _tiny_sampler
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path) -> Iterator[Path]:
+    """An empty folder that the kernel refuses to create files in, for this process too: mode
+    0o500 for a normal user; as root (who writes through modes), the immutable attribute
+    (``chattr +i``), which binds root as well. Checked by a probe write; skipped only where
+    neither works (root without ``chattr``, on a file system without the attribute, or without
+    CAP_LINUX_IMMUTABLE)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    chattr = shutil.which("chattr")
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+    elif chattr is None or subprocess.run([chattr, "+i", folder], capture_output=True).returncode:
+        pytest.skip("root writes through modes, and chattr +i (immutable) is unavailable here")
+    try:
+        try:
+            (folder / ".probe").touch()
+        except PermissionError:
+            pass
+        else:
+            (folder / ".probe").unlink()
+            pytest.skip(f"{folder} could not be made read-only on this file system")
+        yield folder
+    finally:
+        if os.geteuid() != 0:
+            folder.chmod(0o700)
+        else:
+            subprocess.run([chattr, "-i", folder], check=True)

@@ -161,3 +161,20 @@ def test_direction_specs(setup, tmp_path, capsys):
     assert "at least one --direction" in capsys.readouterr().err
     assert main([*argv, "--direction", "sv0=inf"]) == 2
     assert "finite" in capsys.readouterr().err
+
+
+def test_outputs_into_a_read_only_folder_are_refused(tmp_path, setup, read_only_folder, capsys):
+    rec = tmp_path / "r.json"
+    argv = ["edit", "--direction", "sv0=1", *setup]
+    first = [*argv, "--seed", "0", "-o", str(tmp_path / "a.png")]
+    assert main([*first, "--save-recipe", str(rec)]) == 0
+    capsys.readouterr()
+    for cmd in (
+        [*argv, "--seed", "0", "-o", str(read_only_folder / "e.png")],  # one input
+        [*argv, "--seed", "0-2", "-o", str(read_only_folder)],  # a batch
+        [*argv, "--seed", "0-2", "-o", str(read_only_folder / "sub")],
+        ["edit", "--recipe", str(rec), "-o", str(read_only_folder / "r.png")],
+    ):
+        assert main(cmd) == 2
+        assert "no write permission in" in capsys.readouterr().err
+    assert list(read_only_folder.iterdir()) == []

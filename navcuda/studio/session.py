@@ -330,7 +330,8 @@ class Studio:
         try:
             return export_state(self, state, kind, self._next_name())
         except OSError as exc:
-            raise ExportError(f"cannot export to {self.export_dir}: {exc}") from None
+            reason = exc.strerror or exc  # without "[Errno N]"
+            raise ExportError(f"cannot export to {self.export_dir}: {reason}") from None
 
     def _next_name(self) -> str:
         while True:

@@ -133,6 +133,15 @@ def test_photos_recipes_and_exports(studio, tiny_generator, tmp_path, tiny_confi
     assert json.loads(rec.read_text())["input"]["kind"] == "latent"
 
 
+def test_export_into_a_read_only_folder_is_a_named_error(studio, tiny_generator, read_only_folder):
+    ro = Studio(tiny_generator, studio.sources, read_only_folder)
+    state = ro.update(ro.initial(), [1.0, 0.0, 0.0])
+    for kind in ("png", "recipe", "gif", "mp4"):
+        with pytest.raises(ExportError, match=f"cannot export to {read_only_folder}: cannot wr"):
+            ro.export(state, kind)
+    assert list(read_only_folder.iterdir()) == []  # nothing half-written
+
+
 def test_studio_command_refuses_bad_input_before_serving(tmp_path, capsys, monkeypatch):
     import navcuda.studio.app as app
     from navcuda.cli import main
