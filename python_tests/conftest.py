@@ -171,3 +171,61 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
             folder.chmod(0o700)
         else:
             subprocess.run([chattr, "-i", folder], check=True)
+
+
+#: Headless Chromium for the browser tests (``chromium`` fixture).
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def chromium(tmp_path: Path):
+    """``chromium(window="1280,900", prefs=None)`` starts headless Chromium through Selenium and
+    chromedriver (real DOM, real events), quit after the test. Skipped, saying what is missing,
+    without selenium, chromium or chromedriver or when Chromium cannot start
+    (``.ci/install-browser`` installs them)."""
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (run .ci/install-browser)"
+    )
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    names = ("chromium", "chromium-browser", "google-chrome")
+    browser = next(filter(None, map(shutil.which, names)), None)
+    driver_path = shutil.which("chromedriver")
+    if browser is None or driver_path is None:
+        pytest.skip(
+            f"chromium ({browser or 'missing'}) and chromedriver ({driver_path or 'missing'}) "
+            "are needed: run .ci/install-browser"
+        )
+    drivers = []
+
+    def start(window: str = "1280,900", prefs: dict | None = None):
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = browser
+        profile = tmp_path / f"profile{len(drivers)}"
+        for flag in [*CHROMIUM_FLAGS, f"--window-size={window}", f"--user-data-dir={profile}"]:
+            opts.add_argument(flag)
+        if prefs:
+            opts.add_experimental_option("prefs", prefs)
+        try:
+            # An explicit driver path: Selenium Manager never downloads anything.
+            driver = webdriver.Chrome(options=opts, service=Service(driver_path))
+        except WebDriverException as exc:
+            pytest.skip(f"chromium could not be started: {exc.msg}")
+        drivers.append(driver)
+        return driver
+
+    try:
+        yield start
+    finally:
+        for d in drivers:
+            d.quit()

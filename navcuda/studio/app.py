@@ -143,21 +143,15 @@ def build_app(studio: Studio, seed: int = 0, truncation: float = 0.7) -> gr.Bloc
             trigger_mode="always_last", show_progress="hidden", api_name="edit",
         )  # fmt: skip
 
-        @_guard
-        def on_undo(hist: History) -> tuple:
-            back = hist.undo()
-            return (*show(back, hist.current), *values_of(back.current))
+        for button, step in ((undo, History.undo), (reset, History.reset)):
 
-        undo.click(on_undo, [history], [*views, *controls], api_name="undo",
-                   show_progress="hidden")  # fmt: skip
+            @_guard
+            def on_step(hist: History, step: Callable[[History], History] = step) -> tuple:
+                new = step(hist)  # the controls follow the state shown
+                return (*show(new, hist.current), *values_of(new.current))
 
-        @_guard
-        def on_reset(hist: History) -> tuple:
-            new = hist.reset()
-            return (*show(new, hist.current), *values_of(new.current))
-
-        reset.click(on_reset, [history], [*views, *controls], api_name="reset",
-                    show_progress="hidden")  # fmt: skip
+            button.click(on_step, [history], [*views, *controls], api_name=button.elem_id,
+                         show_progress="hidden")  # fmt: skip
 
         @_guard
         def on_photo(hist: History, path: str | None, progress=_PROGRESS) -> tuple:

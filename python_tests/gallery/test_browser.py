@@ -7,8 +7,6 @@ installs them); skipped, saying which is missing, only when they cannot be found
 from __future__ import annotations
 
 import json
-import shutil
-import time
 
 import pytest
 
@@ -16,75 +14,26 @@ from navcuda.cli import main
 from navcuda.gallery import build_gallery, set_digest
 from navcuda.io.directions import DirectionSet
 
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-]
-
-
-def _find(*names):
-    for n in names:
-        path = shutil.which(n)
-        if path:
-            return path
-    return None
-
 
 @pytest.fixture
-def browser(tmp_path):
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (run .ci/install-browser)"
-    )
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = _find("chromium", "chromium-browser", "google-chrome")
-    driver_path = _find("chromedriver")
-    if chromium is None or driver_path is None:
-        pytest.skip(
-            f"chromium ({chromium or 'missing'}) and chromedriver ({driver_path or 'missing'}) "
-            "are needed: run .ci/install-browser"
-        )
+def browser(chromium, tmp_path):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        opts.add_argument(flag)
-    opts.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    driver = chromium(
+        "1280,900",
+        prefs={"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
-    try:
-        # An explicit driver path: Selenium Manager never downloads anything.
-        driver = webdriver.Chrome(options=opts, service=Service(driver_path))
-    except WebDriverException as exc:
-        pytest.skip(f"chromium could not be started: {exc.msg}")
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
     )
     driver.downloads = downloads
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    return driver
 
 
 def _wait(predicate, timeout=15.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    return WebDriverWait(None, timeout, poll_frequency=0.05).until(lambda _: predicate(), what)
 
 
 def _order(driver):

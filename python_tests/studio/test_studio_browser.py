@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 import urllib.request
 
@@ -22,43 +21,10 @@ from navcuda.cli import main
 
 pytest.importorskip("gradio", reason="the studio needs gradio (pip install 'navcuda[studio]')")
 
-CHROMIUM_FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1000",
-]
-
 
 @pytest.fixture
-def browser(tmp_path):
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium is not installed (run .ci/install-browser)"
-    )
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.chrome.service import Service
-
-    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        pytest.skip("chromium and chromedriver are needed: run .ci/install-browser")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        opts.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(options=opts, service=Service(driver_path))
-    except WebDriverException as exc:
-        pytest.skip(f"chromium could not be started: {exc.msg}")
-    try:
-        yield driver
-    finally:
-        driver.quit()
+def browser(chromium):
+    return chromium("1280,1000")
 
 
 @pytest.fixture
@@ -81,13 +47,9 @@ def server(tmp_path):
 
 
 def _wait(predicate, timeout=60.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    return WebDriverWait(None, timeout, poll_frequency=0.05).until(lambda _: predicate(), what)
 
 
 def _src(driver, elem_id):
