@@ -229,3 +229,17 @@ def chromium(tmp_path: Path):
     finally:
         for d in drivers:
             d.quit()
+
+
+@pytest.fixture
+def svd_file(tiny_generator, tmp_path: Path):
+    """``svd_file(amplitudes)``: the top SVD directions of layer 3 of ``tiny_generator``, one per
+    amplitude (NaN: none), saved to ``tmp_path / "dirs.nav"``; returns the file's path."""
+    from navcuda.discover import discover
+
+    def make(amplitudes) -> Path:
+        ds = discover(tiny_generator, 3, method="svd", k=len(amplitudes), calibrate=False)
+        ds.amplitudes = torch.tensor(amplitudes, dtype=torch.float64)
+        return ds.save(tmp_path / "dirs.nav")
+
+    return make

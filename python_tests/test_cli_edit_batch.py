@@ -12,7 +12,6 @@ from PIL import Image
 
 import navcuda.batch_edit as batch_edit
 from navcuda.cli import main
-from navcuda.discover import discover
 from navcuda.models.checkpoints import save_generator
 from navcuda.models.stylegan2 import Generator
 from navcuda.rendering import save_grid
@@ -21,12 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def setup(tmp_path, tiny_generator):
+def setup(tmp_path, tiny_generator, svd_file):
     ckpt = str(save_generator(tiny_generator, tmp_path / "g.safetensors"))
-    ds = discover(tiny_generator, 3, method="svd", k=3, calibrate=False)
-    ds.amplitudes = torch.tensor([20.0, 30.0, 40.0], dtype=torch.float64)
-    dirs = str(ds.save(tmp_path / "dirs.nav"))
-    return ["--directions", dirs, "--checkpoint", ckpt]
+    return ["--directions", str(svd_file([20.0, 30.0, 40.0])), "--checkpoint", ckpt]
 
 
 def _pixels(path) -> np.ndarray:

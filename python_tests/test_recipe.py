@@ -25,11 +25,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def source(tiny_generator, tmp_path):
-    ds = discover(tiny_generator, 3, method="svd", k=3, calibrate=False)
-    ds.amplitudes = torch.tensor([2.0, 3.0, 4.0], dtype=torch.float64)
-    ds.save(tmp_path / "dirs.nav")
-    return DirectionSource.from_file(tmp_path / "dirs.nav")
+def source(svd_file):
+    return DirectionSource.from_file(svd_file([2.0, 3.0, 4.0]))
 
 
 def test_seed_recipe_round_trips_and_renders_the_combination(tiny_generator, source, tmp_path):

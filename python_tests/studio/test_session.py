@@ -27,10 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def studio(tiny_generator, tmp_path):
-    ds = discover(tiny_generator, 3, method="svd", k=3, calibrate=False)
-    ds.amplitudes = torch.tensor([20.0, float("nan"), 40.0], dtype=torch.float64)
-    src = DirectionSource.of(ds, str(ds.save(tmp_path / "dirs.nav")))
+def studio(tiny_generator, tmp_path, svd_file):
+    src = DirectionSource.from_file(svd_file([20.0, float("nan"), 40.0]))
     return Studio(tiny_generator, [src], tmp_path / "exports", projection_steps=2)
 
 
