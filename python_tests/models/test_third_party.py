@@ -451,12 +451,11 @@ def test_conditioning_is_held_fixed_in_every_pair(name):
             assert len(match) == 1  # the same latent and conditioning as one unshifted image
             assert float((img - base["out"][match[0]]).abs().max()) > 0
 
-    # the spectrum's products: every render is of the inputs it sampled once
-    latents = _rows(spectrum[0])
-    assert len(latents) == 4
-    for c in spectrum[1:]:
-        for row in _rows(c):
-            assert bool((latents == row).all(dim=1).any())
+    # the spectrum's products: every render is of the 4 inputs it sampled once (under its memory
+    # budget the setup renders them in chunks, so they are collected over every call): a
+    # resampled label would add rows
+    latents = torch.unique(torch.cat([_rows(c) for c in spectrum]), dim=0)
+    assert len(latents) == 4 and len(spectrum) > 2
 
     if name == "biggan":  # a class asked for reaches every render
         fixed, handle = _recorder(m, key)
