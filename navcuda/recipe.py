@@ -399,13 +399,15 @@ def render_recipe(
     check = generator if allow_other_model else None  # the recipe's own model: its sets fit
     combo = None if original else recipe.resolve(sources, base_dir, check)
     inp = recipe.input
+    # only StyleGAN's synthesis takes a noise mode (a wrapped module's forward would refuse it)
+    noise_mode = recipe.noise_mode if generator.architecture.startswith("stylegan") else None
     if isinstance(inp, SeedInput):
         x = generator.sample_seeds([inp.seed], truncation_psi=inp.truncation, label=inp.label)
-        return synthesize_shifted(generator, x, combo, noise_mode=recipe.noise_mode)
+        return synthesize_shifted(generator, x, combo, noise_mode=noise_mode)
     ws = inp.ws.to(generator.device, generator.dtype)
     noise = None if inp.noise is None else {k: v.to(generator.device) for k, v in inp.noise.items()}
     with noise_override(generator, noise):
-        return synthesize_shifted(generator, ws, combo, noise_mode=recipe.noise_mode)
+        return synthesize_shifted(generator, ws, combo, noise_mode=noise_mode)
 
 
 # ----------------------------------------------------------------------------- JSON details
