@@ -17,9 +17,10 @@ Public API (see README.md):
 - build: :func:`build_info`, :func:`selftest` (native ops vs references on this device)
 """
 
-# First, before anything imports torch (and with it the OpenMP runtime): threads that wait sleep
-# rather than spin, so that a shared machine's cores go to threads with work (navcuda/_threads.py).
-import navcuda._threads  # noqa: F401  (sets OMP_WAIT_POLICY when it can)
+# First, before anything imports torch (and with it the OpenMP runtime): threads that wait spin
+# briefly, then sleep, so that a shared machine's cores go to threads with work
+# (navcuda/_threads.py).
+import navcuda._threads  # noqa: F401  (sets GOMP_SPINCOUNT when it can)
 from navcuda.build_info import build_info
 from navcuda.discover import discover
 from navcuda.gallery import apply_names, build_gallery
