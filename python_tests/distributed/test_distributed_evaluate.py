@@ -53,13 +53,27 @@ def _json(folder: Path, experiment: str) -> dict:
     return json.loads((folder / f"{experiment}.json").read_text())
 
 
+def _approx(obj):
+    """``obj`` with every float replaced by ``pytest.approx(rel=1e-4)`` (see the test below)."""
+    if isinstance(obj, dict):
+        return {k: _approx(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_approx(v) for v in obj]
+    if isinstance(obj, float):
+        return pytest.approx(obj, rel=1e-4, abs=1e-9)
+    return obj
+
+
 @pytest.mark.parametrize("experiment", sorted(CASES))
 def test_sharded_evaluation_equals_single_process(tmp_path, tiny_set, experiment):
     """Each rank evaluates its share of the directions from the same seeds as one process does
     (every direction's computation is independent of the others': its own latents, its own
     ``torch.Generator`` for the reproduction's batches, the real statistics computed by rank 0
-    and sent), with one thread like this process; so the JSON equals the single-process one
-    exactly, and rank 0 alone writes it and the figure (rank 1 prints nothing)."""
+    and sent); so the JSON equals the single-process one up to float32 rounding, and rank 0
+    alone writes it and the figure (rank 1 prints nothing). Not bit for bit: this process and
+    the ranks may split torch's float32 reductions over different thread counts (seen in a
+    clean CI install: relative 1e-8 on locality scores, 1e-6 on reproduce's residuals after 300
+    optimisation steps), so numbers are compared to rel 1e-4 and everything else exactly."""
     model, options = CASES[experiment]
     nav = str(NAMED if experiment == "realism" else tiny_set)
     common = ["evaluate", experiment, nav, *model, *options]
@@ -71,7 +85,7 @@ def test_sharded_evaluation_equals_single_process(tmp_path, tiny_set, experiment
     logs = [(tmp_path / "logs" / f"rank{r}.log").read_text() for r in (0, 1)]
     assert codes == [0, 0], "\n".join(log[-1500:] for log in logs)
     got = _json(tmp_path / "two", experiment)
-    assert got == ref
+    assert got == _approx(ref)
     assert (tmp_path / "two" / f"{experiment}.png").is_file()
     assert f"wrote {tmp_path / 'two'}" in logs[0] and "wrote" not in logs[1]
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "two").iterdir())
