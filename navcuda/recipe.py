@@ -379,6 +379,12 @@ def _load_source(term: RecipeTerm, base_dir: str | os.PathLike | None) -> Direct
     return src
 
 
+def noise_mode_for(generator: ShiftableGenerator, recipe: Recipe) -> str | None:
+    """The noise mode to render ``recipe`` with on ``generator``: the recipe's for StyleGAN
+    synthesis, None (the generator's own inputs) for others, whose forward takes no noise mode."""
+    return recipe.noise_mode if generator.architecture.startswith("stylegan") else None
+
+
 @torch.no_grad()
 def render_recipe(
     generator: ShiftableGenerator,
@@ -399,8 +405,7 @@ def render_recipe(
     check = generator if allow_other_model else None  # the recipe's own model: its sets fit
     combo = None if original else recipe.resolve(sources, base_dir, check)
     inp = recipe.input
-    # only StyleGAN's synthesis takes a noise mode (a wrapped module's forward would refuse it)
-    noise_mode = recipe.noise_mode if generator.architecture.startswith("stylegan") else None
+    noise_mode = noise_mode_for(generator, recipe)
     if isinstance(inp, SeedInput):
         x = generator.sample_seeds([inp.seed], truncation_psi=inp.truncation, label=inp.label)
         return synthesize_shifted(generator, x, combo, noise_mode=noise_mode)

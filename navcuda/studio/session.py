@@ -31,6 +31,7 @@ from navcuda.recipe import (
 )
 from navcuda.rendering import to_rgb
 from navcuda.shift import shift_reference
+from navcuda.studio.exports import KINDS, sweep_images, write_export
 
 __all__ = [
     "HISTORY",
@@ -51,8 +52,6 @@ SLIDER_LIMIT = 5.0
 ABSOLUTE_FRACTION = 0.5
 #: Undo steps kept (per browser session in the app).
 HISTORY = 100
-#: Shift factors of an exported sweep (GIF / MP4): the edit grows from none to all of it.
-SWEEP = tuple(float(x) for x in np.linspace(0.0, 1.0, 9))
 
 
 class StudioError(ValueError):
@@ -325,13 +324,25 @@ class Studio:
         """Write the edit as ``kind`` (``png``, ``gif``, ``mp4`` of a sweep from no edit to the
         whole edit, or ``recipe``) into :attr:`export_dir`, atomically; returns the file.
         :class:`ExportError` when it cannot be written (nothing half-written is left)."""
-        from navcuda.studio.exports import export_state
-
+        if kind not in KINDS:
+            raise StudioError(f"unknown export {kind!r}: one of {', '.join(KINDS)}")
+        folder = self.export_dir
         try:
-            return export_state(self, state, kind, self._next_name())
+            if folder.exists() and not folder.is_dir():
+                raise OSError(f"{folder} is a file, not a folder")
+            recipe = self.recipe(state)
+            image = self.render_tensor(state) if kind == "png" else None
+            strip = self.sweep(state) if kind in ("gif", "mp4") else None
+            return write_export(kind, folder, self._next_name(), recipe, image, strip)
         except OSError as exc:
             reason = exc.strerror or exc  # without "[Errno N]"
             raise ExportError(f"cannot export to {self.export_dir}: {reason}") from None
+
+    def sweep(self, state: EditState) -> torch.Tensor:
+        """``[1, T, C, H, W]``: ``state``'s input with its edit scaled from none to all of it
+        (:func:`~navcuda.studio.exports.sweep_images`), what the GIF and MP4 exports show."""
+        with self._lock:
+            return sweep_images(self.generator, self.recipe(state), self.sources)
 
     def _next_name(self) -> str:
         while True:

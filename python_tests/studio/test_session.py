@@ -21,7 +21,6 @@ from navcuda.studio import (
     Studio,
     StudioError,
 )
-from navcuda.studio.exports import sweep_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -112,7 +111,7 @@ def test_photos_recipes_and_exports(studio, tiny_generator, tmp_path, tiny_confi
     assert sorted(p.suffix for p in studio.export_dir.iterdir()) == [
         ".gif", ".json", ".mp4", ".png",
     ]  # fmt: skip
-    sweep = sweep_images(studio, state)
+    sweep = studio.sweep(state)
     assert sweep.shape == (1, 9, 3, 16, 16)
     # The recipe loads back into a state with the same image.
     loaded = studio.load_recipe(rec)
