@@ -243,3 +243,27 @@ def svd_file(tiny_generator, tmp_path: Path):
         return ds.save(tmp_path / "dirs.nav")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def vgg_file(tmp_path_factory):
+    """A randomly initialised torchvision vgg16 state dict (features only, plus one classifier
+    tensor as in the real file) saved under torchvision's checkpoint name."""
+    import torchvision
+
+    from navcuda.metrics.perceptual import BACKBONE_FILES
+
+    torch.manual_seed(1)
+    feats = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    sd = {f"features.{k}": v for k, v in feats.state_dict().items()}
+    sd["classifier.6.bias"] = torch.zeros(1000)
+    path = tmp_path_factory.mktemp("hub") / BACKBONE_FILES["vgg"]
+    torch.save(sd, path)
+    return path, sd
+
+
+@pytest.fixture(scope="session")
+def lpips_vgg(vgg_file):
+    from navcuda.metrics.perceptual import LPIPSMetric
+
+    return LPIPSMetric("vgg", backbone_path=vgg_file[0])

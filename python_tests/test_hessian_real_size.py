@@ -4,29 +4,14 @@ within a memory budget. Slow: about two minutes on 2 cores, ~3 GB of memory."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import torchvision
 
 from navcuda.hessian import PerceptualHessian
 from navcuda.memory_budget import measure_peak, parse_size
-from navcuda.metrics.perceptual import BACKBONE_FILES, LPIPSMetric
 from navcuda.models.stylegan2 import Generator, GeneratorConfig
 
 BUDGET = "3GB"
-
-
-@pytest.fixture(scope="module")
-def lpips_vgg(tmp_path_factory):
-    torch.manual_seed(1)
-    feats = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
-    sd = {f"features.{k}": v for k, v in feats.state_dict().items()}
-    sd["classifier.6.bias"] = torch.zeros(1000)
-    path = Path(tmp_path_factory.mktemp("hub")) / BACKBONE_FILES["vgg"]
-    torch.save(sd, path)
-    return LPIPSMetric("vgg", backbone_path=path)
 
 
 @pytest.mark.slow
