@@ -317,6 +317,9 @@ def test_seed_ranges_are_lazy():
     assert small[1:4] == [0, 1, 2] and small[-2] == 2
     with pytest.raises(IndexError):
         small[5]
+    # compared as runs of consecutive seeds, never listed (this would take hours element-wise)
+    assert parse_seeds("0-10000000000") == parse_seeds("0-5000000000,5000000001-10000000000")
+    assert parse_seeds("0-10000000000") != parse_seeds("1-10000000001")
 
 
 def test_render_refuses_what_does_not_fit_unless_yes(tmp_path, ckpt, tiny_generator, capsys):

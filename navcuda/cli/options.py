@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import itertools
 import json
 import math
 import os
@@ -45,10 +46,26 @@ class Seeds(Sequence[int]):
         parts = [f"{r.start}-{r.stop - 1}" if len(r) > 1 else str(r.start) for r in self._ranges]
         return f"Seeds({','.join(parts)!r})"
 
+    def __iter__(self):
+        return itertools.chain.from_iterable(self._ranges)
+
     def __eq__(self, other) -> bool:
-        if isinstance(other, Seeds):
-            return self._ranges == other._ranges or list(self) == list(other)
-        return isinstance(other, Sequence) and len(self) == len(other) and list(self) == list(other)
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        if isinstance(other, Seeds):  # as maximal runs: in time and memory of the ranges
+            return self._runs() == other._runs()
+        # element by element, never listed
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def _runs(self) -> list[tuple[int, int]]:
+        """The seeds as maximal runs ``(start, stop)`` of consecutive seeds."""
+        runs: list[tuple[int, int]] = []
+        for r in self._ranges:
+            if runs and runs[-1][1] == r.start:
+                runs[-1] = (runs[-1][0], r.stop)
+            else:
+                runs.append((r.start, r.stop))
+        return runs
 
 
 def parse_seeds(text: str) -> Seeds:
