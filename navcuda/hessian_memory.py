@@ -31,8 +31,9 @@ class HessianMemory:
 
     ``per_latent`` = ``per_latent_prefix + per_latent_features`` (the features count when they
     are kept: FD products); ``per_vector``: a product's input plus output row; ``per_chunk``: the
-    measured transient of one chunk of ``chunk_vectors`` vectors on one latent, including those
-    vectors' output rows (None when not measured: no budget); ``chunk_seconds``: its time.
+    measured transient of one chunk of ``chunk_vectors`` vectors on ``chunk_latents`` latents,
+    including those vectors' output rows (None when not measured: no budget);
+    ``chunk_seconds``: its time.
     ``resident`` latents are cached, the rest streamed ``window`` at a time (0: none streamed).
     """
 
@@ -43,6 +44,7 @@ class HessianMemory:
     per_vector: int
     per_chunk: int | None
     chunk_vectors: int
+    chunk_latents: int
     chunk_seconds: float | None
     budget: int | None
     resident: int
@@ -70,7 +72,7 @@ class HessianMemory:
         """Expected seconds for the product of one vector over every latent (from the probe)."""
         if self.chunk_seconds is None:
             return None
-        return self.chunk_seconds / self.chunk_vectors * self.n_latents
+        return self.chunk_seconds / (self.chunk_vectors * self.chunk_latents) * self.n_latents
 
     def describe(self, vectors: int | None = None) -> str:
         """The model in a few lines (printed before a spectrum run)."""
@@ -88,7 +90,7 @@ class HessianMemory:
         if self.per_chunk is not None:
             lines.append(
                 f"per block (one chunk of {self.batch_size} samples, {self.chunk_vectors} vectors "
-                f"x 1 latent, {self.product}) {format_bytes(self.per_chunk)}, "
+                f"x {self.chunk_latents} latents, {self.product}) {format_bytes(self.per_chunk)}, "
                 f"{self.chunk_seconds:.2f} s"
             )
         keep = (
@@ -113,6 +115,7 @@ class HessianMemory:
             "per_vector": self.per_vector,
             "per_chunk": self.per_chunk,
             "chunk_vectors": self.chunk_vectors,
+            "chunk_latents": self.chunk_latents,
             "chunk_seconds": self.chunk_seconds,
             "budget": self.budget,
             "resident": self.resident,

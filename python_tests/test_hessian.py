@@ -7,6 +7,7 @@ visible above it. The layers are tiny (4x4x3x3 = 144 weights) so the explicit He
 from __future__ import annotations
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -277,6 +278,37 @@ def test_float32_generator(tiny_generator):
     assert _rel(h.hvp_fd(V, eps=1e-2), gn) < 0.1
     d = h.describe()
     assert d["layer"] == "convs.1" and d["resize"] == 64 and d["metric"]["name"] == "random-vgg"
+
+
+class _Wavy(torch.nn.Module):
+    """One 3x3 convolution of a latent-filled 8x8 map under ``sin(300 x)``: along a top
+    eigenvector the loss leaves its quadratic regime within a step of 1e-3 of the kernel's norm
+    (there the second difference reads half of ``<v, Hv>``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1, bias=False)
+
+    def forward(self, z):
+        return torch.sin(300.0 * self.conv(z.view(-1, 2, 1, 1).expand(-1, 2, 8, 8)))
+
+
+def test_gn_auto_accepts_a_direction_of_large_curvature():
+    from navcuda.models.wrapped import wrap
+
+    def sample(n, seed):
+        return {"z": torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))}
+
+    torch.manual_seed(0)
+    g = wrap(_Wavy().eval(), sample, name="wavy")
+    h = PerceptualHessian(g, "conv", g.sample(4, 0), PixelMSE(), resize=None)
+    top = torch.linalg.eigh(h.explicit_hessian().double())[1][:, -1]
+    v = top.float().view(1, *h.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to finite differences
+        hv = h.hvp_gn(v)
+    assert h.gn_mode_used in ("forward", "double-backward")
+    assert _rel(hv, h._gn(v, "double-backward")) < 1e-5
 
 
 def test_non_quadratic_metric_falls_back_to_fd(gen64):
