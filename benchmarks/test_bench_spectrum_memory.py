@@ -14,9 +14,13 @@ table), ``NAVCUDA_BENCH_MEM_LATENTS`` (``4,16``), ``NAVCUDA_BENCH_MEM_VECTORS`` 
 ``NAVCUDA_BENCH_MEM_MAX_ITERS`` (LOBPCG iterations of the top-8 runs, default 2: the products and
 the solver's blocks of a whole run, without its length), ``NAVCUDA_BENCH_MEM_BUDGET`` (budget of
 the products, ``24GB``: the issue's machine) and ``NAVCUDA_BENCH_MEM_SPECTRUM_BUDGET`` (of the
-top-8 runs, ``1.32GB``: about 120 latents' caches at 32 px after the solver and one chunk, so
-that 256 latents run past it).
+top-8 runs, ``0.94GB``: the solver's blocks, one chunk of 1 vector x 8 latents and ~10 latents'
+caches at 32 px, so that 16, 64 and 256 latents all run past it).
 Each case runs once (a top-8 product block over 64 latents at 32 px is minutes on 2 cores).
+
+:func:`test_top_k_against_official` times the paper's top-64 (``NAVCUDA_BENCH_TOP_K``,
+``NAVCUDA_BENCH_TOP_LATENTS`` = 16, ``NAVCUDA_BENCH_TOP_TOL`` = 5e-3) against the official
+recipe's estimate from its per-product time measured in the same run (~12 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from navcuda.discover.spectrum import discover_spectrum
 from navcuda.hessian import PerceptualHessian
 from navcuda.memory_budget import measure_peak
 from navcuda.metrics.perceptual import BACKBONE_FILES, LPIPSMetric
-from navcuda.models.stylegan2 import Generator, GeneratorConfig
+from navcuda.models.stylegan2 import Generator, GeneratorConfig, conv_route
 
 
 def _ints(name: str, default: str) -> list[int]:
@@ -46,7 +50,7 @@ VECTORS = int(os.environ.get("NAVCUDA_BENCH_MEM_VECTORS", "8"))
 SPECTRUM_LATENTS = _ints("NAVCUDA_BENCH_MEM_SPECTRUM_LATENTS", "16,64")
 MAX_ITERS = int(os.environ.get("NAVCUDA_BENCH_MEM_MAX_ITERS", "2"))
 BUDGET = os.environ.get("NAVCUDA_BENCH_MEM_BUDGET", "24GB")
-SPECTRUM_BUDGET = os.environ.get("NAVCUDA_BENCH_MEM_SPECTRUM_BUDGET", "1.32GB")
+SPECTRUM_BUDGET = os.environ.get("NAVCUDA_BENCH_MEM_SPECTRUM_BUDGET", "0.94GB")
 LAYER = "convs.3"
 
 
@@ -153,4 +157,59 @@ def test_top8_spectrum_peak(benchmark, device, lpips_vgg, n_latents):
         f"\ntop-8, 32 px, {n_latents} latents: peak {out['peak'] / 2**20:.0f} MB, "
         f"{out['s']:.0f} s, {ds.extra['hvp_count']} products, cached {mem['resident']} / "
         f"streamed blocks of {mem['window']}"
+    )
+
+
+TOP_K = int(os.environ.get("NAVCUDA_BENCH_TOP_K", "64"))
+TOP_LATENTS = int(os.environ.get("NAVCUDA_BENCH_TOP_LATENTS", "16"))
+TOP_TOL = float(os.environ.get("NAVCUDA_BENCH_TOP_TOL", "5e-3"))
+#: Power iterations per vector of the official recipe (yandex-research/navigan's spectrum code).
+OFFICIAL_ITERATIONS = 20
+
+
+def test_top_k_against_official(benchmark, device, lpips_vgg):
+    """Top-``TOP_K`` eigenvectors at 32 px (``convs.3``, ``TOP_LATENTS`` latents) to ``TOP_TOL``
+    with ``navcuda discover``'s defaults, against the official recipe's estimated time:
+    ``OFFICIAL_ITERATIONS x TOP_K`` of its sequential finite-difference products
+    (:meth:`PerceptualHessian.hvp_reference` on the official per-sample kernels, batches of 8),
+    one product timed in this run after an untimed one."""
+    g = _model(32, device)
+    metric = lpips_vgg.to(device)
+    h = PerceptualHessian(g, LAYER, g.sample(TOP_LATENTS, 0), metric, batch_size=8, resize=64)
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(2, *h.shape, generator=gen)
+    v = (v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1, 1)).to(device)
+    with conv_route("legacy"):
+        h.hvp_reference(v[:1])
+        t0 = time.perf_counter()
+        h.hvp_reference(v[1:])
+        official = time.perf_counter() - t0
+    del h
+    out = {}
+
+    def run():
+        t0 = time.perf_counter()
+        out["ds"] = discover_spectrum(g, LAYER, k=TOP_K, metric=metric, n_latents=TOP_LATENTS,
+                                      tol=TOP_TOL, calibrate=False, progress=False)  # fmt: skip
+        out["s"] = time.perf_counter() - t0
+
+    benchmark.group = f"top-{TOP_K} spectrum, 32 px, {TOP_LATENTS} latents, tol {TOP_TOL:g}"
+    benchmark.extra_info["role"] = "fast"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    ds = out["ds"]
+    estimate = OFFICIAL_ITERATIONS * TOP_K * official
+    residual = max(ds.extra["residuals"])
+    benchmark.extra_info.update(
+        official_seconds_per_product=official,
+        official_estimate=estimate,
+        seconds=out["s"],
+        speedup=estimate / out["s"],
+        hvp_count=ds.extra["hvp_count"],
+        max_residual=residual,
+    )
+    print(
+        f"\ntop-{TOP_K}, {TOP_LATENTS} latents: navcuda {out['s']:.0f} s ({ds.extra['hvp_count']} "
+        f"products, {out['s'] / ds.extra['hvp_count']:.2f} s each with the solver, max residual "
+        f"{residual:.2g}); official {official:.2f} s per product x {OFFICIAL_ITERATIONS * TOP_K} "
+        f"= {estimate:.0f} s: {estimate / out['s']:.1f}x"
     )

@@ -375,15 +375,18 @@ class PerceptualHessian:
 
     def _probe(self, product: str, vectors: int, latents: int) -> tuple[int, float]:
         """Peak bytes and seconds of one chunk of ``product`` (``vectors`` unit vectors on the
-        first ``latents`` latents). A first run chooses the mode (:meth:`hvp_gn`) and is timed
-        (the peak's tracker slows the second, measured, run several times over)."""
+        first ``latents`` latents): after a warm-up on one vector and one latent (lazy
+        initialisation; for ``"gn"`` the choice of its mode, :meth:`hvp_gn`), the chunk is timed,
+        then run again under the peak's tracker (which slows it several times over)."""
         gen = torch.Generator().manual_seed(0)
         v = torch.randn(vectors, *self.shape, generator=gen, dtype=torch.float64)
         v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * len(self.shape))
         v = v.to(self.device, self.dtype)
         fn = self.hvp_gn if product == "gn" else self.hvp_fd
-        self._probe_latents = latents
+        self._probe_latents = 1
         try:
+            fn(v[:1])
+            self._probe_latents = latents
             start = time.perf_counter()
             fn(v)
             seconds = time.perf_counter() - start
