@@ -343,13 +343,13 @@ class PerceptualHessian:
         per_feats = 0
         if budget is not None and self._keep_features:
             per_feats = sum(f[:1].nbytes for f in self._resident_features())
-        per_chunk = seconds = None
+        per_chunk = seconds = primal = None
         if product == "gn":
             vectors, latents = self._gn_layout(self.batch_size)
         else:
             vectors, latents = max(1, self.batch_size // 2), 1
         if budget is not None:
-            per_chunk, seconds = self._probe(product, vectors, latents)
+            per_chunk, seconds, primal = self._probe(product, vectors, latents)
         resident, window = plan_latents(
             self.n,
             self.batch_size,
@@ -367,19 +367,22 @@ class PerceptualHessian:
             chunk_vectors=vectors,
             chunk_latents=latents,
             chunk_seconds=seconds,
+            primal_seconds=primal,
             budget=budget,
             resident=resident,
             window=window,
             product=product,
         )
 
-    def _probe(self, product: str, vectors: int, latents: int) -> tuple[int, float]:
+    def _probe(self, product: str, vectors: int, latents: int) -> tuple[int, float, float]:
         """Peak bytes and seconds of one chunk of ``product`` (``vectors`` unit vectors on the
-        first ``latents`` latents): after a warm-up on one vector and one latent (lazy
-        initialisation; for ``"gn"`` the choice of its mode, :meth:`hvp_gn`), the chunk is timed,
-        then run again under the peak's tracker (which slows it several times over)."""
+        first ``latents`` latents), and the seconds of its shared primal: after a warm-up on one
+        vector and one latent (lazy initialisation; for ``"gn"`` the choice of its mode,
+        :meth:`hvp_gn`), the chunk is timed, for ``"gn"`` also with twice the vectors (the
+        latents' primal runs once for both, so the difference is the vectors' own part), then
+        run again under the peak's tracker (which slows it several times over)."""
         gen = torch.Generator().manual_seed(0)
-        v = torch.randn(vectors, *self.shape, generator=gen, dtype=torch.float64)
+        v = torch.randn(2 * vectors, *self.shape, generator=gen, dtype=torch.float64)
         v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * len(self.shape))
         v = v.to(self.device, self.dtype)
         fn = self.hvp_gn if product == "gn" else self.hvp_fd
@@ -388,12 +391,17 @@ class PerceptualHessian:
             fn(v[:1])
             self._probe_latents = latents
             start = time.perf_counter()
-            fn(v)
+            fn(v[:vectors])
             seconds = time.perf_counter() - start
-            _, peak, _ = measure_peak(lambda: fn(v), self.device)
+            primal = 0.0
+            if product == "gn":
+                start = time.perf_counter()
+                fn(v)
+                primal = min(seconds, max(0.0, 2 * seconds - (time.perf_counter() - start)))
+            _, peak, _ = measure_peak(lambda: fn(v[:vectors]), self.device)
         finally:
             self._probe_latents = None
-        return peak, seconds
+        return peak, seconds, primal
 
     def _cache_states(self, first: SplitState, bar) -> SplitState:
         """The states of the cached latents ``[0, resident)``, ``first`` (the first chunk's)

@@ -33,7 +33,8 @@ class HessianMemory:
     are kept: FD products); ``per_vector``: a product's input plus output row; ``per_chunk``: the
     measured transient of one chunk of ``chunk_vectors`` vectors on ``chunk_latents`` latents,
     including those vectors' output rows (None when not measured: no budget);
-    ``chunk_seconds``: its time.
+    ``chunk_seconds``: its time, ``primal_seconds`` the part of it that the chunk's latents'
+    unshifted pass takes, shared by every vector of a product block (0 for FD products).
     ``resident`` latents are cached, the rest streamed ``window`` at a time (0: none streamed).
     """
 
@@ -46,6 +47,7 @@ class HessianMemory:
     chunk_vectors: int
     chunk_latents: int
     chunk_seconds: float | None
+    primal_seconds: float | None
     budget: int | None
     resident: int
     window: int
@@ -68,11 +70,14 @@ class HessianMemory:
         inputs = vectors * self.per_vector // 2
         return (self.resident + 2 * self.window) * self.per_latent + chunk + extra_out + inputs
 
-    def seconds_per_product(self) -> float | None:
-        """Expected seconds for the product of one vector over every latent (from the probe)."""
+    def seconds_per_product(self, vectors: int = 1) -> float | None:
+        """Expected seconds for the product of one vector over every latent in a block of
+        ``vectors`` vectors (the latents' primal shared by the block; from the probe)."""
         if self.chunk_seconds is None:
             return None
-        return self.chunk_seconds / (self.chunk_vectors * self.chunk_latents) * self.n_latents
+        primal = self.primal_seconds or 0.0
+        own = (self.chunk_seconds - primal) / self.chunk_vectors
+        return (own + primal / max(1, vectors)) / self.chunk_latents * self.n_latents
 
     def describe(self, vectors: int | None = None) -> str:
         """The model in a few lines (printed before a spectrum run)."""
@@ -117,6 +122,7 @@ class HessianMemory:
             "chunk_vectors": self.chunk_vectors,
             "chunk_latents": self.chunk_latents,
             "chunk_seconds": self.chunk_seconds,
+            "primal_seconds": self.primal_seconds,
             "budget": self.budget,
             "resident": self.resident,
             "window": self.window,

@@ -123,7 +123,7 @@ def report(
         )
     if budget is not None:
         lines[-1] += f"; budget {format_bytes(budget)}"
-    per = memory.seconds_per_product()
+    per = memory.seconds_per_product(vectors)
     if per is not None:
         est = "" if solver == "power" else f" (~{PRODUCTS_PER_VECTOR} per block vector)"
         lines.append(
