@@ -123,6 +123,24 @@ def test_memory_model_is_described(gen):
     assert "all 8 latents cached" in text and "products of 12 vectors" in text
     assert h.memory.seconds_per_product() > 0
     assert h.describe()["memory"]["resident"] == 8
+    m = h.memory
+    assert (m.chunk_vectors, m.chunk_latents) == h._gn_layout(BS) == (1, 4)
+    assert 0 <= m.primal_seconds <= m.chunk_seconds
+
+
+def test_expected_time_shares_the_primal_across_a_block():
+    from dataclasses import replace
+
+    from navcuda.hessian_memory import HessianMemory
+
+    m = HessianMemory(n_latents=16, batch_size=8, per_latent_prefix=1, per_latent_features=0,
+                      per_vector=2, per_chunk=10, chunk_vectors=1, chunk_latents=8,
+                      chunk_seconds=3.0, primal_seconds=2.0, budget=None, resident=16, window=0,
+                      product="gn")  # fmt: skip
+    # one vector pays the whole chunk per 8 latents; 80 vectors share its 2 s of primal
+    assert m.seconds_per_product(1) == pytest.approx(6.0)
+    assert m.seconds_per_product(80) == pytest.approx((1.0 + 2.0 / 80) * 2)
+    assert replace(m, chunk_seconds=None).seconds_per_product(80) is None
 
 
 def test_plan_latents():
