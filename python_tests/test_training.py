@@ -24,6 +24,22 @@ def _trainer(tiny_config, **kw) -> Trainer:
     return Trainer(cfg, _sampler(16), tc)
 
 
+def test_kernel_decay_shrinks_the_demodulated_kernels_after_adam(tiny_config):
+    from navcuda.models.stylegan2_layers import ModulatedConv2d
+
+    plain, decayed = _trainer(tiny_config), _trainer(tiny_config, kernel_decay=10.0)
+    plain.train_step()
+    decayed.train_step()
+    shrink = 1.0 - decayed.config.lr * 10.0
+    names = {n for n, m in plain.G.named_modules() if isinstance(m, ModulatedConv2d)}
+    demod = {n for n in names if plain.G.get_submodule(n).demodulate}
+    assert demod and demod != names  # the toRGB convs keep their scale
+    new, old = dict(decayed.G.named_parameters()), dict(plain.G.named_parameters())
+    for name, p in old.items():
+        want = p * shrink if name.removesuffix(".weight") in demod else p
+        torch.testing.assert_close(new[name], want, rtol=1e-6, atol=0)
+
+
 def test_discriminator_shapes_and_errors(tiny_config):
     d = Discriminator(tiny_config())
     assert d(torch.randn(6, 3, 16, 16)).shape == (6, 1)
@@ -101,6 +117,8 @@ def test_resume_errors(tmp_path):
         ("ema_half_life_images", float("inf"), r"TrainConfig\.ema_half_life_images must be"),
         ("seed", "3", r"TrainConfig\.seed must be an integer, got '3'$"),
         ("amp", "yes", r"TrainConfig\.amp must be True or False, got 'yes'$"),
+        ("kernel_decay", -0.1, r"TrainConfig\.kernel_decay must be a number >= 0 with lr x it"),
+        ("kernel_decay", 500.0, r"TrainConfig\.kernel_decay must be a number >= 0 with lr x it"),
     ],
 )
 def test_train_config_names_the_bad_field(field, value, message):

@@ -149,6 +149,10 @@ def positive(text: str) -> float:
     return number(text, "a finite number > 0", lambda v: v > 0)
 
 
+def non_negative_float(text: str) -> float:
+    return number(text, "a finite number >= 0", lambda v: v >= 0)
+
+
 def fraction(text: str) -> float:
     return number(text, "a number in [0, 1]", lambda v: 0 <= v <= 1)
 

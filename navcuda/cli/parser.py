@@ -23,6 +23,7 @@ from navcuda.cli.options import (
     fraction,
     generator_options,
     non_negative,
+    non_negative_float,
     parse_range,
     parse_seeds,
     port_number,
@@ -314,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--minutes", type=positive, help="stop after this many minutes")
     train.add_argument("--batch-size", type=count, default=16)
     train.add_argument("--seed", type=seed_value, default=0)
+    train.add_argument(
+        "--kernel-decay",
+        type=non_negative_float,
+        default=0.0,
+        help="decoupled weight decay of the demodulated conv kernels (a new run's; resuming "
+        "keeps the checkpoint's)",
+    )
     train.add_argument("--sample-every", type=count, default=1000, help="steps between grids")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     train.add_argument(
