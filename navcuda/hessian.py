@@ -859,8 +859,8 @@ class PerceptualHessian:
 
     def _gn_layout(self, m: int) -> tuple[int, int]:
         """``(vectors, latents)`` per chunk of a linearized product of ``m`` vectors: latents
-        first, ``min(batch_size, latents per block)`` of them, and the vectors that fill the
-        chunk.
+        first, ``min(batch_size, n_latents)`` of them, and the vectors that fill the chunk (a
+        streamed block shorter than that gives a smaller chunk).
 
         Every (vector, chunk) pair pays work on whole rows of ``N`` weights (the shifted layer's
         kernel tangent and its gradient, the output row's accumulation) while the primal of a
