@@ -28,7 +28,7 @@ import pytest
 import torch
 from memory import peak_memory_mb
 
-from navcuda.discover.spectrum import block_eigensolver, lobpcg_eigensolver, power_eigensolver
+from navcuda.discover.eigensolvers import block_eigensolver, lobpcg_eigensolver, power_eigensolver
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import make_metric
 from navcuda.models.default import load_default

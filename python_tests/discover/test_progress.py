@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from navcuda.discover import discover
-from navcuda.discover.spectrum import block_eigensolver, lobpcg_eigensolver
+from navcuda.discover.eigensolvers import block_eigensolver, lobpcg_eigensolver
 from navcuda.metrics.perceptual import PixelMSE
 
 pytestmark = pytest.mark.usefixtures("one_thread")

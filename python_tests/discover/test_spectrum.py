@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from navcuda.discover import discover
-from navcuda.discover.spectrum import block_eigensolver, lobpcg_eigensolver, power_eigensolver
+from navcuda.discover.eigensolvers import block_eigensolver, lobpcg_eigensolver, power_eigensolver
 from navcuda.hessian import PerceptualHessian
 from navcuda.metrics.perceptual import PixelMSE
 from navcuda.models.stylegan2 import Generator
