@@ -172,6 +172,19 @@ def _metric_group(batch_size: int) -> int:
     return max(1, 3 * batch_size // 4)
 
 
+def _fastest(fn, device: torch.device, repeats: int = 2) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn()``, in seconds (synchronised on CUDA)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda *_: None
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def _rows_bytes(state: SplitState) -> int:
     """Bytes per latent of a state's inputs and cache."""
     tensors = list(state.inputs.tensors.values())
@@ -380,7 +393,9 @@ class PerceptualHessian:
         vector and one latent (lazy initialisation; for ``"gn"`` the choice of its mode,
         :meth:`hvp_gn`), the chunk is timed, for ``"gn"`` also with twice the vectors (the
         latents' primal runs once for both, so the difference is the vectors' own part), then
-        run again under the peak's tracker (which slows it several times over)."""
+        run again under the peak's tracker (which slows it several times over). Each timing is
+        the faster of two runs: a busy neighbour only ever adds time, and one slowed run made the
+        primal/vector split (a difference of two timings) print several times the real cost."""
         gen = torch.Generator().manual_seed(0)
         v = torch.randn(2 * vectors, *self.shape, generator=gen, dtype=torch.float64)
         v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * len(self.shape))
@@ -390,14 +405,10 @@ class PerceptualHessian:
         try:
             fn(v[:1])
             self._probe_latents = latents
-            start = time.perf_counter()
-            fn(v[:vectors])
-            seconds = time.perf_counter() - start
+            seconds = _fastest(lambda: fn(v[:vectors]), self.device)
             primal = 0.0
             if product == "gn":
-                start = time.perf_counter()
-                fn(v)
-                primal = min(seconds, max(0.0, 2 * seconds - (time.perf_counter() - start)))
+                primal = min(seconds, max(0.0, 2 * seconds - _fastest(lambda: fn(v), self.device)))
             _, peak, _ = measure_peak(lambda: fn(v[:vectors]), self.device)
         finally:
             self._probe_latents = None

@@ -161,3 +161,13 @@ def test_parse_size():
     for bad in ("24 parsecs", "0", "-3GB", "150%", True, [1]):
         with pytest.raises(MemoryBudgetError):
             parse_size(bad)
+
+
+def test_probe_timing_takes_the_fastest_run():
+    """A busy neighbour only adds time: one slowed run of the probe must not set the estimate."""
+    import time
+
+    from navcuda.hessian import _fastest
+
+    delays = iter([0.2, 0.0])
+    assert _fastest(lambda: time.sleep(next(delays)), torch.device("cpu")) < 0.1
