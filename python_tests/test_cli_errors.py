@@ -409,6 +409,7 @@ CASES = [
     ("train", "bad numbers", "train -o {root}/t --steps -1"),
     ("train", "bad numbers", "train -o {root}/t --batch-size 0"),
     ("train", "bad numbers", "train -o {root}/t --minutes nan"),
+    ("train", "bad numbers", "train -o {root}/t --kernel-init 0"),
     ("train", "out-of-range seed", "train -o {root}/t --seed {big}"),
     ("train", "corrupt file", "train -o {root}/run --steps 1 --resolution 32"),
     ("train", "missing file", "train -o {root}/empty_run --export {root}/g2.safetensors"),

@@ -40,6 +40,25 @@ def test_kernel_decay_shrinks_the_demodulated_kernels_after_adam(tiny_config):
         torch.testing.assert_close(new[name], want, rtol=1e-6, atol=0)
 
 
+def test_kernel_init_scales_the_demodulated_kernels_and_keeps_the_function(tiny_config):
+    from navcuda.models.stylegan2_layers import ModulatedConv2d
+
+    plain, small = _trainer(tiny_config), _trainer(tiny_config, kernel_init=0.1)
+    demod = {
+        n for n, m in plain.G.named_modules() if isinstance(m, ModulatedConv2d) and m.demodulate
+    }
+    assert demod
+    new, old = dict(small.G.named_parameters()), dict(plain.G.named_parameters())
+    for name, p in old.items():
+        want = p * 0.1 if name.removesuffix(".weight") in demod else p
+        torch.testing.assert_close(new[name], want, rtol=1e-6, atol=0)
+    # the EMA generator starts from the scaled G; demodulation makes the images the same
+    torch.testing.assert_close(dict(small.G_ema.named_parameters()), new)
+    z = torch.randn(4, plain.g_config.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(small.G(z), plain.G(z), rtol=1e-4, atol=1e-5)
+
+
 def test_discriminator_shapes_and_errors(tiny_config):
     d = Discriminator(tiny_config())
     assert d(torch.randn(6, 3, 16, 16)).shape == (6, 1)
@@ -119,6 +138,7 @@ def test_resume_errors(tmp_path):
         ("amp", "yes", r"TrainConfig\.amp must be True or False, got 'yes'$"),
         ("kernel_decay", -0.1, r"TrainConfig\.kernel_decay must be a number >= 0 with lr x it"),
         ("kernel_decay", 500.0, r"TrainConfig\.kernel_decay must be a number >= 0 with lr x it"),
+        ("kernel_init", 0.0, r"TrainConfig\.kernel_init must be a finite number > 0, got 0\.0$"),
     ],
 )
 def test_train_config_names_the_bad_field(field, value, message):

@@ -229,7 +229,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             n_mlp=TOY_CONFIG.n_mlp,
             channel_map=cmap,
         )
-        tc = TrainConfig(batch_size=args.batch_size, seed=args.seed, kernel_decay=args.kernel_decay)
+        tc = TrainConfig(
+            batch_size=args.batch_size,
+            seed=args.seed,
+            kernel_decay=args.kernel_decay,
+            kernel_init=args.kernel_init,
+        )
         trainer = Trainer(cfg, sampler, tc, device=args.device)
     trainer.run(
         steps=args.steps,

@@ -322,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoupled weight decay of the demodulated conv kernels (a new run's; resuming "
         "keeps the checkpoint's)",
     )
+    train.add_argument(
+        "--kernel-init",
+        type=positive,
+        default=1.0,
+        help="scale of the demodulated conv kernels at initialisation (same function; a smaller "
+        "one lets training outweigh the random start sooner; a new run's)",
+    )
     train.add_argument("--sample-every", type=count, default=1000, help="steps between grids")
     train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     train.add_argument(

@@ -8,12 +8,13 @@ Hessian's products) and keeps its blocks on the host, one column chunk at a time
     ``iterations`` (default 20) steps ``v <- P(H v / |v|)`` with ``P`` the Gram-Schmidt projection
     onto the orthogonal complement of the vectors already found (deflation), central finite
     differences (``hvp="fd"``, ``eps=0.1``); ``tol`` optionally stops a vector early.
-``"lobpcg"`` -- discover_spectrum's default: block LOBPCG (locally optimal block preconditioned conjugate
-    gradient, here unpreconditioned) on ``k + oversample`` vectors with soft locking: each
-    iteration multiplies the active Ritz vectors' residuals by ``H`` and takes the Ritz pairs of
-    the span of the Ritz vectors, those residuals and the previous search directions. Same cost
-    per iteration as ``"block"``, far fewer iterations (top-16 of the bundled model's ``convs.3``
-    to residual 1e-2: 102 HVPs against 170, and a 5x smaller median residual).
+``"lobpcg"`` -- discover_spectrum's default: block LOBPCG (locally optimal block
+    preconditioned conjugate gradient, here unpreconditioned) on ``k + oversample`` vectors with
+    soft locking: each iteration multiplies the active Ritz vectors' residuals by ``H`` and takes
+    the Ritz pairs of the span of the Ritz vectors, those residuals and the previous search
+    directions. Same cost per iteration as ``"block"``, far fewer iterations (top-16 of the
+    bundled model's ``convs.3`` to residual 1e-2: 102 HVPs against 170, and a 5x smaller median
+    residual).
 ``"block"`` -- subspace iteration on a block of ``k + oversample`` vectors with a Rayleigh-Ritz
     step every iteration and locking of converged vectors (the default before ``"lobpcg"``).
     Every iteration costs one batched block of HVPs (all active vectors and latents in one pass

@@ -399,7 +399,8 @@ def build_clean_named_set(
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """``python -m navcuda.evaluate.named_edits check [FILE] | build -o OUT CANDIDATES...``."""
+    """``python -m navcuda.evaluate.named_edits check [FILE] | build -o OUT CANDIDATES...``
+    (``--checkpoint FILE``: another toy-world generator than the bundled one)."""
     import argparse
     import json
 
@@ -420,8 +421,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--n-samples", type=int, default=256)
         p.add_argument("--realism-samples", type=int, default=512)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--checkpoint", help="generator file (default: the bundled model)")
     args = ap.parse_args(argv)
-    g = navcuda.load_default()
+    if args.checkpoint:
+        g = navcuda.load_generator(args.checkpoint).eval()
+    else:
+        g = navcuda.load_default()
     if args.cmd == "check":
         ds = DirectionSet.load(args.file) if args.file else load_default_directions()
         probe = EditProbe(g, args.n_samples, args.seed, realism_samples=args.realism_samples)
