@@ -94,3 +94,24 @@ def test_the_check_rejects_the_same_directions_pushed_too_far(probe):
         one = ds.subset([ds.names.index(d.name)])
         checks = check_named_set(probe, one, (-5 * EXAMPLE_T, 5 * EXAMPLE_T))
         assert any(_lenient_failures(c) for c in checks), d.name
+
+
+def test_the_tool_checks_a_set_of_another_checkpoint(tmp_path, capsys, tiny_config):
+    """``python -m navcuda.evaluate.named_edits check SET --checkpoint FILE`` measures the set on
+    that generator (a candidate model, before it is bundled), not on the bundled one."""
+    from navcuda.discover import discover
+    from navcuda.evaluate.named_edits import _main
+    from navcuda.models.checkpoints import save_generator
+    from navcuda.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    g = Generator(tiny_config(resolution=32)).eval()
+    save_generator(g, tmp_path / "g.safetensors")
+    ds = discover(g, "convs.1", "svd", k=1)
+    ds.names = ["eye size"]
+    ds.save(tmp_path / "set.nav")
+    argv = ["check", str(tmp_path / "set.nav"), "--checkpoint", str(tmp_path / "g.safetensors")]
+    code = _main([*argv, "--n-samples", "4", "--realism-samples", "8"])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    assert out.count("eye size ") == 2 and "of 2 checks pass (n = 4)" in out
