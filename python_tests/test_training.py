@@ -24,36 +24,34 @@ def _trainer(tiny_config, **kw) -> Trainer:
     return Trainer(cfg, _sampler(16), tc)
 
 
-def test_kernel_decay_shrinks_the_demodulated_kernels_after_adam(tiny_config):
+def _assert_demodulated_kernels_scaled(new, old, factor: float) -> None:
+    """``new``'s parameters are ``old``'s, its demodulated conv kernels times ``factor`` (the
+    toRGB convs, not demodulated, keep their scale)."""
     from navcuda.models.stylegan2_layers import ModulatedConv2d
 
+    names = {n for n, m in old.named_modules() if isinstance(m, ModulatedConv2d)}
+    demod = {n for n in names if old.get_submodule(n).demodulate}
+    assert demod and demod != names
+    new_params = dict(new.named_parameters())
+    for name, p in old.named_parameters():
+        want = p * factor if name.removesuffix(".weight") in demod else p
+        torch.testing.assert_close(new_params[name], want, rtol=1e-6, atol=0)
+
+
+def test_kernel_decay_shrinks_the_demodulated_kernels_after_adam(tiny_config):
     plain, decayed = _trainer(tiny_config), _trainer(tiny_config, kernel_decay=10.0)
     plain.train_step()
     decayed.train_step()
-    shrink = 1.0 - decayed.config.lr * 10.0
-    names = {n for n, m in plain.G.named_modules() if isinstance(m, ModulatedConv2d)}
-    demod = {n for n in names if plain.G.get_submodule(n).demodulate}
-    assert demod and demod != names  # the toRGB convs keep their scale
-    new, old = dict(decayed.G.named_parameters()), dict(plain.G.named_parameters())
-    for name, p in old.items():
-        want = p * shrink if name.removesuffix(".weight") in demod else p
-        torch.testing.assert_close(new[name], want, rtol=1e-6, atol=0)
+    _assert_demodulated_kernels_scaled(decayed.G, plain.G, 1.0 - decayed.config.lr * 10.0)
 
 
 def test_kernel_init_scales_the_demodulated_kernels_and_keeps_the_function(tiny_config):
-    from navcuda.models.stylegan2_layers import ModulatedConv2d
-
     plain, small = _trainer(tiny_config), _trainer(tiny_config, kernel_init=0.1)
-    demod = {
-        n for n, m in plain.G.named_modules() if isinstance(m, ModulatedConv2d) and m.demodulate
-    }
-    assert demod
-    new, old = dict(small.G.named_parameters()), dict(plain.G.named_parameters())
-    for name, p in old.items():
-        want = p * 0.1 if name.removesuffix(".weight") in demod else p
-        torch.testing.assert_close(new[name], want, rtol=1e-6, atol=0)
+    _assert_demodulated_kernels_scaled(small.G, plain.G, 0.1)
     # the EMA generator starts from the scaled G; demodulation makes the images the same
-    torch.testing.assert_close(dict(small.G_ema.named_parameters()), new)
+    torch.testing.assert_close(
+        dict(small.G_ema.named_parameters()), dict(small.G.named_parameters())
+    )
     z = torch.randn(4, plain.g_config.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(small.G(z), plain.G(z), rtol=1e-4, atol=1e-5)
