@@ -52,12 +52,12 @@ class TrainConfig:
     """Hyper-parameters of GAN training (defaults: the recipe of the bundled model).
 
     ``kernel_decay``: decoupled weight decay of the generator's modulated conv kernels, per step
-    ``W <- W (1 - lr kernel_decay)`` after Adam's update (default 0: none). Demodulation makes a
-    kernel's scale irrelevant to the forward pass, so the decay removes only what the loss does
-    not hold: the random initialisation, which the bundled model's kernels (trained without it)
-    still are by ~85-90 % of their energy (issue 25). Since the forward pass ignores the scale,
-    the decay's only effect is a growing effective step ``lr / |W|``: at ``kernel_decay=1`` the
-    kernels shrank to ~1.5 % of their initial size and training diverged after ~1,700 steps.
+    ``W <- W (1 - lr kernel_decay)`` after Adam's update (default 0: none). It was meant to wear
+    away the random initialisation, which the bundled model's kernels (trained without it) still
+    are by ~85-90 % of their energy (issue 25). But demodulation makes a kernel's scale
+    irrelevant to the forward pass, so the decay's only effect is a growing effective step
+    ``lr / |W|``: at ``kernel_decay=1`` the kernels shrank to ~1.5 % of their initial size and
+    training diverged after ~1,700 steps. Prefer ``kernel_init``.
 
     ``kernel_init``: scale of those kernels at initialisation (default 1: N(0, 1), the official
     equalized-lr init). The generator computes the same function at any scale; a smaller one
