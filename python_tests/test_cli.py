@@ -350,3 +350,16 @@ def test_demo_output_is_ignored_by_git(tmp_path, ckpt):
     assert main(args) == 0
     assert (out / ".gitignore").read_text().splitlines()[-1] == "*"
     assert (out / "directions.nav").exists()
+    assert not (out / "named").exists()  # another model: the bundled named set does not apply
+
+
+def test_demo_of_the_bundled_model_also_renders_its_named_edits(tmp_path, capsys):
+    from navcuda.models.default import load_default_directions
+
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "-k", "1", "--seeds", "0", "--t", "-2,2"]) == 0
+    names = load_default_directions().names
+    strips = sorted(p.name for p in (out / "named").glob("*.png"))
+    assert len(strips) == len(names) and all(n.replace(" ", "_") in "".join(strips) for n in names)
+    assert len(list((out / "named").glob("*.gif"))) == len(names)
+    assert "bundled named edits" in capsys.readouterr().out

@@ -74,6 +74,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"columns: t = {fmt(args.t)} x the recommended amplitude) and GIFs to {out}/ "
         f"({len(res.files)} files) and the directions to {out / 'directions.nav'}"
     )
+    if args.checkpoint is None and getattr(args, "model", None) is None:
+        from navcuda.models.default import load_default_directions
+
+        named = load_default_directions()
+        warn_large_shifts(args, g, named, args.t, relative=True)
+        res = render(
+            g, named, args.seeds, ts=args.t, output_dir=out / "named", gif=True, labels=True
+        )
+        print(
+            f"and the bundled named edits ({', '.join(n or '' for n in named.names)}; each clean "
+            f"at t = +-2) to {out / 'named'}/ ({len(res.files)} files)"
+        )
     return 0
 
 

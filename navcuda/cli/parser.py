@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         help="render strips of the top singular directions of one layer",
         description="Render G(z) while shifting one layer's kernel along its top singular "
-        "directions (the paper's SVD baseline): one PNG per direction, one row per seed.",
+        "directions (the paper's SVD baseline): one PNG per direction, one row per seed. On the "
+        "embedded model, also the bundled named edits (in OUTPUT/named/).",
     )
     demo.add_argument("-o", "--output", default="navcuda-demo", help="output folder")
     demo.add_argument("--checkpoint", help="generator file; default: the embedded model")

@@ -16,8 +16,10 @@ a factor's range is 1). Other factors are also reported as the mean *absolute* c
 signed mean, and is visible all the same.
 
 :func:`clean_strength` scans the absolute shift ``s`` of a direction and returns the one where
-the check passes with the largest worst-case margin; :func:`calibrate_named_set` sets each
-direction's amplitude to ``s / t`` so that the example strength ``t`` is that shift.
+the check passes with the largest worst-case margin. :func:`build_clean_named_set` makes the
+bundled named set: per factor, the combination of a layer's directions that moves that factor
+alone (:func:`fit_factor_shift`), given the amplitude ``s / t`` so that the example strength ``t``
+is its clean shift.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ __all__ = [
     "MIN_CHANGE",
     "EditCheck",
     "EditProbe",
-    "calibrate_named_set",
+    "build_clean_named_set",
     "check_named_set",
     "clean_strength",
+    "factor_jacobian",
+    "fit_factor_shift",
     "oriented",
 ]
 
@@ -269,21 +273,69 @@ def _flip(check: EditCheck) -> EditCheck:
     return replace(check, t=-check.t, shift=-check.shift)
 
 
-def calibrate_named_set(directions, strengths: Sequence[float | None], t: float = 2.0):
-    """A copy of the named set holding only the directions with a clean strength, each with the
-    amplitude ``strength / t`` (so that ``navcuda edit --t`` ``t`` shifts by that strength)."""
-    keep = [i for i, s in enumerate(strengths) if s is not None]
-    if not keep:
-        raise ValueError("no direction has a clean strength")
-    out = directions.subset(keep)
-    amps = torch.tensor([strengths[i] / t for i in keep], dtype=out.amplitudes.dtype)
-    out.amplitudes = amps
-    return out
+#: Shifts scanned by :func:`build_clean_named_set`, as multiples of each fitted shift.
+SCAN = (0.7, 1.0, 1.4, 2.0, 2.8)
+#: The worst bound's margin a shipped direction needs at build time (1: exactly at a bound), so
+#: that it stays clean on other latents: on the bundled model a "head height" built at margin
+#: 1.02 on 256 latents moved mouth curvature 0.36 of itself on 96 others.
+MIN_MARGIN = 1.2
 
 
-#: Shifts scanned by :func:`build_clean_named_set`, as multiples of each candidate's
-#: RMS-calibrated amplitude (on the bundled model clean edits lie at 0.1-0.4 of it).
-SCAN = (0.1, 0.14, 0.2, 0.28, 0.4, 0.56, 0.8, 1.0)
+def _unit_basis(generator, candidates) -> tuple[str, torch.Tensor]:
+    """The candidates' directions as unit vectors ``[K, ...]``: their coefficients when every set
+    is in the SVD basis (combinations stay compact) or every set is latent (a fit in W, the
+    latent baselines' counterpart), else weight shifts."""
+    bases = {ds.basis for ds in candidates}
+    if bases in ({"svd"}, {"latent"}):
+        c = torch.cat([ds.coefficients.double() for ds in candidates])
+        return bases.pop(), c / c.norm(dim=1, keepdim=True)
+    return "weight", torch.stack(
+        [d.delta(generator).double().cpu() for ds in candidates for d in ds]
+    )
+
+
+def factor_jacobian(probe: EditProbe, layer: str, basis: str, vectors, steps) -> torch.Tensor:
+    """``[n_factors, K]``: every factor's mean change per unit shift along each unit vector of
+    ``vectors`` (central differences at ``+-steps[k]``, read on ``probe``'s samples)."""
+    from navcuda.shift import Direction
+
+    cols = []
+    for v, h in zip(vectors, steps, strict=True):
+        d = Direction(layer, basis, v, amplitude=float(h))
+        m, p = probe.check(d, -1.0, FACTOR_NAMES[0]), probe.check(d, 1.0, FACTOR_NAMES[0])
+        cols.append((p.change - m.change) / (2 * float(h)))
+    return torch.stack(cols, dim=1)
+
+
+def fit_factor_shift(
+    probe: EditProbe,
+    jacobian: torch.Tensor,
+    vectors,
+    layer: str,
+    basis: str,
+    factor: int,
+    change: float,
+    refine: int = 3,
+) -> torch.Tensor:
+    """The combination ``c`` of ``vectors`` whose shift ``sum_k c_k v_k`` moves factor ``factor``
+    by ``+-change`` at ``+-`` the shift and no other factor, at first order: the least-norm
+    solution of ``J c = change e_factor`` (``J``: ``jacobian``), then ``refine`` Newton steps on
+    the odd part ``(change(+) - change(-)) / 2`` measured on ``probe`` at the shift itself (the
+    even part, the same at both signs, no direction can cancel). Returns the shift ``[...]``."""
+    from navcuda.shift import Direction
+
+    pinv = torch.linalg.pinv(jacobian)
+    e = torch.zeros(jacobian.shape[0], dtype=torch.float64)
+    e[factor] = change
+    c = pinv @ e
+    vecs = torch.as_tensor(vectors, dtype=torch.float64)
+    for _ in range(refine):
+        shift = torch.tensordot(c, vecs, dims=1)
+        d = Direction(layer, basis, shift, amplitude=float(shift.norm()))
+        odd = (probe.check(d, 1.0, FACTOR_NAMES[0]).change
+               - probe.check(d, -1.0, FACTOR_NAMES[0]).change) / 2  # fmt: skip
+        c = c + pinv @ (e - odd)
+    return torch.tensordot(c, vecs, dims=1)
 
 
 @torch.no_grad()
@@ -292,97 +344,98 @@ def build_clean_named_set(
     candidates,
     t: float = 2.0,
     n_samples: int = 256,
-    screen_samples: int = 32,
+    jacobian_samples: int = 64,
     realism_samples: int = 512,
     seed: int = 0,
-    max_crosstalk_screen: float = 0.45,
-    per_factor: int = 2,
+    change: float = 0.14,
+    refine: int = 3,
+    factors: Sequence[str] | None = None,
     scan: Sequence[float] = SCAN,
+    min_margin: float = MIN_MARGIN,
     progress: bool = True,
 ):
-    """The named set of ``generator`` made of the candidates that are clean at strength ``t``.
+    """The named set of ``generator``: per factor, the combination of the candidate directions
+    that moves that factor alone, kept where it is clean at strength ``t``.
 
-    ``candidates``: direction sets of one layer (any methods, calibrated amplitudes). Each
-    candidate is screened on ``screen_samples`` latents at ``+-0.2 x`` its amplitude (top factor,
-    first-order cross-talk); the ``per_factor`` least cross-talking ones per factor (cross-talk at
-    most ``max_crosstalk_screen``) are scanned over ``scan x`` amplitude on ``n_samples``
-    latents with toy-FD (:func:`clean_strength`); per factor the candidate that passes with the
-    largest margin is kept, oriented, named after its factor and given the amplitude
-    ``strength / t``. Returns ``(DirectionSet (basis "weight"), report dict)``.
+    ``candidates``: direction sets of one layer (any methods; e.g. the layer's whole SVD
+    basis). Their span is searched, not only its members: every factor's mean change per unit
+    shift along each candidate is measured on ``jacobian_samples`` latents (seed ``seed + 2``;
+    :func:`factor_jacobian`), and per factor the least-norm combination that moves it by
+    ``change`` (of its range) and no other factor is solved for and refined on ``n_samples``
+    latents (seed ``seed``; :func:`fit_factor_shift`). Its shift is then scanned over ``scan x``
+    itself with toy-FD on ``realism_samples`` world renders (:func:`clean_strength`); a factor
+    is kept, named and given the amplitude ``strength / t`` when some scanned shift is clean at
+    both signs with a margin of at least ``min_margin`` (the shift with the largest margin).
+    ``factors``: those to fit (default every toy-world factor). Returns ``(DirectionSet, report
+    dict)``; the set is in the SVD (latent) basis when every candidate is.
     """
     from tqdm.auto import tqdm
 
     from navcuda.io.directions import DirectionSet
+    from navcuda.shift import Direction
 
     layers = {ds.layer for ds in candidates}
     if len(layers) != 1:
         raise ValueError(f"candidates must share one layer, got {sorted(layers)}")
-    pool = [(ds, i) for ds in candidates for i in range(len(ds))]
-    screen = EditProbe(generator, screen_samples, seed + 1, realism_samples=0)
-    picks: dict[str, list] = {}
-    for ds, i in tqdm(pool, desc="screen", disable=not progress):
-        d = ds[i]
-        amp = float(d.amplitude)
-        m = screen.check(d, -1.0, "eye size", 0.2 * amp)  # factor fixed later: raw changes
-        p = screen.check(d, 1.0, "eye size", 0.2 * amp)
-        slope = p.change - m.change
-        k = int(slope.abs().argmax())
-        others = slope.abs().clone()
-        others[k] = 0
-        xt = float(others.max() / slope.abs()[k])
-        if xt <= max_crosstalk_screen:
-            picks.setdefault(FACTOR_NAMES[k], []).append((xt, ds, i))
+    layer = layers.pop()
+    names = (
+        list(FACTOR_NAMES) if factors is None else [FACTOR_NAMES[factor_index(f)] for f in factors]
+    )
+    if not 0 < change < 1:
+        raise ValueError(f"change must lie in (0, 1) of a factor's range, got {change!r}")
+    basis, vectors = _unit_basis(generator, candidates)
+    steps = [0.2 * float(a) for ds in candidates for a in ds.amplitudes]
+    jp = EditProbe(generator, jacobian_samples, seed + 2, realism_samples=0)
+    cols = []
+    for k in tqdm(range(0, len(vectors), 8), desc="jacobian", disable=not progress):
+        cols.append(factor_jacobian(jp, layer, basis, vectors[k : k + 8], steps[k : k + 8]))
+    jac = torch.cat(cols, dim=1)
+    fit = EditProbe(generator, n_samples, seed, realism_samples=0)
     probe = EditProbe(generator, n_samples, seed, realism_samples=realism_samples)
-    chosen, report = [], {"t": t, "n_samples": n_samples, "fd_unedited": probe.fd0, "factors": {}}
-    for factor, cands in tqdm(sorted(picks.items()), desc="scan", disable=not progress):
-        best = None
-        for xt, ds, i in sorted(cands, key=lambda c: c[0])[:per_factor]:
-            d = ds[i]
-            amp = float(d.amplitude)
-            s, sign, rows = clean_strength(probe, d, [f * amp for f in scan], factor)
-            entry = {
-                "candidate": f"{ds.method}{i}",
-                "screen_crosstalk": xt,
-                "rms_amplitude": amp,
-                "clean_shift": s,
-                "scan": [
-                    [f * amp, m.to_dict(), p.to_dict()]
-                    for f, (m, p) in zip(scan, rows, strict=True)
-                ],
-            }
-            report["factors"].setdefault(factor, []).append(entry)
-            if s is None:
-                continue
-            j = [f * amp for f in scan].index(s)
-            margin = min(c.margin for c in rows[j])
-            if best is None or margin > best[0]:
-                best = (margin, oriented(d, sign), s, rows[j])
-        if best is not None:
-            margin, d, s, pair = best
-            chosen.append((factor, d, s, margin, pair))
+    report = {
+        "t": t,
+        "n_samples": n_samples,
+        "fd_unedited": probe.fd0,
+        "jacobian_singular_values": torch.linalg.svdvals(jac).tolist(),
+        "factors": {},
+    }
+    chosen = []
+    for name in tqdm(names, desc="fit", disable=not progress):
+        f = FACTOR_NAMES.index(name)
+        shift = fit_factor_shift(fit, jac, vectors, layer, basis, f, change, refine)
+        norm = float(shift.norm())
+        d = Direction(layer, basis, shift / norm, name=name.replace("_", " "), amplitude=norm)
+        s, sign, rows = clean_strength(probe, d, [x * norm for x in scan], name)
+        scanned = [
+            [x * norm, m.to_dict(), p.to_dict()] for x, (m, p) in zip(scan, rows, strict=True)
+        ]
+        report["factors"][name] = {"fitted_shift": norm, "clean_shift": s, "scan": scanned}
+        if s is not None:
+            pair = rows[[x * norm for x in scan].index(s)]
+            margin = min(c.margin for c in pair)
+            report["factors"][name]["margin"] = margin
+            if margin >= min_margin:
+                chosen.append((name, oriented(d, sign), s, margin, pair))
     if not chosen:
-        raise ValueError("no candidate is clean at any scanned strength")
+        raise ValueError("no factor has a clean combination of the candidates at any scanned shift")
     ref = candidates[0]
-    if all(d.basis == "svd" for _, d, *_ in chosen):  # compact: singular-value coefficients
-        basis, coeffs = "svd", torch.stack([d.coefficients.float() for _, d, *_ in chosen])
-    else:
-        basis = "weight"
-        coeffs = torch.stack([d.delta(generator).cpu() for _, d, *_ in chosen])
     out = DirectionSet(
-        layer=ref.layer,
+        layer=layer,
         basis=basis,
-        coefficients=coeffs,
+        coefficients=torch.stack([d.coefficients.float() for _, d, *_ in chosen]),
         amplitudes=torch.tensor([s / t for _, _, s, _, _ in chosen], dtype=torch.float64),
-        method="+".join(sorted({ds.method for ds in candidates})),
+        method="+".join(sorted({ds.method for ds in candidates})) + "+fit",
         weight_shape=tuple(ref.weight_shape),
         names=[f.replace("_", " ") for f, *_ in chosen],
         fingerprint=generator.fingerprint(),
         model=getattr(generator, "architecture", None),
-        hparams={"example_t": t, "n_samples": n_samples, "realism_samples": realism_samples},
+        hparams={"example_t": t, "n_samples": n_samples, "change": change, "refine": refine},
         seed=seed,
         metric=ref.metric,
         extra={
-            "named_by": "toy-world factor regressor; amplitude: clean strength / example_t",
+            "named_by": "toy-world factor regressor",
+            "fit": "per factor, the least-norm combination of the candidates moving it alone; "
+            "amplitude: clean shift / example_t",
             "clean_checks": [
                 {
                     "name": f.replace("_", " "),
@@ -412,10 +465,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     chk = sub.add_parser("check", help="check a named set of the bundled model at +-t")
     chk.add_argument("file", nargs="?", help="named set (default: the bundled one)")
-    bld = sub.add_parser("build", help="the clean named set from candidate sets of one layer")
+    bld = sub.add_parser(
+        "build", help="the clean named set: per factor, a combination of candidates of one layer"
+    )
     bld.add_argument("candidates", nargs="+")
     bld.add_argument("-o", "--output", required=True)
-    bld.add_argument("--report", help="also write the scan as JSON here")
+    bld.add_argument("--report", help="also write the fits and scans as JSON here")
+    bld.add_argument("--change", type=float, default=0.14, help="fitted change of each factor")
+    bld.add_argument("--factors", nargs="+", help="factors to fit (default: every one)")
     for p in (chk, bld):
         p.add_argument("--t", type=float, default=2.0, help="example strength")
         p.add_argument("--n-samples", type=int, default=256)
@@ -442,7 +499,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return int(bad > 0)
     cands = [DirectionSet.load(f) for f in args.candidates]
     out, report = build_clean_named_set(
-        g, cands, args.t, args.n_samples, realism_samples=args.realism_samples, seed=args.seed
+        g,
+        cands,
+        args.t,
+        args.n_samples,
+        realism_samples=args.realism_samples,
+        seed=args.seed,
+        change=args.change,
+        factors=args.factors,
     )
     out.save(args.output)
     if args.report:

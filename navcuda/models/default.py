@@ -37,9 +37,10 @@ TOY_CONFIG = GeneratorConfig(
 BUNDLED_GENERATOR = "toyfaces64.safetensors"
 
 
-#: The bundled model's named directions (layer convs.3), named from the toy world's factor scores:
-#: eye size, eye spacing, fringe length, skin hue, mouth curvature, mouth width, hair length,
-#: nose length.
+#: The bundled model's named directions (layer convs.3), each fitted to move one toy-world factor
+#: and no other (:func:`navcuda.evaluate.named_edits.build_clean_named_set`): skin hue, eye
+#: spacing, eye size, gaze x, brow height, nose length, mouth width, mouth curvature, hair
+#: length, fringe length; every one clean at ``t = +-2``.
 BUNDLED_DIRECTIONS = "toyfaces64_named.nav"
 
 
@@ -83,12 +84,13 @@ def is_toy_model(generator: object) -> bool:
 def load_default_directions():
     """The bundled model's named direction set (a :class:`~navcuda.io.directions.DirectionSet`).
 
-    Built from the top-64 singular directions of ``convs.3``, each named after the ground-truth
-    factor it moves most (disentanglement >= 0.2, one direction per factor) by
-    :func:`navcuda.discover.naming.name_by_factors`; rebuild it with::
+    Per toy-world factor, the combination of ``convs.3``'s 64 singular directions that moves that
+    factor alone, kept when it is clean at ``t = +-2`` (it moves its factor by >= 0.1 of the
+    range, every other factor by <= 1/3 of that, toy-FD by <= 0.5;
+    :mod:`navcuda.evaluate.named_edits`); rebuild it with::
 
         navcuda discover --method svd --layer convs.3 -k 64 -o svd64.nav
-        navcuda name svd64.nav --auto --min-disentanglement 0.2 -o toyfaces64_named.nav
+        python -m navcuda.evaluate.named_edits build svd64.nav -o toyfaces64_named.nav
     """
     from navcuda.io.directions import DirectionSet
 

@@ -100,7 +100,7 @@ def test_an_error_on_one_rank_ends_every_rank_with_it(tmp_path):
     raises that error once the shares are done, and exits with the usage-error code."""
     from navcuda.io.directions import DirectionSet
 
-    ds = DirectionSet.load(NAMED)
+    ds = DirectionSet.load(NAMED).subset(range(8))
     ds.amplitudes = torch.tensor([float(a) for a in ds.amplitudes[:7]] + [float("nan")])
     bad = tmp_path / "bad.nav"
     ds.save(bad)

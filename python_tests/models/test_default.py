@@ -44,7 +44,7 @@ def test_bundled_named_directions_move_their_factor():
     g = load_default()
     ds = load_default_directions()
     ds.check_compatible(g)
-    assert {"nose length", "eye size", "mouth width"} <= set(ds.names)
+    assert {"nose length", "eye size", "mouth width", "hair length"} <= set(ds.names)
     assert ds.extra["named_by"] == "toy-world factor regressor"
     for name in ("nose length", "mouth width"):
         d = ds.by_name(name)

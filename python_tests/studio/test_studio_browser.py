@@ -71,13 +71,16 @@ def test_studio_in_chromium(browser, server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
+    from navcuda.models.default import load_default_directions
+
     studio, url = server
     assert url.startswith("http://127.0.0.1:")
     browser.get(url)
     first = _wait(lambda: _src(browser, "edited"), what="the first image")
     before = _pixels(first)
     # Move the 'eye size' slider (its number box, as a user types a value).
-    box = browser.find_element(By.CSS_SELECTOR, "#dir-0 input[type=number]")
+    eye = f"#dir-{load_default_directions().names.index('eye size')} input[type=number]"
+    box = browser.find_element(By.CSS_SELECTOR, eye)
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys("2.5", Keys.ENTER)
     moved = _wait(lambda: (s := _src(browser, "edited")) != first and s, what="a new image")
@@ -125,7 +128,7 @@ def test_studio_in_chromium(browser, server, tmp_path):
     if shot:
         browser.refresh()
         _wait(lambda: _src(browser, "edited"), what="the image")
-        box = browser.find_element(By.CSS_SELECTOR, "#dir-0 input[type=number]")
+        box = browser.find_element(By.CSS_SELECTOR, eye)
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys("3", Keys.ENTER)
         _wait(lambda: "eye size +3.00x" in _status(browser), what="the status")
