@@ -48,6 +48,9 @@ def test_table_rows_agree_with_the_per_direction_scores(table):
         clean = [d for d in mine if d["disentanglement"] >= table["threshold"]]
         assert row["clean"] == len(clean) and row["k"] == len(mine)
         assert row["factor_names"] == sorted({d["top_factor"] for d in clean})
+        for th, n in row["factors_at"].items():
+            assert n == len({d["top_factor"] for d in mine if d["disentanglement"] >= float(th)})
+        assert row["factors_at"][str(table["threshold"])] == row["factors"]
         if row["set"] == "ganspace":
             assert row["unreachable"] is None  # a latent baseline itself
         else:
