@@ -142,3 +142,31 @@ def test_name_auto_names_by_factors(tmp_path, capsys):
     assert main([*too_strict, "-o", str(tmp_path / "none.nav")]) == 2
     assert "no direction reaches disentanglement 1 (the best reaches" in capsys.readouterr().err
     assert not (tmp_path / "none.nav").exists()
+
+
+def test_name_fit_writes_clean_combinations(tmp_path, capsys, setup):
+    """`navcuda name --fit` on the bundled model (one factor, few latents): the fitted direction
+    is named after its factor and `edit` applies it by that name; a generator that is not a
+    toy-world model, or two modes at once, are refused with a named error."""
+    svd = tmp_path / "svd.nav"
+    assert (
+        main(["discover", "--method", "svd", "--layer", "convs.3", "-k", "64", "-o", str(svd)]) == 0
+    )
+    named = tmp_path / "named.nav"
+    args = ["name", str(svd), "--fit", "--factors", "nose length", "--samples", "48"]
+    assert main([*args, "-o", str(named)]) == 0
+    out = capsys.readouterr().out
+    ds = DirectionSet.load(named)
+    assert ds.names == ["nose length"] and ds.method == "svd+fit"
+    assert "nose length      clean shift" in out and "1 of 1 factors" in out
+    png = tmp_path / "nose.png"
+    assert main(["edit", "--seed", "1", "--directions", str(named), "--direction", "nose length",
+                 "--t", "2", "-o", str(png)]) == 0  # fmt: skip
+    assert png.stat().st_size > 0
+    ckpt, dirs, _ = setup  # a tiny generator: not the toy world
+    assert (
+        main(["name", str(dirs), "--fit", "--checkpoint", ckpt, "-o", str(tmp_path / "x.nav")]) == 2
+    )
+    assert "--fit measures the toy world's factors" in capsys.readouterr().err
+    assert main(["name", str(svd), "--fit", "--auto"]) == 2
+    assert "give one of a names.json file, --auto or --fit" in capsys.readouterr().err

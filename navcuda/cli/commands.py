@@ -340,11 +340,13 @@ def cmd_name(args: argparse.Namespace) -> int:
     from navcuda.gallery import apply_names
     from navcuda.io.directions import DirectionSet
 
-    if args.auto == (args.names is not None):
-        raise ValueError("give either a names.json file or --auto")
+    if args.auto + args.fit + (args.names is not None) != 1:
+        raise ValueError("give one of a names.json file, --auto or --fit")
     check_writable(args.output or args.directions, "file")
     ds = DirectionSet.load(args.directions)
     n_in = len(ds)
+    if args.fit:
+        return _fit_names(args, ds)
     if args.auto:
         from navcuda.discover.naming import name_by_factors
 
@@ -354,7 +356,7 @@ def cmd_name(args: argparse.Namespace) -> int:
             g,
             ds,
             min_disentanglement=args.min_disentanglement,
-            n_samples=args.samples,
+            n_samples=args.samples or 16,
             seed=args.seed,
             keep_unnamed=args.keep_unnamed,
             progress=True,
@@ -385,4 +387,35 @@ def cmd_name(args: argparse.Namespace) -> int:
         f"{named} of {len(ds)} directions named, {marks.count('good')} marked good, "
         f"{marks.count('bad')} bad; wrote {path}"
     )
+    return 0
+
+
+def _fit_names(args: argparse.Namespace, ds) -> int:
+    """``navcuda name --fit``: per factor, the combination of the set's directions that moves it
+    alone, kept when clean at t = +-2 (:func:`~navcuda.evaluate.named_edits.build_clean_named_set`).
+    """
+    from navcuda.evaluate.named_edits import build_clean_named_set
+    from navcuda.models.default import is_toy_model
+
+    g = load_generator_of(args)
+    if not is_toy_model(g):
+        raise ValueError(
+            "--fit measures the toy world's factors: use a toy-world generator (the bundled "
+            "model, or one trained with navcuda train)"
+        )
+    ds.check_compatible(g, allow_other_model=args.allow_other_model)
+    out, report = build_clean_named_set(
+        g, [ds], n_samples=args.samples or 256, seed=args.seed, factors=args.factors
+    )
+    for name, info in report["factors"].items():
+        if name.replace("_", " ") in out.names:
+            why = f"clean shift {info['clean_shift']:.4g} (margin {info['margin']:.2f})"
+        elif info["clean_shift"] is not None:
+            why = f"clean, but with too little margin ({info['margin']:.2f})"
+        else:
+            why = "no clean combination"
+        print(f"  {name.replace('_', ' '):<16} {why}")
+    print(f"{len(out)} of {len(report['factors'])} factors have a clean combination of the "
+          f"{len(ds)} directions (each clean at t = +-2)")  # fmt: skip
+    print(f"wrote {out.save(args.output or args.directions)}")
     return 0

@@ -215,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
         "extra['marks']. With --auto (toy-world models): each direction is scored with the "
         "factor regressor and named after the ground-truth factor it moves most when its "
         "disentanglement reaches --min-disentanglement (one direction per factor; positive t "
-        "increases the factor); unnamed directions are dropped unless --keep-unnamed. Writes "
-        "the set in place (atomically) unless -o is given.",
+        "increases the factor); unnamed directions are dropped unless --keep-unnamed. With "
+        "--fit (toy-world models): per factor, the combination of the set's directions that "
+        "moves it and no other, kept when it is clean at t = +-2 (amplitude: half its clean "
+        "shift). Writes the set in place (atomically) unless -o is given.",
     )
     name.add_argument("directions", help="direction set file (.nav)")
     name.add_argument("names", nargs="?", help="names.json exported by the gallery")
@@ -225,13 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-other-set", action="store_true", help="apply names exported for another set"
     )
     name.add_argument(
-        "--allow-other-model", action="store_true", help="--auto: skip the model check"
+        "--allow-other-model", action="store_true", help="--auto, --fit: skip the model check"
     )
     name.add_argument("--auto", action="store_true", help="name from toy-world factor scores")
     name.add_argument("--min-disentanglement", type=fraction, default=0.25, help="for --auto")
-    name.add_argument("--samples", type=count, default=16, help="latents per direction (--auto)")
+    name.add_argument(
+        "--fit", action="store_true", help="fit one clean combination per toy-world factor"
+    )
+    name.add_argument("--factors", nargs="+", help="--fit: these factors (default: every one)")
+    name.add_argument(
+        "--samples", type=count, help="latents per direction (--auto: 16) or per check (--fit: 256)"
+    )
     name.add_argument("--keep-unnamed", action="store_true", help="for --auto")
-    name.add_argument("--seed", type=seed_value, default=0, help="latent seed for --auto")
+    name.add_argument("--seed", type=seed_value, default=0, help="latent seed (--auto, --fit)")
     name.add_argument("--checkpoint", help="generator (default: the bundled model)")
     name.add_argument("--device", type=device_name, default="cpu", help="cpu or cuda")
     generator_options(name)

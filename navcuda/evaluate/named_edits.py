@@ -452,10 +452,9 @@ def build_clean_named_set(
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """``python -m navcuda.evaluate.named_edits check [FILE] | build -o OUT CANDIDATES...``
-    (``--checkpoint FILE``: another toy-world generator than the bundled one)."""
+    """``python -m navcuda.evaluate.named_edits check [FILE]`` (``--checkpoint FILE``: another
+    toy-world generator than the bundled one). Building a set: ``navcuda name --fit``."""
     import argparse
-    import json
 
     import navcuda
     from navcuda.io.directions import DirectionSet
@@ -465,57 +464,28 @@ def _main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     chk = sub.add_parser("check", help="check a named set of the bundled model at +-t")
     chk.add_argument("file", nargs="?", help="named set (default: the bundled one)")
-    bld = sub.add_parser(
-        "build", help="the clean named set: per factor, a combination of candidates of one layer"
-    )
-    bld.add_argument("candidates", nargs="+")
-    bld.add_argument("-o", "--output", required=True)
-    bld.add_argument("--report", help="also write the fits and scans as JSON here")
-    bld.add_argument("--change", type=float, default=0.14, help="fitted change of each factor")
-    bld.add_argument("--factors", nargs="+", help="factors to fit (default: every one)")
-    for p in (chk, bld):
-        p.add_argument("--t", type=float, default=2.0, help="example strength")
-        p.add_argument("--n-samples", type=int, default=256)
-        p.add_argument("--realism-samples", type=int, default=512)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--checkpoint", help="generator file (default: the bundled model)")
+    chk.add_argument("--t", type=float, default=2.0, help="example strength")
+    chk.add_argument("--n-samples", type=int, default=256)
+    chk.add_argument("--realism-samples", type=int, default=512)
+    chk.add_argument("--seed", type=int, default=0)
+    chk.add_argument("--checkpoint", help="generator file (default: the bundled model)")
     args = ap.parse_args(argv)
     if args.checkpoint:
         g = navcuda.load_generator(args.checkpoint).eval()
     else:
         g = navcuda.load_default()
-    if args.cmd == "check":
-        ds = DirectionSet.load(args.file) if args.file else load_default_directions()
-        probe = EditProbe(g, args.n_samples, args.seed, realism_samples=args.realism_samples)
-        bad = 0
-        for c in check_named_set(probe, ds, (-args.t, args.t)):
-            bad += not c.passes
-            print(
-                f"{c.name:16s} t={c.t:+g}: {c.factor} {c.target_change:+.3f}, worst other "
-                f"{c.worst_other} {c.crosstalk:.2f} of it, toy-FD {c.fd_increase:+.2f}  "
-                + ("ok" if c.passes else "FAIL: " + "; ".join(c.failures))
-            )
-        print(f"{len(ds) * 2 - bad} of {len(ds) * 2} checks pass (n = {args.n_samples})")
-        return int(bad > 0)
-    cands = [DirectionSet.load(f) for f in args.candidates]
-    out, report = build_clean_named_set(
-        g,
-        cands,
-        args.t,
-        args.n_samples,
-        realism_samples=args.realism_samples,
-        seed=args.seed,
-        change=args.change,
-        factors=args.factors,
-    )
-    out.save(args.output)
-    if args.report:
-        with open(args.report, "w") as fh:
-            json.dump(report, fh, indent=1)
-    for c in out.extra["clean_checks"]:
-        print(f"{c['name']}: clean shift {c['shift']:.4g} (margin {c['margin']:.2f})")
-    print(f"wrote {len(out)} named directions to {args.output}")
-    return 0
+    ds = DirectionSet.load(args.file) if args.file else load_default_directions()
+    probe = EditProbe(g, args.n_samples, args.seed, realism_samples=args.realism_samples)
+    bad = 0
+    for c in check_named_set(probe, ds, (-args.t, args.t)):
+        bad += not c.passes
+        print(
+            f"{c.name:16s} t={c.t:+g}: {c.factor} {c.target_change:+.3f}, worst other "
+            f"{c.worst_other} {c.crosstalk:.2f} of it, toy-FD {c.fd_increase:+.2f}  "
+            + ("ok" if c.passes else "FAIL: " + "; ".join(c.failures))
+        )
+    print(f"{len(ds) * 2 - bad} of {len(ds) * 2} checks pass (n = {args.n_samples})")
+    return int(bad > 0)
 
 
 if __name__ == "__main__":

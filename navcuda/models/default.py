@@ -90,7 +90,7 @@ def load_default_directions():
     :mod:`navcuda.evaluate.named_edits`); rebuild it with::
 
         navcuda discover --method svd --layer convs.3 -k 64 -o svd64.nav
-        python -m navcuda.evaluate.named_edits build svd64.nav -o toyfaces64_named.nav
+        navcuda name svd64.nav --fit -o toyfaces64_named.nav
     """
     from navcuda.io.directions import DirectionSet
 

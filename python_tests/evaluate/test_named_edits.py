@@ -3,7 +3,7 @@
 Every shipped named direction, at ``t = +-EXAMPLE_T`` (``navcuda edit --direction NAME --t 2``),
 must move its factor by at least 0.1 of its range, every other factor by at most a third of
 that, and raise toy-FD by at most 0.5 (:mod:`navcuda.evaluate.named_edits`). A set built by
-``python -m navcuda.evaluate.named_edits build`` is measured on 256 latents drawn with seed 0;
+``navcuda name --fit`` is measured on 256 latents drawn with seed 0;
 this test re-measures the shipped file on 96 *other* latents (seed 1).
 
 Tolerances: with 96 latents a factor's mean change carries a standard error (``change_se``,
