@@ -383,8 +383,14 @@ def build_clean_named_set(
     )
     if not 0 < change < 1:
         raise ValueError(f"change must lie in (0, 1) of a factor's range, got {change!r}")
-    basis, vectors = _unit_basis(generator, candidates)
     steps = [0.2 * float(a) for ds in candidates for a in ds.amplitudes]
+    if not all(math.isfinite(h) and h > 0 for h in steps):
+        raise ValueError(
+            "every candidate needs a recommended amplitude (the Jacobian's step is 0.2 x it): "
+            "discover them with calibration (navcuda discover does), or set them with "
+            "navcuda.discover.calibrate.calibrate_amplitudes"
+        )
+    basis, vectors = _unit_basis(generator, candidates)
     jp = EditProbe(generator, jacobian_samples, seed + 2, realism_samples=0)
     cols = []
     for k in tqdm(range(0, len(vectors), 8), desc="jacobian", disable=not progress):

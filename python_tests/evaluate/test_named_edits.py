@@ -189,5 +189,9 @@ def test_the_builder_fits_named_directions_of_the_bundled_model(tmp_path):
         build_clean_named_set(g, [cands, discover(g, "convs.1", "svd", k=2)], **kw)
     with pytest.raises(ValueError, match="change must lie"):
         build_clean_named_set(g, [cands], change=1.5, **kw)
+    uncalibrated = cands.subset(range(4))
+    uncalibrated.amplitudes = torch.full((4,), float("nan"), dtype=torch.float64)
+    with pytest.raises(ValueError, match="needs a recommended amplitude"):
+        build_clean_named_set(g, [uncalibrated], **kw)
     with pytest.raises(ValueError, match="not a toy-world factor"):
         build_clean_named_set(g, [cands], factors=["nose size"], **kw)
