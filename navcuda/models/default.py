@@ -37,10 +37,10 @@ TOY_CONFIG = GeneratorConfig(
 BUNDLED_GENERATOR = "toyfaces64.safetensors"
 
 
-#: The bundled model's named directions (layer convs.3), each fitted to move one toy-world factor
-#: and no other (:func:`navcuda.evaluate.named_edits.build_clean_named_set`): skin hue, eye
-#: spacing, eye size, gaze x, brow height, nose length, mouth width, mouth curvature, hair
-#: length, fringe length; every one clean at ``t = +-2``.
+#: The bundled model's named directions (layer convs.2), each fitted to move one toy-world factor
+#: and no other (:func:`navcuda.evaluate.named_edits.build_clean_named_set`): head width, skin
+#: hue, eye spacing, eye size, gaze x, brow height, nose length, mouth width, mouth curvature,
+#: hair hue, hair length, fringe length; every one clean at ``t = +-2``.
 BUNDLED_DIRECTIONS = "toyfaces64_named.nav"
 
 
@@ -84,12 +84,12 @@ def is_toy_model(generator: object) -> bool:
 def load_default_directions():
     """The bundled model's named direction set (a :class:`~navcuda.io.directions.DirectionSet`).
 
-    Per toy-world factor, the combination of ``convs.3``'s 64 singular directions that moves that
+    Per toy-world factor, the combination of ``convs.2``'s 64 singular directions that moves that
     factor alone, kept when it is clean at ``t = +-2`` (it moves its factor by >= 0.1 of the
     range, every other factor by <= 1/3 of that, toy-FD by <= 0.5;
     :mod:`navcuda.evaluate.named_edits`); rebuild it with::
 
-        navcuda discover --method svd --layer convs.3 -k 64 -o svd64.nav
+        navcuda discover --method svd --layer convs.2 -k 64 -o svd64.nav
         navcuda name svd64.nav --fit -o toyfaces64_named.nav
     """
     from navcuda.io.directions import DirectionSet

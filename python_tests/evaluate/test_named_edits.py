@@ -65,7 +65,7 @@ def test_every_shipped_named_direction_is_clean_at_the_example_strength(probe):
     from navcuda.models.default import load_default_directions
 
     ds = load_default_directions()
-    assert len(ds) >= 6  # the build keeps 10 of the 14 factors
+    assert len(ds) >= 6  # the build keeps 12 of the 14 factors
     bad = {}
     for c in check_named_set(probe, ds, (-EXAMPLE_T, EXAMPLE_T)):
         fails = _lenient_failures(c)
