@@ -177,8 +177,8 @@ def _fmt(v: float | None, spec: str) -> str:
 def table_markdown(table: Mapping) -> str:
     """The table as Markdown (one row per set)."""
     lines = [
-        "| method | layer | K | clean directions | factors reached | factors >= 0.5 "
-        "| effect / realism cost | not reached by latent baselines |",
+        "| method | layer | K | clean directions | factors reached | factors >= "
+        f"{STRICT:g} | effect / realism cost | not reached by latent baselines |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table["rows"]:

@@ -294,6 +294,13 @@ def _unit_basis(generator, candidates) -> tuple[str, torch.Tensor]:
     )
 
 
+def _odd_change(probe: EditProbe, direction) -> torch.Tensor:
+    """``(change(+a) - change(-a)) / 2`` of every factor at ``direction``'s amplitude ``a`` (the
+    factor passed to ``check`` only labels the result: the raw changes are read)."""
+    plus = probe.check(direction, 1.0, FACTOR_NAMES[0]).change
+    return (plus - probe.check(direction, -1.0, FACTOR_NAMES[0]).change) / 2
+
+
 def factor_jacobian(probe: EditProbe, layer: str, basis: str, vectors, steps) -> torch.Tensor:
     """``[n_factors, K]``: every factor's mean change per unit shift along each unit vector of
     ``vectors`` (central differences at ``+-steps[k]``, read on ``probe``'s samples)."""
@@ -301,9 +308,7 @@ def factor_jacobian(probe: EditProbe, layer: str, basis: str, vectors, steps) ->
 
     cols = []
     for v, h in zip(vectors, steps, strict=True):
-        d = Direction(layer, basis, v, amplitude=float(h))
-        m, p = probe.check(d, -1.0, FACTOR_NAMES[0]), probe.check(d, 1.0, FACTOR_NAMES[0])
-        cols.append((p.change - m.change) / (2 * float(h)))
+        cols.append(_odd_change(probe, Direction(layer, basis, v, amplitude=float(h))) / float(h))
     return torch.stack(cols, dim=1)
 
 
@@ -331,9 +336,7 @@ def fit_factor_shift(
     vecs = torch.as_tensor(vectors, dtype=torch.float64)
     for _ in range(refine):
         shift = torch.tensordot(c, vecs, dims=1)
-        d = Direction(layer, basis, shift, amplitude=float(shift.norm()))
-        odd = (probe.check(d, 1.0, FACTOR_NAMES[0]).change
-               - probe.check(d, -1.0, FACTOR_NAMES[0]).change) / 2  # fmt: skip
+        odd = _odd_change(probe, Direction(layer, basis, shift, amplitude=float(shift.norm())))
         c = c + pinv @ (e - odd)
     return torch.tensordot(c, vecs, dims=1)
 
@@ -411,13 +414,12 @@ def build_clean_named_set(
         shift = fit_factor_shift(fit, jac, vectors, layer, basis, f, change, refine)
         norm = float(shift.norm())
         d = Direction(layer, basis, shift / norm, name=name.replace("_", " "), amplitude=norm)
-        s, sign, rows = clean_strength(probe, d, [x * norm for x in scan], name)
-        scanned = [
-            [x * norm, m.to_dict(), p.to_dict()] for x, (m, p) in zip(scan, rows, strict=True)
-        ]
+        shifts = [x * norm for x in scan]
+        s, sign, rows = clean_strength(probe, d, shifts, name)
+        scanned = [[x, m.to_dict(), p.to_dict()] for x, (m, p) in zip(shifts, rows, strict=True)]
         report["factors"][name] = {"fitted_shift": norm, "clean_shift": s, "scan": scanned}
         if s is not None:
-            pair = rows[[x * norm for x in scan].index(s)]
+            pair = rows[shifts.index(s)]
             margin = min(c.margin for c in pair)
             report["factors"][name]["margin"] = margin
             if margin >= min_margin:
