@@ -26,6 +26,7 @@ process group is initialised (or it has one rank), so the methods call them unco
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -149,11 +150,21 @@ def init(env: LaunchEnv, device: torch.device | str = "cpu", timeout: float | No
     return backend
 
 
-def shutdown() -> None:
+def shutdown(wait_for_peers: bool = False) -> None:
     """Destroy the default process group if there is one (peers blocked in a collective with this
-    rank then fail instead of waiting for the timeout)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    rank then fail instead of waiting for the timeout).
+
+    ``wait_for_peers`` (after a successful run): first wait at a barrier for every rank, so that
+    rank 0, which hosts the store that the others' teardown still talks to, leaves last (a peer
+    whose store vanishes mid-teardown can abort at exit). A peer that failed breaks the barrier
+    at once (its group is gone) and reports its own error, so the barrier's is dropped.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait_for_peers and dist.get_world_size() > 1:
+        with contextlib.suppress(Exception):
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def is_active() -> bool:

@@ -84,7 +84,7 @@ def run_distributed(args: argparse.Namespace, run: Runner, env: dist.LaunchEnv) 
         code = 1
     if code != 0 and own:
         _post_error(env.rank, own[-1])
-    dist.shutdown()
+    dist.shutdown(wait_for_peers=code == 0)
     return code
 
 

@@ -5,8 +5,10 @@ this process. Few and small: each launch costs ~5 s of process start-up on 2 cor
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -178,6 +180,44 @@ def test_bad_input_fails_on_every_rank(tmp_path):
     assert codes == [2, 2]
     for r in (0, 1):
         assert "cannot be shared by 2 processes" in (tmp_path / f"rank{r}.log").read_text()
+
+
+_SHUTDOWN = """
+import sys, time
+from navcuda import distributed as dist
+dist.init(dist.launch_env(), timeout=60)
+time.sleep(float(sys.argv[1]))
+t0 = time.monotonic()
+dist.shutdown(wait_for_peers=sys.argv[2] == "wait")
+print(f"{time.monotonic() - t0:.3f}")
+"""
+
+
+@pytest.mark.parametrize("peer", ["succeeds", "fails"])
+def test_shutdown_after_success_waits_for_every_rank(peer):
+    """After a successful run rank 0 (the store's host) leaves only once rank 1, 2 s slower, has
+    got to the end too; a peer that fails instead (tears its group down without waiting) does
+    not keep rank 0 waiting for the 60 s timeout."""
+    port = str(launch.free_port())
+    procs = []
+    for r, (delay, mode) in enumerate(
+        [("0", "wait"), ("2", "wait" if peer == "succeeds" else "-")]
+    ):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(r),
+               "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}  # fmt: skip
+        cmd = [sys.executable, "-c", _SHUTDOWN, delay, mode]
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    outs = [p.communicate(timeout=50)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    waited = float(outs[0].strip().splitlines()[-1])
+    if peer == "succeeds":
+        assert waited > 1.5, outs
+    else:
+        assert waited < 20, outs
 
 
 # ---------------------------------------------------------------- hybrid
