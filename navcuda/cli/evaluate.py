@@ -264,7 +264,7 @@ def _eval_layers(g, ds, out: Path, args: argparse.Namespace) -> dict:
 
 
 #: methods of the table and their small-budget settings for a CPU run (--param overrides them)
-TABLE_METHODS = ("svd", "spectrum", "optimize", "hybrid", "ganspace", "sefa")
+TABLE_METHODS = ("svd", "spectrum", "optimize", "hybrid", "ica", "ganspace", "sefa")
 
 
 def _stale_set(g, saved, method: str, args: argparse.Namespace) -> str | None:

@@ -2,7 +2,8 @@
 
 Parameter-space methods (one layer): ``svd`` (rank-one singular directions), ``spectrum`` (top
 eigenvectors of the perceptual Hessian), ``optimize`` (direction matrix + reconstructor),
-``hybrid`` (optimisation within the spectrum's span). Latent baselines: ``ganspace``, ``sefa``.
+``hybrid`` (optimisation within the spectrum's span), ``ica`` (independent components of the
+image changes of the singular directions; navcuda's own). Latent baselines: ``ganspace``, ``sefa``.
 Every method returns a :class:`~navcuda.io.directions.DirectionSet`.
 """
 
@@ -25,6 +26,7 @@ METHODS: dict[str, tuple[str, str, bool]] = {
     "spectrum": ("navcuda.discover.spectrum", "discover_spectrum", True),
     "optimize": ("navcuda.discover.optimize", "discover_optimize", True),
     "hybrid": ("navcuda.discover.hybrid", "discover_hybrid", True),
+    "ica": ("navcuda.discover.ica", "discover_ica", True),
     "ganspace": ("navcuda.discover.latent", "discover_ganspace", False),
     "sefa": ("navcuda.discover.latent", "discover_sefa", False),
 }
@@ -40,9 +42,9 @@ def max_directions(
 ) -> tuple[int, str] | None:
     """How many directions ``method`` can find in ``layer`` at most, and what bounds it (None
     when nothing does: the optimisation methods learn any number of directions)."""
-    if method in ("svd", "spectrum"):
+    if method in ("svd", "ica", "spectrum"):
         out, in_, kh, kw = generator.layer(layer).weight_shape
-        if method == "svd":
+        if method != "spectrum":
             return min(kh * kw * in_, out), "the rank of the layer's kernel"
         return math.prod((out, in_, kh, kw)), "the layer's number of weights"
     if method in ("ganspace", "sefa") and generator.latent is not None:

@@ -79,6 +79,19 @@ def test_sharded_spectrum_equals_single_process(tmp_path, placement):
         torch.testing.assert_close(got.amplitudes, ref.amplitudes, rtol=1e-3, atol=0)
 
 
+def test_ica_equals_single_process(tmp_path):
+    """``discover --method ica``: each rank renders the image changes of its share of the
+    singular directions (and calibrates its share), rank 0 runs FastICA on all of them; the set
+    is the single-process one (the same renders, gathered in order)."""
+    params = dict(components=4, n_latents=3, resize=None, target_rms=0.05, progress=False)
+    codes = launch.run(_discover("ica", tmp_path / "d.nav", **params), 2, tmp_path)
+    _ok(codes, tmp_path)
+    got = DirectionSet.load(tmp_path / "d.nav")
+    ref = discover(make(), "convs.1", method="ica", k=3, **params)
+    torch.testing.assert_close(got.coefficients, ref.coefficients, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.amplitudes, ref.amplitudes, rtol=1e-4, atol=0)
+
+
 # ---------------------------------------------------------------- DDP optimisation
 OPT = dict(k=3, batch_size=16, lr=1e-4, seed=0)
 
