@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce (can a latent shift in Z, W, W+ or the activations imitate the edit?), "
         "realism (toy-FD, or FID with --inception/--real, against the shift), layers (factor "
         "profile of every layer's directions; no set needed), table (the paper's Table 1 "
-        "measured on the toy world for svd, spectrum, optimize, hybrid, ganspace and sefa; no "
+        "measured on the toy world for svd, spectrum, optimize, hybrid, ica, ganspace and sefa; no "
         "set needed). Each writes EXPERIMENT.json and a figure into the output folder.",
     )
     ev.add_argument("experiment", choices=sorted(EXPERIMENTS))
