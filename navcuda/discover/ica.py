@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from navcuda.discover import params as P
 from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes, label_hparam
+from navcuda.discover.svd import singular_basis_set
 from navcuda.distributed import from_rank0, sharded_directions
 from navcuda.io.directions import DirectionSet
 from navcuda.models.interface import Inputs, ShiftableGenerator
@@ -147,29 +148,10 @@ def discover_ica(
     unmixing, kurtosis = from_rank0(lambda: independent_components(jac.T, components, seed))
     # a sample's change under coefficients w of the scaled columns is that of sum_i w_i a_i xi_i
     coeffs = unmixing[:k] * steps
-    coeffs = (coeffs / coeffs.norm(dim=1, keepdim=True)).float()
-    ds = DirectionSet(
-        layer=space.layer.name,
-        basis="svd",
-        coefficients=coeffs,
-        amplitudes=torch.full((k,), float("nan")),
-        method="ica",
-        weight_shape=space.weight_shape,
-        names=[f"ica{i}" for i in range(k)],
-        fingerprint=generator.fingerprint(),
-        model=generator.architecture,
-        hparams={
-            "k": k,
-            "components": components,
-            "n_latents": n_latents,
-            "mirror": mirror,
-            "resize": resize,
-            "target_rms": target_rms,
-            **label_hparam(label),
-        },
-        seed=seed,
-        values=kurtosis[:k].float(),
-    )
+    coeffs = coeffs / coeffs.norm(dim=1, keepdim=True)
+    hparams = {"k": k, "components": components, "n_latents": n_latents, "mirror": mirror,
+               "resize": resize, "target_rms": target_rms, **label_hparam(label)}  # fmt: skip
+    ds = singular_basis_set(generator, space, coeffs, "ica", hparams, seed, kurtosis[:k])
     if calibrate:
         ds.amplitudes = calibrate_amplitudes(
             generator, list(ds), target=target_rms, seed=seed, label=label, progress=progress
