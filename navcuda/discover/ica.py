@@ -70,7 +70,7 @@ def image_jacobian(
         for chunk in inputs.chunks(batch_size):
             n = len(chunk)
             t = torch.tensor([a] * n + [-a] * n)
-            both = synthesize_shifted(generator, Inputs.cat([chunk, chunk]), d, t, "const").float()
+            both = synthesize_shifted(generator, Inputs.cat([chunk, chunk]), d, t).float()
             change = (both[:n] - both[n:]) / 2
             if resize is not None and change.shape[-1] != resize:
                 change = F.interpolate(change, size=(resize, resize), mode="area")

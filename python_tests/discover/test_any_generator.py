@@ -85,12 +85,13 @@ def test_every_method_runs_and_renders(g, tmp_path):
         "hybrid": dict(steps=2, batch_size=4, reconstructor_size=32, basis_size=4,
                        spectrum_params=dict(metric=PixelMSE(), n_latents=2, max_iters=2,
                                             resize=None)),
+        "ica": dict(components=4, n_latents=2, resize=None),
         "ganspace": dict(n_samples=64),
         "sefa": {},
     }  # fmt: skip
     sets = {}
     for method, hp in quick.items():
-        if method in ("optimize", "hybrid", "spectrum"):
+        if method in ("optimize", "hybrid", "spectrum", "ica"):
             hp = {**hp, "progress": False}
         ds = discover(g, "wn", method=method, k=3, **hp)
         assert len(ds) == 3 and torch.isfinite(ds.amplitudes).all() and (ds.amplitudes > 0).all()
