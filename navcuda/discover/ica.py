@@ -134,14 +134,12 @@ def discover_ica(
     components = min(components, space.rank)
     if not 1 <= k <= components:
         raise ValueError(f"need 1 <= k <= components ({components}), got k={k}")
-    basis = [Direction.singular(space.layer.name, i, space.rank) for i in range(space.rank)]
+    name, rank = space.layer.name, space.rank
+    unit = [Direction.singular(name, i, rank) for i in range(rank)]
     steps = calibrate_amplitudes(
-        generator, basis, target=target_rms, seed=seed, label=label, progress=progress
+        generator, unit, target=target_rms, seed=seed, label=label, progress=progress
     )
-    basis = [
-        Direction(d.layer, d.basis, d.coefficients, name=d.name, amplitude=float(a))
-        for d, a in zip(basis, steps, strict=True)
-    ]
+    basis = [Direction.singular(name, i, rank, amplitude=float(a)) for i, a in enumerate(steps)]
     inputs = generator.sample(n_latents, seed, label=label)
     jac = image_jacobian(generator, basis, inputs, resize, mirror, batch_size, progress=progress)
     # one solve, broadcast: every rank holds the same set whatever its BLAS

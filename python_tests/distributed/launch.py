@@ -29,17 +29,24 @@ class Rank:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+def rank_env(rank: int, world: int, port: int | str, extra: dict[str, str] | None = None):
+    """The environment ``torchrun`` gives rank ``rank`` of ``world`` (one thread; this folder on
+    the path, for the test models)."""
+    return {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+            **(extra or {})}  # fmt: skip
+
+
 def start(args: list[str], world: int, logs: Path, extra_env: dict[str, str] | None = None):
     """``python -m navcuda *args`` as ranks ``0..world-1``; stdout+stderr of rank r go to
     ``logs/rank{r}.log``."""
     logs.mkdir(parents=True, exist_ok=True)
-    port = str(free_port())
+    port = free_port()
     ranks = []
     for r in range(world):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(r),
-               "WORLD_SIZE": str(world), "LOCAL_RANK": str(r), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-               **(extra_env or {})}  # fmt: skip
+        env = rank_env(r, world, port, extra_env)
         log = logs / f"rank{r}.log"
         with open(log, "w") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "navcuda", *args], env=env,

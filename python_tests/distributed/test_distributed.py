@@ -5,7 +5,6 @@ this process. Few and small: each launch costs ~5 s of process start-up on 2 cor
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 import signal
 import subprocess
@@ -211,14 +210,13 @@ def test_shutdown_after_success_waits_for_every_rank(peer):
     """After a successful run rank 0 (the store's host) leaves only once rank 1, 2 s slower, has
     got to the end too; a peer that fails instead (tears its group down without waiting) does
     not keep rank 0 waiting for the 60 s timeout."""
-    port = str(launch.free_port())
+    port = launch.free_port()
     procs = []
     for r, (delay, mode) in enumerate(
         [("0", "wait"), ("2", "wait" if peer == "succeeds" else "-")]
     ):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "RANK": str(r),
-               "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}  # fmt: skip
         cmd = [sys.executable, "-c", _SHUTDOWN, delay, mode]
+        env = launch.rank_env(r, 2, port)
         procs.append(
             subprocess.Popen(
                 cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
