@@ -343,6 +343,8 @@ def lobpcg_eigensolver(
     progress: bool = True,
     init: torch.Tensor | None = None,
     block_dtype: torch.dtype = torch.float64,
+    state: dict | None = None,
+    on_iteration: Callable[[dict], None] | None = None,
 ) -> SpectrumResult:
     """Block LOBPCG (Knyazev 2001) with soft locking on ``p = k + oversample`` vectors.
 
@@ -365,19 +367,36 @@ def lobpcg_eigensolver(
     (half; inner products and the Rayleigh-Ritz step stay float64): the residuals then level
     off near ``1e-7 * lambda_1 / lambda_k`` (float32 rounding of the stored products), so use
     it with ``tol`` well above that (the default 1e-3 is).
+
+    Resuming: after every block of products ``on_iteration(state)`` receives the solver's
+    whole state (the blocks themselves, which the next iteration updates in place: save them
+    before returning); passing that dict back as ``state`` continues the run where it stopped,
+    bit for bit as a run never stopped (``init`` and ``seed`` are then unused; ``n``, ``k``,
+    ``oversample`` and ``block_dtype`` must be the first run's, ``tol`` and ``max_iters`` may
+    differ).
     """
     if block_dtype not in (torch.float32, torch.float64):
         raise ValueError(f"block_dtype must be torch.float32 or torch.float64, got {block_dtype}")
-    x = _start_block(n, k, oversample, seed, init, block_dtype)
+    if state is None:
+        x = _start_block(n, k, oversample, seed, init, block_dtype)
+    else:
+        x = _check_state(state, n, k, oversample, block_dtype)
     p = x.shape[0]
     bar = _solver_bar("lobpcg", max_iters, progress)
     # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors
     # (x, hx), then W and P (``rest``). Never concatenated (every product with the basis is a
     # sum over blocks), and updated in place column chunk by column chunk: the Ritz vectors
     # over the old ones, the next P over the old W; at most six blocks of [p, N] live.
-    hx = _products(hvp, x, device, dtype)
-    rest: list[tuple[torch.Tensor, torch.Tensor]] = []
-    count, it, history = p, 1, []
+    if state is None:
+        hx = _products(hvp, x, device, dtype)
+        rest: list[tuple[torch.Tensor, torch.Tensor]] = []
+        count, it, history = p, 1, []
+        if on_iteration is not None:  # the first block of products is a whole iteration's cost
+            on_iteration({"x": x, "hx": hx, "rest": [], "count": count, "it": it, "history": []})
+    else:
+        hx, rest = state["hx"], [(b, hb) for b, hb in state["rest"]]
+        count, it, history = int(state["count"]), int(state["it"]), list(state["history"])
+        bar.set_postfix_str(f"resumed at iteration {it}, {count} products", refresh=True)
     while True:
         theta, s = _block_ritz([(x, hx), *rest], p)
         _ritz_update_(x, hx, rest, s[:p], s[p:])
@@ -412,6 +431,9 @@ def lobpcg_eigensolver(
             prev = _project_out(*prev, x, hx)
             rest.append(_orthonormalize(*_project_out(*prev, w, hw)))
             del prev
+        if on_iteration is not None:
+            on_iteration({"x": x, "hx": hx, "rest": [list(b) for b in rest], "count": count,
+                          "it": it, "history": list(history)})  # fmt: skip
     bar.close()
     del rest, hx  # before the result's rows
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
@@ -420,6 +442,28 @@ def lobpcg_eigensolver(
 
 
 _COLS = 1 << 16  # columns per chunk of the in-place block updates
+
+
+def _check_state(
+    state: dict, n: int, k: int, oversample: int | None, block_dtype: torch.dtype
+) -> torch.Tensor:
+    """The Ritz vectors of a state :func:`lobpcg_eigensolver` handed to ``on_iteration``, after
+    checking that it is one (``ValueError`` naming what differs) for this ``n``, ``k``,
+    oversampling and ``block_dtype``."""
+    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+    need = ("x", "hx", "rest", "count", "it", "history")
+    if not isinstance(state, dict) or any(key not in state for key in need):
+        raise ValueError(f"state must be a dict with the entries {need} (from on_iteration)")
+    blocks = [state["x"], state["hx"], *(t for pair in state["rest"] for t in pair)]
+    for i, t in enumerate(blocks):
+        rows_ok = t.shape[0] == p if i < 2 else t.shape[0] <= p
+        if t.dim() != 2 or t.shape[1] != n or not rows_ok or t.dtype != block_dtype:
+            raise ValueError(
+                f"state block {i} is {str(t.dtype).removeprefix('torch.')} {list(t.shape)}; "
+                f"this run needs {str(block_dtype).removeprefix('torch.')} [{p}, {n}] blocks "
+                f"(k={k}, oversample={oversample})"
+            )
+    return state["x"]
 
 
 def _ritz_update_(

@@ -105,6 +105,47 @@ def test_lobpcg_float32_blocks_match_float64():
         lobpcg_eigensolver(lambda v: v @ a, 300, 5, block_dtype=torch.float16)
 
 
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("block_dtype", [torch.float64, torch.float32])
+def test_lobpcg_resumes_bit_for_bit(block_dtype):
+    """A run stopped after any iteration and resumed from the state ``on_iteration`` saw ends
+    exactly as the run never stopped: same vectors, values, products counted and history."""
+    a, _, _ = _operator(n=200, decay=0.95)
+    kw = dict(tol=1e-6, max_iters=300, progress=False, dtype=torch.float64, block_dtype=block_dtype)
+    states = []
+    whole = lobpcg_eigensolver(lambda v: v @ a, 200, 6, on_iteration=states.append, **kw)
+    assert whole.converged and len(states) == whole.iterations >= 4  # the first products too
+    for stop_at in (0, 1, 3):
+        saved = []
+
+        def save(state, saved=saved, stop_at=stop_at):
+            saved.append(copy.deepcopy(state))  # what a checkpoint file holds
+            if state["it"] == stop_at + 1:
+                raise _Stop  # killed after this iteration's save
+
+        with pytest.raises(_Stop):
+            lobpcg_eigensolver(lambda v: v @ a, 200, 6, on_iteration=save, **kw)
+        calls = []
+
+        def hvp(v, calls=calls):
+            calls.append(v.shape[0])
+            return v @ a
+
+        again = lobpcg_eigensolver(hvp, 200, 6, state=saved[-1], **kw)
+        assert torch.equal(again.vectors, whole.vectors) and torch.equal(again.values, whole.values)
+        assert (again.iterations, again.hvp_count) == (whole.iterations, whole.hvp_count)
+        assert again.history == whole.history
+        assert sum(calls) == whole.hvp_count - saved[-1]["count"]  # only the products left
+    bad = copy.deepcopy(states[0])
+    with pytest.raises(ValueError, match=r"\[11, 200\] blocks \(k=7"):
+        lobpcg_eigensolver(lambda v: v @ a, 200, 7, state=bad, **kw)
+    with pytest.raises(ValueError, match="state must be a dict"):
+        lobpcg_eigensolver(lambda v: v @ a, 200, 6, state={"x": bad["x"]}, **kw)
+
+
 def test_power_solver_matches_paper_recipe_on_known_spectrum():
     a, lam, q = _operator()
     res = power_eigensolver(lambda v: v @ a, 60, 3, iterations=60, progress=False,

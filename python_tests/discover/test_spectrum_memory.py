@@ -57,3 +57,44 @@ def test_budget_too_small_is_refused(tiny_generator, tmp_path, capsys):
     assert "memory budget 1 kB is too small" in err and "Traceback" not in err
     assert main([*args, "--memory-budget", "lots"]) == 2
     assert "memory_budget" in capsys.readouterr().err
+
+
+def test_spectrum_checkpoint_resumes_the_same_run(tiny_generator, tmp_path, capsys):
+    """A run cut short (here by ``max_iters``) and resumed from its checkpoint ends exactly as
+    the run never cut; a checkpoint of another run, a damaged one and a solver without
+    checkpoints are refused with named errors."""
+    g, ckpt = tiny_generator, tmp_path / "spectrum.state"
+    whole = discover(g, "convs.1", method="spectrum", progress=False, **KW)
+    assert whole.extra["iterations"] > 3
+    cut = discover(g, "convs.1", method="spectrum", progress=False, checkpoint=ckpt,
+                   **{**KW, "max_iters": 3})  # fmt: skip
+    assert not cut.extra["converged"] and ckpt.is_file()
+    resumed = discover(g, "convs.1", method="spectrum", progress=True, checkpoint=ckpt, **KW)
+    assert "at iteration 3" in capsys.readouterr().err
+    assert torch.equal(resumed.coefficients, whole.coefficients)
+    assert torch.equal(resumed.values, whole.values)
+    for key in ("iterations", "hvp_count", "residuals", "residual_history", "converged"):
+        assert resumed.extra[key] == whole.extra[key], key
+    with pytest.raises(ValueError, match=r"another run \(n_latents 10 there, 12 here\)"):
+        discover(g, "convs.1", method="spectrum", progress=False, checkpoint=ckpt,
+                 **{**KW, "n_latents": 12})  # fmt: skip
+    with pytest.raises(ValueError, match="checkpoint applies to solver='lobpcg' only"):
+        discover(g, "convs.1", method="spectrum", progress=False, checkpoint=ckpt,
+                 **{**KW, "solver": "block"})  # fmt: skip
+    saved = torch.load(ckpt, weights_only=True)
+    saved["state"]["x"][0, 0] += 1.0  # a changed number under the old checksum
+    torch.save(saved, ckpt)
+    with pytest.raises(ValueError, match="damaged"):
+        discover(g, "convs.1", method="spectrum", progress=False, checkpoint=ckpt, **KW)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read spectrum checkpoint"):
+        discover(g, "convs.1", method="spectrum", progress=False, checkpoint=ckpt, **KW)
+
+
+def test_spectrum_checkpoint_from_the_cli(tmp_path):
+    ckpt, out = tmp_path / "s.state", tmp_path / "s.nav"
+    args = ["discover", "--method", "spectrum", "-k", "2", "--param", "n_latents=4", "--param",
+            "max_iters=2", "--param", f"checkpoint={ckpt}", "-o", str(out)]  # fmt: skip
+    assert main(args) == 0
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["k"] == 2 and saved["n_latents"] == 4 and saved["state"]["it"] == 2
