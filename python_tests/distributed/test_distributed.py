@@ -78,6 +78,29 @@ def test_sharded_spectrum_equals_single_process(tmp_path, placement):
         torch.testing.assert_close(got.amplitudes, ref.amplitudes, rtol=1e-3, atol=0)
 
 
+def test_spectrum_checkpoint_across_processes(tmp_path):
+    """A 2-process spectrum cut short writes one checkpoint (rank 0); resumed on 2 processes
+    with the other solver placement it ends as the uninterrupted single-process run, to float
+    rounding (the sums over the ranks' latents round differently)."""
+    ckpt = tmp_path / "s.state"
+    args = _discover("spectrum", tmp_path / "cut.nav", **SPECTRUM, calibrate=False,
+                     progress=False, max_iters=2, checkpoint=ckpt)  # fmt: skip
+    codes = launch.run(args, 2, tmp_path / "cut", extra_env={"NAVCUDA_DIST_SOLVER": "rank0"})
+    _ok(codes, tmp_path / "cut")
+    assert torch.load(ckpt, weights_only=True)["state"]["it"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".s.state")] == []
+    args = _discover("spectrum", tmp_path / "d.nav", **SPECTRUM, calibrate=False,
+                     progress=True, checkpoint=ckpt)  # fmt: skip
+    _ok(launch.run(args, 2, tmp_path / "resumed"), tmp_path / "resumed")
+    assert "at iteration 2 (" in (tmp_path / "resumed" / "rank0.log").read_text()
+    got = DirectionSet.load(tmp_path / "d.nav")
+    ref = discover(make(), "convs.1", method="spectrum", k=3, metric=PixelMSE(), progress=False,
+                   calibrate=False, **SPECTRUM)  # fmt: skip
+    torch.testing.assert_close(got.values, ref.values, rtol=1e-5, atol=0)
+    assert got.extra["converged"] and got.extra["hvp_count"] == ref.extra["hvp_count"]
+    assert got.extra["distributed"]["solver"] == "replicated"
+
+
 def test_ica_equals_single_process(tmp_path):
     """``discover --method ica``: each rank renders the image changes of its share of the
     singular directions (and calibrates its share), rank 0 runs FastICA on all of them; the set
