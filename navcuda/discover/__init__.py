@@ -42,11 +42,11 @@ def max_directions(
 ) -> tuple[int, str] | None:
     """How many directions ``method`` can find in ``layer`` at most, and what bounds it (None
     when nothing does: the optimisation methods learn any number of directions)."""
-    if method in ("svd", "ica", "spectrum"):
+    if method in ("svd", "ica"):
         out, in_, kh, kw = generator.layer(layer).weight_shape
-        if method != "spectrum":
-            return min(kh * kw * in_, out), "the rank of the layer's kernel"
-        return math.prod((out, in_, kh, kw)), "the layer's number of weights"
+        return min(kh * kw * in_, out), "the rank of the layer's kernel"
+    if method == "spectrum":
+        return math.prod(generator.layer(layer).weight_shape), "the layer's number of weights"
     if method in ("ganspace", "sefa") and generator.latent is not None:
         return generator.latent.dim, "the dimension of the latent"
     return None
