@@ -329,7 +329,12 @@ def _resumable(solve: Callable, path: Path, key: dict, progress: bool) -> Callab
         return state
 
     def run(hvp: Callable) -> SpectrumResult:
-        return solve(hvp, on_iteration=save, state=load() if exists else None)
+        res = solve(hvp, on_iteration=save, state=load() if exists else None)
+        if progress and path.is_file():
+            print(f"spectrum: solver state kept in {path} ({path.stat().st_size / 1e9:.2g} GB; "
+                  "a rerun returns at once, a larger max_iters continues): delete it when done",
+                  file=sys.stderr)  # fmt: skip
+        return res
 
     return run
 

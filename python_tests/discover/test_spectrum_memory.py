@@ -70,7 +70,8 @@ def test_spectrum_checkpoint_resumes_the_same_run(tiny_generator, tmp_path, caps
                    **{**KW, "max_iters": 3})  # fmt: skip
     assert not cut.extra["converged"] and ckpt.is_file()
     resumed = discover(g, "convs.1", method="spectrum", progress=True, checkpoint=ckpt, **KW)
-    assert "at iteration 3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "at iteration 3" in err and f"solver state kept in {ckpt}" in err
     assert torch.equal(resumed.coefficients, whole.coefficients)
     assert torch.equal(resumed.values, whole.values)
     for key in ("iterations", "hvp_count", "residuals", "residual_history", "converged"):
