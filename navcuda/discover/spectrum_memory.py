@@ -112,8 +112,8 @@ def report(
             f"  eigensolver ({solver}): {blocks} blocks of [{p}, {n}] "
             f"{str(block_dtype).removeprefix('torch.')} on the host, {format_bytes(host)}"
         )
-        products = PRODUCTS_PER_VECTOR * p
         bound = max_iters * p
+        products = min(PRODUCTS_PER_VECTOR * p, bound)  # a small max_iters stops it sooner
     if device.type == "cpu":
         total = dev + host - (2 * vectors * (memory.per_vector // 2))  # rows are solver blocks
         lines.append(f"  expected peak {format_bytes(total)} (CPU: the solver's blocks included)")
@@ -126,6 +126,8 @@ def report(
     per = memory.seconds_per_product(vectors)
     if per is not None:
         est = "" if solver == "power" else f" (~{PRODUCTS_PER_VECTOR} per block vector)"
+        if products == bound and solver != "power":
+            est = f" (max_iters={max_iters})"
         lines.append(
             f"spectrum: expected time ~{_duration(products * per)}: ~{products} products{est} "
             f"x {per:.3g} s each over {memory.n_latents} latents; at most "

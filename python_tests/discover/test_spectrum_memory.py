@@ -99,3 +99,18 @@ def test_spectrum_checkpoint_from_the_cli(tmp_path):
     assert main(args) == 0
     saved = torch.load(ckpt, weights_only=True)
     assert saved["k"] == 2 and saved["n_latents"] == 4 and saved["state"]["it"] == 2
+
+
+def test_expected_time_stops_at_max_iters(tiny_generator):
+    """The expected products are the usual ~5 per block vector, or max_iters blocks when fewer."""
+    from navcuda.discover import spectrum_memory as SM
+
+    g = tiny_generator
+    probe = PerceptualHessian(g, "convs.1", g.sample(4, 0), PixelMSE(), batch_size=4,
+                              resize=None, memory_budget="1TB")  # fmt: skip
+    kw = dict(solver="lobpcg", k=3, p=7, n=probe.n_params, block_dtype=torch.float32,
+              device=torch.device("cpu"), budget=None, iterations=20)  # fmt: skip
+    last = SM.report(probe.memory, max_iters=1, **kw).splitlines()[-1]
+    assert "~7 products (max_iters=1)" in last and "at most" in last
+    last = SM.report(probe.memory, max_iters=50, **kw).splitlines()[-1]
+    assert f"~{SM.PRODUCTS_PER_VECTOR * 7} products (~" in last and "(350 products)" in last
