@@ -38,6 +38,7 @@ __all__ = [
     "HVPFn",
     "SpectrumResult",
     "block_eigensolver",
+    "block_size",
     "lobpcg_eigensolver",
     "power_eigensolver",
 ]
@@ -159,6 +160,12 @@ def _all_finite(z: torch.Tensor, cols: int = 1 << 16) -> bool:
     )
 
 
+def block_size(k: int, oversample: int | None, n: int) -> int:
+    """``p = k + oversample`` rows of the block solvers (default oversampling ``max(4, k // 4)``),
+    at most ``n``."""
+    return min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+
+
 def _start_block(
     n: int,
     k: int,
@@ -174,7 +181,7 @@ def _start_block(
     (:func:`_orthonormalize`) instead of a float64 QR, whose copies and workspace made the
     start the solver's peak (~4 float64 blocks)."""
     _check_k(k, n)
-    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+    p = block_size(k, oversample, n)
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(p, n, generator=gen, dtype=torch.float64)
     if init is not None:
@@ -392,7 +399,7 @@ def lobpcg_eigensolver(
         rest: list[tuple[torch.Tensor, torch.Tensor]] = []
         count, it, history = p, 1, []
         if on_iteration is not None:  # the first block of products is a whole iteration's cost
-            on_iteration({"x": x, "hx": hx, "rest": [], "count": count, "it": it, "history": []})
+            on_iteration(_lobpcg_state(x, hx, rest, count, it, history))
     else:
         hx, rest = state["hx"], [(b, hb) for b, hb in state["rest"]]
         count, it, history = int(state["count"]), int(state["it"]), list(state["history"])
@@ -432,8 +439,7 @@ def lobpcg_eigensolver(
             rest.append(_orthonormalize(*_project_out(*prev, w, hw)))
             del prev
         if on_iteration is not None:
-            on_iteration({"x": x, "hx": hx, "rest": [list(b) for b in rest], "count": count,
-                          "it": it, "history": list(history)})  # fmt: skip
+            on_iteration(_lobpcg_state(x, hx, rest, count, it, history))
     bar.close()
     del rest, hx  # before the result's rows
     vecs = x[:k] / x[:k].norm(dim=1, keepdim=True)
@@ -444,13 +450,27 @@ def lobpcg_eigensolver(
 _COLS = 1 << 16  # columns per chunk of the in-place block updates
 
 
+def _lobpcg_state(
+    x: torch.Tensor,
+    hx: torch.Tensor,
+    rest: list[tuple[torch.Tensor, torch.Tensor]],
+    count: int,
+    it: int,
+    history: list[float],
+) -> dict:
+    """LOBPCG's resumable state as ``on_iteration`` receives it (the blocks, not copies) and
+    :func:`_check_state` reads it back."""
+    return {"x": x, "hx": hx, "rest": [list(b) for b in rest], "count": count, "it": it,
+            "history": list(history)}  # fmt: skip
+
+
 def _check_state(
     state: dict, n: int, k: int, oversample: int | None, block_dtype: torch.dtype
 ) -> torch.Tensor:
     """The Ritz vectors of a state :func:`lobpcg_eigensolver` handed to ``on_iteration``, after
     checking that it is one (``ValueError`` naming what differs) for this ``n``, ``k``,
     oversampling and ``block_dtype``."""
-    p = min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
+    p = block_size(k, oversample, n)
     need = ("x", "hx", "rest", "count", "it", "history")
     if not isinstance(state, dict) or any(key not in state for key in need):
         raise ValueError(f"state must be a dict with the entries {need} (from on_iteration)")

@@ -43,6 +43,7 @@ from navcuda.discover.calibrate import DEFAULT_TARGET_RMS, calibrate_amplitudes,
 from navcuda.discover.eigensolvers import (
     SpectrumResult,
     block_eigensolver,
+    block_size,
     lobpcg_eigensolver,
     power_eigensolver,
 )
@@ -192,7 +193,7 @@ def discover_spectrum(
     # several processes (navcuda.distributed): each holds its share of the latents
     inputs, progress = dist.shard_inputs(inputs), progress and dist.is_rank0()
     n = math.prod(generator.layer(layer).weight_shape)
-    p = 1 if solver == "power" else SM.block_size(k, oversample, n)
+    p = 1 if solver == "power" else block_size(k, oversample, n)
     host = SM.solver_bytes(solver, k, p, n, dtypes[block_dtype])
     row = n * torch.finfo(generator.dtype).bits // 8
     budget, hess_budget = SM.hessian_budget(memory_budget, torch.device(dev), host, p, row)

@@ -14,7 +14,7 @@ import torch
 from navcuda.hessian_memory import HessianMemory
 from navcuda.memory_budget import MemoryBudgetError, default_budget, format_bytes, parse_size
 
-__all__ = ["PRODUCTS_PER_VECTOR", "block_size", "hessian_budget", "report", "solver_bytes"]
+__all__ = ["PRODUCTS_PER_VECTOR", "hessian_budget", "report", "solver_bytes"]
 
 #: Products per block vector a block solver spends, measured: LOBPCG top-16 of the bundled
 #: model (p = 20) to tol 1e-2: 102 (5.1); top-64 of a 512-channel 32 px layer (p = 80) to
@@ -25,11 +25,6 @@ PRODUCTS_PER_VECTOR = 5
 #: included): LOBPCG 6 (``benchmarks/test_bench_spectrum.py::test_solver_memory``), subspace
 #: iteration 7 (float64).
 _SOLVER_BLOCKS = {"lobpcg": 6, "block": 7}
-
-
-def block_size(k: int, oversample: int | None, n: int) -> int:
-    """``p = k + oversample`` as the block solvers choose it (default ``max(4, k // 4)``)."""
-    return min(n, k + (max(4, k // 4) if oversample is None else int(oversample)))
 
 
 def solver_bytes(solver: str, k: int, p: int, n: int, block_dtype: torch.dtype) -> int:
@@ -105,7 +100,7 @@ def report(
             f"  eigensolver (power): {k} float64 vectors on the host, {format_bytes(host)}"
         )
         products = k * (iterations + 1)
-        bound = products
+        bound, est = products, ""
     else:
         blocks = _SOLVER_BLOCKS[solver]
         lines.append(
@@ -114,6 +109,9 @@ def report(
         )
         bound = max_iters * p
         products = min(PRODUCTS_PER_VECTOR * p, bound)  # a small max_iters stops it sooner
+        est = f" (~{PRODUCTS_PER_VECTOR} per block vector)"
+        if products == bound:
+            est = f" (max_iters={max_iters})"
     if device.type == "cpu":
         total = dev + host - (2 * vectors * (memory.per_vector // 2))  # rows are solver blocks
         lines.append(f"  expected peak {format_bytes(total)} (CPU: the solver's blocks included)")
@@ -125,9 +123,6 @@ def report(
         lines[-1] += f"; budget {format_bytes(budget)}"
     per = memory.seconds_per_product(vectors)
     if per is not None:
-        est = "" if solver == "power" else f" (~{PRODUCTS_PER_VECTOR} per block vector)"
-        if products == bound and solver != "power":
-            est = f" (max_iters={max_iters})"
         lines.append(
             f"spectrum: expected time ~{_duration(products * per)}: ~{products} products{est} "
             f"x {per:.3g} s each over {memory.n_latents} latents; at most "
