@@ -204,7 +204,8 @@ def discover_spectrum(
     if progress and budget is not None:
         print(SM.report(hess.memory, solver=solver, k=k, p=p, n=n, block_dtype=dtypes[block_dtype],
                         device=torch.device(dev), budget=budget, max_iters=max_iters,
-                        iterations=iterations), file=sys.stderr)  # fmt: skip
+                        iterations=iterations, done=_products_done(checkpoint)),
+              file=sys.stderr)  # fmt: skip
 
     def hvp_fn(v: torch.Tensor) -> torch.Tensor:
         blk = v.reshape(v.shape[0], *shape)
@@ -283,6 +284,18 @@ def discover_spectrum(
 
 #: ``format`` of the checkpoint files of :func:`discover_spectrum`.
 _FORMAT = "navcuda-spectrum-state"
+
+
+def _products_done(path: str | Path | None) -> int:
+    """The products a checkpoint at ``path`` has spent (0 without one, or one unreadable: it is
+    checked, and named, when the solver loads it), read without loading its blocks."""
+    if path is None or not Path(path).is_file():
+        return 0
+    try:
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        return int(saved["state"]["count"]) if saved.get("format") == _FORMAT else 0
+    except Exception:  # noqa: BLE001 - the load that follows names what is wrong
+        return 0
 
 
 def _resumable(solve: Callable, path: Path, key: dict, progress: bool) -> Callable:

@@ -88,8 +88,10 @@ def report(
     budget: int | None,
     max_iters: int,
     iterations: int,
+    done: int = 0,
 ) -> str:
-    """The memory model and the expected cost of a spectrum run, in a few lines."""
+    """The memory model and the expected cost of a spectrum run, in a few lines; ``done``
+    products already spent (a resumed run) are taken off the expected and the largest count."""
     host = solver_bytes(solver, k, p, n, block_dtype)
     vectors = 1 if solver == "power" else p
     dev = memory.peak(vectors)
@@ -123,9 +125,12 @@ def report(
         lines[-1] += f"; budget {format_bytes(budget)}"
     per = memory.seconds_per_product(vectors)
     if per is not None:
+        left = "" if not done else f" left ({done} done)"
+        bound = max(bound - done, 0)
+        products = min(max(products - done, vectors), bound)  # a resumed run: a block at least
         lines.append(
-            f"spectrum: expected time ~{_duration(products * per)}: ~{products} products{est} "
-            f"x {per:.3g} s each over {memory.n_latents} latents; at most "
+            f"spectrum: expected time ~{_duration(products * per)}: ~{products} products{left}"
+            f"{est} x {per:.3g} s each over {memory.n_latents} latents; at most "
             f"{_duration(bound * per)} ({bound} products)"
         )
     return "\n".join(lines)

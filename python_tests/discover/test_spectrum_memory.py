@@ -72,6 +72,7 @@ def test_spectrum_checkpoint_resumes_the_same_run(tiny_generator, tmp_path, caps
     resumed = discover(g, "convs.1", method="spectrum", progress=True, checkpoint=ckpt, **KW)
     err = capsys.readouterr().err
     assert "at iteration 3" in err and f"solver state kept in {ckpt}" in err
+    assert f"products left ({cut.extra['hvp_count']} done)" in err  # the estimate knows it
     assert torch.equal(resumed.coefficients, whole.coefficients)
     assert torch.equal(resumed.values, whole.values)
     for key in ("iterations", "hvp_count", "residuals", "residual_history", "converged"):
@@ -114,3 +115,8 @@ def test_expected_time_stops_at_max_iters(tiny_generator):
     assert "~7 products (max_iters=1)" in last and "at most" in last
     last = SM.report(probe.memory, max_iters=50, **kw).splitlines()[-1]
     assert f"~{SM.PRODUCTS_PER_VECTOR * 7} products (~" in last and "(350 products)" in last
+    last = SM.report(probe.memory, max_iters=50, done=21, **kw).splitlines()[-1]
+    assert f"~{SM.PRODUCTS_PER_VECTOR * 7 - 21} products left (21 done)" in last
+    assert "(329 products)" in last
+    last = SM.report(probe.memory, max_iters=50, done=70, **kw).splitlines()[-1]
+    assert "~7 products left (70 done)" in last  # past the usual count: one block at least
