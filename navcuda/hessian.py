@@ -568,6 +568,14 @@ class PerceptualHessian:
             return t[idx[:1]].expand(idx.numel(), *t.shape[1:])
         return t[idx]
 
+    def _bar(self, total: int, desc: str):
+        """A bar over one product's chunks (with ``progress``): left off the screen when done,
+        redrawn at most once a second (a long run's log keeps a line per second at most)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="chunk", leave=False, mininterval=1.0,
+                    disable=not self.progress)  # fmt: skip
+
     def _chunks(
         self, count: int, desc: str, per_item: int = 1
     ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor, _Window]]:
@@ -582,15 +590,13 @@ class PerceptualHessian:
         chunk's directions stacked (``shares_input``), and the styles of every later layer.
         Otherwise the samples of a block run ``p``-major (``s = p * n + i``): a chunk is a few
         directions, each convolved once over many latents."""
-        from tqdm.auto import tqdm
-
         bs = max(1, self.batch_size // per_item)
 
         def n_chunks(n: int) -> int:
             return n * -(-count // bs) if count >= bs else -(-count * n // bs)
 
         total = sum(n_chunks(hi - lo) for lo, hi, _ in self._spans())
-        with tqdm(total=total, desc=desc, leave=False, disable=not self.progress) as bar:
+        with self._bar(total, desc) as bar:
             for win in self._windows():
                 for item in self._block_chunks(count, bs, len(win)):
                     yield (*item, win)
@@ -847,13 +853,8 @@ class PerceptualHessian:
         latents of a chunk, not with the vectors."""
         out = torch.zeros_like(v)
         m_c, n_c = self._gn_layout(v.shape[0])
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            blocks = sum(math.ceil((hi - lo) / n_c) for lo, hi, _ in self._spans())
-            bar = tqdm(total=blocks * math.ceil(v.shape[0] / m_c), desc="hvp_gn[linearized]",
-                       leave=False)  # fmt: skip
+        blocks = sum(math.ceil((hi - lo) / n_c) for lo, hi, _ in self._spans())
+        bar = self._bar(blocks * math.ceil(v.shape[0] / m_c), "hvp_gn[linearized]")
         for win in self._windows():
             for lo in range(0, len(win), n_c):
                 lin = self.generator.linearize(win.state.take(slice(lo, lo + n_c)))
@@ -861,11 +862,9 @@ class PerceptualHessian:
                 for p0 in range(0, v.shape[0], m_c):
                     blk = v[p0 : p0 + m_c]
                     out[p0 : p0 + m_c] += self._gn_linearized_block(lin, metric_lin, blk)
-                    if bar is not None:
-                        bar.update()
+                    bar.update()
             del win
-        if bar is not None:
-            bar.close()
+        bar.close()
         return out / self.n
 
     def _gn_layout(self, m: int) -> tuple[int, int]:

@@ -198,7 +198,7 @@ def discover_spectrum(
     row = n * torch.finfo(generator.dtype).bits // 8
     budget, hess_budget = SM.hessian_budget(memory_budget, torch.device(dev), host, p, row)
     hess = PerceptualHessian(generator, layer, inputs, metric_obj, batch_size=batch_size,
-                             resize=resize, progress=False, setup_progress=progress,
+                             resize=resize, progress=progress,
                              memory_budget=hess_budget, budget_product=hvp)  # fmt: skip
     shape = hess.shape
     if progress and budget is not None:

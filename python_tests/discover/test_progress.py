@@ -1,7 +1,7 @@
 """Every phase longer than a moment says what it does (issue 22, item 11): the Hessian's
-precomputation, the block solvers (residual trend, no ETA against ``max_iters``), the calibration
-after a spectrum run, the hybrid method's basis (calibration alone: test_calibrate.py) and the
-wheel build's configure and compile steps."""
+precomputation, the block solvers (residual trend, no ETA against ``max_iters``) and their
+products, the calibration after a spectrum run, the hybrid method's basis (calibration alone:
+test_calibrate.py) and the wheel build's configure and compile steps."""
 
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ def test_spectrum_shows_its_setup_and_calibration(tiny_generator, capsys):
     err = capsys.readouterr().err
     setup = err.find("hessian setup: activations of 3 latents")
     solver = err.find("lobpcg")
+    products = err.rfind("hvp_gn[")  # a bar within each block of products (they can take hours)
     calib = err.find("calibrate 2 amplitudes")
-    assert 0 <= setup < solver < calib, err[-2000:]
+    assert 0 <= setup < solver < products < calib, err[-2000:]
     discover(tiny_generator, "convs.3", method="spectrum", k=2, progress=False, **_SPEC)
     assert capsys.readouterr().err == ""
 
