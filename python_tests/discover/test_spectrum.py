@@ -4,6 +4,7 @@ tiny generator against its explicit Hessian."""
 from __future__ import annotations
 
 import copy
+import weakref
 
 import pytest
 import torch
@@ -134,7 +135,17 @@ def test_lobpcg_resumes_bit_for_bit(block_dtype):
             calls.append(v.shape[0])
             return v @ a
 
-        again = lobpcg_eigensolver(hvp, 200, 6, state=saved[-1], **kw)
+        # a resumed run holds no more blocks than the first: the old P (the old W's storage
+        # becomes the next P) is freed in the first iteration, not kept by the caller's dict
+        state = copy.deepcopy(saved[-1])
+        old_p = [weakref.ref(b) for b in state["rest"][1]] if len(state["rest"]) > 1 else []
+        freed = []
+
+        def check(_, freed=freed, old_p=old_p):
+            freed.append(all(r() is None for r in old_p))
+
+        again = lobpcg_eigensolver(hvp, 200, 6, state=state, on_iteration=check, **kw)
+        assert freed and all(freed), freed
         assert torch.equal(again.vectors, whole.vectors) and torch.equal(again.values, whole.values)
         assert (again.iterations, again.hvp_count) == (whole.iterations, whole.hvp_count)
         assert again.history == whole.history
