@@ -264,10 +264,11 @@ def _solver_bar(name: str, max_iters: int, progress: bool) -> tqdm:
 def _residual_trend(history: list[float], tol: float, locked: int, top: float) -> dict[str, str]:
     """Postfix of a block solver's bar: the largest residual against ``tol``, its mean factor
     per iteration over the last few iterations and, while it falls, the iterations that rate
-    needs to reach ``tol``."""
+    needs to reach ``tol``. The random start's residual is left out once there are two after it:
+    the first step's fall (158 to 0.61 on a 512-channel layer) is no guide to the next ones."""
     worst = history[-1]
     out = {"max_residual": f"{worst:.2e}", "tol": f"{tol:.0e}"}
-    window = history[-4:]
+    window = (history[1:] if len(history) > 2 else history)[-4:]
     if len(window) >= 2 and window[0] > 0 and worst > 0:
         rate = (worst / window[0]) ** (1 / (len(window) - 1))
         out["trend"] = f"x{rate:.2f}/iter"

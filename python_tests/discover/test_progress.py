@@ -38,6 +38,19 @@ def test_block_solver_bar_shows_residual_trend_not_an_eta_against_max_iters(solv
     assert "max_residual=" in last and "tol=1e-06" in last and "trend=x0." in last, last
 
 
+def test_residual_trend_leaves_out_the_random_start():
+    """The 512-channel run's first residuals (RESULTS.md): the fall from the random start
+    would promise ~2 more iterations; the rate after it (x0.40) says 6."""
+    from navcuda.discover.eigensolvers import _residual_trend
+
+    out = _residual_trend([158.0, 0.613, 0.243], 1e-3, 2, 0.0182)
+    assert (out["trend"], out["to_tol"], out["locked"]) == ("x0.40/iter", "~6 iters", "2"), out
+    out = _residual_trend([158.0, 0.613], 1e-3, 0, 0.0182)  # nothing else to go by yet
+    assert out["trend"] == "x0.00/iter" and out["to_tol"] == "~2 iters", out
+    out = _residual_trend([158.0, 0.613, 0.7], 1e-3, 0, 0.0182)  # rising: no promise
+    assert out["to_tol"] == "?", out
+
+
 def test_spectrum_shows_its_setup_and_calibration(tiny_generator, capsys):
     discover(tiny_generator, "convs.3", method="spectrum", k=2, progress=True, **_SPEC)
     err = capsys.readouterr().err
