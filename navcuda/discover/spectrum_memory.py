@@ -91,7 +91,8 @@ def report(
     done: int = 0,
 ) -> str:
     """The memory model and the expected cost of a spectrum run, in a few lines; ``done``
-    products already spent (a resumed run) are taken off the expected and the largest count."""
+    products already spent (a resumed LOBPCG run) are taken off the expected and the largest
+    count."""
     host = solver_bytes(solver, k, p, n, block_dtype)
     vectors = 1 if solver == "power" else p
     dev = memory.peak(vectors)
@@ -109,8 +110,9 @@ def report(
             f"  eigensolver ({solver}): {blocks} blocks of [{p}, {n}] "
             f"{str(block_dtype).removeprefix('torch.')} on the host, {format_bytes(host)}"
         )
-        bound = max_iters * p
-        products = min(PRODUCTS_PER_VECTOR * p, bound)  # a small max_iters stops it sooner
+        bound = max(max_iters * p - done, 0)  # a resumed run: less the products spent
+        # a small max_iters stops it sooner; a resumed run has a block to go at least
+        products = min(max(PRODUCTS_PER_VECTOR * p - done, p), bound)
         est = f" (~{PRODUCTS_PER_VECTOR} per block vector)"
         if products == bound:
             est = f" (max_iters={max_iters})"
@@ -126,8 +128,6 @@ def report(
     per = memory.seconds_per_product(vectors)
     if per is not None:
         left = "" if not done else f" left ({done} done)"
-        bound = max(bound - done, 0)
-        products = min(max(products - done, vectors), bound)  # a resumed run: a block at least
         lines.append(
             f"spectrum: expected time ~{_duration(products * per)}: ~{products} products{left}"
             f"{est} x {per:.3g} s each over {memory.n_latents} latents; at most "

@@ -120,3 +120,5 @@ def test_expected_time_stops_at_max_iters(tiny_generator):
     assert "(329 products)" in last
     last = SM.report(probe.memory, max_iters=50, done=70, **kw).splitlines()[-1]
     assert "~7 products left (70 done)" in last  # past the usual count: one block at least
+    last = SM.report(probe.memory, max_iters=50, done=343, **kw).splitlines()[-1]
+    assert "~7 products left (343 done) (max_iters=50)" in last  # the cap, not the usual count
