@@ -26,6 +26,7 @@ Hessian's products) and keeps its blocks on the host, one column chunk at a time
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -222,11 +223,13 @@ def block_eigensolver(
     locked_hx = torch.zeros(0, n, dtype=torch.float64)
     history: list[float] = []
     bar = _solver_bar("block", max_iters, progress)
+    pace = _Pace()
     it, count = 0, 0
     theta = res = x = None
     while it < max_iters:
         z = _products(hvp, q, device, dtype)
         count += q.shape[0]
+        pace.products += q.shape[0]
         it += 1
         blocks = [(locked_x, locked_hx), (q, z)]
         theta, s = _block_ritz(blocks)
@@ -236,7 +239,10 @@ def block_eigensolver(
         worst = float(res.max())
         history.append(worst)
         n_lock = int(torch.cumprod((res < tol).int(), 0).sum()) if lock else 0
-        bar.set_postfix(_residual_trend(history, tol, n_lock, float(theta[0])), refresh=False)
+        trend = _residual_trend(
+            history, tol, n_lock, float(theta[0]), pace.per_iter(x.shape[0] - n_lock)
+        )
+        bar.set_postfix(trend, refresh=False)
         bar.update(1)
         if worst < tol:
             break
@@ -261,11 +267,28 @@ def _solver_bar(name: str, max_iters: int, progress: bool) -> tqdm:
     return bar
 
 
-def _residual_trend(history: list[float], tol: float, locked: int, top: float) -> dict[str, str]:
+class _Pace:
+    """Seconds per product of the products this process has run (a resumed run's loading not
+    included), and what an iteration of ``m`` products costs at that pace."""
+
+    def __init__(self) -> None:
+        self.start, self.products = time.perf_counter(), 0
+
+    def per_iter(self, m: int) -> float | None:
+        if not self.products:
+            return None
+        return m * (time.perf_counter() - self.start) / self.products
+
+
+def _residual_trend(
+    history: list[float], tol: float, locked: int, top: float, per_iter: float | None = None
+) -> dict[str, str]:
     """Postfix of a block solver's bar: the largest residual against ``tol``, its mean factor
     per iteration over the last few iterations and, while it falls, the iterations that rate
-    needs to reach ``tol``. The random start's residual is left out once there are two after it:
-    the first step's fall (158 to 0.61 on a 512-channel layer) is no guide to the next ones."""
+    needs to reach ``tol``, with their time at ``per_iter`` seconds each (the next iteration's
+    products at this run's pace: an upper bound, as more vectors lock). The random start's
+    residual is left out once there are two after it: the first step's fall (158 to 0.61 on a
+    512-channel layer) is no guide to the next ones."""
     worst = history[-1]
     out = {"max_residual": f"{worst:.2e}", "tol": f"{tol:.0e}"}
     window = (history[1:] if len(history) > 2 else history)[-4:]
@@ -273,9 +296,12 @@ def _residual_trend(history: list[float], tol: float, locked: int, top: float) -
         rate = (worst / window[0]) ** (1 / (len(window) - 1))
         out["trend"] = f"x{rate:.2f}/iter"
         if worst > tol:
-            out["to_tol"] = (
-                f"~{math.ceil(math.log(tol / worst) / math.log(rate))} iters" if rate < 1 else "?"
-            )
+            out["to_tol"] = "?"
+            if rate < 1:
+                iters = math.ceil(math.log(tol / worst) / math.log(rate))
+                out["to_tol"] = f"~{iters} iters"
+                if per_iter is not None:
+                    out["to_tol"] += f" (~{tqdm.format_interval(iters * per_iter)})"
     out["locked"], out["top"] = str(locked), f"{top:.3g}"
     return out
 
@@ -392,12 +418,14 @@ def lobpcg_eigensolver(
         x = _check_state(state, n, k, oversample, block_dtype)
     p = x.shape[0]
     bar = _solver_bar("lobpcg", max_iters, progress)
+    pace = _Pace()
     # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors
     # (x, hx), then W and P (``rest``). Never concatenated (every product with the basis is a
     # sum over blocks), and updated in place column chunk by column chunk: the Ritz vectors
     # over the old ones, the next P over the old W; at most six blocks of [p, N] live.
     if state is None:
         hx = _products(hvp, x, device, dtype)
+        pace.products += p
         rest: list[tuple[torch.Tensor, torch.Tensor]] = []
         count, it, history = p, 1, []
         if on_iteration is not None:  # the first block of products is a whole iteration's cost
@@ -425,7 +453,8 @@ def lobpcg_eigensolver(
                 "block_eigensolver or power_eigensolver"
             )
         n_lock = int(torch.cumprod((res < tol).int(), 0).sum())
-        bar.set_postfix(_residual_trend(history, tol, n_lock, float(theta[0])), refresh=False)
+        trend = _residual_trend(history, tol, n_lock, float(theta[0]), pace.per_iter(p - n_lock))
+        bar.set_postfix(trend, refresh=False)
         bar.update(1)
         if worst < tol or it >= max_iters:
             break
@@ -437,6 +466,7 @@ def lobpcg_eigensolver(
         w, _ = _orthonormalize(_project_out(w, None, x, hx)[0], None)
         hw = _products(hvp, w, device, dtype) if w.shape[0] else w.new_zeros(0, n)
         count += w.shape[0]
+        pace.products += w.shape[0]
         it += 1
         rest = [(w, hw)]
         if prev is not None:

@@ -51,6 +51,18 @@ def test_residual_trend_leaves_out_the_random_start():
     assert out["to_tol"] == "?", out
 
 
+def test_residual_trend_says_how_long_the_iterations_left_take():
+    """The 512-channel run's hour-long blocks: the iterations left at the run's own pace."""
+    from navcuda.discover.eigensolvers import _Pace, _residual_trend
+
+    out = _residual_trend([158.0, 0.613, 0.243], 1e-3, 2, 0.0182, per_iter=3300.0)
+    assert out["to_tol"] == "~6 iters (~5:30:00)", out
+    pace = _Pace()
+    assert pace.per_iter(78) is None  # no product run yet (a resumed run before its first)
+    pace.products, pace.start = 80, pace.start - 3280.0  # 41 s per product so far
+    assert 78 * 41.0 <= pace.per_iter(78) < 78 * 41.1
+
+
 def test_spectrum_shows_its_setup_and_calibration(tiny_generator, capsys):
     discover(tiny_generator, "convs.3", method="spectrum", k=2, progress=True, **_SPEC)
     err = capsys.readouterr().err
