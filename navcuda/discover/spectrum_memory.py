@@ -16,10 +16,13 @@ from navcuda.memory_budget import MemoryBudgetError, default_budget, format_byte
 
 __all__ = ["PRODUCTS_PER_VECTOR", "hessian_budget", "report", "solver_bytes"]
 
-#: Products per block vector a block solver spends, measured: LOBPCG top-16 of the bundled
-#: model (p = 20) to tol 1e-2: 102 (5.1); top-64 of a 512-channel 32 px layer (p = 80) to
-#: residuals <= 5e-3: 379 (4.7). The estimate, not a bound: ``max_iters`` is.
-PRODUCTS_PER_VECTOR = 5
+#: Products per block vector a block solver spends, a range (measured; the estimate, not a bound:
+#: ``max_iters`` is): LOBPCG top-16 of the bundled model (p = 20) to tol 1e-2: 102 (5.1); top-64
+#: of a 512-channel 32 px layer (p = 80) over 16 latents to tol 5e-3: 379-390 (4.7-4.9), to 1e-3:
+#: 440 (5.5). A flatter spectrum takes more: the same layer over the paper's 512 latents to 1e-3
+#: fell x0.40-0.51 per iteration after the start, ~9 per block vector (four iterations measured,
+#: the rest at their rate; ``benchmarks/RESULTS.md``).
+PRODUCTS_PER_VECTOR = (5, 9)
 
 #: Blocks of ``[p, N]`` the block solvers hold at their peak (the product's output block
 #: included): LOBPCG 6 (``benchmarks/test_bench_spectrum.py::test_solver_memory``), subspace
@@ -102,8 +105,8 @@ def report(
         lines.append(
             f"  eigensolver (power): {k} float64 vectors on the host, {format_bytes(host)}"
         )
-        products = k * (iterations + 1)
-        bound, est = products, ""
+        bound, est = k * (iterations + 1), ""
+        products = [bound]
     else:
         blocks = _SOLVER_BLOCKS[solver]
         lines.append(
@@ -112,9 +115,10 @@ def report(
         )
         bound = max(max_iters * p - done, 0)  # a resumed run: less the products spent
         # a small max_iters stops it sooner; a resumed run has a block to go at least
-        products = min(max(PRODUCTS_PER_VECTOR * p - done, p), bound)
-        est = f" (~{PRODUCTS_PER_VECTOR} per block vector)"
-        if products == bound:
+        products = [min(max(each * p - done, p), bound) for each in PRODUCTS_PER_VECTOR]
+        lo, hi = PRODUCTS_PER_VECTOR
+        est = f" (~{lo}-{hi} per block vector: more on flatter spectra)"
+        if products[-1] == bound:
             est = f" (max_iters={max_iters})"
     if device.type == "cpu":
         total = dev + host - (2 * vectors * (memory.per_vector // 2))  # rows are solver blocks
@@ -128,9 +132,10 @@ def report(
     per = memory.seconds_per_product(vectors)
     if per is not None:
         left = "" if not done else f" left ({done} done)"
+        count = "-".join(str(c) for c in dict.fromkeys(products))  # one figure where they meet
+        took = " to ".join(dict.fromkeys(_duration(c * per) for c in products))
         lines.append(
-            f"spectrum: expected time ~{_duration(products * per)}: ~{products} products{left}"
-            f"{est} x {per:.3g} s each over {memory.n_latents} latents; at most "
-            f"{_duration(bound * per)} ({bound} products)"
+            f"spectrum: expected time ~{took}: ~{count} products{left}{est} x {per:.3g} s each "
+            f"over {memory.n_latents} latents; at most {_duration(bound * per)} ({bound} products)"
         )
     return "\n".join(lines)

@@ -103,7 +103,7 @@ def test_spectrum_checkpoint_from_the_cli(tmp_path):
 
 
 def test_expected_time_stops_at_max_iters(tiny_generator):
-    """The expected products are the usual ~5 per block vector, or max_iters blocks when fewer."""
+    """The expected products are the usual 5-9 per block vector, or max_iters blocks when fewer."""
     from navcuda.discover import spectrum_memory as SM
 
     g = tiny_generator
@@ -114,10 +114,14 @@ def test_expected_time_stops_at_max_iters(tiny_generator):
     last = SM.report(probe.memory, max_iters=1, **kw).splitlines()[-1]
     assert "~7 products (max_iters=1)" in last and "at most" in last
     last = SM.report(probe.memory, max_iters=50, **kw).splitlines()[-1]
-    assert f"~{SM.PRODUCTS_PER_VECTOR * 7} products (~" in last and "(350 products)" in last
+    lo, hi = SM.PRODUCTS_PER_VECTOR
+    assert f"~{lo * 7}-{hi * 7} products (~{lo}-{hi} per block vector" in last
+    assert "(350 products)" in last
     last = SM.report(probe.memory, max_iters=50, done=21, **kw).splitlines()[-1]
-    assert f"~{SM.PRODUCTS_PER_VECTOR * 7 - 21} products left (21 done)" in last
+    assert f"~{lo * 7 - 21}-{hi * 7 - 21} products left (21 done)" in last
     assert "(329 products)" in last
+    last = SM.report(probe.memory, max_iters=8, **kw).splitlines()[-1]
+    assert f"~{lo * 7}-56 products (max_iters=8)" in last  # the range's top capped
     last = SM.report(probe.memory, max_iters=50, done=70, **kw).splitlines()[-1]
     assert "~7 products left (70 done)" in last  # past the usual count: one block at least
     last = SM.report(probe.memory, max_iters=50, done=343, **kw).splitlines()[-1]
