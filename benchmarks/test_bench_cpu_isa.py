@@ -1,10 +1,12 @@
 """The CPU kernels' two instruction sets, generic (SSE2, the portable build flags) against AVX2 +
 FMA (picked at run time where the CPU has them), as paired A/B ratios ``time(generic) /
 time(avx2)``: each fused kernel alone, on the official 16x16 layer (batch 8, in cache) and on a
-64 MiB tensor (memory-bound), and one whole shifted layer's forward + backward.
+64 MiB tensor (memory-bound), and one whole shifted layer's forward + backward. Beside them, the
+arithmetic oneDNN offers the spectrum products' convolutions: float32 against bfloat16 (AMX where
+the CPU has it), time and error (:func:`test_conv_arithmetic`).
 
-CPU only: ``--device cuda`` skips this file. Skips where ``_C`` has no AVX2 kernels (not x86-64,
-or a CPU without AVX2 + FMA).
+CPU only: ``--device cuda`` skips this file. The kernels' cases skip where ``_C`` has no AVX2
+kernels (not x86-64, or a CPU without AVX2 + FMA).
 """
 
 from __future__ import annotations
@@ -153,3 +155,47 @@ def test_shared_shift_layer_isa(benchmark, isa_pair):
         torch.autograd.grad(y, delta, gy)
 
     _record(benchmark, "shifted_modconv fwd+bwd, shared shift, official layer", *isa_pair(run))
+
+
+@pytest.mark.parametrize("arithmetic", ["bfloat16 tensors", "float32 tensors, bf16 math"])
+def test_conv_arithmetic(benchmark, device, arithmetic):
+    """The spectrum products' hottest convolution (issue 26's 512-channel 32x32 3x3 layer,
+    batch 8, channels-last; oneDNN, not our kernels) in float32 against bfloat16 arithmetic:
+    ``time(float32) / time(bf16)`` and each one's relative error against float64. bf16 runs on
+    AMX / AVX-512-BF16 where the CPU has them, so this bounds what cheaper arithmetic could give
+    the products (``benchmarks/RESULTS.md``, issue 26) and what it would cost in accuracy."""
+    if device.type != "cpu":
+        pytest.skip("oneDNN's CPU arithmetic: CPU only")
+    conv = torch.backends.mkldnn.conv
+    if arithmetic != "bfloat16 tensors" and not hasattr(conv, "fp32_precision"):
+        pytest.skip("this torch has no torch.backends.mkldnn.conv.fp32_precision")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 512, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(512, 512, 3, 3, generator=gen) / 48  # unit-variance outputs
+    exact = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+
+    def f32():
+        return torch.nn.functional.conv2d(x, w, padding=1)
+
+    if arithmetic == "bfloat16 tensors":
+        xb, wb = x.bfloat16(), w.bfloat16()
+
+        def bf16():
+            return torch.nn.functional.conv2d(xb, wb, padding=1)
+    else:
+        before = conv.fp32_precision
+
+        def bf16():
+            conv.fp32_precision = "bf16"
+            try:
+                return f32()
+            finally:
+                conv.fp32_precision = before
+
+    def err(y):
+        return float((y.double() - exact).norm() / exact.norm())
+
+    benchmark.extra_info.update(cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                                err_float32=err(f32()), err_bf16=err(bf16()))  # fmt: skip
+    _record(benchmark, f"conv 8x512x32x32 3x3, float32 vs {arithmetic}", f32, bf16)
+    benchmark.extra_info["meaning"] = "time(float32) / time(bf16 arithmetic)"
