@@ -172,16 +172,21 @@ def _metric_group(batch_size: int) -> int:
     return max(1, 3 * batch_size // 4)
 
 
-def _fastest(fn, device: torch.device, repeats: int = 2) -> float:
-    """The fastest of ``repeats`` timed calls of ``fn()``, in seconds (synchronised on CUDA)."""
+def _fastest(fns, device: torch.device, repeats: int = 2) -> list[float]:
+    """The fastest of ``repeats`` timed calls of each of ``fns``, in seconds (synchronised on
+    CUDA). The calls take turns (a, b, a, b), so that a busy spell as long as two calls slows at
+    most one run of each: the probe's vectors' part is the difference of two such timings, which
+    magnifies a slowed side (two fresh processes printed 1.04 and 1.73 s per product where
+    1.45 s was measured and seven later ones 1.30-1.40 s; the calls were not interleaved then)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda *_: None
-    best = math.inf
+    best = [math.inf] * len(fns)
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
+        for i, fn in enumerate(fns):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
     return best
 
 
@@ -394,8 +399,9 @@ class PerceptualHessian:
         :meth:`hvp_gn`), the chunk is timed, for ``"gn"`` also with twice the vectors (the
         latents' primal runs once for both, so the difference is the vectors' own part), then
         run again under the peak's tracker (which slows it several times over). Each timing is
-        the faster of two runs: a busy neighbour only ever adds time, and one slowed run made the
-        primal/vector split (a difference of two timings) print several times the real cost."""
+        the faster of two runs, the two timings taking turns (:func:`_fastest`): a busy
+        neighbour only ever adds time, and one slowed run made the primal/vector split (a
+        difference of two timings) print several times the real cost."""
         gen = torch.Generator().manual_seed(0)
         v = torch.randn(2 * vectors, *self.shape, generator=gen, dtype=torch.float64)
         v = v / v.flatten(1).norm(dim=1).view(-1, *[1] * len(self.shape))
@@ -405,11 +411,16 @@ class PerceptualHessian:
         try:
             fn(v[:1])
             self._probe_latents = latents
-            seconds = _fastest(lambda: fn(v[:vectors]), self.device)
-            primal = 0.0
-            if product == "gn":
-                primal = min(seconds, max(0.0, 2 * seconds - _fastest(lambda: fn(v), self.device)))
-            _, peak, _ = measure_peak(lambda: fn(v[:vectors]), self.device)
+
+            def one():
+                return fn(v[:vectors])
+
+            if product == "gn":  # 2x the vectors, the latents' primal once for both
+                seconds, both = _fastest([one, lambda: fn(v)], self.device)
+                primal = min(seconds, max(0.0, 2 * seconds - both))
+            else:
+                (seconds,), primal = _fastest([one], self.device), 0.0
+            _, peak, _ = measure_peak(one, self.device)
         finally:
             self._probe_latents = None
         return peak, seconds, primal
