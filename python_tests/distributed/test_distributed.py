@@ -302,3 +302,11 @@ def test_hybrid_equals_single_process(tmp_path):
         got_set.coefficients.flatten(1).double(), ref_set.coefficients.flatten(1).double()
     )
     assert float(cos.min()) > 1 - 1e-6
+
+
+def test_a_failed_rank_leaves_with_its_code_and_its_output():
+    """A failed rank ends without the interpreter's teardown (whose C++ threads could abort it,
+    exit -6): the error's own code, and what it printed (unflushed, to a pipe) still arrives."""
+    code = "from navcuda.cli.distributed import _leave; print('error line', end=''); _leave(2)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout) == (2, "error line"), proc.stderr
