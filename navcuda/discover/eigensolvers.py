@@ -229,7 +229,6 @@ def block_eigensolver(
     while it < max_iters:
         z = _products(hvp, q, device, dtype)
         count += q.shape[0]
-        pace.products += q.shape[0]
         it += 1
         blocks = [(locked_x, locked_hx), (q, z)]
         theta, s = _block_ritz(blocks)
@@ -240,7 +239,7 @@ def block_eigensolver(
         history.append(worst)
         n_lock = int(torch.cumprod((res < tol).int(), 0).sum()) if lock else 0
         trend = _residual_trend(
-            history, tol, n_lock, float(theta[0]), pace.per_iter(x.shape[0] - n_lock)
+            history, tol, n_lock, float(theta[0]), pace.per_iter(x.shape[0] - n_lock, count)
         )
         bar.set_postfix(trend, refresh=False)
         bar.update(1)
@@ -268,16 +267,18 @@ def _solver_bar(name: str, max_iters: int, progress: bool) -> tqdm:
 
 
 class _Pace:
-    """Seconds per product of the products this process has run (a resumed run's loading not
-    included), and what an iteration of ``m`` products costs at that pace."""
+    """Seconds per product of the products this process has run since it was made (a resumed
+    run's ``done`` products and its loading left out), and what an iteration of ``m`` products
+    costs at that pace once the solver's count is ``count``."""
 
-    def __init__(self) -> None:
-        self.start, self.products = time.perf_counter(), 0
+    def __init__(self, done: int = 0) -> None:
+        self.start, self.done = time.perf_counter(), done
 
-    def per_iter(self, m: int) -> float | None:
-        if not self.products:
+    def per_iter(self, m: int, count: int) -> float | None:
+        ran = count - self.done
+        if ran <= 0:
             return None
-        return m * (time.perf_counter() - self.start) / self.products
+        return m * (time.perf_counter() - self.start) / ran
 
 
 def _residual_trend(
@@ -418,14 +419,13 @@ def lobpcg_eigensolver(
         x = _check_state(state, n, k, oversample, block_dtype)
     p = x.shape[0]
     bar = _solver_bar("lobpcg", max_iters, progress)
-    pace = _Pace()
+    pace = _Pace(0 if state is None else int(state["count"]))
     # The basis is kept as blocks of orthonormal rows with their products: the Ritz vectors
     # (x, hx), then W and P (``rest``). Never concatenated (every product with the basis is a
     # sum over blocks), and updated in place column chunk by column chunk: the Ritz vectors
     # over the old ones, the next P over the old W; at most six blocks of [p, N] live.
     if state is None:
         hx = _products(hvp, x, device, dtype)
-        pace.products += p
         rest: list[tuple[torch.Tensor, torch.Tensor]] = []
         count, it, history = p, 1, []
         if on_iteration is not None:  # the first block of products is a whole iteration's cost
@@ -453,7 +453,9 @@ def lobpcg_eigensolver(
                 "block_eigensolver or power_eigensolver"
             )
         n_lock = int(torch.cumprod((res < tol).int(), 0).sum())
-        trend = _residual_trend(history, tol, n_lock, float(theta[0]), pace.per_iter(p - n_lock))
+        trend = _residual_trend(
+            history, tol, n_lock, float(theta[0]), pace.per_iter(p - n_lock, count)
+        )
         bar.set_postfix(trend, refresh=False)
         bar.update(1)
         if worst < tol or it >= max_iters:
@@ -466,7 +468,6 @@ def lobpcg_eigensolver(
         w, _ = _orthonormalize(_project_out(w, None, x, hx)[0], None)
         hw = _products(hvp, w, device, dtype) if w.shape[0] else w.new_zeros(0, n)
         count += w.shape[0]
-        pace.products += w.shape[0]
         it += 1
         rest = [(w, hw)]
         if prev is not None:

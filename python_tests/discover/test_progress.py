@@ -57,10 +57,10 @@ def test_residual_trend_says_how_long_the_iterations_left_take():
 
     out = _residual_trend([158.0, 0.613, 0.243], 1e-3, 2, 0.0182, per_iter=3300.0)
     assert out["to_tol"] == "~6 iters (~5:30:00)", out
-    pace = _Pace()
-    assert pace.per_iter(78) is None  # no product run yet (a resumed run before its first)
-    pace.products, pace.start = 80, pace.start - 3280.0  # 41 s per product so far
-    assert 78 * 41.0 <= pace.per_iter(78) < 78 * 41.1
+    pace = _Pace(done=160)  # a resumed run: 160 products before this process
+    assert pace.per_iter(78, 160) is None  # no product run yet here
+    pace.start -= 3280.0  # 80 products in 3280 s: 41 s each
+    assert 78 * 41.0 <= pace.per_iter(78, 240) < 78 * 41.1
 
 
 def test_spectrum_shows_its_setup_and_calibration(tiny_generator, capsys):
